@@ -1,0 +1,36 @@
+# nsai-work: every target installs what it needs (Debian and PyPI packages) on a fresh machine.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup test lint demo bench schema clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+	@touch $(STAMP)
+
+## make test: lint, then the whole test suite in a loopback-only network namespace.
+test: setup lint
+	scripts/in-netns.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## make demo: a realistic multi-tenant workload on the embedded scheduler, live.
+demo: setup
+	$(PY) -m nsai_work.demo $(DEMO_ARGS)
+
+## make bench: benchmarks, median of 3 runs; results under bench/results/.
+bench: setup
+	scripts/in-netns.sh $(PY) -m bench $(BENCH_ARGS)
+
+## make schema: regenerate schema/*.json from the IR types.
+schema: setup
+	$(PY) -m nsai_work.cli schema --write schema
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -1,0 +1,162 @@
+"""nsai-work: the unified job scheduler of an AI platform.
+
+One Job IR for every kind of work (tool calls, experiment steps, training, inference), strict
+priority levels, tenants, resource-aware placement, retries with backoff, and pluggable backends
+that really run the work. Three faces over one engine::
+
+    import nsai_work as work
+
+    work.start()                                   # the process-wide default (the seed's API)
+    job = work.submit(work.Job(kind="tool_call", tenant_id="acme",
+                               payload={"tool_name": "echo", "args": {"hi": 1}}))
+    work.wait(job.id).result                       # {'hi': 1}
+
+    with work.SyncScheduler() as s: ...            # a blocking scheduler of your own
+    async with work.Scheduler() as s: ...          # the async engine
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import altar, backends, telemetry, testing
+from ._context import JobContext
+from ._errors import (
+    AdmissionError,
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    NonRetryableError,
+    NotFoundError,
+    NotStartedError,
+    QueueFullError,
+    QuotaExceededError,
+    RateLimitedError,
+    StoreError,
+    UnschedulableError,
+    ValidationError,
+    WaitTimeoutError,
+    WorkError,
+)
+from ._handlers import HandlerRegistry, default_handlers
+from ._ir import (
+    TERMINAL_STATUSES,
+    Attempt,
+    Backoff,
+    Constraints,
+    Job,
+    JobError,
+    Pool,
+    Priority,
+    Progress,
+    Resources,
+    RetryPolicy,
+    Status,
+    new_job_id,
+)
+from ._stats import Counts, PoolStats, PoolUsage, Stats
+from .backends import Backend
+from .engine import Config, Page, Scheduler, SyncScheduler
+from .engine._default import (
+    as_completed,
+    cancel,
+    default_scheduler,
+    get,
+    retry,
+    start,
+    stats,
+    stop,
+    submit,
+    submit_many,
+    wait,
+    wait_many,
+)
+from .engine._default import list_jobs as list
+
+__version__ = "0.1.0"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handler(kind: str, *, replace: bool = False) -> Callable[[F], F]:
+    """Register the decorated function as the handler of jobs of ``kind`` (local backend)::
+
+    @work.handler("embed")
+    async def embed(job): ...
+    """
+    return default_handlers().handler(kind, replace=replace)
+
+
+def register_handler(kind: str, fn: Callable[..., Any], *, replace: bool = False) -> None:
+    """Register ``fn`` as the handler of jobs of ``kind`` (local backend)."""
+    default_handlers().register(kind, fn, replace=replace)
+
+
+def unregister_handler(kind: str) -> None:
+    """Forget the handler of ``kind``."""
+    default_handlers().unregister(kind)
+
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "AdmissionError",
+    "Attempt",
+    "Backend",
+    "BackendError",
+    "Backoff",
+    "Config",
+    "ConfigurationError",
+    "ConflictError",
+    "Constraints",
+    "Counts",
+    "HandlerRegistry",
+    "Job",
+    "JobContext",
+    "JobError",
+    "NonRetryableError",
+    "NotFoundError",
+    "NotStartedError",
+    "Page",
+    "Pool",
+    "PoolStats",
+    "PoolUsage",
+    "Priority",
+    "Progress",
+    "QueueFullError",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "Resources",
+    "RetryPolicy",
+    "Scheduler",
+    "Stats",
+    "Status",
+    "StoreError",
+    "SyncScheduler",
+    "UnschedulableError",
+    "ValidationError",
+    "WaitTimeoutError",
+    "WorkError",
+    "__version__",
+    "altar",
+    "as_completed",
+    "backends",
+    "cancel",
+    "default_scheduler",
+    "get",
+    "handler",
+    "list",
+    "new_job_id",
+    "register_handler",
+    "retry",
+    "start",
+    "stats",
+    "stop",
+    "submit",
+    "submit_many",
+    "telemetry",
+    "testing",
+    "unregister_handler",
+    "wait",
+    "wait_many",
+]

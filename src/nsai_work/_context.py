@@ -1,0 +1,79 @@
+"""``JobContext``: what a running handler may know and tell about its own run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ValidationError
+from ._ir import Progress
+
+if TYPE_CHECKING:
+    from ._ir import Job
+
+__all__ = ["JobContext"]
+
+_job_log = logging.getLogger("nsai_work.job")
+
+
+class JobContext:
+    """Passed as the second argument to handlers that take ``(job, ctx)``.
+
+    ``attempt`` counts from 1. ``cancelled`` turns True when the run is canceled or timed out:
+    a sync handler (which cannot be interrupted in its thread) should check it and return early.
+    """
+
+    __slots__ = ("_cancelled", "_heartbeat", "_logger", "_progress", "attempt", "job")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.attempt = job.attempt
+        self._cancelled = False
+        self._progress: Progress | None = None
+        self._heartbeat: float | None = None
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run should stop (cancel, timeout or shutdown)."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Mark the run as stopping (the scheduler does this; handlers read ``cancelled``)."""
+        self._cancelled = True
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress; ``get(job_id)`` shows it while the job runs."""
+        if not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
+            raise ValidationError(
+                f"progress is a fraction in [0, 1], got {fraction!r}", path="$.fraction"
+            )
+        self._progress = Progress(fraction=float(fraction), message=message)
+        self._heartbeat = time.time()
+
+    @property
+    def last_progress(self) -> Progress | None:
+        """The last reported progress, if any."""
+        return self._progress
+
+    def heartbeat(self) -> None:
+        """Say the run is alive (recorded as ``last_heartbeat``)."""
+        self._heartbeat = time.time()
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        """Unix time of the last heartbeat or progress report."""
+        return self._heartbeat
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the job id, tenant and attempt."""
+        if self._logger is None:
+            extra: dict[str, Any] = {
+                "job_id": self.job.id,
+                "tenant_id": self.job.tenant_id,
+                "attempt": self.attempt,
+            }
+            self._logger = logging.LoggerAdapter(_job_log, extra)
+        return self._logger

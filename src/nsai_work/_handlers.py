@@ -1,0 +1,113 @@
+"""The handler registry: which function runs a job of a given kind on the local backend.
+
+Handlers are plain or async functions taking the Job, or ``(job, ctx)`` where ``ctx`` is the
+running job's ``JobContext``. Their return value is the job's result (JSON-encodable); raising
+fails the attempt; raising ``work.NonRetryableError`` fails the job at once. The registry is
+process-wide, as in the seed; a ``LocalBackend(handlers=HandlerRegistry())`` may have its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from ._errors import ConflictError, NotFoundError, ValidationError
+
+__all__ = ["HandlerRegistry", "RegisteredFunction", "default_handlers", "describe_callable"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RegisteredFunction:
+    """A handler or tool function, with how to call it."""
+
+    __slots__ = ("fn", "is_async", "name", "takes_context")
+
+    def __init__(self, name: str, fn: Callable[..., Any], *, max_args: int) -> None:
+        if not callable(fn):
+            raise ValidationError(f"{name!r}: expected a function, got {fn!r}", path="$.fn")
+        self.name = name
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        self.takes_context = _positional_count(fn) >= 2 if max_args >= 2 else False
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: call with the job only
+        return 1
+    count = 0
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return 2
+        if parameter.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            count += 1
+    return count
+
+
+def describe_callable(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of a function, for messages."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class HandlerRegistry:
+    """Handlers by job kind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_kind: dict[str, RegisteredFunction] = {}
+
+    def register(self, kind: str, fn: Callable[..., Any], *, replace: bool = False) -> None:
+        """Run ``fn`` for jobs of ``kind``; registering a kind twice needs ``replace=True``."""
+        if not isinstance(kind, str) or not kind:
+            raise ValidationError(f"a kind is a non-empty string, got {kind!r}", path="$.kind")
+        entry = RegisteredFunction(kind, fn, max_args=2)
+        with self._lock:
+            if kind in self._by_kind and not replace:
+                raise ConflictError(
+                    f"a handler for kind {kind!r} is already registered "
+                    f"({describe_callable(self._by_kind[kind].fn)}); pass replace=True to swap it"
+                )
+            self._by_kind[kind] = entry
+
+    def handler(self, kind: str, *, replace: bool = False) -> Callable[[F], F]:
+        """Decorator form of ``register``."""
+
+        def decorate(fn: F) -> F:
+            self.register(kind, fn, replace=replace)
+            return fn
+
+        return decorate
+
+    def unregister(self, kind: str) -> None:
+        """Forget the handler of ``kind`` (``NotFoundError`` if there is none)."""
+        with self._lock:
+            if self._by_kind.pop(kind, None) is None:
+                raise NotFoundError(f"no handler is registered for kind {kind!r}")
+
+    def get(self, kind: str) -> RegisteredFunction | None:
+        """The handler of ``kind``, or None."""
+        return self._by_kind.get(kind)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._by_kind
+
+    def kinds(self) -> list[str]:
+        """Every registered kind, sorted."""
+        return sorted(self._by_kind)
+
+
+_DEFAULT: Final = HandlerRegistry()
+
+
+def default_handlers() -> HandlerRegistry:
+    """The process-wide registry that ``work.handler`` and ``work.register_handler`` fill."""
+    return _DEFAULT

@@ -1,0 +1,282 @@
+"""The Job IR: one representation for every kind of work (tool calls, experiment steps,
+training, inference), as msgspec Structs.
+
+A ``Job`` is what a caller builds and submits; the scheduler answers with new snapshots of it
+as it moves through its lifecycle (the Structs are frozen: a Job you hold never changes under
+you). Constraints on fields (``ge``, ``min_length`` ...) are checked when a job crosses an edge
+(``submit``, the HTTP API, a store row) with one reused decoder, so a bad field is reported with
+its ``$.path`` and the rule. ``schema/job.schema.json`` is generated from these types.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os as _os
+import threading as _threading
+import time as _time
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Attempt",
+    "Backoff",
+    "Constraints",
+    "Job",
+    "JobError",
+    "Pool",
+    "Priority",
+    "Progress",
+    "Resources",
+    "RetryPolicy",
+    "Status",
+    "new_job_id",
+    "utc_now",
+]
+
+
+class Priority(StrEnum):
+    """Strict priority levels, highest first. Compare ``.rank`` (0 is highest)."""
+
+    REALTIME = "realtime"
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+    OFFLINE = "offline"
+
+    @property
+    def rank(self) -> int:
+        """0 for realtime ... 3 for offline."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK: Final = {p: i for i, p in enumerate(Priority)}
+
+
+class Status(StrEnum):
+    """Lifecycle states; see ``TERMINAL_STATUSES`` and DESIGN.md's lifecycle table."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for succeeded, failed, timeout and canceled."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: Final = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.CANCELED}
+)
+
+
+class Backoff(StrEnum):
+    """How the delay between attempts grows."""
+
+    EXPONENTIAL = "exponential"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+# Reusable field types: the constraint is part of the type, so the JSON Schema shows it.
+NonEmptyStr = Annotated[str, Meta(min_length=1, max_length=256)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
+AwareDatetime = Annotated[_dt.datetime, Meta(tz=True)]
+
+
+class RetryPolicy(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """When and how often a failed attempt is retried.
+
+    Attempt ``n`` (the one that just failed, from 1) waits ``base_delay_ms * 2**(n-1)``
+    (exponential), ``base_delay_ms * n`` (linear) or ``base_delay_ms`` (constant), capped at
+    ``max_delay_ms``; with ``jitter`` the wait is drawn uniformly from [delay/2, delay].
+    ``max_attempts`` counts every run, the first included.
+    """
+
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 3
+    backoff: Backoff = Backoff.EXPONENTIAL
+    base_delay_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 1000
+    max_delay_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 60_000
+    jitter: bool = True
+    retry_on_timeout: bool = True
+
+
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+
+
+class Resources(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """What one run of the job needs. Unset fields ask nothing of that dimension.
+
+    ``gpu`` names a GPU type; ``gpu_count`` defaults to 1 when ``gpu`` is set. A ``gpu_count``
+    without ``gpu`` takes GPUs of any one type. ``custom`` asks named amounts a pool declares.
+    """
+
+    cpu: NonNegFloat | None = None
+    memory_mb: NonNegInt | None = None
+    gpu: NonEmptyStr | None = None
+    gpu_count: Annotated[int, Meta(ge=0, le=1024)] = 0
+    timeout_ms: Annotated[int, Meta(gt=0)] | None = None
+    max_cost_usd: NonNegFloat | None = None
+    custom: dict[NonEmptyStr, NonNegFloat] = {}
+
+    @property
+    def gpus_needed(self) -> int:
+        """How many GPUs one run takes."""
+        if self.gpu_count:
+            return self.gpu_count
+        return 1 if self.gpu is not None else 0
+
+
+DEFAULT_RESOURCES: Final = Resources()
+
+
+class Constraints(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """Where, when and how often the job may run."""
+
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    concurrency_group: NonEmptyStr | None = None
+    depends_on: tuple[NonEmptyStr, ...] = ()
+    run_at: AwareDatetime | None = None
+    deadline: AwareDatetime | None = None
+    backend: NonEmptyStr | None = None
+    unique_key: NonEmptyStr | None = None
+
+
+DEFAULT_CONSTRAINTS: Final = Constraints()
+
+
+class JobError(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """Why an attempt failed: the exception's type, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    attempt: int = 0
+
+
+class Attempt(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """One run of a job on a backend pool, and how it ended."""
+
+    number: int
+    backend: str
+    pool: str
+    started_at: _dt.datetime
+    finished_at: _dt.datetime | None = None
+    status: Status = Status.RUNNING
+    error: JobError | None = None
+
+
+class Progress(Struct, frozen=True, kw_only=True, gc=False):
+    """The last progress a running job reported: ``fraction`` in [0, 1] and a message."""
+
+    fraction: Annotated[float, Meta(ge=0, le=1)]
+    message: str | None = None
+
+
+class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Capacity a backend offers: one slot per running job, plus what jobs' Resources ask.
+
+    ``cpu`` and ``memory_mb`` left unset do not limit; GPUs and ``custom`` amounts a pool does
+    not list are not offered. ``labels`` describe the pool (region, gpu family ...).
+    """
+
+    name: NonEmptyStr
+    slots: Annotated[int, Meta(ge=0)] = 64
+    cpu: NonNegFloat | None = None
+    memory_mb: NonNegInt | None = None
+    gpus: dict[NonEmptyStr, Annotated[int, Meta(ge=0)]] = {}
+    custom: dict[NonEmptyStr, NonNegFloat] = {}
+    labels: dict[NonEmptyStr, str] = {}
+
+
+class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """A unit of work and its state.
+
+    Build one with the fields above the line; the scheduler fills in the rest. ``id`` is a
+    time-ordered UUIDv7 string assigned when the Job is built (you may pass your own).
+    ``error`` is the last attempt's error; ``attempts`` keeps every run.
+    """
+
+    kind: NonEmptyStr
+    tenant_id: NonEmptyStr
+    namespace: NonEmptyStr = "default"
+    priority: Priority = Priority.BATCH
+    payload: dict[str, Any] = {}
+    resources: Resources = DEFAULT_RESOURCES
+    constraints: Constraints = DEFAULT_CONSTRAINTS
+    metadata: dict[str, Any] = {}
+    tags: tuple[NonEmptyStr, ...] = ()
+    id: NonEmptyStr = field(default_factory=lambda: new_job_id())
+    created_at: AwareDatetime = field(default_factory=lambda: utc_now())
+    # ---- set by the scheduler ----
+    status: Status = Status.PENDING
+    backend: str | None = None
+    pool: str | None = None
+    attempt: NonNegInt = 0
+    attempts: tuple[Attempt, ...] = ()
+    result: Any = None
+    error: JobError | None = None
+    waiting_reason: str | None = None
+    cancel_reason: str | None = None
+    retry_of: str | None = None
+    submitted_at: AwareDatetime | None = None
+    queued_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    next_attempt_at: AwareDatetime | None = None
+    progress: Progress | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job succeeded, failed, timed out or was canceled."""
+        return self.status in TERMINAL_STATUSES
+
+
+# ---------------------------------------------------------------------------------------------
+# Time-ordered ids (UUIDv7, RFC 9562): 48 bits of Unix milliseconds, a 12-bit counter that keeps
+# ids monotonic within a millisecond in this process, and 62 random bits.
+
+_id_lock: Final = _threading.Lock()
+_id_state = [0, 0]  # last millisecond, counter
+
+
+def new_job_id() -> str:
+    """A new UUIDv7 string; ids sort by creation time."""
+    ms = _time.time_ns() // 1_000_000
+    with _id_lock:
+        last_ms, counter = _id_state
+        if ms <= last_ms:
+            ms = last_ms
+            counter += 1
+            if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next millisecond
+                ms += 1
+                counter = 0
+        else:
+            counter = 0
+        _id_state[0] = ms
+        _id_state[1] = counter
+    rand = int.from_bytes(_os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UTC: Final = _dt.UTC
+
+
+def utc_now() -> _dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return _dt.datetime.now(_UTC)
+
+
+# One reused encoder and decoder per type: the edge of the system (submit, HTTP, stores).
+json_encoder: Final = msgspec.json.Encoder()
+job_decoder: Final = msgspec.json.Decoder(Job)

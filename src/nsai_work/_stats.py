@@ -1,0 +1,67 @@
+"""What ``stats()`` returns: counts by status for the whole scheduler, per priority, per tenant and
+per backend, each pool's capacity and use, and why waiting jobs wait.
+
+Counts of pending, queued and running jobs are current; succeeded, failed, timeout, canceled,
+submitted and rejected count everything since the scheduler started.
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+from ._ir import Pool
+
+__all__ = ["Counts", "PoolStats", "PoolUsage", "Stats"]
+
+
+class Counts(Struct, kw_only=True, omit_defaults=True):
+    """Jobs by status (current for waiting and running, cumulative for the rest)."""
+
+    pending: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timeout: int = 0
+    canceled: int = 0
+    submitted: int = 0
+    rejected: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Pending plus queued."""
+        return self.pending + self.queued
+
+    @property
+    def finished(self) -> int:
+        """Jobs that reached a terminal state."""
+        return self.succeeded + self.failed + self.timeout + self.canceled
+
+
+class PoolUsage(Struct, kw_only=True):
+    """What runs hold on a pool now."""
+
+    slots: int = 0
+    cpu: float = 0.0
+    memory_mb: int = 0
+    gpus: dict[str, int] = {}
+    custom: dict[str, float] = {}
+
+
+class PoolStats(Struct, kw_only=True):
+    """One pool: the backend that offers it, its capacity and what is in use."""
+
+    backend: str
+    capacity: Pool
+    used: PoolUsage
+
+
+class Stats(Struct, kw_only=True):
+    """A snapshot of the scheduler's counters (see the module docstring)."""
+
+    totals: Counts
+    by_priority: dict[str, Counts]
+    by_tenant: dict[str, Counts]
+    by_backend: dict[str, Counts]
+    pools: dict[str, PoolStats]
+    waiting_reasons: dict[str, int]

@@ -1,0 +1,165 @@
+"""Validation at the edge: a job entering the scheduler, a result leaving a handler.
+
+A submitted job is checked once here and then trusted: its payload and metadata must be JSON
+(str keys; str, int, float, bool, None, lists; finite floats), every field must satisfy its
+type's constraints (a round trip through the one reused msgspec decoder, which also gives the
+scheduler a private copy the caller can no longer mutate), and fields whose behaviour is not
+built yet are refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import msgspec
+
+from ._errors import ValidationError
+from ._ir import DEFAULT_CONSTRAINTS, Job, Status, job_decoder, json_encoder
+
+__all__ = [
+    "NOT_SUPPORTED_YET",
+    "check_json",
+    "find_non_json",
+    "from_msgspec_error",
+    "normalize_result",
+    "validate_new_job",
+]
+
+_MAX_DEPTH: Final = 64
+
+#: Fields whose behaviour a later issue builds: a job that sets one is rejected, never ignored.
+NOT_SUPPORTED_YET: Final = (
+    ("constraints", "concurrency_group"),
+    ("constraints", "depends_on"),
+    ("constraints", "run_at"),
+    ("constraints", "deadline"),
+    ("constraints", "unique_key"),
+    ("resources", "max_cost_usd"),
+)
+
+
+def find_non_json(value: Any) -> tuple[str, str] | None:
+    """Where ``value`` stops being JSON: (``$.path``, what was found), or None if it is JSON."""
+    trail: list[str] = []
+    found = _walk(value, trail, 0)
+    if found is None:
+        return None
+    return "$" + "".join(reversed(trail)), found
+
+
+def _walk(value: Any, trail: list[str], depth: int) -> str | None:
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"the non-finite float {value!r}"
+    if depth > _MAX_DEPTH:
+        return f"nesting deeper than {_MAX_DEPTH} levels"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                trail.append(f"[{key!r}]")
+                return f"a key of type {type(key).__name__} (JSON object keys are strings)"
+            found = _walk(item, trail, depth + 1)
+            if found is not None:
+                trail.append(f".{key}" if key.isidentifier() else f"[{key!r}]")
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _walk(item, trail, depth + 1)
+            if found is not None:
+                trail.append(f"[{index}]")
+                return found
+        return None
+    return f"a value of type {type(value).__name__}"
+
+
+def check_json(value: Any, path: str, *, what: str, index: int | None = None) -> None:
+    """Raise ``ValidationError`` at ``path`` (plus the inner path) unless ``value`` is JSON."""
+    found = find_non_json(value)
+    if found is not None:
+        inner, thing = found
+        raise ValidationError(
+            f"{what} must be JSON-encodable (objects with string keys, arrays, strings, finite "
+            f"numbers, booleans, null); found {thing}",
+            path=path + inner[1:],
+            index=index,
+        )
+
+
+def from_msgspec_error(error: msgspec.ValidationError, index: int | None = None) -> ValidationError:
+    """Turn msgspec's "rule - at `$.path`" message into our ValidationError."""
+    text = str(error)
+    rule, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return ValidationError(text, index=index)
+    return ValidationError(rule, path=where.rstrip("`"), index=index)
+
+
+def validate_new_job(job: object, index: int | None = None) -> Job:
+    """Check a job offered to ``submit`` and return the scheduler's private, validated copy."""
+    if type(job) is not Job:
+        raise ValidationError(
+            f"expected a work.Job, got {type(job).__name__}; build one with "
+            f"work.Job(kind=..., tenant_id=...)",
+            index=index,
+        )
+    if job.payload:
+        check_json(job.payload, "$.payload", what="the payload", index=index)
+    if job.metadata:
+        check_json(job.metadata, "$.metadata", what="metadata", index=index)
+    if job.status is not Status.PENDING or job.attempt or job.attempts:
+        raise ValidationError(
+            f"a new job has status pending and no attempts (the scheduler sets those); got "
+            f"status {job.status!s} with {job.attempt} attempts - to run a finished job again use "
+            f"retry(job_id)",
+            path="$.status",
+            index=index,
+        )
+    try:
+        copy = job_decoder.decode(json_encoder.encode(job))
+    except msgspec.ValidationError as exc:
+        raise from_msgspec_error(exc, index) from None
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
+    _refuse_unbuilt(copy, index)
+    return copy
+
+
+def _refuse_unbuilt(job: Job, index: int | None) -> None:
+    if job.constraints is DEFAULT_CONSTRAINTS and job.resources.max_cost_usd is None:
+        return
+    for section, name in NOT_SUPPORTED_YET:
+        value = getattr(getattr(job, section), name)
+        if value is not None and value != ():
+            raise ValidationError(
+                f"not supported yet: {section}.{name} (a later release builds it; leave it unset "
+                f"for now rather than have it silently ignored)",
+                path=f"$.{section}.{name}",
+                index=index,
+            )
+
+
+def normalize_result(result: Any, max_bytes: int) -> Any:
+    """A handler's return value as the JSON the job will carry; ``ValidationError`` if it is not
+    JSON-encodable or is larger than ``max_bytes`` once encoded."""
+    if result is None or isinstance(result, str | bool | int):
+        if isinstance(result, str) and len(result) > max_bytes:
+            _too_big(len(result.encode()), max_bytes)
+        return result
+    check_json(result, "$.result", what="a handler's result")
+    encoded = json_encoder.encode(result)
+    if len(encoded) > max_bytes:
+        _too_big(len(encoded), max_bytes)
+    if isinstance(result, float):
+        return result
+    return msgspec.json.decode(encoded)
+
+
+def _too_big(size: int, max_bytes: int) -> None:
+    raise ValidationError(
+        f"a handler's result must encode to at most {max_bytes} bytes of JSON (max_result_bytes); "
+        f"got {size} - store large outputs elsewhere and return a reference",
+        path="$.result",
+    )

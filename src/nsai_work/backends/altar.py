@@ -1,0 +1,66 @@
+"""The altar backend: runs ``tool_call`` jobs with tools from the ALTAR registry.
+
+The payload names the tool (``tool_name``, ``function_name``, ``tool`` or ``tool_id``) and passes
+``args`` (or ``arguments``), which the tool receives as its one argument. A call naming an
+unregistered tool, or missing a required argument, is rejected at submit. Async tools run on the
+engine's loop (pool ``altar:async``), sync ones in threads (``altar:threads``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._errors import NonRetryableError
+from ..altar import ToolRegistry, default_registry, resolve_call
+from ._functions import DEFAULT_ASYNC_SLOTS, DEFAULT_THREADS, FunctionBackend
+
+if TYPE_CHECKING:
+    from .._context import JobContext
+    from .._ir import Job
+
+__all__ = ["TOOL_CALL", "AltarBackend"]
+
+TOOL_CALL = "tool_call"
+
+
+class AltarBackend(FunctionBackend):
+    """Run tool calls from a tool registry (the process-wide ``work.altar`` by default)."""
+
+    name = "altar"
+
+    def __init__(
+        self,
+        *,
+        tools: ToolRegistry | None = None,
+        threads: int = DEFAULT_THREADS,
+        async_slots: int = DEFAULT_ASYNC_SLOTS,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+    ) -> None:
+        super().__init__(threads=threads, async_slots=async_slots, cpu=cpu, memory_mb=memory_mb)
+        self.tools = default_registry() if tools is None else tools
+
+    def supports(self, job: Job) -> bool:
+        """True for ``tool_call`` jobs."""
+        return job.kind == TOOL_CALL
+
+    def explain(self, job: Job) -> str:
+        """Why this backend does not run ``job``."""
+        return f"altar runs only kind {TOOL_CALL!r}"
+
+    def validate(self, job: Job) -> None:
+        """Reject at submit a call to an unknown tool or without its required arguments."""
+        self.tools.check_call(job.payload)
+
+    def pools_for(self, job: Job) -> tuple[str, ...]:
+        """``altar:async`` for an async tool, ``altar:threads`` for a sync one."""
+        name, _ = resolve_call(job.payload)
+        return self._pools_for_function(self.tools.function(name))
+
+    async def execute(self, job: Job, ctx: JobContext) -> Any:
+        """Call the tool with the call's arguments."""
+        name, args = resolve_call(job.payload)
+        function = self.tools.function(name)
+        if function is None:
+            raise NonRetryableError(f"the tool {name!r} was unregistered after submit")
+        return await self._call(function, args)

@@ -1,0 +1,79 @@
+"""The ``nsai-work`` command.
+
+    nsai-work version            print the version
+    nsai-work schema [--write D] print (or write under D) the JSON Schema of the Job IR
+    nsai-work demo [--quick]     run the multi-tenant demo (what `make demo` runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["main", "schemas"]
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schemas generated from the IR types, by file name."""
+    from .._ir import Job, Pool
+
+    return {
+        "job.schema.json": msgspec.json.schema(Job),
+        "pool.schema.json": msgspec.json.schema(Pool),
+    }
+
+
+def _render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def _schema(args: argparse.Namespace) -> int:
+    rendered = {name: _render(schema) for name, schema in schemas().items()}
+    if args.write is None:
+        sys.stdout.write(rendered["job.schema.json"])
+        return 0
+    target = Path(args.write)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (target / name).write_text(text)
+        print(f"wrote {target / name}")
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    from .. import __version__
+
+    print(f"nsai-work {__version__}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo import run
+
+    return run(quick=args.quick)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nsai-work`` command."""
+    parser = argparse.ArgumentParser(prog="nsai-work", description="The nsai-work job scheduler.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("version", help="print the version").set_defaults(run=_version)
+    schema = sub.add_parser("schema", help="print or write the Job IR's JSON Schema")
+    schema.add_argument("--write", metavar="DIR", help="write schema files under DIR")
+    schema.set_defaults(run=_schema)
+    demo = sub.add_parser("demo", help="run the multi-tenant demo")
+    demo.add_argument("--quick", action="store_true", help="a short run (for tests)")
+    demo.set_defaults(run=_demo)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The pure scheduling core: no I/O, no clock, no threads, no randomness of its own.
+
+``SchedulingCore.handle(event, now) -> decisions`` holds every scheduling decision (admission,
+priority, capacity, retries, timeouts, cancellation); the engine only carries them out. A test
+checks that nothing in this package imports asyncio, time, os, socket, random or threading.
+"""
+
+from ._capacity import NO_NEEDS, Needs, PoolState, needs_of
+from ._core import Decision, SchedulingCore
+from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
+from ._messages import (
+    ArmTimer,
+    Cancel,
+    Dispatch,
+    Event,
+    Failed,
+    Outcome,
+    PoolsChanged,
+    Record,
+    Reject,
+    Route,
+    RunEnded,
+    Stopped,
+    StopRun,
+    Submit,
+    Succeeded,
+    TimerFired,
+    TimerKey,
+)
+from ._retry import backoff_delay_ms, base_delay_ms
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "NO_NEEDS",
+    "ArmTimer",
+    "Cancel",
+    "Decision",
+    "Dispatch",
+    "Event",
+    "Failed",
+    "Needs",
+    "Outcome",
+    "PoolState",
+    "PoolsChanged",
+    "Record",
+    "Reject",
+    "Route",
+    "RunEnded",
+    "SchedulingCore",
+    "StopRun",
+    "Stopped",
+    "Submit",
+    "Succeeded",
+    "TimerFired",
+    "TimerKey",
+    "backoff_delay_ms",
+    "base_delay_ms",
+    "check_transition",
+    "needs_of",
+]

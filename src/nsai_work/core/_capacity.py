@@ -1,0 +1,243 @@
+"""Capacity: what a job needs, what a pool offers, and reservations between them.
+
+Amounts are integers (cpu and custom amounts in thousandths), so reserving and releasing never
+drifts and "reserved never exceeds capacity" (I2) is an exact comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .._ir import Pool, Resources
+
+__all__ = ["NO_NEEDS", "Needs", "PoolState", "Reservation", "needs_of"]
+
+_MILLI: Final = 1000
+
+
+def _milli(amount: float) -> int:
+    return round(amount * _MILLI)
+
+
+class Needs:
+    """One run's demand: a slot plus cpu, memory, GPUs and custom amounts."""
+
+    __slots__ = ("cpu", "custom", "gpu_count", "gpu_type", "memory_mb")
+
+    def __init__(
+        self,
+        cpu: int = 0,
+        memory_mb: int = 0,
+        gpu_type: str | None = None,
+        gpu_count: int = 0,
+        custom: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        self.cpu = cpu
+        self.memory_mb = memory_mb
+        self.gpu_type = gpu_type
+        self.gpu_count = gpu_count
+        self.custom = custom
+
+    def __repr__(self) -> str:
+        return (
+            f"Needs(cpu={self.cpu / _MILLI}, memory_mb={self.memory_mb}, "
+            f"gpu={self.gpu_type}x{self.gpu_count}, custom={self.custom})"
+        )
+
+    def describe(self) -> dict[str, object]:
+        """The non-zero demands, in user units, for error messages."""
+        out: dict[str, object] = {"slots": 1}
+        if self.cpu:
+            out["cpu"] = self.cpu / _MILLI
+        if self.memory_mb:
+            out["memory_mb"] = self.memory_mb
+        if self.gpu_count:
+            out["gpus"] = f"{self.gpu_count} x {self.gpu_type or 'any type'}"
+        for name, amount in self.custom:
+            out[f"custom.{name}"] = amount / _MILLI
+        return out
+
+
+#: What a job with default Resources needs: one slot and nothing else (shared, never mutated).
+NO_NEEDS: Final = Needs()
+
+
+def needs_of(resources: Resources) -> Needs:
+    """Translate a job's Resources into integer demands."""
+    gpus = resources.gpus_needed
+    if resources.cpu is None and resources.memory_mb is None and not gpus and not resources.custom:
+        return NO_NEEDS
+    return Needs(
+        cpu=_milli(resources.cpu or 0.0),
+        memory_mb=resources.memory_mb or 0,
+        gpu_type=resources.gpu,
+        gpu_count=gpus,
+        custom=tuple(sorted((k, _milli(v)) for k, v in resources.custom.items() if v)),
+    )
+
+
+class Reservation:
+    """What one run holds on one pool, released exactly once when the run ends."""
+
+    __slots__ = ("gpu_type", "needs", "pool")
+
+    def __init__(self, pool: PoolState, needs: Needs, gpu_type: str | None) -> None:
+        self.pool = pool
+        self.needs = needs
+        self.gpu_type = gpu_type
+
+
+class PoolState:
+    """A pool's capacity (from its ``Pool`` spec) and what is reserved on it now."""
+
+    __slots__ = (
+        "backend",
+        "cap_cpu",
+        "cap_custom",
+        "cap_gpus",
+        "cap_memory",
+        "cap_slots",
+        "name",
+        "spec",
+        "used_cpu",
+        "used_custom",
+        "used_gpus",
+        "used_memory",
+        "used_slots",
+    )
+
+    def __init__(self, backend: str, spec: Pool) -> None:
+        self.backend = backend
+        self.name = spec.name
+        self.used_slots = 0
+        self.used_cpu = 0
+        self.used_memory = 0
+        self.used_gpus: dict[str, int] = {}
+        self.used_custom: dict[str, int] = {}
+        self.set_spec(spec)
+
+    def set_spec(self, spec: Pool) -> None:
+        """Change the capacity; what is reserved stays (it may exceed a shrunk pool for a while,
+        and then nothing new is placed here until enough is released)."""
+        self.spec = spec
+        self.cap_slots = spec.slots
+        self.cap_cpu: int | None = None if spec.cpu is None else _milli(spec.cpu)
+        self.cap_memory: int | None = spec.memory_mb
+        self.cap_gpus = dict(spec.gpus)
+        self.cap_custom = {k: _milli(v) for k, v in spec.custom.items()}
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def _gpu_type_for(self, needs: Needs, *, free: bool) -> str | bool | None:
+        """The GPU type a run would take (None when it takes none), or False if none fits."""
+        if not needs.gpu_count:
+            return None
+        candidates: tuple[str, ...] = (
+            (needs.gpu_type,) if needs.gpu_type is not None else tuple(self.cap_gpus)
+        )
+        for gpu_type in candidates:
+            have = self.cap_gpus.get(gpu_type, 0)
+            if free:
+                have -= self.used_gpus.get(gpu_type, 0)
+            if have >= needs.gpu_count:
+                return gpu_type
+        return False
+
+    def _fits(self, needs: Needs, *, free: bool) -> str | bool | None:
+        if needs is NO_NEEDS:
+            return None if (not free or self.used_slots < self.cap_slots) else False
+        slots = self.cap_slots - (self.used_slots if free else 0)
+        if slots < 1:
+            return False
+        if self.cap_cpu is not None and needs.cpu > self.cap_cpu - (self.used_cpu if free else 0):
+            return False
+        if self.cap_memory is not None and needs.memory_mb > self.cap_memory - (
+            self.used_memory if free else 0
+        ):
+            return False
+        for name, amount in needs.custom:
+            have = self.cap_custom.get(name, 0) - (self.used_custom.get(name, 0) if free else 0)
+            if amount > have:
+                return False
+        return self._gpu_type_for(needs, free=free)
+
+    def could_ever_hold(self, needs: Needs) -> bool:
+        """Whether the empty pool would hold one run with these needs."""
+        return self._fits(needs, free=False) is not False
+
+    def has_free_slot(self) -> bool:
+        """Whether at least one more run could start here, resources permitting."""
+        return self.used_slots < self.cap_slots
+
+    def try_reserve(self, needs: Needs) -> Reservation | None:
+        """Reserve one run's needs if they fit what is free now."""
+        if needs is NO_NEEDS:
+            if self.used_slots >= self.cap_slots:
+                return None
+            self.used_slots += 1
+            return Reservation(self, needs, None)
+        gpu_type = self._fits(needs, free=True)
+        if gpu_type is False:
+            return None
+        self.used_slots += 1
+        self.used_cpu += needs.cpu
+        self.used_memory += needs.memory_mb
+        if isinstance(gpu_type, str):
+            self.used_gpus[gpu_type] = self.used_gpus.get(gpu_type, 0) + needs.gpu_count
+        for name, amount in needs.custom:
+            self.used_custom[name] = self.used_custom.get(name, 0) + amount
+        return Reservation(self, needs, gpu_type if isinstance(gpu_type, str) else None)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back what ``try_reserve`` took."""
+        needs = reservation.needs
+        self.used_slots -= 1
+        if needs is NO_NEEDS:
+            return
+        self.used_cpu -= needs.cpu
+        self.used_memory -= needs.memory_mb
+        if reservation.gpu_type is not None:
+            self.used_gpus[reservation.gpu_type] -= needs.gpu_count
+        for name, amount in needs.custom:
+            self.used_custom[name] -= amount
+
+    # -- accounting ------------------------------------------------------------------------
+
+    def within_capacity(self) -> bool:
+        """I2: nothing reserved beyond capacity, in every dimension."""
+        if self.used_slots > self.cap_slots:
+            return False
+        if self.cap_cpu is not None and self.used_cpu > self.cap_cpu:
+            return False
+        if self.cap_memory is not None and self.used_memory > self.cap_memory:
+            return False
+        if any(used > self.cap_gpus.get(t, 0) for t, used in self.used_gpus.items()):
+            return False
+        return all(used <= self.cap_custom.get(n, 0) for n, used in self.used_custom.items())
+
+    def usage(self) -> dict[str, object]:
+        """What is reserved now, in user units."""
+        return {
+            "slots": self.used_slots,
+            "cpu": self.used_cpu / _MILLI,
+            "memory_mb": self.used_memory,
+            "gpus": {k: v for k, v in self.used_gpus.items() if v},
+            "custom": {k: v / _MILLI for k, v in self.used_custom.items() if v},
+        }
+
+    def shortfall(self, needs: Needs) -> tuple[str, object, object] | None:
+        """The first dimension in which the empty pool is too small: (field, asked, offered)."""
+        if self.cap_slots < 1:
+            return ("slots", 1, self.cap_slots)
+        if self.cap_cpu is not None and needs.cpu > self.cap_cpu:
+            return ("cpu", needs.cpu / _MILLI, self.cap_cpu / _MILLI)
+        if self.cap_memory is not None and needs.memory_mb > self.cap_memory:
+            return ("memory_mb", needs.memory_mb, self.cap_memory)
+        if needs.gpu_count and self._gpu_type_for(needs, free=False) is False:
+            offered = ", ".join(f"{n} x {t}" for t, n in self.cap_gpus.items()) or "no GPUs"
+            asked = f"{needs.gpu_count} x {needs.gpu_type or 'any type'}"
+            return ("gpu_count" if needs.gpu_type is None else "gpu", asked, offered)
+        for name, amount in needs.custom:
+            if amount > self.cap_custom.get(name, 0):
+                return (f"custom.{name}", amount / _MILLI, self.cap_custom.get(name, 0) / _MILLI)
+        return None

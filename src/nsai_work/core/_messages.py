@@ -1,0 +1,147 @@
+"""What flows into the core (events) and what comes back (decisions).
+
+Events are facts the engine observed; decisions are what the engine must now do. Both are
+frozen Structs that compare by value, so a recorded run of the core replays exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+from .._errors import WorkError
+from .._ir import Job, JobError, Pool, Status
+
+__all__ = [
+    "ArmTimer",
+    "Cancel",
+    "Dispatch",
+    "Event",
+    "Failed",
+    "Outcome",
+    "PoolsChanged",
+    "Record",
+    "Reject",
+    "Route",
+    "RunEnded",
+    "StopRun",
+    "Stopped",
+    "Submit",
+    "Succeeded",
+    "TimerFired",
+    "TimerKey",
+]
+
+#: Where a job may run, in order of preference: (backend name, its pools the job may use).
+Route = tuple[tuple[str, tuple[str, ...]], ...]
+#: (what, job id, attempt): "timeout" ends a run, "ready" ends a backoff.
+TimerKey = tuple[str, str, int]
+
+
+# ---- outcomes of a run ------------------------------------------------------------------------
+class Succeeded(Struct, frozen=True, gc=False):
+    """The handler returned ``result``."""
+
+    result: Any = None
+
+
+class Failed(Struct, frozen=True, gc=False):
+    """The handler raised; ``retryable`` is False for ``NonRetryableError`` and alike."""
+
+    error: JobError
+    retryable: bool = True
+
+
+class Stopped(Struct, frozen=True, gc=False):
+    """The run ended because it was stopped (cancel, timeout, shutdown)."""
+
+
+Outcome = Succeeded | Failed | Stopped
+
+
+# ---- events (engine -> core) ------------------------------------------------------------------
+class Submit(Struct, frozen=True, gc=False):
+    """Validated new jobs, each with its route; admitted all together or not at all."""
+
+    jobs: tuple[Job, ...]
+    routes: tuple[Route, ...]
+
+
+class RunEnded(Struct, frozen=True, gc=False):
+    """The execution of ``attempt`` of a job has really ended (its reservation can go)."""
+
+    job_id: str
+    attempt: int
+    outcome: Outcome
+
+
+class Cancel(Struct, frozen=True, gc=False):
+    """Cancel a job (pending, queued or running)."""
+
+    job_id: str
+    reason: str = "requested"
+
+
+class TimerFired(Struct, frozen=True, gc=False):
+    """A timer armed by an ``ArmTimer`` decision is due."""
+
+    key: TimerKey
+
+
+class PoolsChanged(Struct, frozen=True, gc=False):
+    """A backend's pools now offer this capacity (pools not listed are left as they are)."""
+
+    backend: str
+    pools: tuple[Pool, ...]
+
+
+Event = Submit | RunEnded | Cancel | TimerFired | PoolsChanged
+
+
+# ---- decisions (core -> engine) ---------------------------------------------------------------
+class Reject(Struct, frozen=True, gc=False):
+    """Nothing of the Submit was admitted, because of ``error`` (job ``index`` of the batch)."""
+
+    error: WorkError
+    index: int | None = None
+
+
+class Record(Struct, frozen=True, gc=False):
+    """A job moved from ``previous`` (None: it was just admitted) to ``job.status``.
+
+    ``elapsed_ms`` is the time spent in the previous state, ``total_ms`` the time since submit,
+    ``backoff_ms`` the wait before the next attempt (running -> pending).
+    """
+
+    job: Job
+    previous: Status | None
+    elapsed_ms: float = 0.0
+    total_ms: float = 0.0
+    backoff_ms: float = 0.0
+
+
+class Dispatch(Struct, frozen=True, gc=False):
+    """Start ``job`` (now running, attempt ``job.attempt``) on ``backend``, in ``pool``."""
+
+    job: Job
+    backend: str
+    pool: str
+    queue_time_ms: float = 0.0
+
+
+class ArmTimer(Struct, frozen=True, gc=False):
+    """Feed ``TimerFired(key)`` back at time ``at`` (same clock as ``now``)."""
+
+    at: float
+    key: TimerKey
+
+
+class StopRun(Struct, frozen=True, gc=False):
+    """Stop the execution of ``attempt`` of a job (kill, cancel the task); its ``RunEnded``
+    still follows, and only then is its reservation released."""
+
+    job_id: str
+    attempt: int
+    backend: str
+    reason: str

@@ -1,0 +1,191 @@
+"""The scheduler's configuration, and how it turns into backends and pools."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+from msgspec import Struct
+
+from .._errors import ConfigurationError
+from .._ir import Pool
+from ..backends import AltarBackend, Backend, LocalBackend, MockBackend
+from ..telemetry import Telemetry
+
+__all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
+
+BUILTIN_BACKENDS: Final = {"local": LocalBackend, "altar": AltarBackend, "mock": MockBackend}
+#: Slots of the one pool a backend without ``pools()`` offers.
+DEFAULT_POOL_SLOTS: Final = 64
+
+
+class Config(Struct, kw_only=True, frozen=True):
+    """Everything a scheduler can be given (the same keywords ``Scheduler(...)``,
+    ``SyncScheduler(...)`` and ``work.start(...)`` take).
+
+    - ``backends``: in selection order; names of built-ins ("local", "altar", "mock") or Backend
+      objects. The mock is registered but chosen only when named.
+    - ``pools``: declared capacity per backend name: a pool with a name the backend offers
+      replaces it, another one is added (and any job of that backend may use it).
+    - ``default_backend``: tried first for jobs that name none.
+    - ``max_waiting``: cap on pending + queued jobs (``QueueFullError`` beyond); None: no cap.
+    - ``finished_ttl_s`` / ``finished_max``: how long and how many finished jobs are kept.
+    - ``max_result_bytes``: the largest JSON result a handler may return.
+    - ``seed``: seeds retry jitter (None: random), for reproducible runs.
+    - ``telemetry``: the bus to emit on (default: the process-wide ``work.telemetry``).
+    """
+
+    backends: tuple[Any, ...] = ("local", "altar", "mock")
+    pools: dict[str, tuple[Pool, ...]] = {}
+    default_backend: str | None = None
+    max_waiting: int | None = 1_000_000
+    finished_ttl_s: float = 3600.0
+    finished_max: int = 100_000
+    max_result_bytes: int = 1_048_576
+    seed: int | None = None
+    telemetry: Any = None
+
+    def check(self) -> None:
+        """Raise ``ConfigurationError`` naming the first bad option."""
+        if self.max_waiting is not None and (
+            not isinstance(self.max_waiting, int) or self.max_waiting < 0
+        ):
+            raise ConfigurationError(
+                f"max_waiting must be an int >= 0 or None, got {self.max_waiting!r}"
+            )
+        for name in ("finished_ttl_s", "finished_max", "max_result_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if self.telemetry is not None and not isinstance(self.telemetry, Telemetry):
+            raise ConfigurationError(
+                f"telemetry must be a work.telemetry.Telemetry, got {type(self.telemetry).__name__}"
+            )
+        if not self.backends:
+            raise ConfigurationError("backends is empty: give at least one backend")
+
+
+def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
+    """A Config from a Config and/or keyword options (options win)."""
+    base = config or Config()
+    if options:
+        unknown = sorted(set(options) - set(Config.__struct_fields__))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {unknown}; the options are {sorted(Config.__struct_fields__)}"
+            )
+        values = {name: getattr(base, name) for name in Config.__struct_fields__}
+        values.update(options)
+        if "backends" in options:
+            values["backends"] = tuple(options["backends"])
+        if "pools" in options:
+            values["pools"] = _pools_option(options["pools"])
+        base = Config(**values)
+    base.check()
+    return base
+
+
+def _pools_option(pools: object) -> dict[str, tuple[Pool, ...]]:
+    if not isinstance(pools, Mapping):
+        raise ConfigurationError(
+            f"pools maps a backend name to a list of work.Pool, got {type(pools).__name__}"
+        )
+    out: dict[str, tuple[Pool, ...]] = {}
+    for backend, specs in pools.items():
+        items = [specs] if isinstance(specs, Pool | dict) else list(specs)
+        checked = []
+        for index, spec in enumerate(items):
+            try:
+                raw = msgspec.to_builtins(spec)
+                checked.append(msgspec.convert(raw, Pool))
+            except (msgspec.ValidationError, TypeError) as exc:
+                raise ConfigurationError(f"pools[{backend!r}][{index}]: {exc}") from None
+        out[str(backend)] = tuple(checked)
+    return out
+
+
+class ResolvedBackends:
+    """Backend objects by name, in selection order, with their final pools."""
+
+    def __init__(
+        self, backends: list[Any], pools: dict[str, list[Pool]], extra: dict[str, tuple[str, ...]]
+    ):
+        self.backends = backends
+        self.by_name = {b.name: b for b in backends}
+        self.pools = pools
+        #: pools declared in config that a backend does not offer (any of its jobs may use them)
+        self.extra = extra
+
+
+def resolve(config: Config) -> ResolvedBackends:
+    """Instantiate named built-ins, check every backend against the Protocol, merge pools."""
+    backends: list[Any] = []
+    for index, item in enumerate(config.backends):
+        if isinstance(item, str):
+            factory = BUILTIN_BACKENDS.get(item)
+            if factory is None:
+                raise ConfigurationError(
+                    f"backends[{index}]: unknown backend {item!r}; built-in backends are "
+                    f"{sorted(BUILTIN_BACKENDS)}, or pass a Backend object"
+                )
+            item = factory()
+        _check_backend(item, index)
+        if item.name in {b.name for b in backends}:
+            raise ConfigurationError(f"backends[{index}]: the name {item.name!r} is used twice")
+        backends.append(item)
+    names = {b.name for b in backends}
+    if config.default_backend is not None and config.default_backend not in names:
+        raise ConfigurationError(
+            f"default_backend {config.default_backend!r} is not among the backends {sorted(names)}"
+        )
+    unknown = sorted(set(config.pools) - names)
+    if unknown:
+        raise ConfigurationError(
+            f"pools are declared for unknown backend(s) {unknown}; backends are {sorted(names)}"
+        )
+    pools: dict[str, list[Pool]] = {}
+    extra: dict[str, tuple[str, ...]] = {}
+    for backend in backends:
+        offered = _offered_pools(backend)
+        declared = config.pools.get(backend.name, ())
+        by_name = {p.name: p for p in offered}
+        added = []
+        for spec in declared:
+            if spec.name not in by_name:
+                added.append(spec.name)
+            by_name[spec.name] = spec
+        pools[backend.name] = list(by_name.values())
+        extra[backend.name] = tuple(added)
+    return ResolvedBackends(backends, pools, extra)
+
+
+def _offered_pools(backend: Any) -> Sequence[Pool]:
+    pools_fn = getattr(backend, "pools", None)
+    if pools_fn is None:
+        return [Pool(name=backend.name, slots=DEFAULT_POOL_SLOTS)]
+    offered = list(pools_fn())
+    for spec in offered:
+        if not isinstance(spec, Pool):
+            raise ConfigurationError(
+                f"backend {backend.name!r}: pools() must return work.Pool objects, got {spec!r}"
+            )
+    return offered
+
+
+def _check_backend(backend: object, index: int) -> None:
+    if not isinstance(backend, Backend):
+        missing = [
+            member
+            for member in ("name", "supports", "execute", "cancel")
+            if not hasattr(backend, member)
+        ]
+        raise ConfigurationError(
+            f"backends[{index}]: {backend!r} is not a Backend: it lacks {missing} (see "
+            f"work.Backend: name, supports(job), execute(job, ctx), cancel(job_id))"
+        )
+    name = getattr(backend, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            f"backends[{index}]: a backend's name is a non-empty string, got {name!r}"
+        )

@@ -1,0 +1,171 @@
+"""The module functions (``work.start()``, ``work.submit(...)`` ...): the seed's API, on one
+process-wide ``SyncScheduler``.
+
+``start`` is idempotent. Any verb before ``start()`` raises ``NotStartedError`` naming it. The
+default scheduler stops at interpreter exit and on SIGTERM (then the previous SIGTERM handler,
+or the default exit, runs).
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from types import FrameType
+from typing import Any
+
+from .._errors import ConfigurationError, NotStartedError
+from .._ir import Job, Status
+from .._stats import Stats
+from ._config import Config, make_config
+from ._scheduler import Page
+from ._sync import SyncScheduler
+
+__all__ = [
+    "as_completed",
+    "cancel",
+    "default_scheduler",
+    "get",
+    "list_jobs",
+    "retry",
+    "start",
+    "stats",
+    "stop",
+    "submit",
+    "submit_many",
+    "wait",
+    "wait_many",
+]
+
+_lock = threading.Lock()
+_default: SyncScheduler | None = None
+_hooks_installed = False
+_previous_sigterm: Any = None
+#: How long the default scheduler lets running jobs finish at exit or SIGTERM.
+EXIT_TIMEOUT_S = 10.0
+
+
+def start(config: Config | None = None, **options: Any) -> SyncScheduler:
+    """Start the process-wide scheduler (idempotent: a second call returns the running one;
+    with different options it raises ``ConfigurationError``: stop it first)."""
+    global _default
+    with _lock:
+        wanted = make_config(config, options)
+        if _default is not None and _default.running:
+            if (config is not None or options) and wanted != _default.config:
+                raise ConfigurationError(
+                    "work.start() was already called with other options; call work.stop() first "
+                    "to restart with new ones"
+                )
+            return _default
+        scheduler = SyncScheduler(wanted).start()
+        _default = scheduler
+        _install_exit_hooks()
+        return scheduler
+
+
+def stop(timeout: float = 30.0) -> None:
+    """Stop the process-wide scheduler (no-op if it is not running)."""
+    global _default
+    with _lock:
+        scheduler, _default = _default, None
+    if scheduler is not None:
+        scheduler.stop(timeout)
+
+
+def default_scheduler() -> SyncScheduler:
+    """The running process-wide scheduler, or ``NotStartedError``."""
+    scheduler = _default
+    if scheduler is None or not scheduler.running:
+        raise NotStartedError(
+            "the default scheduler is not started: call work.start() first (or use "
+            "`with work.SyncScheduler() as s:` / `async with work.Scheduler() as s:`)"
+        )
+    return scheduler
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed, _previous_sigterm
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_stop_at_exit)
+    if threading.current_thread() is threading.main_thread():
+        _previous_sigterm = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _stop_at_exit() -> None:
+    stop(EXIT_TIMEOUT_S)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    stop(EXIT_TIMEOUT_S)
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        raise SystemExit(128 + signum)
+
+
+# ---- the verbs, on the default scheduler ------------------------------------------------------
+
+
+def submit(job: Job) -> Job:
+    """Admit one job (see ``SyncScheduler.submit``)."""
+    return default_scheduler().submit(job)
+
+
+def submit_many(jobs: Iterable[Job]) -> list[Job]:
+    """Admit a batch, all or nothing."""
+    return default_scheduler().submit_many(jobs)
+
+
+def get(job_id: str) -> Job:
+    """The job as it is now."""
+    return default_scheduler().get(job_id)
+
+
+def list_jobs(
+    tenant_id: str,
+    *,
+    namespace: str | None = None,
+    status: Status | str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Page:
+    """A page of a tenant's jobs, newest first (exported as ``work.list``)."""
+    return default_scheduler().list(
+        tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
+    )
+
+
+def wait(job_id: str, timeout: float | None = None) -> Job:
+    """Block until the job is terminal."""
+    return default_scheduler().wait(job_id, timeout)
+
+
+def wait_many(job_ids: Iterable[str], timeout: float | None = None) -> list[Job]:
+    """Block until every job is terminal."""
+    return default_scheduler().wait_many(job_ids, timeout)
+
+
+def as_completed(job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Job]:
+    """Yield jobs as they finish."""
+    return default_scheduler().as_completed(job_ids, timeout)
+
+
+def cancel(job_id: str, reason: str | None = None) -> Job:
+    """Cancel a job."""
+    return default_scheduler().cancel(job_id, reason)
+
+
+def retry(job_id: str) -> Job:
+    """Submit a copy of a terminal job."""
+    return default_scheduler().retry(job_id)
+
+
+def stats() -> Stats:
+    """The default scheduler's counters."""
+    return default_scheduler().stats()

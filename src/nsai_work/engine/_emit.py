@@ -1,0 +1,134 @@
+"""Decisions to telemetry events, exactly as DESIGN.md's event table orders them.
+
+With no handler attached at all, each call costs one attribute read; otherwise each event costs
+a dict lookup, and metadata is built only for events someone listens to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import AdmissionError, ConflictError, ValidationError, WorkError
+from .._ir import Job, Status
+from ..core import Dispatch, Record
+from ..telemetry import Telemetry
+from ..telemetry.events import (
+    JOB_CANCELED,
+    JOB_COMPLETED,
+    JOB_FAILED,
+    JOB_QUEUED,
+    JOB_RETRY,
+    JOB_STARTED,
+    JOB_SUBMITTED,
+    QUEUE_DEQUEUE,
+    QUEUE_ENQUEUE,
+    QUEUE_OVERFLOW,
+    SCHEDULER_ADMIT,
+    SCHEDULER_SELECT_BACKEND,
+)
+
+__all__ = ["Emitter", "rejection_reason"]
+
+_EMPTY: dict[str, float] = {}
+_RUNNING, _PENDING, _QUEUED = Status.RUNNING, Status.PENDING, Status.QUEUED
+_CANCELED, _FAILED, _TIMEOUT = Status.CANCELED, Status.FAILED, Status.TIMEOUT
+
+
+def rejection_reason(error: BaseException) -> str:
+    """The admit event's ``reason`` for a rejected submit."""
+    if isinstance(error, AdmissionError):
+        return error.reason
+    if isinstance(error, ValidationError):
+        return "invalid"
+    if isinstance(error, ConflictError):
+        return "duplicate_id"
+    return "error"
+
+
+def _metadata(job: Job, **extra: Any) -> dict[str, Any]:
+    error = job.error
+    meta: dict[str, Any] = {
+        "job_id": job.id,
+        "tenant_id": job.tenant_id,
+        "namespace": job.namespace,
+        "kind": job.kind,
+        "priority": job.priority.value,
+        "backend": job.backend,
+        "status": job.status.value,
+        "attempt": job.attempt,
+        "error_type": None if error is None else error.type,
+        "job": job,
+    }
+    meta.update(extra)
+    return meta
+
+
+class Emitter:
+    """Turns the core's decisions into events on one bus."""
+
+    __slots__ = ("bus",)
+
+    def __init__(self, bus: Telemetry) -> None:
+        self.bus = bus
+
+    def _emit(
+        self, event: tuple[str, ...], measurements: dict[str, float], job: Job, **extra: Any
+    ) -> None:
+        if event in self.bus._by_event:
+            self.bus.execute(event, measurements, _metadata(job, **extra))
+
+    def record(self, decision: Record) -> None:
+        """Events of one transition."""
+        if not self.bus._by_event:
+            return
+        job, previous, status = decision.job, decision.previous, decision.job.status
+        emit = self._emit
+        if previous is None:
+            emit(SCHEDULER_ADMIT, _EMPTY, job, decision="accept", reason="accepted")
+            emit(JOB_SUBMITTED, _EMPTY, job)
+            if status is _QUEUED:
+                emit(JOB_QUEUED, {"wait_ms": 0.0}, job)
+                emit(QUEUE_ENQUEUE, _EMPTY, job)
+        elif status is _QUEUED:
+            emit(JOB_QUEUED, {"wait_ms": decision.elapsed_ms}, job)
+            emit(QUEUE_ENQUEUE, _EMPTY, job)
+        elif status is _PENDING:
+            emit(
+                JOB_RETRY,
+                {"run_time_ms": decision.elapsed_ms, "backoff_ms": decision.backoff_ms},
+                job,
+            )
+        elif status is _CANCELED:
+            emit(JOB_CANCELED, _EMPTY, job, reason=job.cancel_reason)
+        else:
+            measurements = {"run_time_ms": decision.elapsed_ms, "total_time_ms": decision.total_ms}
+            emit(JOB_COMPLETED, measurements, job)
+            if status is _FAILED or status is _TIMEOUT:
+                emit(JOB_FAILED, measurements, job)
+
+    def dispatch(self, decision: Dispatch) -> None:
+        """Events of queued -> running."""
+        if not self.bus._by_event:
+            return
+        job = decision.job
+        measurements = {"queue_time_ms": decision.queue_time_ms}
+        self._emit(QUEUE_DEQUEUE, measurements, job)
+        self._emit(
+            SCHEDULER_SELECT_BACKEND, _EMPTY, job, backend=decision.backend, pool=decision.pool
+        )
+        self._emit(JOB_STARTED, measurements, job)
+
+    def rejected(self, jobs: Sequence[Job], error: WorkError) -> None:
+        """Admit events (decision ``reject``) for a refused submit, then overflow if a queue
+        limit refused it."""
+        if not self.bus._by_event:
+            return
+        reason = rejection_reason(error)
+        overflow = reason == "queue_full"
+        for job in jobs:
+            self._emit(
+                SCHEDULER_ADMIT, _EMPTY, job, decision="reject", reason=reason, error=str(error)
+            )
+            if overflow:
+                self._emit(QUEUE_OVERFLOW, _EMPTY, job, reason=reason)

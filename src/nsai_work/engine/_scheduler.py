@@ -1,0 +1,662 @@
+"""``Scheduler``: the asyncio engine. It owns the core, the store, the backends, the timer heap and
+the telemetry emitter, feeds the core events and carries out its decisions.
+
+Dispatch is driven by events only (a submit, a run's end, a cancel, a timer): there is no polling
+loop. Each run is one task owned by the engine; its end (whatever happened) is reported to the
+core exactly once, and only then is its capacity released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import copy
+import inspect
+import logging
+import random
+import time
+import traceback
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from msgspec import Struct
+from msgspec.structs import replace
+
+from .._context import JobContext
+from .._errors import (
+    ConflictError,
+    NonRetryableError,
+    NotFoundError,
+    NotStartedError,
+    UnschedulableError,
+    ValidationError,
+    WaitTimeoutError,
+    WorkError,
+)
+from .._ir import TERMINAL_STATUSES, Job, JobError, Status
+from .._stats import Stats
+from .._validate import normalize_result, validate_new_job
+from ..backends import run_in_thread
+from ..core import (
+    ArmTimer,
+    Cancel,
+    Dispatch,
+    Event,
+    Failed,
+    Outcome,
+    Record,
+    Reject,
+    Route,
+    RunEnded,
+    SchedulingCore,
+    Stopped,
+    StopRun,
+    Submit,
+    Succeeded,
+    TimerFired,
+    TimerKey,
+)
+from ..stores.memory import MemoryStore
+from ..telemetry import default_bus
+from ._config import Config, make_config, resolve
+from ._emit import Emitter
+from ._timers import TimerHeap
+
+__all__ = ["Page", "Scheduler"]
+
+_log = logging.getLogger("nsai_work.engine")
+_QUEUED, _PENDING, _RUNNING = Status.QUEUED, Status.PENDING, Status.RUNNING
+_SUCCEEDED_NONE: Final = Succeeded(None)
+_STOPPED: Final = Stopped()
+_SHUTDOWN_GRACE_S: Final = 5.0
+
+
+class Page(Struct, kw_only=True):
+    """A page of ``list``: jobs newest first, and the cursor for the next page (None: last).
+    Iterating a Page iterates its jobs."""
+
+    jobs: builtins.list[Job]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> Job:
+        return self.jobs[index]
+
+
+class _BackendInfo:
+    """What routing and running need from one backend, looked up once."""
+
+    __slots__ = ("async_execute", "auto", "backend", "extra_pools", "name", "pools", "pools_for")
+
+    def __init__(self, backend: Any, pools: tuple[str, ...], extra: tuple[str, ...]) -> None:
+        self.backend = backend
+        self.name: str = backend.name
+        self.pools = pools
+        self.extra_pools = extra
+        self.pools_for = getattr(backend, "pools_for", None)
+        self.auto = bool(getattr(backend, "auto_select", True))
+        self.async_execute = inspect.iscoroutinefunction(backend.execute)
+
+    def route_for(self, job: Job) -> tuple[str, tuple[str, ...]]:
+        if self.pools_for is None:
+            return (self.name, self.pools)
+        pools = tuple(self.pools_for(job))
+        return (self.name, pools + self.extra_pools if self.extra_pools else pools)
+
+    def validate(self, job: Job) -> None:
+        check = getattr(self.backend, "validate", None)
+        if check is not None:
+            check(job)
+
+    def explain(self, job: Job) -> str:
+        explain = getattr(self.backend, "explain", None)
+        if explain is not None:
+            return str(explain(job))
+        return f"{self.name}: supports() is False for this job"
+
+
+def _with_index(error: WorkError, index: int) -> WorkError:
+    """The same error, saying which job of a batch it is about."""
+    if isinstance(error, ValidationError):
+        if error.index == index:
+            return error
+        return ValidationError(error.rule, path=error.path, index=index)
+    labelled = copy.copy(error)
+    labelled.args = (f"job #{index} of the batch: {error}",)
+    return labelled
+
+
+def _job_error(exc: BaseException, attempt: int) -> JobError:
+    kind = type(exc)
+    module = kind.__module__
+    name = (
+        kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    )
+    return JobError(
+        type=name,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        attempt=attempt,
+    )
+
+
+class Scheduler:
+    """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
+
+    Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
+    tenant.
+    """
+
+    def __init__(self, config: Config | None = None, **options: Any) -> None:
+        self.config = make_config(config, options)
+        self._state = "new"
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Scheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Start the backends and accept jobs (idempotent)."""
+        if self._state == "running":
+            return
+        if self._state != "new":
+            raise NotStartedError("this Scheduler was stopped; create a new one")
+        config = self.config
+        self._loop = asyncio.get_running_loop()
+        resolved = resolve(config)
+        self._backends: dict[str, _BackendInfo] = {
+            b.name: _BackendInfo(
+                b, tuple(p.name for p in resolved.pools[b.name]), resolved.extra[b.name]
+            )
+            for b in resolved.backends
+        }
+        order = [b for b in self._backends.values() if b.auto]
+        if config.default_backend is not None:
+            default = self._backends[config.default_backend]
+            order = [default] + [b for b in order if b is not default]
+        self._auto_order = order
+        self._core = SchedulingCore(
+            pools=resolved.pools,
+            rand=random.Random(config.seed).random,
+            max_waiting=config.max_waiting,
+        )
+        self._store = MemoryStore(
+            finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max
+        )
+        self._max_result_bytes = config.max_result_bytes
+        self._bus = config.telemetry if config.telemetry is not None else default_bus()
+        self._emitter = Emitter(self._bus)
+        self._timers = TimerHeap(self._loop, self._on_timer)
+        self._runs: dict[tuple[str, int], tuple[asyncio.Task[None], JobContext, _BackendInfo]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Job]]] = {}
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nsai-backend")
+        for info in self._backends.values():
+            hook = getattr(info.backend, "start", None)
+            if hook is not None:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+        self._state = "running"
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop: waiting jobs are canceled (reason ``shutdown``: the memory store keeps nothing),
+        running ones may finish until ``timeout`` seconds, then they are canceled too."""
+        if self._state != "running":
+            return
+        self._state = "stopping"
+        loop = self._loop
+        deadline = loop.time() + max(0.0, timeout)
+        self._cancel_live(lambda status: status is not _RUNNING)
+        while self._runs:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            tasks = [task for task, _, _ in self._runs.values()]
+            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            self._cancel_live(lambda status: status is not _RUNNING)  # retries scheduled meanwhile
+        self._cancel_live(lambda status: True)
+        tasks = [task for task, _, _ in self._runs.values()]
+        if tasks:  # runs in threads end when their thread returns; do not wait forever
+            await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE_S)
+        self._timers.close()
+        for info in self._backends.values():
+            hook = getattr(info.backend, "stop", None)
+            if hook is not None:
+                try:
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    _log.exception("backend %r failed to stop", info.name)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._state = "stopped"
+
+    def _cancel_live(self, which: Any) -> None:
+        ids = [e.job.id for e in self._core.live_entries() if which(e.status)]
+        for job_id in ids:
+            self._feed(Cancel(job_id, "shutdown"))
+
+    def _require_running(self) -> None:
+        if self._state != "running":
+            raise NotStartedError(
+                f"the scheduler is {self._state}: use `async with work.Scheduler() as s:` or "
+                f"`await s.start()` before submitting"
+            )
+
+    # ---- verbs --------------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> Job:
+        """Admit one job; returns it as accepted (status pending or later)."""
+        return self.submit_now([job], batch=False)[0]
+
+    async def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
+        """Admit a batch, all or nothing (the error names the index of the bad job)."""
+        return self.submit_now(list(jobs), batch=True)
+
+    async def get(self, job_id: str) -> Job:
+        """The job as it is now (``NotFoundError`` if unknown or pruned)."""
+        return self.get_now(job_id)
+
+    async def list(
+        self,
+        tenant_id: str,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of a tenant's jobs, newest first; pass ``page.next_cursor`` for the next."""
+        return self.list_now(
+            tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
+        )
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once terminal, whatever its status (a failed job is returned, not raised);
+        ``WaitTimeoutError`` after ``timeout`` seconds."""
+        job = self.get_now(job_id)
+        if job.status in TERMINAL_STATUSES:
+            return job
+        _check_timeout(timeout)
+        future: asyncio.Future[Job] = self._loop.create_future()
+        self._waiters.setdefault(job_id, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise WaitTimeoutError(
+                f"job {job_id} is still {self.get_now(job_id).status} after {timeout} s"
+            ) from None
+        finally:
+            self._drop_waiter(job_id, future)
+
+    async def wait_many(
+        self, job_ids: Iterable[str], timeout: float | None = None
+    ) -> builtins.list[Job]:
+        """Every job once terminal, in the order given."""
+        ids = [*job_ids]
+        for job_id in ids:
+            self.get_now(job_id)
+        _check_timeout(timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return [await self.wait(job_id) for job_id in ids]
+        except TimeoutError:
+            left = sum(1 for j in ids if not self.get_now(j).is_terminal)
+            raise WaitTimeoutError(
+                f"{left} of {len(ids)} jobs are not finished after {timeout} s"
+            ) from None
+
+    async def as_completed(
+        self, job_ids: Iterable[str], timeout: float | None = None
+    ) -> AsyncIterator[Job]:
+        """Yield each job as it reaches a terminal state."""
+        ids = [*job_ids]
+        _check_timeout(timeout)
+        done: asyncio.Queue[Job] = asyncio.Queue()
+        watched: builtins.list[tuple[str, asyncio.Future[Job]]] = []
+        for job_id in ids:
+            job = self.get_now(job_id)
+            if job.status in TERMINAL_STATUSES:
+                done.put_nowait(job)
+                continue
+            future: asyncio.Future[Job] = self._loop.create_future()
+            future.add_done_callback(
+                lambda f: done.put_nowait(f.result()) if not f.cancelled() else None
+            )
+            self._waiters.setdefault(job_id, []).append(future)
+            watched.append((job_id, future))
+        try:
+            async with asyncio.timeout(timeout):
+                for _ in ids:
+                    yield await done.get()
+        except TimeoutError:
+            raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
+        finally:
+            for job_id, future in watched:
+                self._drop_waiter(job_id, future)
+
+    async def cancel(self, job_id: str, reason: str | None = None) -> Job:
+        """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
+        return self.cancel_now(job_id, reason)
+
+    async def retry(self, job_id: str) -> Job:
+        """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
+        return self.retry_now(job_id)
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until no execution is in flight (every dispatched run has really ended and
+        released its capacity). Useful in tests; ``WaitTimeoutError`` after ``timeout``."""
+        self._require_started()
+        _check_timeout(timeout)
+        if not self._runs:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._idle_waiters.append(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise WaitTimeoutError(
+                f"{len(self._runs)} runs still in flight after {timeout} s"
+            ) from None
+
+    async def stats(self) -> Stats:
+        """Counts by status per priority, tenant and backend; pools; waiting reasons."""
+        return self.stats_now()
+
+    # ---- the same verbs, synchronous, for the loop thread (the blocking facade calls these) ---
+
+    def submit_now(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
+        """``submit``/``submit_many`` without awaiting; call on the loop thread only."""
+        self._require_running()
+        validated: builtins.list[Job] = []
+        routes: builtins.list[Route] = []
+        index = 0
+        try:
+            for index, job in enumerate(jobs):
+                checked = validate_new_job(job, index if batch else None)
+                if checked.id in self._store:
+                    raise ConflictError(
+                        f"duplicate job id {checked.id!r}: a job with this id exists; omit id to "
+                        f"get a fresh one"
+                    )
+                routes.append(self._route(checked))
+                validated.append(checked)
+        except WorkError as exc:
+            error = _with_index(exc, index) if batch else exc
+            self._emitter.rejected([j for j in jobs if type(j) is Job], error)
+            raise error from None
+        if not validated:
+            return []
+        decisions = self._core.handle(Submit(tuple(validated), tuple(routes)), time.time())
+        rejection = decisions[0] if decisions else None
+        if type(rejection) is Reject:
+            error = rejection.error
+            if batch and rejection.index is not None:
+                error = _with_index(error, rejection.index)
+            self._emitter.rejected(validated, error)
+            raise error
+        self._apply(decisions)
+        store = self._store
+        return [store.get(job.id) for job in validated]  # type: ignore[misc]
+
+    def get_now(self, job_id: str) -> Job:
+        """``get`` without awaiting."""
+        if not isinstance(job_id, str):
+            raise ValidationError(
+                f"a job id is a string, got {type(job_id).__name__}", path="$.job_id"
+            )
+        job = self._store.get(job_id) if self._state != "new" else None
+        if job is None:
+            raise NotFoundError(
+                f"no job {job_id!r} here: unknown, another tenant's, or finished and pruned "
+                f"(finished jobs are kept finished_ttl_s={self.config.finished_ttl_s} s)"
+            )
+        return self._current(job)
+
+    def _current(self, job: Job) -> Job:
+        """A stored snapshot with what changes between transitions filled in."""
+        status = job.status
+        if status is _QUEUED or status is _PENDING:
+            reason = self._core.waiting_reason(job.id)
+            if reason is not None and reason != job.waiting_reason:
+                return replace(job, waiting_reason=reason)
+        elif status is _RUNNING:
+            run = self._runs.get((job.id, job.attempt))
+            if run is not None and run[1].last_progress is not None:
+                return replace(job, progress=run[1].last_progress)
+        return job
+
+    def list_now(
+        self,
+        tenant_id: str,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """``list`` without awaiting."""
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise ValidationError(
+                f"tenant_id is a non-empty string, got {tenant_id!r}", path="$.tenant_id"
+            )
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ValidationError(
+                f"namespace is a non-empty string or None, got {namespace!r}", path="$.namespace"
+            )
+        if status is not None:
+            try:
+                status = Status(status)
+            except ValueError:
+                raise ValidationError(
+                    f"unknown status {status!r}; one of {[s.value for s in Status]}",
+                    path="$.status",
+                ) from None
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+            raise ValidationError(f"limit is an int in [1, 10000], got {limit!r}", path="$.limit")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValidationError(f"cursor is a job id string, got {cursor!r}", path="$.cursor")
+        if self._state == "new":
+            return Page(jobs=[])
+        jobs, next_cursor = self._store.list(
+            tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
+        )
+        return Page(jobs=[self._current(job) for job in jobs], next_cursor=next_cursor)
+
+    def cancel_now(self, job_id: str, reason: str | None = None) -> Job:
+        """``cancel`` without awaiting."""
+        job = self.get_now(job_id)
+        if job.status in TERMINAL_STATUSES:
+            return job
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
+        self._feed(Cancel(job_id, reason or "requested"))
+        return self.get_now(job_id)
+
+    def retry_now(self, job_id: str) -> Job:
+        """``retry`` without awaiting."""
+        job = self.get_now(job_id)
+        if job.status not in TERMINAL_STATUSES:
+            raise ConflictError(
+                f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
+                f"timeout or canceled); wait for it or cancel it first"
+            )
+        copy_of = Job(
+            kind=job.kind,
+            tenant_id=job.tenant_id,
+            namespace=job.namespace,
+            priority=job.priority,
+            payload=job.payload,
+            resources=job.resources,
+            constraints=job.constraints,
+            metadata=job.metadata,
+            tags=job.tags,
+            retry_of=job.id,
+        )
+        return self.submit_now([copy_of], batch=False)[0]
+
+    def stats_now(self) -> Stats:
+        """``stats`` without awaiting."""
+        self._require_started()
+        return self._core.stats()
+
+    def _require_started(self) -> None:
+        if self._state == "new":
+            raise NotStartedError("the scheduler was never started")
+
+    # ---- routing ------------------------------------------------------------------------------
+
+    def _route(self, job: Job) -> Route:
+        name = job.constraints.backend
+        if name is not None:
+            info = self._backends.get(name)
+            if info is None:
+                raise UnschedulableError(
+                    f"unknown backend {name!r}; configured backends: {sorted(self._backends)} "
+                    f"- at $.constraints.backend"
+                )
+            if not info.backend.supports(job):
+                raise UnschedulableError(
+                    f"backend {name!r} does not run this job: {info.explain(job)} - at "
+                    f"$.constraints.backend"
+                )
+            info.validate(job)
+            return (info.route_for(job),)
+        route = []
+        for info in self._auto_order:
+            if info.backend.supports(job):
+                info.validate(job)
+                route.append(info.route_for(job))
+        if not route:
+            reasons = "; ".join(info.explain(job) for info in self._auto_order)
+            raise UnschedulableError(f"no backend runs kind {job.kind!r}: {reasons} - at $.kind")
+        return tuple(route)
+
+    # ---- carrying out decisions -----------------------------------------------------------------
+
+    def _feed(self, event: Event) -> None:
+        self._apply(self._core.handle(event, time.time()))
+
+    def _apply(self, decisions: builtins.list[Any]) -> None:
+        store, emitter = self._store, self._emitter
+        now = 0.0
+        for decision in decisions:
+            kind = type(decision)
+            if kind is Dispatch:
+                store.put(decision.job, now)
+                emitter.dispatch(decision)
+                self._start_run(decision)
+            elif kind is Record:
+                job = decision.job
+                if decision.previous is None:
+                    store.insert(job)
+                else:
+                    if not now:
+                        now = time.time()
+                    store.put(job, now)
+                emitter.record(decision)
+                if job.status in TERMINAL_STATUSES:
+                    waiters = self._waiters.pop(job.id, None)
+                    if waiters:
+                        for future in waiters:
+                            if not future.done():
+                                future.set_result(job)
+            elif kind is ArmTimer:
+                self._timers.arm(decision.at, decision.key)
+            elif kind is StopRun:
+                self._stop_run(decision)
+
+    def _start_run(self, decision: Dispatch) -> None:
+        job = decision.job
+        info = self._backends[decision.backend]
+        ctx = JobContext(job)
+        key = (job.id, job.attempt)
+        task = self._loop.create_task(self._run(info, job, ctx))
+        self._runs[key] = (task, ctx, info)
+
+    async def _run(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
+        outcome: Outcome
+        try:
+            if info.async_execute:
+                result = await info.backend.execute(job, ctx)
+            else:
+                result = await run_in_thread(self._executor, info.backend.execute, job, ctx)
+        except asyncio.CancelledError:
+            outcome = _STOPPED
+        except NonRetryableError as exc:
+            outcome = Failed(_job_error(exc, job.attempt), retryable=False)
+        except Exception as exc:
+            outcome = Failed(_job_error(exc, job.attempt), retryable=True)
+        else:
+            if result is None:
+                outcome = _SUCCEEDED_NONE
+            else:
+                try:
+                    outcome = Succeeded(normalize_result(result, self._max_result_bytes))
+                except ValidationError as exc:
+                    outcome = Failed(_job_error(exc, job.attempt), retryable=False)
+        del self._runs[(job.id, job.attempt)]
+        try:
+            self._feed(RunEnded(job.id, job.attempt, outcome))
+        except Exception:  # pragma: no cover - an engine bug must not go unnoticed
+            _log.exception("nsai-work engine failed to record the end of job %s", job.id)
+        if not self._runs and self._idle_waiters:
+            for future in self._idle_waiters:
+                if not future.done():
+                    future.set_result(None)
+            self._idle_waiters.clear()
+
+    def _stop_run(self, decision: StopRun) -> None:
+        run = self._runs.get((decision.job_id, decision.attempt))
+        if run is None:
+            return
+        task, ctx, info = run
+        ctx.cancel()
+        try:
+            result = info.backend.cancel(decision.job_id)
+            if inspect.isawaitable(result):
+                self._loop.create_task(_quietly(result, info.name))
+        except Exception:
+            _log.exception("backend %r failed to cancel job %s", info.name, decision.job_id)
+        task.cancel()
+
+    def _on_timer(self, key: TimerKey, now: float) -> None:
+        self._apply(self._core.handle(TimerFired(key), now))
+
+    def _drop_waiter(self, job_id: str, future: asyncio.Future[Job]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._waiters[job_id]
+
+
+async def _quietly(awaitable: Any, backend: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        _log.exception("backend %r failed to cancel a job", backend)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0
+    ):
+        raise ValidationError(f"timeout is seconds >= 0 or None, got {timeout!r}", path="$.timeout")

@@ -1,0 +1,228 @@
+"""``SyncScheduler``: the same engine on its own loop thread, with blocking verbs.
+
+Each call is one hand-off into the loop (``submit_many`` moves a whole batch in one hop); it never
+runs ``asyncio.run()`` per call. Calling it from the engine's own loop (an async handler) would
+deadlock, so that raises a clear error pointing to the async API instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import queue
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from .._errors import NotStartedError, WorkError
+from .._ir import Job, Status
+from .._stats import Stats
+from ._config import Config, make_config
+from ._scheduler import Page, Scheduler
+
+__all__ = ["SyncScheduler"]
+
+T = TypeVar("T")
+
+
+class SyncScheduler:
+    """The blocking face: ``with work.SyncScheduler(...) as s:``; verbs wait for their answer.
+
+    Takes the same options as ``Scheduler`` (``work.Config``).
+    """
+
+    def __init__(self, config: Config | None = None, **options: Any) -> None:
+        self.config = make_config(config, options)
+        self._lock = threading.Lock()
+        self._engine: Scheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> SyncScheduler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._engine is not None and self._engine.running
+
+    @property
+    def engine(self) -> Scheduler:
+        """The async engine inside (``NotStartedError`` before ``start()``)."""
+        if self._engine is None:
+            raise NotStartedError("this SyncScheduler is not started: call start() or use `with`")
+        return self._engine
+
+    def start(self) -> SyncScheduler:
+        """Start the loop thread and the engine (idempotent)."""
+        with self._lock:
+            if self._engine is not None:
+                return self
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=self._run_loop, args=(loop,), name="nsai-work-engine", daemon=True
+            )
+            thread.start()
+            engine = Scheduler(self.config)
+            try:
+                asyncio.run_coroutine_threadsafe(engine.start(), loop).result()
+            except BaseException:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join()
+                loop.close()
+                raise
+            self._loop, self._thread, self._engine = loop, thread, engine
+            return self
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the engine (see ``Scheduler.stop``) and its thread (idempotent)."""
+        with self._lock:
+            engine, loop, thread = self._engine, self._loop, self._thread
+            if engine is None or loop is None or thread is None:
+                return
+            self._guard()
+            try:
+                asyncio.run_coroutine_threadsafe(engine.stop(timeout), loop).result()
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join()
+                loop.close()
+                self._engine = self._loop = self._thread = None
+
+    # ---- hand-offs ----------------------------------------------------------------------------
+
+    def _guard(self) -> None:
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise WorkError(
+                "a blocking nsai-work call (SyncScheduler or work.submit/get/wait...) was made "
+                "from "
+                "code running on the scheduler's own event loop (an async handler?): it would "
+                "deadlock. In async code use the async API: `await scheduler.submit(job)` on a "
+                "work.Scheduler, or run the blocking call in a thread"
+            )
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = self._loop
+        if loop is None:
+            raise NotStartedError("this SyncScheduler is not started: call start() or use `with`")
+        self._guard()
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result()
+
+    def _await(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        loop = self._loop
+        try:
+            if loop is None:
+                raise NotStartedError(
+                    "this SyncScheduler is not started: call start() or use `with`"
+                )
+            self._guard()
+        except BaseException:
+            coroutine.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    # ---- verbs --------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> Job:
+        """Admit one job; returns it as accepted (status pending or later)."""
+        return self._call(self.engine.submit_now, [job], batch=False)[0]
+
+    def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
+        """Admit a batch in one hand-off, all or nothing."""
+        return self._call(self.engine.submit_now, list(jobs), batch=True)
+
+    def get(self, job_id: str) -> Job:
+        """The job as it is now."""
+        return self._call(self.engine.get_now, job_id)
+
+    def list(
+        self,
+        tenant_id: str,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of a tenant's jobs, newest first."""
+        return self._call(
+            self.engine.list_now,
+            tenant_id,
+            namespace=namespace,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job is terminal; returns it whatever its status."""
+        return self._await(self.engine.wait(job_id, timeout))
+
+    def wait_many(self, job_ids: Iterable[str], timeout: float | None = None) -> builtins.list[Job]:
+        """Block until every job is terminal."""
+        return self._await(self.engine.wait_many(list(job_ids), timeout))
+
+    def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Job]:
+        """Yield each job as it finishes."""
+        engine = self.engine
+        self._guard()
+        ids = list(job_ids)
+        results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+        async def pump() -> None:
+            try:
+                async for job in engine.as_completed(ids, timeout):
+                    results.put(("job", job))
+            except BaseException as exc:
+                results.put(("error", exc))
+                return
+            results.put(("done", None))
+
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        while True:
+            what, value = results.get()
+            if what == "job":
+                yield value
+            elif what == "error":
+                raise value
+            else:
+                return
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Block until no execution is in flight (see ``Scheduler.wait_idle``)."""
+        self._await(self.engine.wait_idle(timeout))
+
+    def cancel(self, job_id: str, reason: str | None = None) -> Job:
+        """Cancel a job; a terminal one is returned unchanged."""
+        return self._call(self.engine.cancel_now, job_id, reason)
+
+    def retry(self, job_id: str) -> Job:
+        """Submit a copy of a terminal job."""
+        return self._call(self.engine.retry_now, job_id)
+
+    def stats(self) -> Stats:
+        """Counts by status per priority, tenant and backend; pools; waiting reasons."""
+        return self._call(self.engine.stats_now)

@@ -1,0 +1,66 @@
+"""The ``nsai-work`` command and ``make demo``'s module, run as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nsai_work
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _nsai_work() -> list[str]:
+    script = Path(sys.executable).with_name("nsai-work")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("nsai-work")
+    return [found] if found else [sys.executable, "-m", "nsai_work.cli"]
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_nsai_work(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def test_version() -> None:
+    done = _run("version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"nsai-work {nsai_work.__version__}"
+
+
+def test_schema_prints_the_job_schema() -> None:
+    done = _run("schema")
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout)
+    job = schema["$defs"]["Job"]
+    assert {"kind", "tenant_id"} <= set(job["required"])
+    assert set(schema["$defs"]["Priority"]["enum"]) == {"realtime", "interactive", "batch", "offline"}
+
+
+def test_schema_write(tmp_path: Path) -> None:
+    done = _run("schema", "--write", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "job.schema.json").read_text() == (ROOT / "schema/job.schema.json").read_text()
+
+
+def test_unknown_command_fails_with_usage() -> None:
+    done = _run("frobnicate")
+    assert done.returncode == 2
+    assert "usage: nsai-work" in done.stderr
+
+
+def test_demo_quick_runs_every_job_to_an_end() -> None:
+    done = _run("demo", "--quick", timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for needle in ("summary", "submit-to-start latency", "outcomes by tenant", "realtime"):
+        assert needle in done.stdout
