@@ -44,13 +44,15 @@ def test_schema_prints_the_job_schema() -> None:
     schema = json.loads(done.stdout)
     job = schema["$defs"]["Job"]
     assert {"kind", "tenant_id"} <= set(job["required"])
-    assert set(schema["$defs"]["Priority"]["enum"]) == {"realtime", "interactive", "batch", "offline"}
+    priorities = set(schema["$defs"]["Priority"]["enum"])
+    assert priorities == {"realtime", "interactive", "batch", "offline"}
 
 
 def test_schema_write(tmp_path: Path) -> None:
     done = _run("schema", "--write", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "job.schema.json").read_text() == (ROOT / "schema/job.schema.json").read_text()
+    written = (tmp_path / "job.schema.json").read_text()
+    assert written == (ROOT / "schema/job.schema.json").read_text()
 
 
 def test_unknown_command_fails_with_usage() -> None:
