@@ -264,9 +264,7 @@ def run(*, quick: bool = False, seed: int = 7) -> int:
             for job in work.as_completed(ids, timeout=60):
                 pending.discard(job.id)
                 if len(pending) % 50 == 0:
-                    live.update(
-                        _live_table(work.stats(), time.perf_counter() - started, len(ids))
-                    )
+                    live.update(_live_table(work.stats(), time.perf_counter() - started, len(ids)))
             elapsed = time.perf_counter() - started
             stats = work.stats()
             live.update(_live_table(stats, elapsed, len(ids)))

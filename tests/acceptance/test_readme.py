@@ -24,7 +24,7 @@ def test_the_readme_has_the_seed_examples() -> None:
     for needle in (
         '"calculator"',
         'args": {"a": 2, "b": 2}',
-        "gpu=\"A100\"",
+        'gpu="A100"',
         "RetryPolicy(",
         '"echo"',
         "Mock.configure",

@@ -1,8 +1,8 @@
 """The ``nsai-work`` command.
 
-    nsai-work version            print the version
-    nsai-work schema [--write D] print (or write under D) the JSON Schema of the Job IR
-    nsai-work demo [--quick]     run the multi-tenant demo (what `make demo` runs)
+nsai-work version            print the version
+nsai-work schema [--write D] print (or write under D) the JSON Schema of the Job IR
+nsai-work demo [--quick]     run the multi-tenant demo (what `make demo` runs)
 """
 
 from __future__ import annotations
