@@ -125,7 +125,7 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 kind="inference",
                 tenant_id="umbrella",
                 namespace="chat",
-                priority="realtime",
+                priority=work.Priority.REALTIME,
                 payload={"model": "llama-3.1-8b", "prompt_tokens": rng.randint(10, 400)},
             )
         )
@@ -140,7 +140,7 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 kind="tool_call",
                 tenant_id="acme",
                 namespace="agents",
-                priority="interactive",
+                priority=work.Priority.INTERACTIVE,
                 payload=call,
             )
         )
@@ -150,7 +150,7 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 kind="embed_batch",
                 tenant_id="globex",
                 namespace="search",
-                priority="batch",
+                priority=work.Priority.BATCH,
                 payload={"docs": rng.randint(16, 256)},
             )
         )
@@ -160,7 +160,7 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 kind="train_step",
                 tenant_id="globex",
                 namespace="ml",
-                priority="batch",
+                priority=work.Priority.BATCH,
                 payload={"model": "llama-3.1-8b", "step": wave},
                 resources=work.Resources(cpu=4.0, memory_mb=8192, gpu="A100", gpu_count=1),
             )
@@ -171,11 +171,11 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 kind="etl",
                 tenant_id="initech",
                 namespace="warehouse",
-                priority="offline",
+                priority=work.Priority.OFFLINE,
                 payload={"table": f"events_{wave}"},
                 constraints=work.Constraints(
                     retry_policy=work.RetryPolicy(
-                        max_attempts=4, backoff="exponential", base_delay_ms=20
+                        max_attempts=4, backoff=work.Backoff.EXPONENTIAL, base_delay_ms=20
                     )
                 ),
             )
@@ -186,7 +186,7 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 kind="report",
                 tenant_id="initech",
                 namespace="finance",
-                priority="offline",
+                priority=work.Priority.OFFLINE,
                 resources=work.Resources(timeout_ms=200),
                 constraints=work.Constraints(retry_policy=work.RetryPolicy(max_attempts=1)),
             )
