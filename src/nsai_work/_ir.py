@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os as _os
+import random as _random
 import threading as _threading
 import time as _time
 from enum import StrEnum
@@ -246,6 +247,10 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
 
 _id_lock: Final = _threading.Lock()
 _id_state = [0, 0]  # last millisecond, counter
+# A private generator seeded from the OS (and again in a forked child): fast, unaffected by
+# random.seed() in user code, and never shared by two processes.
+_id_random: Final = _random.Random(_os.urandom(16))
+_os.register_at_fork(after_in_child=lambda: _id_random.seed(_os.urandom(16)))
 
 
 def new_job_id() -> str:
@@ -263,7 +268,7 @@ def new_job_id() -> str:
             counter = 0
         _id_state[0] = ms
         _id_state[1] = counter
-    rand = int.from_bytes(_os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    rand = _id_random.getrandbits(62)
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

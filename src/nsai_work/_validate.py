@@ -144,10 +144,15 @@ def _refuse_unbuilt(job: Job, index: int | None) -> None:
 def normalize_result(result: Any, max_bytes: int) -> Any:
     """A handler's return value as the JSON the job will carry; ``ValidationError`` if it is not
     JSON-encodable or is larger than ``max_bytes`` once encoded."""
-    if result is None or isinstance(result, str | bool | int):
-        if isinstance(result, str) and len(result) > max_bytes:
-            _too_big(len(result.encode()), max_bytes)
+    if result is None or isinstance(result, bool | int):
         return result
+    if isinstance(result, str):
+        # A character encodes to at most 6 bytes of JSON (\uXXXX): encode only when it matters.
+        if len(result) * 6 + 2 > max_bytes:
+            size = len(json_encoder.encode(result))
+            if size > max_bytes:
+                _too_big(size, max_bytes)
+        return str(result)
     check_json(result, "$.result", what="a handler's result")
     encoded = json_encoder.encode(result)
     if len(encoded) > max_bytes:

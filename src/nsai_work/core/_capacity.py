@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._ir import Pool, Resources
+from .._ir import DEFAULT_RESOURCES, Pool, Resources
 
 __all__ = ["NO_NEEDS", "Needs", "PoolState", "Reservation", "needs_of"]
 
@@ -64,6 +64,8 @@ NO_NEEDS: Final = Needs()
 
 def needs_of(resources: Resources) -> Needs:
     """Translate a job's Resources into integer demands."""
+    if resources is DEFAULT_RESOURCES:
+        return NO_NEEDS
     gpus = resources.gpus_needed
     if resources.cpu is None and resources.memory_mb is None and not gpus and not resources.custom:
         return NO_NEEDS

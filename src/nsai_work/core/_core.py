@@ -19,7 +19,7 @@ from typing import Final
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError, ConflictError, QueueFullError, UnschedulableError
-from .._ir import Attempt, Job, JobError, Pool, Status
+from .._ir import Attempt, Job, JobError, Pool, Priority, Status
 from .._stats import Counts, PoolStats, PoolUsage, Stats
 from ._capacity import NO_NEEDS, Needs, PoolState, Reservation, needs_of
 from ._lifecycle import check_transition
@@ -185,8 +185,6 @@ class SchedulingCore:
 
     def stats(self) -> Stats:
         """Counts by status, per priority, tenant and backend; pools; waiting reasons."""
-        from .._ir import Priority
-
         reasons: dict[str, int] = {}
         pending = self._totals[_SLOT[_PENDING]]
         if pending:
@@ -544,14 +542,23 @@ class SchedulingCore:
         entry.job = job
         entry.since = self._now
 
-    def _count_rejected(self, jobs: Sequence[Job]) -> None:
+    def count_rejected(self, jobs: Sequence[object]) -> None:
+        """Count submits refused before they reached the core (invalid, unroutable...). A job
+        whose priority or tenant is itself invalid counts in the totals only."""
+        self._count_rejected(jobs)
+
+    def _count_rejected(self, jobs: Sequence[object]) -> None:
         for job in jobs:
             self._totals[_REJECTED] += 1
-            self._by_level[job.priority.rank][_REJECTED] += 1
-            tenant = self._by_tenant.get(job.tenant_id)
-            if tenant is None:
-                tenant = self._by_tenant[job.tenant_id] = self._new_counter()
-            tenant[_REJECTED] += 1
+            priority = getattr(job, "priority", None)
+            if isinstance(priority, Priority):
+                self._by_level[priority.rank][_REJECTED] += 1
+            tenant_id = getattr(job, "tenant_id", None)
+            if isinstance(tenant_id, str) and tenant_id:
+                tenant = self._by_tenant.get(tenant_id)
+                if tenant is None:
+                    tenant = self._by_tenant[tenant_id] = self._new_counter()
+                tenant[_REJECTED] += 1
 
 
 def _counts(counter: list[int]) -> Counts:

@@ -46,6 +46,11 @@ def rejection_reason(error: BaseException) -> str:
     return "error"
 
 
+def _label(value: object) -> object:
+    """An enum's value; anything else as it is (a rejected job may hold unvalidated fields)."""
+    return getattr(value, "value", value)
+
+
 def _metadata(job: Job, **extra: Any) -> dict[str, Any]:
     error = job.error
     meta: dict[str, Any] = {
@@ -53,11 +58,11 @@ def _metadata(job: Job, **extra: Any) -> dict[str, Any]:
         "tenant_id": job.tenant_id,
         "namespace": job.namespace,
         "kind": job.kind,
-        "priority": job.priority.value,
+        "priority": _label(job.priority),
         "backend": job.backend,
-        "status": job.status.value,
+        "status": _label(job.status),
         "attempt": job.attempt,
-        "error_type": None if error is None else error.type,
+        "error_type": getattr(error, "type", None),
         "job": job,
     }
     meta.update(extra)

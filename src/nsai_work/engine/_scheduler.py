@@ -133,17 +133,20 @@ def _with_index(error: WorkError, index: int) -> WorkError:
 
 
 def _job_error(exc: BaseException, attempt: int) -> JobError:
+    """The exception as data; never raises, whatever the exception's ``__str__`` does."""
     kind = type(exc)
-    module = kind.__module__
-    name = (
-        kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
-    )
-    return JobError(
-        type=name,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-        attempt=attempt,
-    )
+    module = getattr(kind, "__module__", "?")
+    qualname = getattr(kind, "__qualname__", "?")
+    name = qualname if module in ("builtins", "__main__") else f"{module}.{qualname}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{qualname} whose str() raised>"
+    try:
+        trace: str | None = "".join(traceback.format_exception(exc))
+    except Exception:
+        trace = None
+    return JobError(type=name, message=message, traceback=trace, attempt=attempt)
 
 
 class Scheduler:
@@ -400,6 +403,7 @@ class Scheduler:
                 validated.append(checked)
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
+            self._core.count_rejected(jobs)
             self._emitter.rejected([j for j in jobs if type(j) is Job], error)
             raise error from None
         if not validated:
@@ -592,36 +596,42 @@ class Scheduler:
         self._runs[key] = (task, ctx, info)
 
     async def _run(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
-        outcome: Outcome
+        outcome: Outcome = _STOPPED
+        try:
+            outcome = await self._execute(info, job, ctx)
+        finally:  # whatever happened, the run has ended: report it exactly once
+            del self._runs[(job.id, job.attempt)]
+            try:
+                self._feed(RunEnded(job.id, job.attempt, outcome))
+            except Exception:  # pragma: no cover - an engine bug must not go unnoticed
+                _log.exception("nsai-work engine failed to record the end of job %s", job.id)
+            if not self._runs and self._idle_waiters:
+                for future in self._idle_waiters:
+                    if not future.done():
+                        future.set_result(None)
+                self._idle_waiters.clear()
+
+    async def _execute(self, info: _BackendInfo, job: Job, ctx: JobContext) -> Outcome:
+        """Run one attempt on its backend and turn what happened into an outcome."""
         try:
             if info.async_execute:
                 result = await info.backend.execute(job, ctx)
             else:
                 result = await run_in_thread(self._executor, info.backend.execute, job, ctx)
         except asyncio.CancelledError:
-            outcome = _STOPPED
+            return _STOPPED
         except NonRetryableError as exc:
-            outcome = Failed(_job_error(exc, job.attempt), retryable=False)
+            return Failed(_job_error(exc, job.attempt), retryable=False)
         except Exception as exc:
-            outcome = Failed(_job_error(exc, job.attempt), retryable=True)
-        else:
-            if result is None:
-                outcome = _SUCCEEDED_NONE
-            else:
-                try:
-                    outcome = Succeeded(normalize_result(result, self._max_result_bytes))
-                except ValidationError as exc:
-                    outcome = Failed(_job_error(exc, job.attempt), retryable=False)
-        del self._runs[(job.id, job.attempt)]
+            return Failed(_job_error(exc, job.attempt), retryable=True)
+        if result is None:
+            return _SUCCEEDED_NONE
         try:
-            self._feed(RunEnded(job.id, job.attempt, outcome))
-        except Exception:  # pragma: no cover - an engine bug must not go unnoticed
-            _log.exception("nsai-work engine failed to record the end of job %s", job.id)
-        if not self._runs and self._idle_waiters:
-            for future in self._idle_waiters:
-                if not future.done():
-                    future.set_result(None)
-            self._idle_waiters.clear()
+            return Succeeded(normalize_result(result, self._max_result_bytes))
+        except ValidationError as exc:
+            return Failed(_job_error(exc, job.attempt), retryable=False)
+        except Exception as exc:  # a result whose encoding itself blows up
+            return Failed(_job_error(exc, job.attempt), retryable=False)
 
     def _stop_run(self, decision: StopRun) -> None:
         run = self._runs.get((decision.job_id, decision.attempt))

@@ -35,7 +35,10 @@ class MemoryStore:
         self.finished_ttl_s = finished_ttl_s
         self.finished_max = finished_max
         self._jobs: dict[str, Job] = {}
-        self._by_tenant: dict[str, dict[str, None]] = {}
+        self._next_seq = 0
+        # tenant -> {job id: insertion sequence}: the sequence orders listings (newest first)
+        # whatever the ids look like, and is the listing cursor.
+        self._by_tenant: dict[str, dict[str, int]] = {}
         self._by_namespace: dict[tuple[str, str], dict[str, None]] = {}
         self._by_status: dict[Status, dict[str, None]] = {status: {} for status in Status}
         self._finished: deque[tuple[float, str]] = deque()
@@ -51,7 +54,8 @@ class MemoryStore:
         tenant = self._by_tenant.get(job.tenant_id)
         if tenant is None:
             tenant = self._by_tenant[job.tenant_id] = {}
-        tenant[job_id] = None
+        self._next_seq += 1
+        tenant[job_id] = self._next_seq
         key = (job.tenant_id, job.namespace)
         namespace = self._by_namespace.get(key)
         if namespace is None:
@@ -126,26 +130,36 @@ class MemoryStore:
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """A page of a tenant's jobs, newest first (ids are time-ordered), after ``cursor`` (the
-        last id of the previous page); returns (jobs, next cursor or None)."""
+        """A page of a tenant's jobs, newest (last submitted) first, after ``cursor`` (the
+        ``next_cursor`` of the previous page); returns (jobs, next cursor or None)."""
+        order = self._by_tenant.get(tenant_id, {})
+        candidates: Iterable[str]
         if namespace is not None:
-            candidates: Iterable[str] = self._by_namespace.get((tenant_id, namespace), {})
+            candidates = self._by_namespace.get((tenant_id, namespace), {})
         else:
-            candidates = self._by_tenant.get(tenant_id, {})
+            candidates = order
         if status is not None:
             by_status = self._by_status[status]
-            if len(by_status) < len(candidates):  # type: ignore[arg-type]
+            if len(by_status) < len(candidates):
                 candidates = (
                     i
                     for i in by_status
-                    if self._jobs[i].tenant_id == tenant_id
-                    and (namespace is None or self._jobs[i].namespace == namespace)
+                    if i in order and (namespace is None or self._jobs[i].namespace == namespace)
                 )
             else:
                 candidates = (i for i in candidates if i in by_status)
         if cursor is not None:
-            candidates = (i for i in candidates if i < cursor)
-        page = heapq.nlargest(limit + 1, candidates)
-        more = len(page) > limit
+            after = _parse_cursor(cursor)
+            candidates = (i for i in candidates if order[i] < after)
+        page = heapq.nlargest(limit + 1, candidates, key=order.__getitem__)
         jobs = [self._jobs[i] for i in islice(page, limit)]
-        return jobs, (jobs[-1].id if more and jobs else None)
+        more = len(page) > limit
+        return jobs, (str(order[jobs[-1].id]) if more and jobs else None)
+
+
+def _parse_cursor(cursor: str) -> int:
+    if not cursor.isdigit():
+        raise ValidationError(
+            f"cursor must be the next_cursor of a previous page, got {cursor!r}", path="$.cursor"
+        )
+    return int(cursor)

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import msgspec
 from msgspec.structs import replace
 
-from .._ir import Job, Pool, RetryPolicy, Status
+from .._ir import Job, Pool, RetryPolicy, Status, new_job_id
 from ..telemetry import Telemetry
 from ..telemetry.events import JOB_STARTED
 
@@ -22,13 +22,16 @@ def _fail(message: str) -> NoReturn:
 
 
 def _on(job: Job, backend: str, **resources: Any) -> Job:
-    """The job, pinned to ``backend``, run once, with extra resources."""
+    """A fresh copy of the job (new id), pinned to ``backend``, run once, with extra resources."""
     constraints = replace(
         job.constraints, backend=backend, retry_policy=RetryPolicy(max_attempts=1)
     )
-    if resources:
-        return replace(job, constraints=constraints, resources=replace(job.resources, **resources))
-    return replace(job, constraints=constraints)
+    return replace(
+        job,
+        id=new_job_id(),
+        constraints=constraints,
+        resources=replace(job.resources, **resources) if resources else job.resources,
+    )
 
 
 def check_backend(

@@ -1,0 +1,413 @@
+"""Bad input through the real scheduler: each is refused with the right WorkError naming the
+field, and nothing else changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import nsai_work as work
+from nsai_work.telemetry import Telemetry
+from nsai_work.testing import capture_events
+
+AWARE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+ONE_TRY = work.Constraints(retry_policy=work.RetryPolicy(max_attempts=1))
+TENANT = "bad-input"
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()  # never leave a handler thread blocked
+
+
+@pytest.fixture
+def scheduler(handlers: Callable[..., str]) -> Iterator[work.SyncScheduler]:
+    with work.SyncScheduler() as s:
+        yield s
+
+
+BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
+    ("unknown priority", {"priority": "urgent"}, work.ValidationError, "$.priority"),
+    (
+        "negative cpu",
+        {"resources": work.Resources(cpu=-4.0)},
+        work.ValidationError,
+        "$.resources.cpu",
+    ),
+    ("empty tenant", {"tenant_id": ""}, work.ValidationError, "$.tenant_id"),
+    (
+        "unknown backend",
+        {"constraints": work.Constraints(backend="nope")},
+        work.UnschedulableError,
+        "$.constraints.backend",
+    ),
+    ("payload set", {"payload": {"ids": {1, 2}}}, work.ValidationError, "$.payload.ids"),
+    ("payload object", {"payload": {"o": object()}}, work.ValidationError, "$.payload.o"),
+    ("payload nan", {"payload": {"x": [1.0, math.nan]}}, work.ValidationError, "$.payload.x[1]"),
+    ("payload int key", {"payload": {"d": {1: "a"}}}, work.ValidationError, "$.payload.d[1]"),
+    (
+        "cpu wrong type",
+        {"resources": work.Resources(cpu="four")},
+        work.ValidationError,
+        "$.resources.cpu",
+    ),  # type: ignore[arg-type]
+    ("kind wrong type", {"kind": 5}, work.ValidationError, "$.kind"),
+    (
+        "concurrency_group",
+        {"constraints": work.Constraints(concurrency_group="g")},
+        work.ValidationError,
+        "$.constraints.concurrency_group",
+    ),
+    (
+        "depends_on",
+        {"constraints": work.Constraints(depends_on=("x",))},
+        work.ValidationError,
+        "$.constraints.depends_on",
+    ),
+    (
+        "run_at",
+        {"constraints": work.Constraints(run_at=AWARE)},
+        work.ValidationError,
+        "$.constraints.run_at",
+    ),
+    (
+        "deadline",
+        {"constraints": work.Constraints(deadline=AWARE)},
+        work.ValidationError,
+        "$.constraints.deadline",
+    ),
+    (
+        "unique_key",
+        {"constraints": work.Constraints(unique_key="u")},
+        work.ValidationError,
+        "$.constraints.unique_key",
+    ),
+    (
+        "max_cost_usd",
+        {"resources": work.Resources(max_cost_usd=1.0)},
+        work.ValidationError,
+        "$.resources.max_cost_usd",
+    ),
+]
+
+
+def _bad_job(kind: str, fields: dict[str, Any]) -> work.Job:
+    base: dict[str, Any] = {"kind": kind, "tenant_id": TENANT}
+    base.update(fields)
+    return work.Job(**base)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "where"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_input_is_refused_and_nothing_else_changes(
+    scheduler: work.SyncScheduler,
+    handlers: Callable[..., str],
+    gate: threading.Event,
+    fields: dict[str, Any],
+    error: type[work.WorkError],
+    where: str,
+) -> None:
+    kind = handlers(lambda job: gate.wait(10) and {"done": job.payload["n"]})
+    before = scheduler.submit(work.Job(kind=kind, tenant_id=TENANT, payload={"n": 1}))
+    submitted = scheduler.stats().totals.submitted
+    listing = [j.id for j in scheduler.list(TENANT)]
+
+    with pytest.raises(error) as info:
+        scheduler.submit(_bad_job(kind, fields))
+    assert where in str(info.value)
+    if isinstance(info.value, work.ValidationError):
+        assert info.value.path == where
+
+    assert scheduler.stats().totals.submitted == submitted
+    assert [j.id for j in scheduler.list(TENANT)] == listing
+    gate.set()
+    done = scheduler.wait(before.id, timeout=5)
+    assert done.status == "succeeded"
+    assert done.result == {"done": 1}
+
+
+def test_unknown_backend_error_lists_the_known_ones(scheduler: work.SyncScheduler) -> None:
+    with pytest.raises(work.UnschedulableError) as info:
+        scheduler.submit(
+            work.Job(kind="k", tenant_id=TENANT, constraints=work.Constraints(backend="nope"))
+        )
+    assert "'nope'" in str(info.value)
+    for known in ("local", "altar", "mock"):
+        assert known in str(info.value)
+
+
+def test_unknown_kind_is_unschedulable_and_names_it(scheduler: work.SyncScheduler) -> None:
+    with pytest.raises(work.UnschedulableError, match="no-such-kind") as info:
+        scheduler.submit(work.Job(kind="no-such-kind", tenant_id=TENANT))
+    assert "$.kind" in str(info.value)
+
+
+def test_tool_call_naming_an_unregistered_tool_is_refused(scheduler: work.SyncScheduler) -> None:
+    job = work.Job(kind="tool_call", tenant_id=TENANT, payload={"tool_name": "no_such_tool"})
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.submit(job)
+    assert "no_such_tool" in str(info.value)
+    assert info.value.path == "$.payload.tool_name"
+    assert scheduler.stats().totals.submitted == 0
+
+
+def test_tool_call_missing_a_required_argument_is_refused(
+    scheduler: work.SyncScheduler, tools: Callable[..., str]
+) -> None:
+    name = tools(
+        lambda args: args["q"],
+        parameters={"type": "OBJECT", "properties": {"q": {"type": "STRING"}}, "required": ["q"]},
+    )
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.submit(work.Job(kind="tool_call", tenant_id=TENANT, payload={"tool_name": name}))
+    assert info.value.path == "$.payload.args.q"
+
+
+def test_tool_call_naming_two_tools_is_refused(scheduler: work.SyncScheduler) -> None:
+    payload = {"tool_name": "echo", "function_name": "other"}
+    with pytest.raises(work.ValidationError, match="two different tools") as info:
+        scheduler.submit(work.Job(kind="tool_call", tenant_id=TENANT, payload=payload))
+    assert info.value.path == "$.payload.function_name"
+
+
+@pytest.mark.parametrize("thing", [None, {"kind": "k", "tenant_id": "t"}])
+def test_submitting_something_else_than_a_job(scheduler: work.SyncScheduler, thing: Any) -> None:
+    with pytest.raises(work.ValidationError, match=r"work\.Job"):
+        scheduler.submit(thing)
+
+
+# ---- submit_many: all or nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"resources": work.Resources(cpu=-1.0)}, work.ValidationError),
+        ({"constraints": work.Constraints(backend="nope")}, work.UnschedulableError),
+        ({"payload": {"s": {1}}}, work.ValidationError),
+        ({"resources": work.Resources(gpu="H100")}, work.UnschedulableError),
+    ],
+)
+def test_submit_many_is_all_or_nothing(
+    scheduler: work.SyncScheduler,
+    handlers: Callable[..., str],
+    bad: dict[str, Any],
+    error: type[work.WorkError],
+) -> None:
+    kind = handlers(lambda job: "ok")
+    jobs = [work.Job(kind=kind, tenant_id=TENANT) for _ in range(5)]
+    jobs[3] = _bad_job(kind, bad)
+    with pytest.raises(error) as info:
+        scheduler.submit_many(jobs)
+    assert "#3" in str(info.value)
+    if isinstance(info.value, work.ValidationError):
+        assert info.value.index == 3
+    assert scheduler.stats().totals.submitted == 0
+    assert len(scheduler.list(TENANT)) == 0
+    for job in jobs:
+        with pytest.raises(work.NotFoundError):
+            scheduler.get(job.id)
+    # the good ones can still be submitted afterwards
+    good = scheduler.submit_many(jobs[:3])
+    assert [j.id for j in good] == [j.id for j in jobs[:3]]
+    assert all(j.status == "succeeded" for j in scheduler.wait_many([j.id for j in good], 5))
+
+
+def test_submit_many_with_a_duplicate_id_inside_the_batch(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str]
+) -> None:
+    kind = handlers(lambda job: None)
+    jobs = [work.Job(kind=kind, tenant_id=TENANT, id=f"dup-{i}") for i in range(3)]
+    jobs.append(work.Job(kind=kind, tenant_id=TENANT, id="dup-1"))
+    with pytest.raises(work.ConflictError, match="#3"):
+        scheduler.submit_many(jobs)
+    assert len(scheduler.list(TENANT)) == 0
+
+
+def test_submit_many_of_nothing(scheduler: work.SyncScheduler) -> None:
+    assert scheduler.submit_many([]) == []
+
+
+# ---- duplicate ids ------------------------------------------------------------------------------
+
+
+def test_duplicate_id_is_a_conflict(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str]
+) -> None:
+    kind = handlers(lambda job: "first")
+    original = work.Job(kind=kind, tenant_id=TENANT)
+    first = scheduler.submit(original)
+    scheduler.wait(first.id, timeout=5)
+    with pytest.raises(work.ConflictError, match=original.id):
+        scheduler.submit(work.Job(kind=kind, tenant_id=TENANT, id=original.id))
+    with pytest.raises(work.ConflictError):
+        scheduler.submit(original)  # resubmitting the very same object
+    assert scheduler.get(original.id).result == "first"
+    assert scheduler.stats().totals.submitted == 1
+
+
+# ---- what handlers return -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "path"),
+    [({1, 2}, "$.result"), ({"a": {1}}, "$.result.a"), ({"x": math.inf}, "$.result.x")],
+)
+def test_a_non_json_result_fails_the_job_without_retry(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str], result: Any, path: str
+) -> None:
+    calls: list[int] = []
+
+    def handler(job: work.Job) -> Any:
+        calls.append(1)
+        return result
+
+    kind = handlers(handler)
+    retrying = work.Constraints(retry_policy=work.RetryPolicy(max_attempts=3, base_delay_ms=1))
+    job = scheduler.submit(work.Job(kind=kind, tenant_id=TENANT, constraints=retrying))
+    done = scheduler.wait(job.id, timeout=5)
+    assert done.status == "failed"
+    assert done.error is not None
+    assert path in done.error.message
+    assert len(done.attempts) == 1
+    assert len(calls) == 1
+    assert done.result is None
+
+
+def test_a_result_over_max_result_bytes_fails_the_job(handlers: Callable[..., str]) -> None:
+    kind = handlers(lambda job: {"blob": "x" * 500})
+    small = handlers(lambda job: {"blob": "x" * 10})
+    with work.SyncScheduler(max_result_bytes=200) as s:
+        big = s.wait(s.submit(work.Job(kind=kind, tenant_id=TENANT)).id, timeout=5)
+        ok = s.wait(s.submit(work.Job(kind=small, tenant_id=TENANT)).id, timeout=5)
+    assert big.status == "failed"
+    assert big.error is not None
+    assert "$.result" in big.error.message
+    assert "max_result_bytes" in big.error.message
+    assert len(big.attempts) == 1
+    assert ok.status == "succeeded"
+
+
+# ---- bad arguments to the other verbs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"status": "nope"}, "$.status"),
+        ({"limit": 0}, "$.limit"),
+        ({"limit": -1}, "$.limit"),
+        ({"limit": "10"}, "$.limit"),
+        ({"namespace": ""}, "$.namespace"),
+        ({"cursor": 5}, "$.cursor"),
+    ],
+)
+def test_list_with_bad_arguments(
+    scheduler: work.SyncScheduler, kwargs: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.list(TENANT, **kwargs)
+    assert info.value.path == path
+
+
+def test_list_with_an_empty_tenant(scheduler: work.SyncScheduler) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.list("")
+    assert info.value.path == "$.tenant_id"
+
+
+@pytest.mark.parametrize("timeout", [-1, "5", True])
+def test_wait_with_a_bad_timeout(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str], gate: threading.Event, timeout: Any
+) -> None:
+    kind = handlers(lambda job: gate.wait(10))
+    job = scheduler.submit(work.Job(kind=kind, tenant_id=TENANT))
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.wait(job.id, timeout=timeout)
+    assert info.value.path == "$.timeout"
+
+
+def test_get_and_cancel_of_unknown_ids(scheduler: work.SyncScheduler) -> None:
+    with pytest.raises(work.NotFoundError):
+        scheduler.get("no-such-job")
+    with pytest.raises(work.NotFoundError):
+        scheduler.cancel("no-such-job")
+    with pytest.raises(work.NotFoundError):
+        scheduler.retry("no-such-job")
+    with pytest.raises(work.NotFoundError):
+        scheduler.wait("no-such-job", timeout=1)
+    with pytest.raises(work.ValidationError):
+        scheduler.get(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_waiting": -1},
+        {"finished_max": -1},
+        {"backends": []},
+        {"backends": ["nope"]},
+        {"default_backend": "nope"},
+        {"pools": {"nope": [work.Pool(name="x")]}},
+        {"no_such_option": 1},
+    ],
+)
+def test_bad_configuration(options: dict[str, Any]) -> None:
+    with pytest.raises(work.ConfigurationError):  # noqa: PT012 - either step may refuse it
+        s = work.SyncScheduler(**options)
+        s.start()
+        s.stop()
+
+
+# ---- telemetry listening must not change what a bad submit raises -------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"priority": "urgent"},
+        {"priority": "realtime", "resources": work.Resources(cpu=-1.0)},
+    ],
+    ids=["unknown-priority", "string-priority-and-negative-cpu"],
+)
+def test_a_bad_submit_raises_validation_error_while_someone_listens(
+    handlers: Callable[..., str], fields: dict[str, Any]
+) -> None:
+    kind = handlers(lambda job: None)
+    bus = Telemetry()
+    with work.SyncScheduler(telemetry=bus) as s, capture_events(bus=bus) as log:
+        with pytest.raises(work.ValidationError):
+            s.submit(_bad_job(kind, fields))
+        assert [e.metadata["decision"] for e in log.named("work", "scheduler", "admit")] == [
+            "reject"
+        ]
+
+
+# ---- stats count rejected submits ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"resources": work.Resources(cpu=-1.0)},
+        {"constraints": work.Constraints(backend="nope")},
+        {"resources": work.Resources(gpu="H100")},
+    ],
+    ids=["invalid", "unknown-backend", "never-fits"],
+)
+def test_every_rejected_submit_is_counted(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str], fields: dict[str, Any]
+) -> None:
+    kind = handlers(lambda job: None)
+    with pytest.raises(work.WorkError):
+        scheduler.submit(_bad_job(kind, fields))
+    totals = scheduler.stats().totals
+    assert (totals.submitted, totals.rejected) == (0, 1)

@@ -1,0 +1,227 @@
+"""Validation at the edge, without a scheduler: ``validate_new_job`` on jobs offered to submit,
+``normalize_result`` on what handlers return."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pytest
+
+import nsai_work as work
+from nsai_work._validate import (
+    NOT_SUPPORTED_YET,
+    check_json,
+    find_non_json,
+    normalize_result,
+    validate_new_job,
+)
+
+AWARE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def job(**fields: Any) -> work.Job:
+    base: dict[str, Any] = {"kind": "k", "tenant_id": "acme"}
+    base.update(fields)
+    return work.Job(**base)
+
+
+# ---- find_non_json ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -5, 2**70, 1.5, "s", [], {}, [1, "a", None], {"a": {"b": [1.0, {"c": "d"}]}}],
+)
+def test_json_values_pass(value: Any) -> None:
+    assert find_non_json(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "found"),
+    [
+        ({1, 2}, "$", "set"),
+        ({"a": {1}}, "$.a", "set"),
+        ({"a": [1, {"b": object()}]}, "$.a[1].b", "object"),
+        ({"a": math.nan}, "$.a", "nan"),
+        ({"a": [math.inf]}, "$.a[0]", "inf"),
+        ({1: "x"}, "$[1]", "key of type int"),
+        ({"a": {(1, 2): 3}}, "$.a[(1, 2)]", "key of type tuple"),
+        ({"odd key": b"bytes"}, "$['odd key']", "bytes"),
+        ({"when": AWARE}, "$.when", "datetime"),
+    ],
+)
+def test_non_json_is_found_with_its_path(value: Any, path: str, found: str) -> None:
+    result = find_non_json(value)
+    assert result is not None
+    assert result[0] == path
+    assert found in result[1]
+
+
+def test_too_deep_nesting_is_not_json() -> None:
+    value: Any = "leaf"
+    for _ in range(200):
+        value = [value]
+    result = find_non_json(value)
+    assert result is not None
+    assert "nesting deeper" in result[1]
+
+
+def test_check_json_prefixes_the_path() -> None:
+    with pytest.raises(work.ValidationError) as info:
+        check_json({"a": {1}}, "$.payload", what="the payload", index=2)
+    assert info.value.path == "$.payload.a"
+    assert info.value.index == 2
+    assert "the payload must be JSON-encodable" in str(info.value)
+
+
+# ---- validate_new_job ---------------------------------------------------------------------------
+
+
+def test_a_good_job_comes_back_as_a_private_equal_copy() -> None:
+    payload = {"nested": {"n": [1, 2]}}
+    original = job(payload=payload, priority="realtime")
+    copy = validate_new_job(original)
+    assert copy.id == original.id
+    assert copy.priority is work.Priority.REALTIME  # a plain string becomes the enum
+    payload["nested"]["n"].append(3)  # the caller mutates its dict after submit ...
+    assert copy.payload == {"nested": {"n": [1, 2]}}  # ... the scheduler's copy is untouched
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "words"),
+    [
+        ({"priority": "urgent"}, "$.priority", "urgent"),
+        ({"resources": work.Resources(cpu=-1.0)}, "$.resources.cpu", ">= 0"),
+        ({"resources": work.Resources(cpu="four")}, "$.resources.cpu", "str"),  # type: ignore[arg-type]
+        ({"resources": work.Resources(memory_mb=-1)}, "$.resources.memory_mb", ">= 0"),
+        ({"resources": work.Resources(timeout_ms=0)}, "$.resources.timeout_ms", ">= 1"),
+        ({"resources": work.Resources(gpu_count=-1)}, "$.resources.gpu_count", ">= 0"),
+        ({"tenant_id": ""}, "$.tenant_id", "length >= 1"),
+        ({"kind": ""}, "$.kind", "length >= 1"),
+        ({"namespace": ""}, "$.namespace", "length >= 1"),
+        ({"tags": ("",)}, "$.tags[0]", "length >= 1"),
+        ({"tenant_id": 7}, "$.tenant_id", "int"),
+        (
+            {"constraints": work.Constraints(retry_policy=work.RetryPolicy(max_attempts=0))},
+            "$.constraints.retry_policy.max_attempts",
+            ">= 1",
+        ),
+        ({"payload": {"s": {1}}}, "$.payload.s", "set"),
+        ({"payload": {"o": object()}}, "$.payload.o", "object"),
+        ({"payload": {"x": [0.5, math.nan]}}, "$.payload.x[1]", "nan"),
+        ({"payload": {3: "three"}}, "$.payload[3]", "key of type int"),
+        ({"metadata": {"m": {1}}}, "$.metadata.m", "set"),
+        ({"status": work.Status.RUNNING}, "$.status", "retry(job_id)"),
+        ({"attempt": 2}, "$.status", "attempts"),
+    ],
+)
+def test_bad_fields_name_their_path(fields: dict[str, Any], path: str, words: str) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        validate_new_job(job(**fields))
+    assert info.value.path == path
+    assert path in str(info.value)
+    assert words in str(info.value)
+
+
+def test_index_is_carried_into_the_error() -> None:
+    with pytest.raises(work.ValidationError) as info:
+        validate_new_job(job(resources=work.Resources(cpu=-1.0)), index=4)
+    assert info.value.index == 4
+    assert "job #4" in str(info.value)
+
+
+@pytest.mark.parametrize("thing", [{"kind": "k", "tenant_id": "a"}, None, "job"])
+def test_not_a_job_is_refused(thing: object) -> None:
+    with pytest.raises(work.ValidationError, match=r"expected a work\.Job"):
+        validate_new_job(thing)
+
+
+UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
+    ("$.constraints.concurrency_group", {"constraints": work.Constraints(concurrency_group="g")}),
+    ("$.constraints.depends_on", {"constraints": work.Constraints(depends_on=("other",))}),
+    ("$.constraints.run_at", {"constraints": work.Constraints(run_at=AWARE)}),
+    ("$.constraints.deadline", {"constraints": work.Constraints(deadline=AWARE)}),
+    ("$.constraints.unique_key", {"constraints": work.Constraints(unique_key="u")}),
+    ("$.resources.max_cost_usd", {"resources": work.Resources(max_cost_usd=1.0)}),
+]
+
+
+@pytest.mark.parametrize(("path", "fields"), UNSUPPORTED, ids=[p for p, _ in UNSUPPORTED])
+def test_fields_not_supported_yet_are_refused_not_ignored(
+    path: str, fields: dict[str, Any]
+) -> None:
+    with pytest.raises(work.ValidationError, match="not supported yet") as info:
+        validate_new_job(job(**fields))
+    assert info.value.path == path
+
+
+def test_the_unsupported_list_is_the_documented_one() -> None:
+    assert {f"$.{a}.{b}" for a, b in NOT_SUPPORTED_YET} == {p for p, _ in UNSUPPORTED}
+
+
+def test_a_naive_run_at_is_a_type_error_before_it_is_unsupported() -> None:
+    naive = dt.datetime(2030, 1, 1)
+    with pytest.raises(work.ValidationError) as info:
+        validate_new_job(job(constraints=work.Constraints(run_at=naive)))
+    assert info.value.path == "$.constraints.run_at"
+
+
+# ---- normalize_result ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (None, None),
+        ("text", "text"),
+        (3, 3),
+        (2.5, 2.5),
+        (True, True),
+        ((1, 2), [1, 2]),
+        ({"a": (1, {"b": None})}, {"a": [1, {"b": None}]}),
+    ],
+)
+def test_results_become_json(result: Any, expected: Any) -> None:
+    assert normalize_result(result, 1_000) == expected
+
+
+@pytest.mark.parametrize(
+    ("result", "path"),
+    [
+        ({1, 2}, "$.result"),
+        ({"a": {1}}, "$.result.a"),
+        (math.nan, "$.result"),
+        (object(), "$.result"),
+    ],
+)
+def test_a_non_json_result_is_refused(result: Any, path: str) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        normalize_result(result, 1_000)
+    assert info.value.path == path
+
+
+def test_a_result_is_a_private_copy() -> None:
+    inner = [1]
+    result = {"inner": inner}
+    normalized = normalize_result(result, 1_000)
+    inner.append(2)
+    assert normalized == {"inner": [1]}
+
+
+@pytest.mark.parametrize("result", [{"blob": "x" * 200}, ["x" * 200], "x" * 200])
+def test_a_result_over_max_bytes_is_refused(result: Any) -> None:
+    with pytest.raises(work.ValidationError, match="max_result_bytes") as info:
+        normalize_result(result, 100)
+    assert info.value.path == "$.result"
+
+
+def test_result_size_is_measured_in_encoded_bytes_for_strings() -> None:
+    # 60 characters, 120 bytes of UTF-8 (122 bytes of JSON): over a 100-byte cap, like the same
+    # text inside a list is.
+    text = "é" * 60
+    with pytest.raises(work.ValidationError, match="max_result_bytes"):
+        normalize_result([text], 100)
+    with pytest.raises(work.ValidationError, match="max_result_bytes"):
+        normalize_result(text, 100)
