@@ -22,7 +22,7 @@ from .._errors import ConfigurationError, ConflictError, QueueFullError, Unsched
 from .._ir import Attempt, Job, JobError, Pool, Priority, Status
 from .._stats import Counts, PoolStats, PoolUsage, Stats
 from ._capacity import NO_NEEDS, Needs, PoolState, Reservation, needs_of
-from ._lifecycle import check_transition
+from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
     Cancel,
@@ -98,6 +98,7 @@ class SchedulingCore:
         self._by_tenant: dict[str, list[int]] = {}
         self._by_level = [self._new_counter() for _ in range(4)]
         self._by_backend: dict[str, list[int]] = {}
+        self._counter_sets: dict[tuple[str, int, str], tuple[list[int], ...]] = {}
         # Per handle() call: the clock reading, its datetime, and where decisions go.
         self._now = 0.0
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
@@ -259,7 +260,17 @@ class SchedulingCore:
         now, at = self._now, self._now_dt
         for job, needs, backend, group in plans:
             job = replace(job, status=_QUEUED, backend=backend, submitted_at=at, queued_at=at)
-            entry = Entry(job, needs, backend, group, now)
+            entry = Entry(
+                job=job,
+                tenant=job.tenant_id,
+                rank=job.priority.rank,
+                needs=needs,
+                backend=backend,
+                group=group,
+                status=_QUEUED,
+                since=now,
+                submitted=now,
+            )
             entry.counters = self._counters(entry)
             self._jobs[job.id] = entry
             for counter in entry.counters:
@@ -522,18 +533,30 @@ class SchedulingCore:
         return [0] * (_REJECTED + 1)
 
     def _counters(self, entry: Entry) -> tuple[list[int], ...]:
-        """The counters a job's transitions update: totals, its tenant, level and backend."""
+        """The counters a job's transitions update: totals, its tenant, level and backend (one
+        shared tuple per combination)."""
+        key = (entry.tenant, entry.rank, entry.backend)
+        found = self._counter_sets.get(key)
+        if found is not None:
+            return found
         tenant = self._by_tenant.get(entry.tenant)
         if tenant is None:
             tenant = self._by_tenant[entry.tenant] = self._new_counter()
         backend = self._by_backend.get(entry.backend)
         if backend is None:
             backend = self._by_backend[entry.backend] = self._new_counter()
-        return (self._totals, tenant, self._by_level[entry.rank], backend)
+        found = self._counter_sets[key] = (
+            self._totals,
+            tenant,
+            self._by_level[entry.rank],
+            backend,
+        )
+        return found
 
     def _move(self, entry: Entry, status: Status, job: Job) -> None:
         """The one place a live job changes status: checks the edge, counts, keeps the job."""
-        check_transition(job.id, entry.status, status)
+        if status not in ALLOWED_TRANSITIONS[entry.status]:
+            check_transition(job.id, entry.status, status)  # raises, saying which edge
         old, new = _SLOT[entry.status], _SLOT[status]
         for counter in entry.counters:
             counter[old] -= 1

@@ -16,7 +16,8 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -34,7 +35,7 @@ from .._errors import (
     WaitTimeoutError,
     WorkError,
 )
-from .._ir import TERMINAL_STATUSES, Job, JobError, Status
+from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status
 from .._stats import Stats
 from .._validate import normalize_result, validate_new_job
 from ..backends import run_in_thread
@@ -70,6 +71,9 @@ _QUEUED, _PENDING, _RUNNING = Status.QUEUED, Status.PENDING, Status.RUNNING
 _SUCCEEDED_NONE: Final = Succeeded(None)
 _STOPPED: Final = Stopped()
 _SHUTDOWN_GRACE_S: Final = 5.0
+#: Consecutive realtime/interactive jobs a worker starts at once before yielding to the loop.
+_INLINE_LIMIT: Final = 8
+_URGENT: Final = frozenset({Priority.REALTIME, Priority.INTERACTIVE})
 
 
 class Page(Struct, kw_only=True):
@@ -87,6 +91,17 @@ class Page(Struct, kw_only=True):
 
     def __getitem__(self, index: int) -> Job:
         return self.jobs[index]
+
+
+class _Handoff:
+    """Open while a worker reports its run's end: the first job that report dispatches goes to
+    ``next``, to be run by the same worker task."""
+
+    __slots__ = ("next", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.next: tuple[_BackendInfo, Job, JobContext] | None = None
 
 
 class _BackendInfo:
@@ -207,8 +222,11 @@ class Scheduler:
         self._emitter = Emitter(self._bus)
         self._timers = TimerHeap(self._loop, self._on_timer)
         self._runs: dict[tuple[str, int], tuple[asyncio.Task[None], JobContext, _BackendInfo]] = {}
-        self._waiters: dict[str, list[asyncio.Future[Job]]] = {}
+        self._waiters: dict[str, list[Callable[[Job], None]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._handoff: _Handoff | None = None
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._inbox_armed = False
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nsai-backend")
         for info in self._backends.values():
             hook = getattr(info.backend, "start", None)
@@ -294,37 +312,44 @@ class Scheduler:
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """The job once terminal, whatever its status (a failed job is returned, not raised);
         ``WaitTimeoutError`` after ``timeout`` seconds."""
-        job = self.get_now(job_id)
-        if job.status in TERMINAL_STATUSES:
-            return job
-        _check_timeout(timeout)
-        future: asyncio.Future[Job] = self._loop.create_future()
-        self._waiters.setdefault(job_id, []).append(future)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise WaitTimeoutError(
-                f"job {job_id} is still {self.get_now(job_id).status} after {timeout} s"
-            ) from None
-        finally:
-            self._drop_waiter(job_id, future)
+        return (await self.wait_many([job_id], timeout))[0]
 
     async def wait_many(
         self, job_ids: Iterable[str], timeout: float | None = None
     ) -> builtins.list[Job]:
-        """Every job once terminal, in the order given."""
+        """Every job once terminal, in the order given (one wake-up for the whole set)."""
         ids = [*job_ids]
-        for job_id in ids:
-            self.get_now(job_id)
         _check_timeout(timeout)
-        try:
-            async with asyncio.timeout(timeout):
-                return [await self.wait(job_id) for job_id in ids]
-        except TimeoutError:
-            left = sum(1 for j in ids if not self.get_now(j).is_terminal)
-            raise WaitTimeoutError(
-                f"{left} of {len(ids)} jobs are not finished after {timeout} s"
-            ) from None
+        finished: dict[str, Job] = {}
+        for job_id in ids:
+            job = self.get_now(job_id)
+            if job.status in TERMINAL_STATUSES:
+                finished[job_id] = job
+        waiting = {job_id for job_id in ids if job_id not in finished}
+        if waiting:
+            future: asyncio.Future[None] = self._loop.create_future()
+            left = len(waiting)
+
+            def on_terminal(job: Job) -> None:
+                nonlocal left
+                finished[job.id] = job
+                left -= 1
+                if not left and not future.done():
+                    future.set_result(None)
+
+            for job_id in waiting:
+                self._watch(job_id, on_terminal)
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise WaitTimeoutError(
+                    f"{left} of {len(waiting)} jobs are not finished after {timeout} s"
+                    + (f" (job {ids[0]} is {self.get_now(ids[0]).status})" if len(ids) == 1 else "")
+                ) from None
+            finally:
+                for job_id in waiting:
+                    self._unwatch(job_id, on_terminal)
+        return [finished[job_id] for job_id in ids]
 
     async def as_completed(
         self, job_ids: Iterable[str], timeout: float | None = None
@@ -333,27 +358,23 @@ class Scheduler:
         ids = [*job_ids]
         _check_timeout(timeout)
         done: asyncio.Queue[Job] = asyncio.Queue()
-        watched: builtins.list[tuple[str, asyncio.Future[Job]]] = []
+        watched: set[str] = set()
         for job_id in ids:
             job = self.get_now(job_id)
             if job.status in TERMINAL_STATUSES:
                 done.put_nowait(job)
-                continue
-            future: asyncio.Future[Job] = self._loop.create_future()
-            future.add_done_callback(
-                lambda f: done.put_nowait(f.result()) if not f.cancelled() else None
-            )
-            self._waiters.setdefault(job_id, []).append(future)
-            watched.append((job_id, future))
+            elif job_id not in watched:
+                watched.add(job_id)
+                self._watch(job_id, done.put_nowait)
         try:
             async with asyncio.timeout(timeout):
-                for _ in ids:
+                for _ in range(len(watched) + done.qsize()):
                     yield await done.get()
         except TimeoutError:
             raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
         finally:
-            for job_id, future in watched:
-                self._drop_waiter(job_id, future)
+            for job_id in watched:
+                self._unwatch(job_id, done.put_nowait)
 
     async def cancel(self, job_id: str, reason: str | None = None) -> Job:
         """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
@@ -576,12 +597,11 @@ class Scheduler:
                         now = time.time()
                     store.put(job, now)
                 emitter.record(decision)
-                if job.status in TERMINAL_STATUSES:
+                if job.status in TERMINAL_STATUSES and self._waiters:
                     waiters = self._waiters.pop(job.id, None)
                     if waiters:
-                        for future in waiters:
-                            if not future.done():
-                                future.set_result(job)
+                        for notify in waiters:
+                            notify(job)
             elif kind is ArmTimer:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
@@ -591,35 +611,92 @@ class Scheduler:
         job = decision.job
         info = self._backends[decision.backend]
         ctx = JobContext(job)
-        key = (job.id, job.attempt)
-        task = self._loop.create_task(self._run(info, job, ctx))
-        self._runs[key] = (task, ctx, info)
+        handoff = self._handoff
+        if handoff is not None and handoff.next is None:
+            # A worker is reporting its run's end: it takes this job itself (no new task, and an
+            # urgent job starts in this very loop step).
+            handoff.next = (info, job, ctx)
+            self._runs[(job.id, job.attempt)] = (handoff.task, ctx, info)
+            return
+        task = self._loop.create_task(self._worker(info, job, ctx))
+        self._runs[(job.id, job.attempt)] = (task, ctx, info)
 
-    async def _run(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
-        outcome: Outcome = _STOPPED
-        try:
-            outcome = await self._execute(info, job, ctx)
-        finally:  # whatever happened, the run has ended: report it exactly once
-            del self._runs[(job.id, job.attempt)]
+    async def _worker(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
+        """Run a job; then the job that its end dispatched first, if any, and so on.
+
+        Realtime and interactive jobs handed over this way start at once (up to
+        ``_INLINE_LIMIT`` in a row); others first yield to the loop, like a new task would.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        inline = 0
+        yield_first = False
+        while True:
+            outcome: Outcome = _STOPPED
+            handoff: _Handoff | None = None
             try:
-                self._feed(RunEnded(job.id, job.attempt, outcome))
-            except Exception:  # pragma: no cover - an engine bug must not go unnoticed
-                _log.exception("nsai-work engine failed to record the end of job %s", job.id)
-            if not self._runs and self._idle_waiters:
-                for future in self._idle_waiters:
-                    if not future.done():
-                        future.set_result(None)
-                self._idle_waiters.clear()
+                if yield_first:
+                    await asyncio.sleep(0)
+                outcome = await self._execute(info, job, ctx)
+                handoff = _Handoff(task)
+            except asyncio.CancelledError:
+                if not ctx.cancelled:
+                    raise  # not our StopRun: the task itself is being cancelled
+                handoff = _Handoff(task)
+            finally:  # whatever happened, the run has ended: report it exactly once
+                if ctx.cancelled:
+                    while task.cancelling():  # our StopRun was delivered: the worker goes on
+                        task.uncancel()
+                self._end_run(job, outcome, handoff)
+            if handoff.next is None:
+                return
+            info, job, ctx = handoff.next
+            inline += 1
+            yield_first = job.priority not in _URGENT or inline >= _INLINE_LIMIT
+            if yield_first:
+                inline = 0
+
+    def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
+        del self._runs[(job.id, job.attempt)]
+        if self._inbox:  # calls from other threads first: a realtime submit gets this slot
+            self._drain_inbox()
+        self._handoff = handoff
+        try:
+            self._feed(RunEnded(job.id, job.attempt, outcome))
+        except Exception:  # pragma: no cover - an engine bug must not go unnoticed
+            _log.exception("nsai-work engine failed to record the end of job %s", job.id)
+        finally:
+            self._handoff = None
+        if not self._runs and self._idle_waiters:
+            for future in self._idle_waiters:
+                if not future.done():
+                    future.set_result(None)
+            self._idle_waiters.clear()
+
+    # ---- calls from other threads ---------------------------------------------------------------
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop thread soon (the blocking facade's hand-off). It runs
+        when the next run ends, or when the loop wakes up if it is idle, whichever is first."""
+        self._inbox.append(callback)
+        if not self._inbox_armed:
+            self._inbox_armed = True
+            self._loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        self._inbox_armed = False
+        inbox = self._inbox
+        while inbox:
+            inbox.popleft()()
 
     async def _execute(self, info: _BackendInfo, job: Job, ctx: JobContext) -> Outcome:
-        """Run one attempt on its backend and turn what happened into an outcome."""
+        """Run one attempt on its backend and turn what happened into an outcome (a
+        cancellation propagates)."""
         try:
             if info.async_execute:
                 result = await info.backend.execute(job, ctx)
             else:
                 result = await run_in_thread(self._executor, info.backend.execute, job, ctx)
-        except asyncio.CancelledError:
-            return _STOPPED
         except NonRetryableError as exc:
             return Failed(_job_error(exc, job.attempt), retryable=False)
         except Exception as exc:
@@ -650,10 +727,18 @@ class Scheduler:
     def _on_timer(self, key: TimerKey, now: float) -> None:
         self._apply(self._core.handle(TimerFired(key), now))
 
-    def _drop_waiter(self, job_id: str, future: asyncio.Future[Job]) -> None:
+    def _watch(self, job_id: str, notify: Callable[[Job], None]) -> None:
+        """Call ``notify(job)`` when the job reaches a terminal state."""
         waiters = self._waiters.get(job_id)
-        if waiters is not None and future in waiters:
-            waiters.remove(future)
+        if waiters is None:
+            self._waiters[job_id] = [notify]
+        else:
+            waiters.append(notify)
+
+    def _unwatch(self, job_id: str, notify: Callable[[Job], None]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None and notify in waiters:
+            waiters.remove(notify)
             if not waiters:
                 del self._waiters[job_id]
 

@@ -115,8 +115,8 @@ class SyncScheduler:
             )
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = self._loop
-        if loop is None:
+        engine = self._engine
+        if engine is None:
             raise NotStartedError("this SyncScheduler is not started: call start() or use `with`")
         self._guard()
         future: Future[T] = Future()
@@ -127,7 +127,7 @@ class SyncScheduler:
             except BaseException as exc:
                 future.set_exception(exc)
 
-        loop.call_soon_threadsafe(run)
+        engine.call_threadsafe(run)
         return future.result()
 
     def _await(self, coroutine: Coroutine[Any, Any, T]) -> T:

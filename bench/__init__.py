@@ -1,0 +1,15 @@
+"""The nsai-work benchmark suite: ``python -m bench`` (``make bench``).
+
+Scenarios (the foundation issue's acceptance figures):
+
+- ``throughput``: a bare asyncio pipeline (the baseline, measured in the same run), then 50,000
+  no-op jobs end to end through ``work.Scheduler``, with no telemetry handler and again with one
+  handler attached to every event of the catalogue (:mod:`bench.throughput`);
+- ``memory``: bytes per waiting job with 100,000 jobs waiting (:mod:`bench.memory`);
+- ``latency-async`` / ``latency-facade``: realtime submit-to-start latency while a 100,000-job
+  batch backlog drains, through the async API and the blocking facade (:mod:`bench.latency`).
+
+Each scenario runs ``--runs`` times in one process; the median is reported. Results go to
+``bench/results/foundation.{json,md}`` (``quick.{json,md}`` with ``--quick``, ``partial.{json,md}``
+with ``--only``).
+"""
