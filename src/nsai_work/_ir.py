@@ -30,10 +30,13 @@ __all__ = [
     "JobError",
     "Pool",
     "Priority",
+    "PriorityGuard",
     "Progress",
+    "Quota",
     "Resources",
     "RetryPolicy",
     "Status",
+    "Tenant",
     "new_job_id",
     "utc_now",
 ]
@@ -196,6 +199,54 @@ class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
     gpus: dict[NonEmptyStr, Annotated[int, Meta(ge=0)]] = {}
     custom: dict[NonEmptyStr, NonNegFloat] = {}
     labels: dict[NonEmptyStr, str] = {}
+
+
+class Quota(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Limits of a tenant (or of one of its namespaces). Unset means unlimited.
+
+    - ``max_queued``: jobs waiting (pending + queued); beyond it a submit is rejected.
+    - ``max_running``: jobs running at once; beyond it jobs stay queued.
+    - ``cpu``, ``memory_mb``, ``gpus`` (by type): resources in use at once by running jobs. When
+      ``gpus`` lists types, only those types (up to those counts) may be used.
+    - ``submit_rate`` (jobs per second) and ``burst``: a token bucket on submits; ``burst``
+      defaults to ``max(1, submit_rate)``.
+    """
+
+    max_queued: NonNegInt | None = None
+    max_running: NonNegInt | None = None
+    cpu: NonNegFloat | None = None
+    memory_mb: NonNegInt | None = None
+    gpus: dict[NonEmptyStr, NonNegInt] = {}
+    submit_rate: Annotated[float, Meta(gt=0)] | None = None
+    burst: Annotated[int, Meta(ge=1)] | None = None
+
+
+UNLIMITED: Final = Quota()
+
+
+class Tenant(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A tenant's weight in fair share and its limits.
+
+    ``weight`` (> 0) is its share of contended capacity relative to other tenants at the same
+    priority level; ``quota`` limits the tenant as a whole; ``namespaces`` may set tighter
+    limits for some of its namespaces (they also count against the tenant's quota).
+    """
+
+    id: NonEmptyStr
+    weight: Annotated[float, Meta(gt=0, le=1_000_000)] = 1.0
+    quota: Quota = UNLIMITED
+    namespaces: dict[NonEmptyStr, Quota] = {}
+
+
+class PriorityGuard(
+    Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """The opt-in starvation guard: each level named in ``min_share`` gets at least that
+    fraction of the last ``window`` dispatches while it has jobs queued, even if higher levels
+    are backlogged (the one configured exception to strict priority, I3)."""
+
+    min_share: dict[Priority, Annotated[float, Meta(gt=0, le=0.5)]] = {}
+    window: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
 
 
 class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):

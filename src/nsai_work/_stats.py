@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from msgspec import Struct
 
-from ._ir import Pool
+from ._ir import UNLIMITED, Pool, Quota
 
-__all__ = ["Counts", "PoolStats", "PoolUsage", "Stats"]
+__all__ = ["Counts", "PoolStats", "PoolUsage", "Stats", "TenantStats", "TenantUsage"]
 
 
 class Counts(Struct, kw_only=True, omit_defaults=True):
@@ -61,7 +61,30 @@ class Stats(Struct, kw_only=True):
 
     totals: Counts
     by_priority: dict[str, Counts]
-    by_tenant: dict[str, Counts]
+    by_tenant: dict[str, TenantStats]
     by_backend: dict[str, Counts]
     pools: dict[str, PoolStats]
     waiting_reasons: dict[str, int]
+
+
+class TenantUsage(Struct, kw_only=True, frozen=True):
+    """What a tenant's running jobs hold now (timed-out threads included until they return)."""
+
+    running: int = 0
+    cpu: float = 0.0
+    memory_mb: int = 0
+    gpus: dict[str, int] = {}
+
+
+class TenantStats(Counts, kw_only=True):
+    """A tenant's counts, plus its weight, quota and use, its dominant share of all pools
+    against its fair share (its weight over the weights of tenants with work), its queued and
+    running jobs by priority, and its rejections by reason."""
+
+    weight: float = 1.0
+    quota: Quota = UNLIMITED
+    usage: TenantUsage = TenantUsage()
+    dominant_share: float = 0.0
+    fair_share: float = 0.0
+    by_priority: dict[str, Counts] = {}
+    rejections: dict[str, int] = {}

@@ -10,7 +10,7 @@ built yet are refused rather than ignored.
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -24,13 +24,15 @@ __all__ = [
     "from_msgspec_error",
     "normalize_result",
     "validate_new_job",
+    "validate_struct",
 ]
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 _MAX_DEPTH: Final = 64
 
 #: Fields whose behaviour a later issue builds: a job that sets one is rejected, never ignored.
 NOT_SUPPORTED_YET: Final = (
-    ("constraints", "concurrency_group"),
     ("constraints", "depends_on"),
     ("constraints", "run_at"),
     ("constraints", "deadline"),
@@ -88,13 +90,35 @@ def check_json(value: Any, path: str, *, what: str, index: int | None = None) ->
         )
 
 
-def from_msgspec_error(error: msgspec.ValidationError, index: int | None = None) -> ValidationError:
-    """Turn msgspec's "rule - at `$.path`" message into our ValidationError."""
+def from_msgspec_error(
+    error: msgspec.ValidationError, index: int | None = None, prefix: str = "$"
+) -> ValidationError:
+    """Turn msgspec's "rule - at `$.path`" message into our ValidationError (``prefix``
+    replaces the leading ``$`` when the value sits inside something larger)."""
     text = str(error)
     rule, sep, where = text.rpartition(" - at `")
     if not sep:
-        return ValidationError(text, index=index)
-    return ValidationError(rule, path=where.rstrip("`"), index=index)
+        return ValidationError(text, path=prefix, index=index)
+    where = where.rstrip("`")
+    if "` in `" in where:  # "key` in `$.gpus": the rule is about a key of that object
+        what, _, where = where.partition("` in `")
+        rule = f"{rule} (in a {what})"
+    return ValidationError(rule, path=prefix + where[1:], index=index)
+
+
+def validate_struct(value: object, kind: type[S], path: str = "$") -> S:
+    """A validated copy of a Struct (given as itself or as a dict), e.g. a ``Tenant``."""
+    if not isinstance(value, kind | dict):
+        raise ValidationError(
+            f"expected a {kind.__name__} (or a dict of its fields), got {type(value).__name__}",
+            path=path,
+        )
+    try:
+        return msgspec.convert(msgspec.to_builtins(value), kind)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec_error(exc, prefix=path) from None
+    except TypeError as exc:
+        raise ValidationError(f"cannot be read as a {kind.__name__}: {exc}", path=path) from None
 
 
 def validate_new_job(job: object, index: int | None = None) -> Job:

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICK_JSON = ROOT / "bench" / "results" / "quick.json"
 QUICK_MD = ROOT / "bench" / "results" / "quick.md"
 
+#: Figures the issues ask for (scenarios may report more).
 FIGURES = (
+    "throughput.bare_asyncio_gather",
     "throughput.bare_asyncio",
     "throughput.bare_asyncio_semaphore",
     "throughput.nsai",
@@ -36,6 +38,8 @@ FIGURES = (
     "latency.facade.p50_ms",
     "latency.facade.p99_ms",
     "latency.facade.max_ms",
+    "tenancy.fairness_tvd_pp",
+    "tenancy.throughput_ratio",
 )
 
 
@@ -64,9 +68,9 @@ def test_bench_quick_writes_every_figure() -> None:
     for key in ("cpu_count", "python", "date"):
         assert machine[key], key
     figures = document["figures"]
-    assert sorted(figures) == sorted(FIGURES)
+    assert set(FIGURES) <= set(figures), sorted(set(FIGURES) - set(figures))
     table = QUICK_MD.read_text(encoding="utf-8")
-    for figure_id in FIGURES:
+    for figure_id in figures:
         figure = figures[figure_id]
         assert len(figure["runs"]) == 1, figure_id
         assert isinstance(figure["median"], int | float), figure_id

@@ -60,12 +60,6 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
     ),  # type: ignore[arg-type]
     ("kind wrong type", {"kind": 5}, work.ValidationError, "$.kind"),
     (
-        "concurrency_group",
-        {"constraints": work.Constraints(concurrency_group="g")},
-        work.ValidationError,
-        "$.constraints.concurrency_group",
-    ),
-    (
         "depends_on",
         {"constraints": work.Constraints(depends_on=("x",))},
         work.ValidationError,

@@ -139,7 +139,6 @@ def test_not_a_job_is_refused(thing: object) -> None:
 
 
 UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
-    ("$.constraints.concurrency_group", {"constraints": work.Constraints(concurrency_group="g")}),
     ("$.constraints.depends_on", {"constraints": work.Constraints(depends_on=("other",))}),
     ("$.constraints.run_at", {"constraints": work.Constraints(run_at=AWARE)}),
     ("$.constraints.deadline", {"constraints": work.Constraints(deadline=AWARE)}),

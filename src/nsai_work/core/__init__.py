@@ -11,6 +11,7 @@ from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
     Cancel,
+    ConcurrencyLimitChanged,
     Dispatch,
     Event,
     Failed,
@@ -24,6 +25,7 @@ from ._messages import (
     StopRun,
     Submit,
     Succeeded,
+    TenantChanged,
     TimerFired,
     TimerKey,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "NO_NEEDS",
     "ArmTimer",
     "Cancel",
+    "ConcurrencyLimitChanged",
     "Decision",
     "Dispatch",
     "Event",
@@ -51,6 +54,7 @@ __all__ = [
     "Stopped",
     "Submit",
     "Succeeded",
+    "TenantChanged",
     "TimerFired",
     "TimerKey",
     "backoff_delay_ms",

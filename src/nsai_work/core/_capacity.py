@@ -147,7 +147,8 @@ class PoolState:
 
     def _fits(self, needs: Needs, *, free: bool) -> str | bool | None:
         if needs is NO_NEEDS:
-            return None if (not free or self.used_slots < self.cap_slots) else False
+            used = self.used_slots if free else 0
+            return None if used < self.cap_slots else False
         slots = self.cap_slots - (self.used_slots if free else 0)
         if slots < 1:
             return False

@@ -4,43 +4,69 @@
 and owns no randomness (jitter comes from the injected ``rand``), so the same events, clock
 readings and random source give the same decisions. The engine carries the decisions out.
 
-What it decides here: admission (a batch is admitted whole or not at all), routing to the first
-backend whose pools could ever hold the job, strict priority over per-(level, pool group,
-tenant) FIFOs, reservation of pool capacity on dispatch and release when the run has really
-ended, retries with backoff, timeouts, and cancellation.
+What it decides here: admission (a batch is admitted whole or not at all: routing, tenant
+quotas, queue caps, submit rates), strict priority between levels, weighted dominant-resource
+fair share between tenants within a level, tenant and namespace limits and concurrency groups at
+dispatch, the opt-in starvation guard, reservation of pool capacity on dispatch and release when
+the run has really ended, retries with backoff, timeouts, and cancellation.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from heapq import heappop
+from typing import Any, Final
 
 from msgspec.structs import replace
 
-from .._errors import ConfigurationError, ConflictError, QueueFullError, UnschedulableError
-from .._ir import Attempt, Job, JobError, Pool, Priority, Status
-from .._stats import Counts, PoolStats, PoolUsage, Stats
-from ._capacity import NO_NEEDS, Needs, PoolState, Reservation, needs_of
+from .._errors import ConfigurationError
+from .._ir import (
+    UNLIMITED,
+    Attempt,
+    Job,
+    JobError,
+    Pool,
+    Priority,
+    PriorityGuard,
+    Status,
+    Tenant,
+)
+from .._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsage
+from ._admission import (
+    Plan,
+    Rejection,
+    Router,
+    check_duplicates,
+    check_max_waiting,
+    check_queue_caps,
+    check_quotas,
+    check_rate,
+    unknown_tenant,
+)
+from ._capacity import PoolState, Reservation, needs_of
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
     Cancel,
+    ConcurrencyLimitChanged,
     Dispatch,
     Event,
     Failed,
     PoolsChanged,
     Record,
     Reject,
-    Route,
     RunEnded,
     StopRun,
     Submit,
     Succeeded,
+    TenantChanged,
     TimerFired,
 )
-from ._queues import Entry, ReadyQueues
+from ._queues import FIFO, LEVELS, TENANT, Entry, GroupQueue, ReadyQueues, SubKey, TenantQueue
 from ._retry import backoff_delay_ms
+from ._tenants import Capacity, TenantState, dominant_share, job_share, quota_gate
 
 __all__ = ["Decision", "SchedulingCore"]
 
@@ -53,18 +79,90 @@ _QUEUED_SLOT: Final = _SLOT[Status.QUEUED]
 _SUBMITTED: Final = len(_SLOT)
 _REJECTED: Final = _SUBMITTED + 1
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
+_WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 _TIMEOUT_KEY: Final = "timeout"
 _READY_KEY: Final = "ready"
+#: The tenant unknown tenants are admitted as, unless configured otherwise.
+DEFAULT_TENANT: Final = Tenant("*")
 
 
 class _Run:
-    """A dispatched execution: holds its reservation until the engine reports its end."""
+    """A dispatched execution: holds its reservation (on the pool, the tenant, its namespace and
+    its concurrency group) until the engine reports its end."""
 
-    __slots__ = ("backend", "reservation")
+    __slots__ = (
+        "backend",
+        "cgroup",
+        "charged",
+        "namespace",
+        "queue",
+        "reservation",
+        "share",
+        "started",
+        "tenant",
+        "weight",
+    )
 
-    def __init__(self, reservation: Reservation, backend: str) -> None:
+    def __init__(
+        self,
+        reservation: Reservation,
+        backend: str,
+        tenant: TenantState,
+        namespace: str,
+        cgroup: str | None,
+        started: float,
+    ) -> None:
         self.reservation = reservation
         self.backend = backend
+        self.tenant = tenant
+        self.namespace = namespace
+        self.cgroup = cgroup
+        self.started = started
+        # Set by charge(): the group it was picked from, what it was charged, its dominant
+        # share of the group's capacity and its tenant's weight then.
+        self.queue: GroupQueue | None = None
+        self.charged = 0.0
+        self.share = 0.0
+        self.weight = 1.0
+
+
+class _ConcurrencyGroup:
+    """How many runs of a concurrency group hold a slot, its limit, and the FIFOs parked on it."""
+
+    __slots__ = ("limit", "parked", "running")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.parked: list[tuple[TenantQueue, SubKey]] = []
+
+
+class _Guard:
+    """The starvation guard's memory: the levels of the last ``window`` dispatches."""
+
+    __slots__ = ("counts", "min_share", "recent", "window")
+
+    def __init__(self, spec: PriorityGuard) -> None:
+        self.window = spec.window
+        self.min_share = {p.rank: share for p, share in spec.min_share.items()}
+        self.recent: deque[int] = deque()
+        self.counts = [0] * LEVELS
+
+    def record(self, rank: int) -> None:
+        self.recent.append(rank)
+        self.counts[rank] += 1
+        if len(self.recent) > self.window:
+            self.counts[self.recent.popleft()] -= 1
+
+    def owed(self, backlog: list[int]) -> list[int]:
+        """Guarded levels with queued jobs that got less than their share of recent dispatches,
+        lowest level first."""
+        total = len(self.recent) or 1
+        return [
+            rank
+            for rank in sorted(self.min_share, reverse=True)
+            if backlog[rank] and self.counts[rank] / total < self.min_share[rank]
+        ]
 
 
 class SchedulingCore:
@@ -72,7 +170,10 @@ class SchedulingCore:
 
     ``pools`` maps each backend name to the pools it offers (pool names are unique across
     backends). ``rand`` returns floats in [0, 1) for retry jitter. ``max_waiting`` caps pending
-    plus queued jobs (None: no cap).
+    plus queued jobs (None: no cap). ``tenants`` are the configured tenants; an unknown tenant
+    is admitted as ``default_tenant`` (its weight and quota, under its own id), or rejected when
+    that is None. ``concurrency_limits`` sets limits per concurrency group (others get
+    ``default_concurrency_limit``). ``guard`` is the opt-in starvation guard.
     """
 
     def __init__(
@@ -81,28 +182,46 @@ class SchedulingCore:
         pools: Mapping[str, Sequence[Pool]],
         rand: Callable[[], float],
         max_waiting: int | None = None,
+        tenants: Sequence[Tenant] = (),
+        default_tenant: Tenant | None = DEFAULT_TENANT,
+        concurrency_limits: Mapping[str, int] | None = None,
+        default_concurrency_limit: int = 1,
+        guard: PriorityGuard | None = None,
     ) -> None:
         if max_waiting is not None and max_waiting < 0:
             raise ConfigurationError(f"max_waiting must be >= 0 or None, got {max_waiting}")
+        if default_concurrency_limit < 1:
+            raise ConfigurationError(
+                f"default_concurrency_limit must be >= 1, got {default_concurrency_limit}"
+            )
         self._rand = rand
         self._max_waiting = max_waiting
         self._pools: dict[str, PoolState] = {}
         for backend, specs in pools.items():
             self._add_pools(backend, specs)
+        self._router = Router(self._pools)
         self._jobs: dict[str, Entry] = {}
         self._runs: dict[tuple[str, int], _Run] = {}
         self._queues = ReadyQueues()
         self._waiting = 0
-        self._route_cache: dict[Route, tuple[str, tuple[str, ...]] | None] = {}
+        self._tenant_specs = {t.id: t for t in tenants}
+        self._default_tenant = default_tenant
+        self._tenants: dict[str, TenantState] = {}
+        self._cgroup_limits = dict(concurrency_limits or {})
+        self._default_cgroup_limit = default_concurrency_limit
+        self._cgroups: dict[str, _ConcurrencyGroup] = {}
+        self._guard = None if guard is None or not guard.min_share else _Guard(guard)
         self._totals = self._new_counter()
         self._by_tenant: dict[str, list[int]] = {}
-        self._by_level = [self._new_counter() for _ in range(4)]
+        self._by_tenant_level: dict[tuple[str, int], list[int]] = {}
+        self._by_level = [self._new_counter() for _ in range(LEVELS)]
         self._by_backend: dict[str, list[int]] = {}
         self._counter_sets: dict[tuple[str, int, str], tuple[list[int], ...]] = {}
         # Per handle() call: the clock reading, its datetime, and where decisions go.
         self._now = 0.0
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
         self._out: list[Decision] = []
+        self._last_run: _Run | None = None  # the run try_start just made, for charge()
 
     # ---- the one entry point ---------------------------------------------------------------
 
@@ -126,10 +245,22 @@ class SchedulingCore:
             self._timer(event)  # type: ignore[arg-type]
         elif kind is PoolsChanged:
             self._pools_changed(event)  # type: ignore[arg-type]
+        elif kind is TenantChanged:
+            self._tenant_changed(event.tenant)  # type: ignore[union-attr]
+        elif kind is ConcurrencyLimitChanged:
+            self._limit_changed(event)  # type: ignore[arg-type]
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
-        self._queues.dispatch(self._try_start)
+        self._dispatch()
         return out
+
+    def _dispatch(self) -> None:
+        queues = self._queues
+        guard = self._guard
+        if guard is not None:
+            for rank in guard.owed(queues.counts):
+                queues.dispatch_level(rank, self, limit=1)
+        queues.dispatch(self)
 
     # ---- queries (no decisions) --------------------------------------------------------------
 
@@ -150,8 +281,26 @@ class SchedulingCore:
         return None
 
     def _queued_reason(self, entry: Entry) -> str:
+        queue = self._queues.queue_of(entry)
+        tenant_queue = queue.tenants.get(entry.tenant)
+        if tenant_queue is not None:
+            parked = tenant_queue.parked.get((entry.namespace, entry.cgroup))
+            if parked is not None:
+                return parked
+        parked = queue.parked.get(entry.tenant)
+        if parked is not None:
+            return parked
         if self._queues.competes_above(entry):
             return "higher_priority_backlog"
+        guard = self._guard
+        if guard is not None and any(rank > entry.rank for rank in guard.owed(self._queues.counts)):
+            return "priority_guard"
+        mine = queue.keys.get(entry.tenant)
+        heap, keys = queue.heap, queue.keys
+        while heap and keys.get(heap[0][2]) is not heap[0]:
+            heappop(heap)  # stale keys (a query may drop them)
+        if mine is not None and heap and heap[0][2] != entry.tenant and heap[0][0] < mine[0]:
+            return "fair_share"
         return "no_capacity"
 
     @property
@@ -178,30 +327,41 @@ class SchedulingCore:
         return self._jobs.values()
 
     def queued_in_order(self) -> list[list[Job]]:
-        """Queued jobs per level, each level's per-tenant FIFOs concatenated (for checks)."""
-        levels: list[list[Job]] = [[] for _ in range(4)]
+        """Queued jobs per level (for checks)."""
+        levels: list[list[Job]] = [[] for _ in range(LEVELS)]
         for entry in self._queues.entries():
             levels[entry.rank].append(entry.job)
         return levels
 
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        """The spec a tenant is scheduled with (configured, or the default), or None."""
+        state = self._tenants.get(tenant_id)
+        if state is not None:
+            return state.spec
+        return self._tenant_specs.get(tenant_id)
+
+    def concurrency_usage(self, group: str) -> tuple[int, int]:
+        """(runs holding a slot of the group, its limit)."""
+        state = self._cgroups.get(group)
+        if state is None:
+            return (0, self._cgroup_limits.get(group, self._default_cgroup_limit))
+        return (state.running, state.limit)
+
     def stats(self) -> Stats:
         """Counts by status, per priority, tenant and backend; pools; waiting reasons."""
         reasons: dict[str, int] = {}
-        pending = self._totals[_SLOT[_PENDING]]
-        if pending:
+        if self._totals[_SLOT[_PENDING]]:
             for entry in self._jobs.values():
                 if entry.status is _PENDING:
                     reason = entry.job.waiting_reason or "pending"
                     reasons[reason] = reasons.get(reason, 0) + 1
-        for level in self._queues.levels:
-            for queue in level.values():
-                if queue.count:
-                    reason = self._queued_reason(next(queue.entries()))
-                    reasons[reason] = reasons.get(reason, 0) + queue.count
+        for entry in self._queues.entries():
+            reason = self._queued_reason(entry)
+            reasons[reason] = reasons.get(reason, 0) + 1
         return Stats(
             totals=_counts(self._totals),
             by_priority={p.value: _counts(self._by_level[p.rank]) for p in Priority},
-            by_tenant={t: _counts(c) for t, c in self._by_tenant.items()},
+            by_tenant={t: self._tenant_stats(t, c) for t, c in self._by_tenant.items()},
             by_backend={b: _counts(c) for b, c in self._by_backend.items()},
             pools={
                 name: PoolStats(
@@ -214,124 +374,68 @@ class SchedulingCore:
             waiting_reasons=reasons,
         )
 
-    # ---- admission ---------------------------------------------------------------------------
-
-    def _submit(self, event: Submit) -> bool:
-        jobs = event.jobs
-        count = len(jobs)
-        if len(event.routes) != count:
-            raise ValueError("Submit: one route per job is required")
-        if self._max_waiting is not None and self._waiting + count > self._max_waiting:
-            self._out.append(
-                Reject(
-                    QueueFullError(
-                        f"queue full: {self._waiting} jobs are waiting and max_waiting is "
-                        f"{self._max_waiting}, so {count} more cannot be admitted; retry later "
-                        f"(back-pressure) or raise max_waiting"
-                    )
-                )
-            )
-            self._count_rejected(jobs)
-            return False
-        plans: list[tuple[Job, Needs, str, tuple[str, ...]]] = []
-        seen: set[str] = set()
-        for index, job in enumerate(jobs):
-            if job.id in self._jobs or job.id in seen:
-                self._out.append(
-                    Reject(
-                        ConflictError(
-                            f"duplicate job id {job.id!r}: a job with this id already exists; "
-                            f"omit id to get a fresh one"
-                        ),
-                        index,
-                    )
-                )
-                self._count_rejected(jobs)
-                return False
-            if count > 1:
-                seen.add(job.id)
-            needs = needs_of(job.resources)
-            choice = self._choose_route(needs, event.routes[index])
-            if choice is None:
-                self._out.append(Reject(self._unschedulable(needs, event.routes[index]), index))
-                self._count_rejected(jobs)
-                return False
-            plans.append((job, needs, choice[0], choice[1]))
-        now, at = self._now, self._now_dt
-        for job, needs, backend, group in plans:
-            job = replace(job, status=_QUEUED, backend=backend, submitted_at=at, queued_at=at)
-            entry = Entry(
-                job=job,
-                tenant=job.tenant_id,
-                rank=job.priority.rank,
-                needs=needs,
-                backend=backend,
-                group=group,
-                status=_QUEUED,
-                since=now,
-                submitted=now,
-            )
-            entry.counters = self._counters(entry)
-            self._jobs[job.id] = entry
-            for counter in entry.counters:
-                counter[_SUBMITTED] += 1
-                counter[_QUEUED_SLOT] += 1
-            self._queues.push(entry, self._group_pools)
-            self._out.append(Record(job, None))
-        self._waiting += count
-        return True
-
-    def _choose_route(self, needs: Needs, route: Route) -> tuple[str, tuple[str, ...]] | None:
-        """The first backend of the route with pools that could ever hold these needs."""
-        if needs is NO_NEEDS:
-            try:
-                return self._route_cache[route]
-            except KeyError:
-                pass
-        choice = None
-        for backend, pool_names in route:
-            fitting = tuple(
-                name
-                for name in pool_names
-                if name in self._pools and self._pools[name].could_ever_hold(needs)
-            )
-            if fitting:
-                choice = (backend, fitting)
-                break
-        if needs is NO_NEEDS:
-            self._route_cache[route] = choice
-        return choice
-
-    def _unschedulable(self, needs: Needs, route: Route) -> UnschedulableError:
-        pools = [self._pools[n] for _, names in route for n in names if n in self._pools]
-        if not route:
-            return UnschedulableError("no backend can run this job")
-        if not pools:
-            names = ", ".join(f"{b}: {list(p)}" for b, p in route)
-            return UnschedulableError(f"no known pool for this job's backends ({names})")
-        shortfalls = [(pool, pool.shortfall(needs)) for pool in pools]
-        first = next((gap for _, gap in shortfalls if gap is not None), None)
-        if first is None:  # pragma: no cover - defensive
-            return UnschedulableError(f"no pool can ever hold this job ({needs.describe()})")
-        field = first[0]
-        offers = [
-            f"{pool.name}: {gap[2]}"
-            for pool, gap in shortfalls
-            if gap is not None and gap[0] == field
-        ]
-        path = "$.resources." + ("gpu" if field == "gpu" else field.split(".")[0])
-        return UnschedulableError(
-            f"no pool can ever hold this job: it asks {field}={first[1]} but the pools offer "
-            f"{'; '.join(offers) or 'less'} (needs {needs.describe()}); ask for less or declare "
-            f"a pool that has it (Scheduler(pools=...)) - at {path}"
+    def _tenant_stats(self, tenant_id: str, counter: list[int]) -> TenantStats:
+        base = _counts(counter)
+        by_priority = {
+            p.value: _counts(c)
+            for p in Priority
+            if (c := self._by_tenant_level.get((tenant_id, p.rank))) is not None
+        }
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            return TenantStats(**_fields(base), by_priority=by_priority)
+        everything = list(self._pools.values())
+        active_weight = sum(t.weight for t in self._tenants.values() if t.running or t.waiting)
+        return TenantStats(
+            **_fields(base),
+            weight=state.weight,
+            quota=state.quota,
+            usage=TenantUsage(**state.usage.as_dict()),  # type: ignore[arg-type]
+            dominant_share=dominant_share(state, everything, Capacity(everything)) * state.weight,
+            fair_share=(state.weight / active_weight)
+            if active_weight and (state.running or state.waiting)
+            else 0.0,
+            by_priority=by_priority,
+            rejections=dict(state.rejections),
         )
 
-    def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
-        return [self._pools[name] for name in group]
+    # ---- what a GroupQueue asks while it picks (the Selector protocol) ----------------------
 
-    # ---- dispatch ----------------------------------------------------------------------------
+    def charge(self, head: Entry, queue: GroupQueue) -> float:
+        """What the dispatch of ``head`` (just started) costs its tenant in virtual time: its
+        dominant share of the group's capacity times the expected run time, over the tenant's
+        weight. Corrected with the real run time when the run ends."""
+        run = self._last_run
+        share = job_share(head.needs, queue.capacity)
+        weight = head.tenant_state.weight
+        charged = share * queue.expected_run_s / weight
+        if run is not None:
+            run.queue, run.charged, run.share, run.weight = queue, charged, share, weight
+        return charged
 
-    def _try_start(self, entry: Entry) -> bool:
+    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
+        """The limit holding a head back, recording where it is parked; None if none does."""
+        state = head.tenant_state
+        if state.quota is not UNLIMITED:
+            reason = quota_gate(state.quota, state.running, state.usage, head.needs)
+            if reason is not None:
+                state.parked_in.add(queue.queue)
+                return (TENANT, f"tenant_{reason}")
+        if state.namespaces:
+            namespace = state.namespaces.get(head.namespace)
+            if namespace is not None and namespace.quota is not UNLIMITED:
+                reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
+                if reason is not None:
+                    namespace.parked.append((queue, (head.namespace, head.cgroup)))
+                    return (FIFO, f"namespace_{reason}")
+        if head.cgroup is not None:
+            group = self._cgroup(head.cgroup)
+            if group.running >= group.limit:
+                group.parked.append((queue, (head.namespace, head.cgroup)))
+                return (FIFO, f"concurrency_group:{head.cgroup}")
+        return None
+
+    def try_start(self, entry: Entry) -> bool:
         """Reserve the first pool of the job's group that fits now, and dispatch it there."""
         needs = entry.needs
         pools = self._pools
@@ -355,9 +459,17 @@ class SchedulingCore:
             waiting_reason=None,
             next_attempt_at=None,
         )
-        self._runs[(job.id, number)] = _Run(reservation, entry.backend)
+        tenant = entry.tenant_state
+        tenant.reserve(reservation, entry.namespace)
+        if entry.cgroup is not None:
+            self._cgroup(entry.cgroup).running += 1
+        if self._guard is not None:
+            self._guard.record(entry.rank)
+        run = self._runs[(job.id, number)] = _Run(
+            reservation, entry.backend, tenant, entry.namespace, entry.cgroup, self._now
+        )
+        self._last_run = run
         queue_time_ms = (self._now - entry.since) * 1000.0
-        self._waiting -= 1
         self._move(entry, _RUNNING, job)
         self._out.append(Dispatch(job, entry.backend, name, queue_time_ms))
         timeout_ms = job.resources.timeout_ms
@@ -367,6 +479,101 @@ class SchedulingCore:
             )
         return True
 
+    # ---- admission ---------------------------------------------------------------------------
+
+    def _submit(self, event: Submit) -> bool:
+        jobs = event.jobs
+        count = len(jobs)
+        if len(event.routes) != count:
+            raise ValueError("Submit: one route per job is required")
+        rejection = check_max_waiting(self._waiting, self._max_waiting, count) or (
+            check_duplicates(jobs, self._jobs) if count > 1 or jobs[0].id in self._jobs else None
+        )
+        plans: list[Plan] = []
+        if rejection is None:
+            router = self._router
+            for index, job in enumerate(jobs):
+                needs = needs_of(job.resources)
+                choice = router.choose(needs, event.routes[index])
+                if choice is None:
+                    rejection = (
+                        router.unschedulable(needs, event.routes[index]),
+                        index,
+                        "unschedulable",
+                    )
+                    break
+                tenant = self._tenant_state(job.tenant_id)
+                if tenant is None:
+                    rejection = unknown_tenant(job.tenant_id, index)
+                    break
+                plans.append((job, needs, choice[0], choice[1], tenant))
+        if rejection is None:
+            rejection = (
+                check_quotas(plans) or check_queue_caps(plans) or check_rate(plans, self._now)
+            )
+        if rejection is not None:
+            self._reject(jobs, rejection)
+            return False
+        now, at = self._now, self._now_dt
+        queues, out = self._queues, self._out
+        for job, needs, backend, group, tenant in plans:
+            job = replace(job, status=_QUEUED, backend=backend, submitted_at=at, queued_at=at)
+            entry = Entry(
+                job=job,
+                tenant=job.tenant_id,
+                tenant_state=tenant,
+                namespace=job.namespace,
+                cgroup=job.constraints.concurrency_group,
+                rank=job.priority.rank,
+                needs=needs,
+                backend=backend,
+                group=group,
+                status=_QUEUED,
+                since=now,
+                submitted=now,
+            )
+            entry.counters = self._counters(entry)
+            self._jobs[job.id] = entry
+            for counter in entry.counters:
+                counter[_SUBMITTED] += 1
+                counter[_QUEUED_SLOT] += 1
+            tenant.waiting += 1
+            if tenant.namespaces:
+                namespace = tenant.namespaces.get(entry.namespace)
+                if namespace is not None:
+                    namespace.waiting += 1
+            tenant.groups.add(queues.push(entry, self._group_pools))
+            out.append(Record(job, None))
+        self._waiting += count
+        return True
+
+    def _reject(self, jobs: Sequence[Job], rejection: Rejection) -> None:
+        error, index, reason = rejection
+        self._out.append(Reject(error, index))
+        self._count_rejected(jobs, reason)
+
+    def _tenant_state(self, tenant_id: str) -> TenantState | None:
+        state = self._tenants.get(tenant_id)
+        if state is not None:
+            return state
+        spec = self._tenant_specs.get(tenant_id)
+        if spec is None:
+            if self._default_tenant is None:
+                return None
+            spec = replace(self._default_tenant, id=tenant_id)
+        state = self._tenants[tenant_id] = TenantState(spec, self._now)
+        return state
+
+    def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
+        return [self._pools[name] for name in group]
+
+    def _cgroup(self, name: str) -> _ConcurrencyGroup:
+        group = self._cgroups.get(name)
+        if group is None:
+            limit = self._cgroup_limits.get(name, self._default_cgroup_limit)
+            group = self._cgroups[name] = _ConcurrencyGroup(limit)
+        return group
+
     # ---- the end of a run --------------------------------------------------------------------
 
     def _run_ended(self, event: RunEnded) -> None:
@@ -374,6 +581,7 @@ class SchedulingCore:
         if run is None:
             return  # already reported: ending a run is idempotent
         run.reservation.pool.release(run.reservation)
+        self._released(run)
         entry = self._jobs.get(event.job_id)
         if entry is None or entry.status is not _RUNNING or entry.job.attempt != event.attempt:
             return  # the job already moved on (timeout, cancel): only the capacity comes back
@@ -389,6 +597,40 @@ class SchedulingCore:
                 attempt=event.attempt,
             )
             self._attempt_failed(entry, error, True, Status.FAILED)
+
+    def _released(self, run: _Run) -> None:
+        """A run gave its capacity back: its charge is corrected with its real run time, and its
+        tenant, namespace and concurrency group may let parked jobs go."""
+        tenant = run.tenant
+        tenant.release(run.reservation, run.namespace)
+        if run.queue is not None:
+            run_s = self._now - run.started
+            run.queue.adjust(tenant.spec.id, run.share * run_s / run.weight - run.charged, run_s)
+        if run.cgroup is not None:
+            group = self._cgroups[run.cgroup]
+            group.running -= 1
+            self._unpark_fifos(group.parked)
+        if tenant.namespaces:
+            namespace = tenant.namespaces.get(run.namespace)
+            if namespace is not None:
+                self._unpark_fifos(namespace.parked)
+        self._refresh_tenant(tenant)
+
+    def _refresh_tenant(self, tenant: TenantState) -> None:
+        """Unpark the tenant where it was parked."""
+        if tenant.parked_in:
+            for queue in tenant.parked_in:
+                queue.unpark(tenant.spec.id)
+            tenant.parked_in.clear()
+
+    def _unpark_fifos(self, parked: list[tuple[TenantQueue, SubKey]]) -> None:
+        if not parked:
+            return
+        waiting = parked[:]
+        parked.clear()
+        for tenant_queue, sub in waiting:
+            if tenant_queue.unpark(sub):
+                tenant_queue.queue.activate(tenant_queue.tenant)
 
     def _attempt_failed(
         self, entry: Entry, error: JobError, retryable: bool, final: Status
@@ -416,7 +658,6 @@ class SchedulingCore:
             next_attempt_at=_dt.datetime.fromtimestamp(ready_at, _UTC),
         )
         elapsed_ms = (self._now - entry.since) * 1000.0
-        self._waiting += 1
         self._move(entry, _PENDING, job)
         self._out.append(Record(job, _RUNNING, elapsed_ms=elapsed_ms, backoff_ms=delay_ms))
         if delay_ms > 0:
@@ -449,8 +690,6 @@ class SchedulingCore:
             next_attempt_at=None,
             cancel_reason=cancel_reason,
         )
-        if previous is not _RUNNING:
-            self._waiting -= 1
         now = self._now
         self._move(entry, status, job)
         del self._jobs[job.id]
@@ -469,7 +708,7 @@ class SchedulingCore:
         last = replace(job.attempts[-1], finished_at=self._now_dt, status=status, error=error)
         return (*job.attempts[:-1], last)
 
-    # ---- timers, cancellation, capacity --------------------------------------------------------
+    # ---- timers, cancellation, configuration -----------------------------------------------
 
     def _timer(self, event: TimerFired) -> None:
         what, job_id, attempt = event.key
@@ -492,7 +731,7 @@ class SchedulingCore:
         job = replace(entry.job, status=_QUEUED, queued_at=self._now_dt, waiting_reason=None)
         elapsed_ms = (self._now - entry.since) * 1000.0
         self._move(entry, _QUEUED, job)
-        self._queues.push(entry, self._group_pools)
+        entry.tenant_state.groups.add(self._queues.push(entry, self._group_pools))
         self._out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
 
     def _cancel(self, event: Cancel) -> None:
@@ -505,6 +744,27 @@ class SchedulingCore:
             self._queues.discard(entry)
         self._finish(entry, Status.CANCELED, cancel_reason=event.reason)
 
+    def _tenant_changed(self, spec: Tenant) -> None:
+        self._tenant_specs[spec.id] = spec
+        state = self._tenants.get(spec.id)
+        if state is None:
+            return
+        state.update(spec)
+        for namespace in state.namespaces.values():
+            self._unpark_fifos(namespace.parked)
+        self._refresh_tenant(state)
+
+    def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
+        if event.limit < 1:
+            raise ConfigurationError(
+                f"a concurrency limit is >= 1, got {event.limit} for {event.group!r}"
+            )
+        self._cgroup_limits[event.group] = event.limit
+        group = self._cgroups.get(event.group)
+        if group is not None:
+            group.limit = event.limit
+            self._unpark_fifos(group.parked)
+
     def _pools_changed(self, event: PoolsChanged) -> None:
         existing = [p for p in event.pools if p.name in self._pools]
         for spec in existing:
@@ -515,7 +775,9 @@ class SchedulingCore:
                 )
             pool.set_spec(spec)
         self._add_pools(event.backend, [p for p in event.pools if p.name not in self._pools])
-        self._route_cache.clear()
+        self._router.forget()
+        for queue in self._queues.groups():
+            queue.capacity = Capacity(queue.pools)
 
     def _add_pools(self, backend: str, specs: Iterable[Pool]) -> None:
         for spec in specs:
@@ -533,8 +795,8 @@ class SchedulingCore:
         return [0] * (_REJECTED + 1)
 
     def _counters(self, entry: Entry) -> tuple[list[int], ...]:
-        """The counters a job's transitions update: totals, its tenant, level and backend (one
-        shared tuple per combination)."""
+        """The counters a job's transitions update: totals, its tenant, level, backend and
+        (tenant, level) (one shared tuple per combination)."""
         key = (entry.tenant, entry.rank, entry.backend)
         found = self._counter_sets.get(key)
         if found is not None:
@@ -545,32 +807,47 @@ class SchedulingCore:
         backend = self._by_backend.get(entry.backend)
         if backend is None:
             backend = self._by_backend[entry.backend] = self._new_counter()
+        tenant_level = self._by_tenant_level.get((entry.tenant, entry.rank))
+        if tenant_level is None:
+            tenant_level = self._by_tenant_level[(entry.tenant, entry.rank)] = self._new_counter()
         found = self._counter_sets[key] = (
             self._totals,
             tenant,
             self._by_level[entry.rank],
             backend,
+            tenant_level,
         )
         return found
 
     def _move(self, entry: Entry, status: Status, job: Job) -> None:
         """The one place a live job changes status: checks the edge, counts, keeps the job."""
-        if status not in ALLOWED_TRANSITIONS[entry.status]:
-            check_transition(job.id, entry.status, status)  # raises, saying which edge
-        old, new = _SLOT[entry.status], _SLOT[status]
+        previous = entry.status
+        if status not in ALLOWED_TRANSITIONS[previous]:
+            check_transition(job.id, previous, status)  # raises, saying which edge
+        old, new = _SLOT[previous], _SLOT[status]
         for counter in entry.counters:
             counter[old] -= 1
             counter[new] += 1
+        was_waiting, is_waiting = previous in _WAITING, status in _WAITING
+        if was_waiting is not is_waiting:
+            step = 1 if is_waiting else -1
+            self._waiting += step
+            tenant = entry.tenant_state
+            tenant.waiting += step
+            if tenant.namespaces:
+                namespace = tenant.namespaces.get(entry.namespace)
+                if namespace is not None:
+                    namespace.waiting += step
         entry.status = status
         entry.job = job
         entry.since = self._now
 
-    def count_rejected(self, jobs: Sequence[object]) -> None:
+    def count_rejected(self, jobs: Sequence[object], reason: str = "invalid") -> None:
         """Count submits refused before they reached the core (invalid, unroutable...). A job
         whose priority or tenant is itself invalid counts in the totals only."""
-        self._count_rejected(jobs)
+        self._count_rejected(jobs, reason)
 
-    def _count_rejected(self, jobs: Sequence[object]) -> None:
+    def _count_rejected(self, jobs: Sequence[object], reason: str) -> None:
         for job in jobs:
             self._totals[_REJECTED] += 1
             priority = getattr(job, "priority", None)
@@ -582,6 +859,9 @@ class SchedulingCore:
                 if tenant is None:
                     tenant = self._by_tenant[tenant_id] = self._new_counter()
                 tenant[_REJECTED] += 1
+                state = self._tenants.get(tenant_id)
+                if state is not None:
+                    state.rejections[reason] = state.rejections.get(reason, 0) + 1
 
 
 def _counts(counter: list[int]) -> Counts:
@@ -596,3 +876,7 @@ def _counts(counter: list[int]) -> Counts:
         submitted=counter[_SUBMITTED],
         rejected=counter[_REJECTED],
     )
+
+
+def _fields(counts: Counts) -> dict[str, Any]:
+    return {name: getattr(counts, name) for name in Counts.__struct_fields__}

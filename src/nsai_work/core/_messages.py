@@ -11,11 +11,12 @@ from typing import Any
 from msgspec import Struct
 
 from .._errors import WorkError
-from .._ir import Job, JobError, Pool, Status
+from .._ir import Job, JobError, Pool, Status, Tenant
 
 __all__ = [
     "ArmTimer",
     "Cancel",
+    "ConcurrencyLimitChanged",
     "Dispatch",
     "Event",
     "Failed",
@@ -29,6 +30,7 @@ __all__ = [
     "Stopped",
     "Submit",
     "Succeeded",
+    "TenantChanged",
     "TimerFired",
     "TimerKey",
 ]
@@ -96,7 +98,23 @@ class PoolsChanged(Struct, frozen=True, gc=False):
     pools: tuple[Pool, ...]
 
 
-Event = Submit | RunEnded | Cancel | TimerFired | PoolsChanged
+class TenantChanged(Struct, frozen=True, gc=False):
+    """A tenant's weight, quota or namespace limits are now ``tenant`` (effective for the next
+    decision; nothing running is stopped)."""
+
+    tenant: Tenant
+
+
+class ConcurrencyLimitChanged(Struct, frozen=True, gc=False):
+    """At most ``limit`` jobs of concurrency group ``group`` may run at once."""
+
+    group: str
+    limit: int
+
+
+Event = (
+    Submit | RunEnded | Cancel | TimerFired | PoolsChanged | TenantChanged | ConcurrencyLimitChanged
+)
 
 
 # ---- decisions (core -> engine) ---------------------------------------------------------------

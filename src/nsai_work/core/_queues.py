@@ -1,27 +1,53 @@
-"""Ready queues: queued jobs by priority level, pool group and tenant.
+"""Ready queues: queued jobs by priority level, pool group, tenant, and (namespace, concurrency
+group), with weighted dominant-resource fair share between tenants.
 
-Each (level, pool group) keeps one FIFO per tenant and a heap of the tenants' heads, so picking
-the next job looks only at heads and costs O(log tenants), never a scan of queued jobs. The heap
-key is the head's enqueue sequence number (oldest head first, across tenants); the tenancy issue
-replaces that key with a fair-share one. Canceled entries are dropped lazily when they reach the
-head of their FIFO.
+- ``ReadyQueues.levels[rank][group]`` is a ``GroupQueue``: the queued jobs of one priority level
+  that may use the same pools. Levels are served in strict priority order.
+- In a GroupQueue, each tenant has a ``TenantQueue`` and a virtual time: the dominant-resource
+  time it was served here, divided by its weight (dominant-resource fair queuing). A heap orders
+  the tenants by ``(virtual time, enqueue sequence of their head)``: the next job is the head of
+  the least-served tenant, oldest first on ties. Picking it costs O(log tenants), never a scan of
+  queued jobs. A dispatch charges the job's dominant share of the group's capacity times its
+  expected run time; when the run ends the core corrects the charge with the real run time. A
+  tenant that comes back after being idle starts at the group's virtual clock (no banked
+  credit), so backlogged tenants get dispatched resource-time in proportion to their weights.
+- In a TenantQueue, jobs wait in one FIFO per (namespace, concurrency group); the tenant's head
+  is the oldest head among the FIFOs that are not parked.
+- Parking: a tenant at one of its limits leaves the heap (``GroupQueue.parked``); a FIFO whose
+  namespace or concurrency group is at its limit leaves the tenant's heads
+  (``TenantQueue.parked``). The core unparks them when what blocked them is released, so a
+  blocked tenant costs nothing per dispatch.
+- A head that does not fit the free capacity now is skipped for this pass and keeps its place
+  (backfill over queue heads; the resources release adds holding capacity for it).
+
+Canceled entries are dropped lazily when they reach the head of their FIFO.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from heapq import heappop, heappush, heapreplace
+from heapq import heapify, heappop, heappush, heapreplace
+from typing import TYPE_CHECKING, Protocol
 
 from msgspec import Struct
 
 from .._ir import Job, Status
 from ._capacity import Needs, PoolState
+from ._tenants import Capacity
 
-__all__ = ["LEVELS", "Entry", "GroupQueue", "ReadyQueues"]
+if TYPE_CHECKING:
+    from ._tenants import TenantState
+
+__all__ = ["LEVELS", "Entry", "GroupQueue", "ReadyQueues", "Selector", "SubKey", "TenantQueue"]
 
 #: Number of strict priority levels (realtime, interactive, batch, offline).
 LEVELS = 4
+_QUEUED = Status.QUEUED
+#: A FIFO of a tenant: (namespace, concurrency group).
+SubKey = tuple[str, str | None]
+#: What ``Selector.gate`` answers to park: the tenant (in this group) or the head's FIFO.
+TENANT, FIFO = "tenant", "fifo"
 
 
 class Entry(Struct, gc=False):
@@ -33,6 +59,9 @@ class Entry(Struct, gc=False):
 
     job: Job
     tenant: str
+    tenant_state: TenantState
+    namespace: str
+    cgroup: str | None
     rank: int
     needs: Needs
     backend: str
@@ -43,27 +72,132 @@ class Entry(Struct, gc=False):
     seq: int = 0
     counters: tuple[list[int], ...] = ()
 
+    @property
+    def subkey(self) -> SubKey:
+        """The FIFO this job waits in, within its tenant's queue."""
+        return (self.namespace, self.cgroup)
+
+
+class Selector(Protocol):
+    """What a GroupQueue asks the core while it picks jobs."""
+
+    def charge(self, head: Entry, queue: GroupQueue) -> float:
+        """The virtual time a dispatch of ``head`` costs its tenant (estimated)."""
+        ...
+
+    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
+        """(TENANT or FIFO, reason) if a limit holds the head back (and record the parking),
+        else None."""
+        ...
+
+    def try_start(self, head: Entry) -> bool:
+        """Start the head if it fits the free capacity now."""
+        ...
+
+
+class TenantQueue:
+    """One tenant's queued jobs in one GroupQueue."""
+
+    __slots__ = ("count", "fifos", "heads", "parked", "queue", "tenant")
+
+    def __init__(self, tenant: str, queue: GroupQueue) -> None:
+        self.tenant = tenant
+        self.queue = queue
+        self.fifos: dict[SubKey, deque[Entry]] = {}
+        self.heads: list[tuple[int, SubKey]] = []
+        self.parked: dict[SubKey, str] = {}
+        self.count = 0
+
+    def push(self, entry: Entry) -> None:
+        """Append at the tail of its FIFO."""
+        sub = (entry.namespace, entry.cgroup)
+        fifo = self.fifos.get(sub)
+        if fifo is None:
+            fifo = self.fifos[sub] = deque()
+            if sub not in self.parked:
+                heappush(self.heads, (entry.seq, sub))
+        fifo.append(entry)
+        self.count += 1
+
+    def peek(self) -> Entry | None:
+        """The oldest live head among the FIFOs that are not parked."""
+        heads, fifos = self.heads, self.fifos
+        while heads:
+            seq, sub = heads[0]
+            fifo = fifos[sub]
+            while fifo and fifo[0].status is not _QUEUED:
+                fifo.popleft()
+            if not fifo:
+                heappop(heads)
+                del fifos[sub]
+                continue
+            head = fifo[0]
+            if head.seq != seq:
+                heapreplace(heads, (head.seq, sub))
+                continue
+            return head
+        return None
+
+    def pop(self, head: Entry) -> None:
+        """Remove the head ``peek`` returned (it started)."""
+        self.fifos[(head.namespace, head.cgroup)].popleft()
+        self.count -= 1
+
+    def park(self, sub: SubKey, reason: str) -> None:
+        """Take the FIFO whose head ``peek`` just returned out of the heads."""
+        heappop(self.heads)
+        self.parked[sub] = reason
+
+    def unpark(self, sub: SubKey) -> bool:
+        """Put a parked FIFO back; True if it has jobs."""
+        if self.parked.pop(sub, None) is None:
+            return False
+        fifo = self.fifos.get(sub)
+        if not fifo:
+            self.fifos.pop(sub, None)
+            return False
+        heappush(self.heads, (fifo[0].seq, sub))
+        return True
+
+    def entries(self) -> Iterator[Entry]:
+        """Every live queued entry."""
+        for fifo in self.fifos.values():
+            for entry in fifo:
+                if entry.status is _QUEUED:
+                    yield entry
+
 
 class GroupQueue:
     """Queued jobs of one priority level that may use the same pools."""
 
-    __slots__ = ("count", "group", "heads", "pools", "tenants")
+    __slots__ = (
+        "capacity",
+        "clock",
+        "count",
+        "expected_run_s",
+        "group",
+        "heap",
+        "keys",
+        "parked",
+        "pools",
+        "rank",
+        "tenants",
+        "vtimes",
+    )
 
-    def __init__(self, group: tuple[str, ...], pools: list[PoolState]) -> None:
+    def __init__(self, rank: int, group: tuple[str, ...], pools: list[PoolState]) -> None:
+        self.rank = rank
         self.group = group
         self.pools = pools
-        self.tenants: dict[str, deque[Entry]] = {}
-        self.heads: list[tuple[int, str]] = []
+        self.capacity = Capacity(pools)
+        self.tenants: dict[str, TenantQueue] = {}
+        self.heap: list[tuple[float, int, str]] = []
+        self.keys: dict[str, tuple[float, int, str]] = {}
+        self.parked: dict[str, str] = {}
         self.count = 0
-
-    def push(self, entry: Entry) -> None:
-        """Append at the tail of its tenant's FIFO."""
-        fifo = self.tenants.get(entry.tenant)
-        if fifo is None:
-            fifo = self.tenants[entry.tenant] = deque()
-            heappush(self.heads, (entry.seq, entry.tenant))
-        fifo.append(entry)
-        self.count += 1
+        self.vtimes: dict[str, float] = {}
+        self.clock = 0.0  # the virtual time of the last tenant served
+        self.expected_run_s = 1.0  # moving average of run times here (for charges)
 
     def any_free_slot(self) -> bool:
         """Whether one of the group's pools could start one more run."""
@@ -72,50 +206,113 @@ class GroupQueue:
                 return True
         return False
 
-    def drain(self, try_start: Callable[[Entry], bool]) -> int:
-        """Offer heads, oldest first, to ``try_start`` until the pools are full or every head
-        was declined; a declined head keeps its place. Returns how many started."""
-        heads, tenants = self.heads, self.tenants
-        declined: list[tuple[int, str]] = []
+    def push(self, entry: Entry) -> TenantQueue:
+        """Enqueue; the tenant joins the heap if it was not in it (and is not parked)."""
+        queue = self.tenants.get(entry.tenant)
+        if queue is None:
+            queue = self.tenants[entry.tenant] = TenantQueue(entry.tenant, self)
+        queue.push(entry)
+        self.count += 1
+        if entry.tenant not in self.keys and entry.tenant not in self.parked:
+            self.activate(entry.tenant)
+        return queue
+
+    def activate(self, tenant: str) -> None:
+        """(Re)key a tenant at its virtual time, if it has a head that is not parked. A tenant
+        that was not waiting here starts no earlier than the group's clock."""
+        if tenant in self.parked:
+            return
+        queue = self.tenants.get(tenant)
+        head = None if queue is None else queue.peek()
+        if head is None:
+            self.keys.pop(tenant, None)
+            return
+        vtime = self.vtimes.get(tenant, self.clock)
+        if tenant not in self.keys and vtime < self.clock:
+            vtime = self.clock
+        self.vtimes[tenant] = vtime
+        key = (vtime, head.seq, tenant)
+        self.keys[tenant] = key
+        heappush(self.heap, key)
+        if len(self.heap) > 2 * len(self.keys) + 16:  # drop stale keys now and then
+            self.heap = list(self.keys.values())
+            heapify(self.heap)
+
+    def adjust(self, tenant: str, delta: float, run_s: float) -> None:
+        """Correct a tenant's charge once a run's real time is known."""
+        self.expected_run_s += (run_s - self.expected_run_s) * 0.2
+        if tenant in self.vtimes:
+            self.vtimes[tenant] += delta
+            if tenant in self.keys:
+                self.activate(tenant)
+
+    def unpark(self, tenant: str) -> None:
+        """A tenant parked here may compete again."""
+        if self.parked.pop(tenant, None) is not None:
+            self.activate(tenant)
+
+    def drain(self, selector: Selector, limit: int = -1) -> int:
+        """Start heads, least-served tenant first, until the pools are full, every tenant is
+        parked or declined, or ``limit`` jobs started. Returns how many started."""
+        heap, keys, tenants = self.heap, self.keys, self.tenants
+        declined: list[tuple[float, int, str]] = []
         started = 0
-        while heads:
-            seq, tenant = heads[0]
-            fifo = tenants[tenant]
-            while fifo and fifo[0].status is not Status.QUEUED:
-                fifo.popleft()
-            if not fifo:
-                heappop(heads)
-                del tenants[tenant]
+        while heap and started != limit:
+            key = heap[0]
+            vtime, seq, tenant = key
+            if keys.get(tenant) is not key:
+                heappop(heap)  # stale
                 continue
-            head = fifo[0]
-            if head.seq != seq:  # the old head was canceled: re-key on the live one
-                heapreplace(heads, (head.seq, tenant))
-                continue
-            if try_start(head):
-                started += 1
-                fifo.popleft()
-                self.count -= 1
-                while fifo and fifo[0].status is not Status.QUEUED:
-                    fifo.popleft()
-                if fifo:
-                    heapreplace(heads, (fifo[0].seq, tenant))
-                else:
-                    heappop(heads)
+            queue = tenants[tenant]
+            head = queue.peek()
+            if head is None:
+                heappop(heap)
+                del keys[tenant]
+                if not queue.count and not queue.parked:
                     del tenants[tenant]
+                continue
+            if head.seq != seq:  # the old head started or was canceled: re-key on the live one
+                key = keys[tenant] = (vtime, head.seq, tenant)
+                heapreplace(heap, key)
+                continue
+            held = selector.gate(head, queue)
+            if held is not None:
+                scope, reason = held
+                if scope == TENANT:
+                    heappop(heap)
+                    del keys[tenant]
+                    self.parked[tenant] = reason
+                else:
+                    queue.park((head.namespace, head.cgroup), reason)
+                continue
+            if selector.try_start(head):
+                started += 1
+                queue.pop(head)
+                self.count -= 1
+                if vtime > self.clock:
+                    self.clock = vtime
+                vtime = self.vtimes[tenant] = vtime + selector.charge(head, self)
+                following = queue.peek()
+                if following is None:
+                    heappop(heap)
+                    del keys[tenant]
+                    if not queue.count and not queue.parked:
+                        del tenants[tenant]
+                else:
+                    key = keys[tenant] = (vtime, following.seq, tenant)
+                    heapreplace(heap, key)
             else:
-                declined.append(heappop(heads))
+                declined.append(heappop(heap))
             if not self.any_free_slot():
                 break
-        for item in declined:
-            heappush(heads, item)
+        for key in declined:
+            heappush(heap, key)
         return started
 
     def entries(self) -> Iterator[Entry]:
         """Every live queued entry (for stats and checks; O(queued))."""
-        for fifo in self.tenants.values():
-            for entry in fifo:
-                if entry.status is Status.QUEUED:
-                    yield entry
+        for queue in self.tenants.values():
+            yield from queue.entries()
 
 
 class ReadyQueues:
@@ -128,31 +325,52 @@ class ReadyQueues:
         self.counts = [0] * LEVELS
         self.next_seq = 0
 
-    def push(self, entry: Entry, pools: Callable[[tuple[str, ...]], list[PoolState]]) -> None:
-        """Enqueue at the tail of its (level, group, tenant) FIFO with a fresh sequence number."""
+    def push(
+        self,
+        entry: Entry,
+        pools: Callable[[tuple[str, ...]], list[PoolState]],
+    ) -> GroupQueue:
+        """Enqueue at the tail of its FIFO with a fresh sequence number."""
         self.next_seq += 1
         entry.seq = self.next_seq
         level = self.levels[entry.rank]
         queue = level.get(entry.group)
         if queue is None:
-            queue = level[entry.group] = GroupQueue(entry.group, pools(entry.group))
+            queue = level[entry.group] = GroupQueue(entry.rank, entry.group, pools(entry.group))
         queue.push(entry)
         self.counts[entry.rank] += 1
+        return queue
 
     def discard(self, entry: Entry) -> None:
         """Forget a queued entry whose status already left QUEUED (dropped lazily)."""
-        self.levels[entry.rank][entry.group].count -= 1
+        queue = self.levels[entry.rank][entry.group]
+        queue.count -= 1
+        tenant_queue = queue.tenants.get(entry.tenant)
+        if tenant_queue is not None:
+            tenant_queue.count -= 1
         self.counts[entry.rank] -= 1
 
-    def dispatch(self, try_start: Callable[[Entry], bool]) -> None:
-        """Offer queued jobs to ``try_start``: levels in strict priority order, then each pool
-        group of a level with a free slot, heads oldest first."""
+    def dispatch_level(self, rank: int, selector: Selector, limit: int = -1) -> int:
+        """Offer one level's queued jobs; returns how many started."""
+        started = 0
+        for queue in self.levels[rank].values():
+            if queue.count and queue.any_free_slot():
+                started += queue.drain(selector, limit - started if limit > 0 else -1)
+                if started == limit:
+                    break
+        self.counts[rank] -= started
+        return started
+
+    def dispatch(self, selector: Selector) -> None:
+        """Offer queued jobs: levels in strict priority order, then each pool group of a level
+        with a free slot, tenants by fair share."""
         for rank in range(LEVELS):
-            if not self.counts[rank]:
-                continue
-            for queue in self.levels[rank].values():
-                if queue.count and queue.any_free_slot():
-                    self.counts[rank] -= queue.drain(try_start)
+            if self.counts[rank]:
+                self.dispatch_level(rank, selector)
+
+    def queue_of(self, entry: Entry) -> GroupQueue:
+        """The GroupQueue of a queued entry."""
+        return self.levels[entry.rank][entry.group]
 
     def competes_above(self, entry: Entry) -> bool:
         """Whether a higher level has queued jobs that may use one of this job's pools."""
@@ -165,8 +383,12 @@ class ReadyQueues:
                     return True
         return False
 
+    def groups(self) -> Iterator[GroupQueue]:
+        """Every GroupQueue, highest level first."""
+        for level in self.levels:
+            yield from level.values()
+
     def entries(self) -> Iterator[Entry]:
         """Every live queued entry, highest level first."""
-        for level in self.levels:
-            for queue in level.values():
-                yield from queue.entries()
+        for queue in self.groups():
+            yield from queue.entries()

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from msgspec import Struct
 
-from .._errors import ConfigurationError
-from .._ir import Pool
+from .._errors import ConfigurationError, ValidationError
+from .._ir import Pool, PriorityGuard, Tenant
+from .._validate import validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend
 from ..telemetry import Telemetry
 
 __all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
 
 BUILTIN_BACKENDS: Final = {"local": LocalBackend, "altar": AltarBackend, "mock": MockBackend}
+T = TypeVar("T", bound=Struct)
+
 #: Slots of the one pool a backend without ``pools()`` offers.
 DEFAULT_POOL_SLOTS: Final = 64
 
@@ -34,6 +37,11 @@ class Config(Struct, kw_only=True, frozen=True):
     - ``max_result_bytes``: the largest JSON result a handler may return.
     - ``seed``: seeds retry jitter (None: random), for reproducible runs.
     - ``telemetry``: the bus to emit on (default: the process-wide ``work.telemetry``).
+    - ``tenants``: configured tenants (``work.Tenant``: weight, quota, namespace limits).
+    - ``default_tenant``: the weight and quota of tenants not configured (under their own id);
+      ``unknown_tenants="reject"`` rejects them instead.
+    - ``concurrency_limits``: ``{group: n}`` for ``constraints.concurrency_group`` (default 1).
+    - ``priority_guard``: the opt-in starvation guard (``work.PriorityGuard``).
     """
 
     backends: tuple[Any, ...] = ("local", "altar", "mock")
@@ -45,6 +53,11 @@ class Config(Struct, kw_only=True, frozen=True):
     max_result_bytes: int = 1_048_576
     seed: int | None = None
     telemetry: Any = None
+    tenants: tuple[Tenant, ...] = ()
+    default_tenant: Tenant = Tenant("*")
+    unknown_tenants: str = "admit"
+    concurrency_limits: dict[str, int] = {}
+    priority_guard: PriorityGuard | None = None
 
     def check(self) -> None:
         """Raise ``ConfigurationError`` naming the first bad option."""
@@ -64,6 +77,14 @@ class Config(Struct, kw_only=True, frozen=True):
             )
         if not self.backends:
             raise ConfigurationError("backends is empty: give at least one backend")
+        if self.unknown_tenants not in ("admit", "reject"):
+            raise ConfigurationError(
+                f"unknown_tenants is 'admit' or 'reject', got {self.unknown_tenants!r}"
+            )
+        ids = [t.id for t in self.tenants]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ConfigurationError(f"tenants: each id once, got {duplicates} twice")
 
 
 def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
@@ -81,9 +102,44 @@ def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
             values["backends"] = tuple(options["backends"])
         if "pools" in options:
             values["pools"] = _pools_option(options["pools"])
+        if "tenants" in options:
+            values["tenants"] = tuple(
+                _option(t, Tenant, f"tenants[{i}]") for i, t in enumerate(options["tenants"])
+            )
+        if "default_tenant" in options:
+            values["default_tenant"] = _option(options["default_tenant"], Tenant, "default_tenant")
+        if options.get("priority_guard") is not None:
+            values["priority_guard"] = _option(
+                options["priority_guard"], PriorityGuard, "priority_guard"
+            )
+        if "concurrency_limits" in options:
+            values["concurrency_limits"] = _concurrency_limits(options["concurrency_limits"])
         base = Config(**values)
     base.check()
     return base
+
+
+def _option(value: object, kind: type[T], name: str) -> T:
+    """A validated copy of a Struct option given as the Struct or as a dict."""
+    try:
+        return validate_struct(value, kind)
+    except ValidationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
+def _concurrency_limits(limits: object) -> dict[str, int]:
+    if not isinstance(limits, Mapping):
+        raise ConfigurationError(f"concurrency_limits maps a group to an int >= 1, got {limits!r}")
+    for group, limit in limits.items():
+        if not isinstance(group, str) or not group:
+            raise ConfigurationError(
+                f"concurrency_limits: a group is a non-empty string: {group!r}"
+            )
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigurationError(
+                f"concurrency_limits[{group!r}] must be an int >= 1, got {limit!r}"
+            )
+    return dict(limits)
 
 
 def _pools_option(pools: object) -> dict[str, tuple[Pool, ...]]:

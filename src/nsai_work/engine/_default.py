@@ -16,19 +16,23 @@ from types import FrameType
 from typing import Any
 
 from .._errors import ConfigurationError, NotStartedError
-from .._ir import Job, Status
+from .._ir import Job, Status, Tenant
 from .._stats import Stats
 from ._config import Config, make_config
 from ._scheduler import Page
 from ._sync import SyncScheduler
+from ._tenants import SyncTenantScope
 
 __all__ = [
     "as_completed",
+    "as_tenant",
     "cancel",
     "default_scheduler",
     "get",
     "list_jobs",
     "retry",
+    "set_concurrency_limit",
+    "set_tenant",
     "start",
     "stats",
     "stop",
@@ -169,3 +173,18 @@ def retry(job_id: str) -> Job:
 def stats() -> Stats:
     """The default scheduler's counters."""
     return default_scheduler().stats()
+
+
+def set_tenant(tenant: Tenant) -> Tenant:
+    """Add or change a tenant of the default scheduler (effective for the next decision)."""
+    return default_scheduler().set_tenant(tenant)
+
+
+def set_concurrency_limit(group: str, limit: int) -> None:
+    """At most ``limit`` jobs of a concurrency group run at once on the default scheduler."""
+    default_scheduler().set_concurrency_limit(group, limit)
+
+
+def as_tenant(tenant_id: str) -> SyncTenantScope:
+    """A handle on the default scheduler that sees and changes only one tenant's jobs."""
+    return default_scheduler().as_tenant(tenant_id)

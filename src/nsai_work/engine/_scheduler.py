@@ -19,7 +19,7 @@ import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from msgspec import Struct
 from msgspec.structs import replace
@@ -35,13 +35,14 @@ from .._errors import (
     WaitTimeoutError,
     WorkError,
 )
-from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status
-from .._stats import Stats
-from .._validate import normalize_result, validate_new_job
+from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status, Tenant
+from .._stats import Stats, TenantStats
+from .._validate import normalize_result, validate_new_job, validate_struct
 from ..backends import run_in_thread
 from ..core import (
     ArmTimer,
     Cancel,
+    ConcurrencyLimitChanged,
     Dispatch,
     Event,
     Failed,
@@ -55,14 +56,18 @@ from ..core import (
     StopRun,
     Submit,
     Succeeded,
+    TenantChanged,
     TimerFired,
     TimerKey,
 )
 from ..stores.memory import MemoryStore
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
-from ._emit import Emitter
+from ._emit import Emitter, rejection_reason
 from ._timers import TimerHeap
+
+if TYPE_CHECKING:
+    from ._tenants import TenantScope
 
 __all__ = ["Page", "Scheduler"]
 
@@ -213,6 +218,10 @@ class Scheduler:
             pools=resolved.pools,
             rand=random.Random(config.seed).random,
             max_waiting=config.max_waiting,
+            tenants=config.tenants,
+            default_tenant=config.default_tenant if config.unknown_tenants == "admit" else None,
+            concurrency_limits=config.concurrency_limits,
+            guard=config.priority_guard,
         )
         self._store = MemoryStore(
             finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max
@@ -322,7 +331,7 @@ class Scheduler:
         _check_timeout(timeout)
         finished: dict[str, Job] = {}
         for job_id in ids:
-            job = self.get_now(job_id)
+            job = self._stored(job_id)
             if job.status in TERMINAL_STATUSES:
                 finished[job_id] = job
         waiting = {job_id for job_id in ids if job_id not in finished}
@@ -360,7 +369,7 @@ class Scheduler:
         done: asyncio.Queue[Job] = asyncio.Queue()
         watched: set[str] = set()
         for job_id in ids:
-            job = self.get_now(job_id)
+            job = self._stored(job_id)
             if job.status in TERMINAL_STATUSES:
                 done.put_nowait(job)
             elif job_id not in watched:
@@ -404,6 +413,22 @@ class Scheduler:
         """Counts by status per priority, tenant and backend; pools; waiting reasons."""
         return self.stats_now()
 
+    async def set_tenant(self, tenant: Tenant) -> Tenant:
+        """Add or change a tenant (weight, quota, namespace limits), effective for the next
+        decision. A quota below current use is allowed: nothing running is stopped, new
+        dispatches wait."""
+        return self.set_tenant_now(tenant)
+
+    async def set_concurrency_limit(self, group: str, limit: int) -> None:
+        """At most ``limit`` jobs of ``constraints.concurrency_group == group`` run at once."""
+        self.set_concurrency_limit_now(group, limit)
+
+    def as_tenant(self, tenant_id: str) -> TenantScope:
+        """A handle that sees and changes only ``tenant_id``'s jobs."""
+        from ._tenants import TenantScope
+
+        return TenantScope(self, tenant_id)
+
     # ---- the same verbs, synchronous, for the loop thread (the blocking facade calls these) ---
 
     def submit_now(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
@@ -424,7 +449,7 @@ class Scheduler:
                 validated.append(checked)
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
-            self._core.count_rejected(jobs)
+            self._core.count_rejected(jobs, rejection_reason(error))
             self._emitter.rejected([j for j in jobs if type(j) is Job], error)
             raise error from None
         if not validated:
@@ -443,17 +468,25 @@ class Scheduler:
 
     def get_now(self, job_id: str) -> Job:
         """``get`` without awaiting."""
+        return self._current(self._stored(job_id))
+
+    def _stored(self, job_id: str) -> Job:
+        """The stored snapshot (without the live overlay of ``get``)."""
         if not isinstance(job_id, str):
             raise ValidationError(
                 f"a job id is a string, got {type(job_id).__name__}", path="$.job_id"
             )
         job = self._store.get(job_id) if self._state != "new" else None
         if job is None:
-            raise NotFoundError(
-                f"no job {job_id!r} here: unknown, another tenant's, or finished and pruned "
-                f"(finished jobs are kept finished_ttl_s={self.config.finished_ttl_s} s)"
-            )
-        return self._current(job)
+            raise self.not_found(job_id)
+        return job
+
+    def not_found(self, job_id: str) -> NotFoundError:
+        """The one answer for an unknown id, another tenant's job, or a pruned one."""
+        return NotFoundError(
+            f"no job {job_id!r} here: unknown, another tenant's, or finished and pruned "
+            f"(finished jobs are kept finished_ttl_s={self.config.finished_ttl_s} s)"
+        )
 
     def _current(self, job: Job) -> Job:
         """A stored snapshot with what changes between transitions filled in."""
@@ -541,6 +574,37 @@ class Scheduler:
         """``stats`` without awaiting."""
         self._require_started()
         return self._core.stats()
+
+    def set_tenant_now(self, tenant: Tenant) -> Tenant:
+        """``set_tenant`` without awaiting."""
+        checked = validate_struct(tenant, Tenant, "$.tenant")
+        self._require_started()
+        self._feed(TenantChanged(checked))
+        return checked
+
+    def set_concurrency_limit_now(self, group: str, limit: int) -> None:
+        """``set_concurrency_limit`` without awaiting."""
+        if not isinstance(group, str) or not group:
+            raise ValidationError(
+                f"a concurrency group is a non-empty string, got {group!r}", path="$.group"
+            )
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValidationError(
+                f"a concurrency limit is an int >= 1, got {limit!r}", path="$.limit"
+            )
+        self._require_started()
+        self._feed(ConcurrencyLimitChanged(group, limit))
+
+    def tenant_stats_now(self, tenant_id: str) -> TenantStats:
+        """One tenant's stats (zeros for a tenant never seen)."""
+        self._require_started()
+        found = self._core.stats().by_tenant.get(tenant_id)
+        if found is not None:
+            return found
+        spec = self._core.tenant(tenant_id)
+        if spec is None:
+            return TenantStats()
+        return TenantStats(weight=spec.weight, quota=spec.quota)
 
     def _require_started(self) -> None:
         if self._state == "new":

@@ -16,10 +16,11 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .._errors import NotStartedError, WorkError
-from .._ir import Job, Status
+from .._ir import Job, Status, Tenant
 from .._stats import Stats
 from ._config import Config, make_config
 from ._scheduler import Page, Scheduler
+from ._tenants import SyncTenantScope
 
 __all__ = ["SyncScheduler"]
 
@@ -226,3 +227,15 @@ class SyncScheduler:
     def stats(self) -> Stats:
         """Counts by status per priority, tenant and backend; pools; waiting reasons."""
         return self._call(self.engine.stats_now)
+
+    def set_tenant(self, tenant: Tenant) -> Tenant:
+        """Add or change a tenant, effective for the next decision (see ``Scheduler``)."""
+        return self._call(self.engine.set_tenant_now, tenant)
+
+    def set_concurrency_limit(self, group: str, limit: int) -> None:
+        """At most ``limit`` jobs of the concurrency group run at once."""
+        self._call(self.engine.set_concurrency_limit_now, group, limit)
+
+    def as_tenant(self, tenant_id: str) -> SyncTenantScope:
+        """A handle that sees and changes only ``tenant_id``'s jobs."""
+        return SyncTenantScope(self, tenant_id)

@@ -1,0 +1,295 @@
+"""Tenants in the core: what each uses, its limits, its submit-rate bucket, and its fair share.
+
+Usage is counted in the same integer units as pools (cpu in thousandths), per tenant, per
+namespace and per pool, at reservation and release, so quota checks (I6) and dominant shares
+(I5) are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Final
+
+from .._ir import UNLIMITED, Quota, Tenant
+from ._capacity import Needs, PoolState, Reservation
+
+if TYPE_CHECKING:
+    from ._queues import GroupQueue, TenantQueue
+
+__all__ = [
+    "NamespaceState",
+    "TenantState",
+    "Usage",
+    "dominant_share",
+    "job_share",
+    "quota_gate",
+    "quota_never_allows",
+]
+
+_MILLI: Final = 1000
+
+
+class Usage:
+    """Resources held by running jobs: slots, cpu (thousandths), memory, GPUs by type."""
+
+    __slots__ = ("cpu", "gpus", "memory", "slots")
+
+    def __init__(self) -> None:
+        self.slots = 0
+        self.cpu = 0
+        self.memory = 0
+        self.gpus: dict[str, int] = {}
+
+    def add(self, reservation: Reservation) -> None:
+        """Count one run's reservation."""
+        needs = reservation.needs
+        self.slots += 1
+        self.cpu += needs.cpu
+        self.memory += needs.memory_mb
+        if reservation.gpu_type is not None:
+            self.gpus[reservation.gpu_type] = (
+                self.gpus.get(reservation.gpu_type, 0) + needs.gpu_count
+            )
+
+    def remove(self, reservation: Reservation) -> None:
+        """Forget one run's reservation."""
+        needs = reservation.needs
+        self.slots -= 1
+        self.cpu -= needs.cpu
+        self.memory -= needs.memory_mb
+        if reservation.gpu_type is not None:
+            self.gpus[reservation.gpu_type] -= needs.gpu_count
+
+    def as_dict(self) -> dict[str, object]:
+        """In user units, for stats."""
+        return {
+            "running": self.slots,
+            "cpu": self.cpu / _MILLI,
+            "memory_mb": self.memory,
+            "gpus": {k: v for k, v in self.gpus.items() if v},
+        }
+
+
+def quota_never_allows(quota: Quota, needs: Needs) -> tuple[str, object, object] | None:
+    """The first resource one run asks beyond what ``quota`` could ever allow:
+    (field, asked, allowed), or None."""
+    if quota is UNLIMITED:
+        return None
+    if quota.max_running == 0:
+        return ("max_running", 1, 0)
+    if quota.cpu is not None and needs.cpu > round(quota.cpu * _MILLI):
+        return ("cpu", needs.cpu / _MILLI, quota.cpu)
+    if quota.memory_mb is not None and needs.memory_mb > quota.memory_mb:
+        return ("memory_mb", needs.memory_mb, quota.memory_mb)
+    if needs.gpu_count and quota.gpus:
+        if needs.gpu_type is not None:
+            allowed = quota.gpus.get(needs.gpu_type, 0)
+            if needs.gpu_count > allowed:
+                return (f"gpus.{needs.gpu_type}", needs.gpu_count, allowed)
+        elif needs.gpu_count > max(quota.gpus.values()):
+            return ("gpus", needs.gpu_count, max(quota.gpus.values()))
+    return None
+
+
+def quota_gate(quota: Quota, running: int, usage: Usage, needs: Needs) -> str | None:
+    """Why one more run with ``needs`` would break ``quota`` now (``max_running``,
+    ``quota:cpu``...), or None."""
+    if quota is UNLIMITED:
+        return None
+    if quota.max_running is not None and running >= quota.max_running:
+        return "max_running"
+    if quota.cpu is not None and usage.cpu + needs.cpu > round(quota.cpu * _MILLI):
+        return "quota:cpu"
+    if quota.memory_mb is not None and usage.memory + needs.memory_mb > quota.memory_mb:
+        return "quota:memory_mb"
+    if needs.gpu_count and quota.gpus:
+        types = (needs.gpu_type,) if needs.gpu_type is not None else tuple(quota.gpus)
+        if not any(usage.gpus.get(t, 0) + needs.gpu_count <= quota.gpus.get(t, 0) for t in types):
+            return f"quota:gpu:{needs.gpu_type or 'any'}"
+    return None
+
+
+class NamespaceState:
+    """One namespace of a tenant that has limits of its own."""
+
+    __slots__ = ("parked", "quota", "running", "usage", "waiting")
+
+    def __init__(self, quota: Quota) -> None:
+        self.quota = quota
+        self.waiting = 0
+        self.running = 0
+        self.usage = Usage()
+        self.parked: list[tuple[TenantQueue, tuple[str, str | None]]] = []
+
+
+class TenantState:
+    """Everything the core knows about one tenant."""
+
+    __slots__ = (
+        "groups",
+        "last_refill",
+        "namespaces",
+        "parked_in",
+        "pool_usage",
+        "quota",
+        "rejections",
+        "running",
+        "spec",
+        "tokens",
+        "usage",
+        "waiting",
+        "weight",
+    )
+
+    def __init__(self, spec: Tenant, now: float) -> None:
+        self.spec = spec
+        self.weight = spec.weight
+        self.quota = spec.quota
+        self.waiting = 0
+        self.running = 0
+        self.usage = Usage()
+        self.pool_usage: dict[str, Usage] = {}
+        self.namespaces: dict[str, NamespaceState] = {
+            name: NamespaceState(quota) for name, quota in spec.namespaces.items()
+        }
+        self.tokens = float(self.burst)
+        self.last_refill = now
+        self.rejections: dict[str, int] = {}
+        self.groups: set[GroupQueue] = set()
+        self.parked_in: set[GroupQueue] = set()
+
+    def update(self, spec: Tenant) -> None:
+        """Take a new spec (weight, quota, namespace limits); usage and queues stay."""
+        self.spec = spec
+        self.weight = spec.weight
+        self.quota = spec.quota
+        for name, quota in spec.namespaces.items():
+            state = self.namespaces.get(name)
+            if state is None:
+                self.namespaces[name] = NamespaceState(quota)
+            else:
+                state.quota = quota
+        for name, state in self.namespaces.items():
+            if name not in spec.namespaces:
+                state.quota = UNLIMITED
+        self.tokens = min(self.tokens, float(self.burst))
+
+    # ---- submit rate --------------------------------------------------------------------------
+
+    @property
+    def burst(self) -> int:
+        """The bucket's size (``quota.burst``, default ``max(1, submit_rate)``)."""
+        quota = self.quota
+        if quota.submit_rate is None:
+            return 0
+        if quota.burst is not None:
+            return quota.burst
+        return max(1, math.ceil(quota.submit_rate))
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned since the last refill."""
+        rate = self.quota.submit_rate
+        if rate is None:
+            return
+        if now > self.last_refill:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.last_refill) * rate)
+            self.last_refill = now
+
+    # ---- usage --------------------------------------------------------------------------------
+
+    def reserve(self, reservation: Reservation, namespace: str) -> None:
+        """Count a dispatched run."""
+        self.running += 1
+        self.usage.add(reservation)
+        pool = self.pool_usage.get(reservation.pool.name)
+        if pool is None:
+            pool = self.pool_usage[reservation.pool.name] = Usage()
+        pool.add(reservation)
+        state = self.namespaces.get(namespace)
+        if state is not None:
+            state.running += 1
+            state.usage.add(reservation)
+
+    def release(self, reservation: Reservation, namespace: str) -> None:
+        """Forget a run that has ended."""
+        self.running -= 1
+        self.usage.remove(reservation)
+        self.pool_usage[reservation.pool.name].remove(reservation)
+        state = self.namespaces.get(namespace)
+        if state is not None:
+            state.running -= 1
+            state.usage.remove(reservation)
+
+
+def dominant_share(tenant: TenantState, pools: list[PoolState], capacity: Capacity) -> float:
+    """The tenant's dominant share of these pools (max over slots, cpu, memory and each GPU
+    type of its use over their capacity), divided by its weight."""
+    slots = cpu = memory = 0
+    gpus: dict[str, int] | None = None
+    usage_by_pool = tenant.pool_usage
+    for pool in pools:
+        used = usage_by_pool.get(pool.name)
+        if used is None or not used.slots:
+            continue
+        slots += used.slots
+        cpu += used.cpu
+        memory += used.memory
+        if used.gpus:
+            if gpus is None:
+                gpus = {}
+            for gpu_type, count in used.gpus.items():
+                gpus[gpu_type] = gpus.get(gpu_type, 0) + count
+    if not slots:
+        return 0.0
+    share = slots / capacity.slots if capacity.slots else 0.0
+    if capacity.cpu and cpu / capacity.cpu > share:
+        share = cpu / capacity.cpu
+    if capacity.memory and memory / capacity.memory > share:
+        share = memory / capacity.memory
+    if gpus:
+        for gpu_type, count in gpus.items():
+            total = capacity.gpus.get(gpu_type)
+            if total and count / total > share:
+                share = count / total
+    return share / tenant.weight
+
+
+def job_share(needs: Needs, capacity: Capacity) -> float:
+    """One run's dominant share of a group's capacity (its largest fraction of slots, cpu,
+    memory or a GPU type)."""
+    share = 1.0 / capacity.slots if capacity.slots else 1.0
+    if needs.cpu and capacity.cpu and needs.cpu / capacity.cpu > share:
+        share = needs.cpu / capacity.cpu
+    if needs.memory_mb and capacity.memory and needs.memory_mb / capacity.memory > share:
+        share = needs.memory_mb / capacity.memory
+    if needs.gpu_count:
+        totals = (
+            [capacity.gpus.get(needs.gpu_type, 0)]
+            if needs.gpu_type is not None
+            else list(capacity.gpus.values())
+        )
+        total = max(totals, default=0)
+        if total and needs.gpu_count / total > share:
+            share = needs.gpu_count / total
+    return share
+
+
+class Capacity:
+    """The summed capacity of a group of pools (dimensions some pool leaves unlimited are
+    left out of shares)."""
+
+    __slots__ = ("cpu", "gpus", "memory", "slots")
+
+    def __init__(self, pools: list[PoolState]) -> None:
+        self.slots = sum(p.cap_slots for p in pools)
+        self.cpu = (
+            0 if any(p.cap_cpu is None for p in pools) else sum(p.cap_cpu or 0 for p in pools)
+        )
+        self.memory = (
+            0 if any(p.cap_memory is None for p in pools) else sum(p.cap_memory or 0 for p in pools)
+        )
+        gpus: dict[str, int] = {}
+        for pool in pools:
+            for gpu_type, count in pool.cap_gpus.items():
+                gpus[gpu_type] = gpus.get(gpu_type, 0) + count
+        self.gpus = gpus

@@ -1,0 +1,189 @@
+"""Tenancy through the real engine: fair share counted from starts, tenant-scoped handles,
+runtime changes, concurrency groups and bad tenant configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+import nsai_work as work
+
+
+def test_fair_share_end_to_end_counts_starts_per_tenant(
+    handlers: Callable[..., str],
+) -> None:
+    starts: list[str] = []
+
+    async def record(job: work.Job) -> None:
+        starts.append(job.tenant_id)
+        await asyncio.sleep(0.002)  # similar run times: fairness is over resource-time
+
+    kind = handlers(record)
+    tenants = [work.Tenant("a", weight=1), work.Tenant("b", weight=1), work.Tenant("c", weight=2)]
+    with work.SyncScheduler(
+        tenants=tenants, pools={"local": [work.Pool(name="local:async", slots=4)]}
+    ) as s:
+        jobs = [work.Job(kind=kind, tenant_id=t.id) for t in tenants for _ in range(400)]
+        s.wait_many([j.id for j in s.submit_many(jobs)], timeout=30)
+    # while all three are backlogged (the first 800 starts), starts follow the weights
+    window = Counter(starts[:800])
+    assert window["a"] / 800 == pytest.approx(0.25, abs=0.03)
+    assert window["b"] / 800 == pytest.approx(0.25, abs=0.03)
+    assert window["c"] / 800 == pytest.approx(0.50, abs=0.03)
+
+
+def test_a_tenant_handle_sees_and_changes_only_its_jobs(handlers: Callable[..., str]) -> None:
+    kind = handlers(lambda job: job.payload["n"])
+    with work.SyncScheduler() as s:
+        acme, globex = s.as_tenant("acme"), s.as_tenant("globex")
+        mine = acme.submit(work.Job(kind=kind, tenant_id="acme", payload={"n": 1}))
+        theirs = globex.submit(work.Job(kind=kind, tenant_id="globex", payload={"n": 2}))
+        assert acme.wait(mine.id, timeout=5).result == 1
+        for verb in (acme.get, acme.wait, acme.cancel, acme.retry):
+            with pytest.raises(work.NotFoundError) as other:
+                verb(theirs.id)
+            with pytest.raises(work.NotFoundError) as unknown:
+                verb("no-such-job")
+            assert str(other.value) == str(unknown.value).replace("no-such-job", theirs.id)
+        assert [j.id for j in acme.list()] == [mine.id]
+        with pytest.raises(work.ValidationError, match=r"tenant 'acme' only") as refused:
+            acme.submit(work.Job(kind=kind, tenant_id="globex", payload={"n": 3}))
+        assert refused.value.path == "$.tenant_id"
+        stats = acme.stats()
+        assert stats.submitted == 1 and stats.succeeded == 1
+        assert globex.get(theirs.id).tenant_id == "globex"
+
+
+def test_module_functions_set_tenant_and_as_tenant(handlers: Callable[..., str]) -> None:
+    release = threading.Event()
+    kind = handlers(lambda job: release.wait(5))
+    work.start(pools={"local": [work.Pool(name="local:threads", slots=4)]})
+    try:
+        work.set_tenant(work.Tenant("acme", quota=work.Quota(max_running=1)))
+        scope = work.as_tenant("acme")
+        first = scope.submit(work.Job(kind=kind, tenant_id="acme"))
+        second = scope.submit(work.Job(kind=kind, tenant_id="acme"))
+        assert scope.get(second.id).waiting_reason == "tenant_max_running"
+        stats = work.stats().by_tenant["acme"]
+        assert stats.quota.max_running == 1 and stats.usage.running == 1
+        work.set_tenant(work.Tenant("acme", quota=work.Quota(max_running=2)))
+        release.set()
+        assert [j.status for j in scope.wait_many([first.id, second.id], timeout=5)] == [
+            "succeeded",
+            "succeeded",
+        ]
+    finally:
+        release.set()
+        work.stop()
+
+
+def test_the_crucible_pipeline_runs_stages_one_at_a_time_in_order(
+    handlers: Callable[..., str],
+) -> None:
+    """The seed's Crucible example: each stage of one experiment is a job in the concurrency
+    group ``experiment:<id>``; stages run one at a time, in submit order."""
+    running = 0
+    most = 0
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def stage(job: work.Job) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            order.append(job.payload["stage_name"])
+        with lock:
+            running -= 1
+        return job.payload["stage_name"]
+
+    kind = handlers(stage)
+
+    def run_stage(s: work.SyncScheduler, experiment: str, name: str, context: dict) -> work.Job:
+        return s.submit(
+            work.Job(
+                kind=kind,
+                tenant_id=context["tenant_id"],
+                namespace=experiment,
+                priority=work.Priority.BATCH,
+                payload={"experiment_id": experiment, "stage_name": name, "input_context": context},
+                constraints=work.Constraints(concurrency_group=f"experiment:{experiment}"),
+            )
+        )
+
+    with work.SyncScheduler() as s:
+        names = ["load", "train", "eval", "report"]
+        jobs = [run_stage(s, "exp-7", n, {"tenant_id": "lab"}) for n in names]
+        s.wait_many([j.id for j in jobs], timeout=10)
+    assert order == names
+    assert most == 1
+
+
+def test_set_concurrency_limit_on_an_instance(handlers: Callable[..., str]) -> None:
+    gate = threading.Event()
+    kind = handlers(lambda job: gate.wait(5))
+    with work.SyncScheduler(concurrency_limits={"gpu-lock": 1}) as s:
+        group = work.Constraints(concurrency_group="gpu-lock")
+        jobs = [s.submit(work.Job(kind=kind, tenant_id="t", constraints=group)) for _ in range(3)]
+        assert s.stats().totals.running == 1
+        assert s.get(jobs[1].id).waiting_reason == "concurrency_group:gpu-lock"
+        s.set_concurrency_limit("gpu-lock", 3)
+        assert s.stats().totals.running == 3
+        gate.set()
+        s.wait_many([j.id for j in jobs], timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "path", "rule"),
+    [
+        ({"id": "t", "weight": 0}, "$.tenant.weight", "> 0"),
+        ({"id": "t", "weight": -1}, "$.tenant.weight", "> 0"),
+        ({"id": "t", "quota": {"cpuz": 1}}, "$.tenant.quota", "unknown field `cpuz`"),
+        ({"id": "t", "quota": {"gpus": {1: 2}}}, "$.tenant.quota.gpus", "Expected `str`"),
+        ({"id": "", "weight": 1}, "$.tenant.id", "length >= 1"),
+        ({"id": "t", "quota": {"max_running": -1}}, "$.tenant.quota.max_running", ">= 0"),
+    ],
+)
+def test_bad_tenant_configuration_is_refused_naming_the_field(
+    tenant: dict, path: str, rule: str
+) -> None:
+    with work.SyncScheduler() as s:
+        with pytest.raises(work.ValidationError) as refused:
+            s.set_tenant(tenant)  # type: ignore[arg-type]
+        assert refused.value.path == path
+        assert rule in str(refused.value)
+    with pytest.raises(work.ConfigurationError, match="tenants\\[0\\]"):
+        work.SyncScheduler(tenants=[tenant])
+
+
+def test_unknown_quota_keyword_is_a_clear_type_error() -> None:
+    with pytest.raises(TypeError, match="cpuz"):
+        work.Quota(cpuz=1)  # type: ignore[call-arg]
+
+
+def test_set_tenant_below_current_usage_is_allowed_and_kills_nothing(
+    handlers: Callable[..., str],
+) -> None:
+    gate = threading.Event()
+    kind = handlers(lambda job: gate.wait(5))
+    with work.SyncScheduler(pools={"local": [work.Pool(name="local:threads", slots=8)]}) as s:
+        jobs = [s.submit(work.Job(kind=kind, tenant_id="t")) for _ in range(4)]
+        s.set_tenant(work.Tenant("t", quota=work.Quota(max_running=1)))
+        assert s.stats().by_tenant["t"].usage.running == 4  # nothing was stopped
+        late = s.submit(work.Job(kind=kind, tenant_id="t"))
+        assert s.get(late.id).waiting_reason == "tenant_max_running"
+        gate.set()
+        done = s.wait_many([*(j.id for j in jobs), late.id], timeout=5)
+        assert {j.status for j in done} == {"succeeded"}
+
+
+def test_reject_unknown_tenants_through_the_engine(handlers: Callable[..., str]) -> None:
+    kind = handlers(lambda job: None)
+    with work.SyncScheduler(tenants=[work.Tenant("known")], unknown_tenants="reject") as s:
+        s.wait(s.submit(work.Job(kind=kind, tenant_id="known")).id, timeout=5)
+        with pytest.raises(work.UnschedulableError, match="unknown tenant 'nobody'"):
+            s.submit(work.Job(kind=kind, tenant_id="nobody"))
