@@ -54,7 +54,8 @@ def test_a_tenant_handle_sees_and_changes_only_its_jobs(handlers: Callable[..., 
             acme.submit(work.Job(kind=kind, tenant_id="globex", payload={"n": 3}))
         assert refused.value.path == "$.tenant_id"
         stats = acme.stats()
-        assert stats.submitted == 1 and stats.succeeded == 1
+        assert stats.submitted == 1
+        assert stats.succeeded == 1
         assert globex.get(theirs.id).tenant_id == "globex"
 
 
@@ -69,7 +70,8 @@ def test_module_functions_set_tenant_and_as_tenant(handlers: Callable[..., str])
         second = scope.submit(work.Job(kind=kind, tenant_id="acme"))
         assert scope.get(second.id).waiting_reason == "tenant_max_running"
         stats = work.stats().by_tenant["acme"]
-        assert stats.quota.max_running == 1 and stats.usage.running == 1
+        assert stats.quota.max_running == 1
+        assert stats.usage.running == 1
         work.set_tenant(work.Tenant("acme", quota=work.Quota(max_running=2)))
         release.set()
         assert [j.status for j in scope.wait_many([first.id, second.id], timeout=5)] == [

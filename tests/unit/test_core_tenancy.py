@@ -148,7 +148,7 @@ def test_mixed_resource_shapes_converge_to_the_drf_allocation() -> None:
     running = Counter(j.tenant_id for j in started(submit(core, jobs)))
     assert running == {"A": 3, "B": 2}
     # and it stays there as tasks finish and are replaced
-    sim = Simulation(core, lambda j: 1.0 if j.tenant_id == "A" else 1.0)
+    sim = Simulation(core, lambda j: 1.0)
     sim.take([], lambda j: 1.0)
     for entry in list(core.live_entries()):
         if entry.job.pool is not None:
@@ -183,24 +183,27 @@ def test_a_resource_quota_holds_and_names_the_resource() -> None:
 
 
 def test_a_job_the_quota_could_never_allow_is_rejected_with_the_figures() -> None:
-    core = make_core(pool=Pool(name="p", slots=8, cpu=16), tenants=[Tenant("t", quota=Quota(cpu=4))])
+    core = make_core(
+        pool=Pool(name="p", slots=8, cpu=16), tenants=[Tenant("t", quota=Quota(cpu=4))]
+    )
     [reject] = submit(core, [job("t", resources=Resources(cpu=8))])
     assert isinstance(reject, Reject)
     assert isinstance(reject.error, QuotaExceededError)
-    assert "cpu=4" in str(reject.error) and "8" in str(reject.error)
+    assert "cpu=4" in str(reject.error)
+    assert "8" in str(reject.error)
     assert "$.resources.cpu" in str(reject.error)
 
 
 def test_max_queued_rejects_with_limit_and_usage_and_changes_nothing() -> None:
-    core = make_core(
-        pool=Pool(name="p", slots=1), tenants=[Tenant("t", quota=Quota(max_queued=2))]
-    )
+    core = make_core(pool=Pool(name="p", slots=1), tenants=[Tenant("t", quota=Quota(max_queued=2))])
     submit(core, [job("t") for _ in range(2)])  # 1 running, 1 waiting
     assert started(submit(core, [job("t")])) == []  # admitted: 2 waiting
     before = core.stats()
     [reject] = submit(core, [job("t")])
-    assert isinstance(reject, Reject) and isinstance(reject.error, QuotaExceededError)
-    assert "max_queued=2" in str(reject.error) and "2 jobs waiting" in str(reject.error)
+    assert isinstance(reject, Reject)
+    assert isinstance(reject.error, QuotaExceededError)
+    assert "max_queued=2" in str(reject.error)
+    assert "2 jobs waiting" in str(reject.error)
     after = core.stats()
     assert after.totals.waiting == before.totals.waiting
     assert after.by_tenant["t"].rejections == {"max_queued": 1}
@@ -325,7 +328,8 @@ def test_fair_share_reason_and_stats() -> None:
     assert [j.tenant_id for j in started(end(core, first[0], now=1.0))] == ["b"]
     stats = core.stats()
     a = stats.by_tenant["a"]
-    assert a.usage.running == 1 and a.dominant_share == pytest.approx(0.5)
+    assert a.usage.running == 1
+    assert a.dominant_share == pytest.approx(0.5)
     assert a.fair_share == pytest.approx(0.5)
     assert a.by_priority["batch"].queued == 2
     assert stats.waiting_reasons == {"no_capacity": 3}  # equal shares now: capacity decides
