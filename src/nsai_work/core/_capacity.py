@@ -100,6 +100,7 @@ class PoolState:
         "cap_memory",
         "cap_slots",
         "name",
+        "overcommitted",
         "spec",
         "used_cpu",
         "used_custom",
@@ -116,6 +117,7 @@ class PoolState:
         self.used_memory = 0
         self.used_gpus: dict[str, int] = {}
         self.used_custom: dict[str, int] = {}
+        self.overcommitted = False
         self.set_spec(spec)
 
     def set_spec(self, spec: Pool) -> None:
@@ -127,6 +129,9 @@ class PoolState:
         self.cap_memory: int | None = spec.memory_mb
         self.cap_gpus = dict(spec.gpus)
         self.cap_custom = {k: _milli(v) for k, v in spec.custom.items()}
+        # A pool shrunk below what it holds takes no new run, whatever the run asks, until
+        # enough is released (I2: what is reserved never grows past capacity).
+        self.overcommitted = not self.within_capacity()
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -170,10 +175,12 @@ class PoolState:
 
     def has_free_slot(self) -> bool:
         """Whether at least one more run could start here, resources permitting."""
-        return self.used_slots < self.cap_slots
+        return self.used_slots < self.cap_slots and not self.overcommitted
 
     def try_reserve(self, needs: Needs) -> Reservation | None:
         """Reserve one run's needs if they fit what is free now."""
+        if self.overcommitted:
+            return None
         if needs is NO_NEEDS:
             if self.used_slots >= self.cap_slots:
                 return None
@@ -195,8 +202,13 @@ class PoolState:
         """Give back what ``try_reserve`` took."""
         needs = reservation.needs
         self.used_slots -= 1
-        if needs is NO_NEEDS:
-            return
+        if needs is not NO_NEEDS:
+            self._release_resources(reservation)
+        if self.overcommitted:
+            self.overcommitted = not self.within_capacity()
+
+    def _release_resources(self, reservation: Reservation) -> None:
+        needs = reservation.needs
         self.used_cpu -= needs.cpu
         self.used_memory -= needs.memory_mb
         if reservation.gpu_type is not None:

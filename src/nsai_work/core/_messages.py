@@ -128,8 +128,9 @@ class Reject(Struct, frozen=True, gc=False):
 class Record(Struct, frozen=True, gc=False):
     """A job moved from ``previous`` (None: it was just admitted) to ``job.status``.
 
-    ``elapsed_ms`` is the time spent in the previous state, ``total_ms`` the time since submit,
-    ``backoff_ms`` the wait before the next attempt (running -> pending).
+    ``elapsed_ms`` is the time spent in the previous state, ``total_ms`` the time from submit to
+    a terminal state (0 for other records), ``backoff_ms`` the wait before the next attempt
+    (running -> pending).
     """
 
     job: Job

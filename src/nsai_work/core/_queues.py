@@ -201,8 +201,8 @@ class GroupQueue:
 
     def any_free_slot(self) -> bool:
         """Whether one of the group's pools could start one more run."""
-        for pool in self.pools:  # noqa: SIM110 - faster than any() over a generator (hot path)
-            if pool.used_slots < pool.cap_slots:
+        for pool in self.pools:
+            if pool.used_slots < pool.cap_slots and not pool.overcommitted:
                 return True
         return False
 
