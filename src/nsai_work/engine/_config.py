@@ -11,12 +11,17 @@ from msgspec import Struct
 from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import validate_struct
-from ..backends import AltarBackend, Backend, LocalBackend, MockBackend
+from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
 from ..telemetry import Telemetry
 
 __all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
 
-BUILTIN_BACKENDS: Final = {"local": LocalBackend, "altar": AltarBackend, "mock": MockBackend}
+BUILTIN_BACKENDS: Final = {
+    "local": LocalBackend,
+    "process": ProcessBackend,
+    "altar": AltarBackend,
+    "mock": MockBackend,
+}
 T = TypeVar("T", bound=Struct)
 
 #: Slots of the one pool a backend without ``pools()`` offers.

@@ -1,0 +1,574 @@
+"""The child side of the process backend: the wire format, and the worker loop that runs one job
+at a time in its own process.
+
+A worker is started by ``ProcessBackend`` as ``python -c <bootstrap>`` in a new session (so it
+leads its own process group), with two inherited pipe descriptors: requests come in on one,
+replies go out on the other, each message a 4-byte big-endian length and a JSON document. The
+worker's stdin is ``/dev/null``; its stdout and stderr are the scheduler's, so what a handler
+prints shows up where the scheduler's output goes. Nothing but JSON crosses: the Job (decoded here
+into a ``work.Job``), the handler's ``module:qualname``, its result (JSON, checked here the same
+way the engine checks a local handler's), an exception as its type's name, message and
+traceback, progress reports.
+
+Memory: a handler job with ``memory_mb`` runs under an address-space limit (``RLIMIT_AS``) of the
+worker's size before the call plus ``memory_mb``; a ``MemoryError`` anywhere in what it raises is
+reported as the limit being exceeded. A command runs in the worker's process group (so killing
+the group kills it and what it started), without an address-space limit (the parent watches the
+group's resident memory); stray processes it leaves behind are killed when it exits.
+
+The parent kills a worker with ``SIGKILL`` to its process group (cancel, timeout, memory watch);
+a worker (and a command it runs) also dies with its parent thread (``PR_SET_PDEATHSIG``), so a
+scheduler that crashes does not leave them running. Linux; elsewhere on POSIX the memory watch,
+the crash reports and the parent-death signal are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import faulthandler
+import importlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from typing import Any, Final
+
+import msgspec
+from msgspec import Raw, Struct
+
+from .._context import JobContext
+from .._errors import NonRetryableError, ValidationError
+from .._handlers import RegisteredFunction
+from .._ir import Job
+from .._validate import check_json
+
+__all__ = [
+    "BOOTSTRAP",
+    "CommandDone",
+    "Err",
+    "Heartbeat",
+    "Hello",
+    "MemoryExceeded",
+    "Ok",
+    "ProgressReport",
+    "Reply",
+    "Request",
+    "RunCommand",
+    "RunHandler",
+    "Started",
+    "frame",
+    "group_usage",
+    "main",
+    "rss_mb",
+]
+
+MB: Final = 1024 * 1024
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_LENGTH: Final = 4
+
+#: What the parent runs with ``python -c``: apply the parent's sys.path before importing anything
+#: of ours, so the worker imports nsai_work (and the handlers' modules) from where the parent does.
+BOOTSTRAP: Final = (
+    "import json, os, sys\n"
+    "sys.path[:] = json.loads(os.environ.pop('NSAI_WORK_SYS_PATH'))\n"
+    "from nsai_work.backends._worker import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+# ---- the wire format ------------------------------------------------------------------------
+
+
+class RunHandler(Struct, tag="handler", tag_field="t", omit_defaults=True):
+    """Run ``ref`` (``module:qualname``) with the job."""
+
+    job: Job
+    ref: str
+    memory_mb: int | None = None
+    limit_address_space: bool = True
+    sys_path: list[str] | None = None
+
+
+class RunCommand(Struct, tag="command", tag_field="t", omit_defaults=True):
+    """Run ``argv`` (in ``cwd``, with ``env`` over the worker's environment)."""
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    memory_mb: int | None = None
+    tail_bytes: int = 4096
+
+
+Request = RunHandler | RunCommand
+
+
+class Hello(Struct, tag="hello", tag_field="t"):
+    """The worker is ready."""
+
+    pid: int
+
+
+class Started(Struct, tag="started", tag_field="t"):
+    """The job is about to run (sent for memory-watched jobs): the worker's resident size now."""
+
+    rss_mb: float
+
+
+class ProgressReport(Struct, tag="progress", tag_field="t"):
+    """``ctx.progress(fraction, message)`` in the handler."""
+
+    fraction: float
+    message: str | None = None
+
+
+class Heartbeat(Struct, tag="heartbeat", tag_field="t"):
+    """``ctx.heartbeat()`` in the handler."""
+
+
+class Ok(Struct, tag="ok", tag_field="t"):
+    """The handler returned ``result`` (JSON)."""
+
+    result: Raw
+
+
+class Err(Struct, tag="error", tag_field="t"):
+    """The handler raised: the exception's type (module and qualname), message, traceback."""
+
+    module: str
+    qualname: str
+    message: str
+    traceback: str
+    retryable: bool = True
+
+
+class MemoryExceeded(Struct, tag="memory", tag_field="t"):
+    """An allocation past the job's address-space limit was refused (``MemoryError``)."""
+
+    used_mb: float
+    limit_mb: int
+    traceback: str
+
+
+class CommandDone(Struct, tag="done", tag_field="t"):
+    """A command exited (``exit_code``) or was killed by ``signal``."""
+
+    exit_code: int | None
+    signal: int | None
+    stdout_tail: str
+    stderr_tail: str
+    stdout_bytes: int
+    stderr_bytes: int
+    max_rss_mb: float
+
+
+Reply = Hello | Started | ProgressReport | Heartbeat | Ok | Err | MemoryExceeded | CommandDone
+
+
+def frame(body: bytes) -> bytes:
+    """One message on the wire: its length, then its bytes."""
+    return len(body).to_bytes(_LENGTH, "big") + body
+
+
+# ---- /proc ----------------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """Fields 3.. of /proc/<pid>/stat (after the command name, which may contain spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process, in MB (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    return int(fields[21]) * _PAGE / MB if fields else 0.0
+
+
+def _vm_mb() -> float:
+    """This process's address-space size, in MB."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[0]) * _PAGE / MB
+
+
+def group_usage(groups: set[int]) -> dict[int, float]:
+    """Resident memory in MB summed over the processes of each process group in ``groups``
+    (one pass over /proc). Shared pages count once per process."""
+    usage = dict.fromkeys(groups, 0.0)
+    try:
+        entries = os.scandir("/proc")
+    except OSError:  # pragma: no cover - no procfs
+        return usage
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            fields = _stat_fields(entry.name)
+            if fields is None:
+                continue
+            group = int(fields[2])
+            if group in usage:
+                usage[group] += int(fields[21]) * _PAGE / MB
+    return usage
+
+
+# ---- the worker -----------------------------------------------------------------------------
+
+
+def _find_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - not Linux
+        return None
+
+
+_PRCTL: Final = _find_prctl()
+_PR_SET_PDEATHSIG: Final = 1
+_SIGKILL: Final = int(getattr(signal, "SIGKILL", 9))
+
+
+def _set_parent_death_signal() -> None:
+    """Die with the parent thread (Linux ``PR_SET_PDEATHSIG``); nothing elsewhere. Also runs in
+    a command's forked child before exec, so it only calls the pre-bound C function."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+
+
+class _Channel:
+    """Framed JSON over the two pipes; writes are serialized (a handler's threads may report
+    progress)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.lock = threading.Lock()
+        self.encoder = msgspec.json.Encoder()
+        self.decoder: msgspec.json.Decoder[RunHandler | RunCommand] = msgspec.json.Decoder(Request)
+
+    def send(self, message: Any) -> None:
+        data = frame(self.encoder.encode(message))
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.write_fd, view)
+                view = view[written:]
+
+    def _read_exactly(self, size: int) -> bytes | None:
+        chunks = bytearray()
+        while len(chunks) < size:
+            chunk = os.read(self.read_fd, size - len(chunks))
+            if not chunk:
+                return None
+            chunks += chunk
+        return bytes(chunks)
+
+    def receive(self) -> RunHandler | RunCommand | None:
+        """The next request, or None when the parent closed the pipe."""
+        header = self._read_exactly(_LENGTH)
+        if header is None:
+            return None
+        body = self._read_exactly(int.from_bytes(header, "big"))
+        if body is None:
+            return None
+        return self.decoder.decode(body)
+
+
+class _WorkerContext(JobContext):
+    """The JobContext a handler gets in a worker: progress and heartbeats go to the scheduler.
+    ``cancelled`` stays False: a canceled run's process is killed, it is not asked to stop."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, job: Job, channel: _Channel) -> None:
+        super().__init__(job)
+        self._channel = channel
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress; the scheduler's ``get(job_id)`` shows it while the job runs."""
+        super().progress(fraction, message)
+        self._channel.send(ProgressReport(fraction=float(fraction), message=message))
+
+    def heartbeat(self) -> None:
+        """Say the run is alive."""
+        super().heartbeat()
+        self._channel.send(Heartbeat())
+
+
+def _type_name(exc: BaseException) -> tuple[str, str]:
+    kind = type(exc)
+    return (getattr(kind, "__module__", "builtins"), getattr(kind, "__qualname__", kind.__name__))
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__} whose str() raised>"
+
+
+def _format(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # pragma: no cover - a pathological exception
+        return f"{type(exc).__qualname__}: <traceback unavailable>"
+
+
+def _error(exc: BaseException, *, retryable: bool | None = None) -> Err:
+    module, qualname = _type_name(exc)
+    if retryable is None:
+        retryable = not isinstance(exc, NonRetryableError)
+    return Err(
+        module=module,
+        qualname=qualname,
+        message=_describe(exc),
+        traceback=_format(exc),
+        retryable=retryable,
+    )
+
+
+def _caused_by_memory(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MemoryError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class Worker:
+    """The loop of one worker process."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+        self.functions: dict[str, RegisteredFunction] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.encoder = msgspec.json.Encoder()
+
+    def serve(self) -> None:
+        self.channel.send(Hello(pid=os.getpid()))
+        while True:
+            request = self.channel.receive()
+            if request is None:
+                return
+            if type(request) is RunHandler:
+                reply = self.run_handler(request)
+            else:
+                assert isinstance(request, RunCommand)
+                reply = self.run_command(request)
+            self.channel.send(reply)
+
+    # ---- handlers -----------------------------------------------------------------------------
+
+    def resolve(self, ref: str, kind: str) -> RegisteredFunction:
+        function = self.functions.get(ref)
+        if function is None:
+            module_name, _, qualname = ref.partition(":")
+            target: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+            function = self.functions[ref] = RegisteredFunction(kind, target, max_args=2)
+        return function
+
+    def run_handler(self, request: RunHandler) -> Any:
+        import resource  # POSIX only: imported where it is used, so importing this module works
+
+        if request.sys_path is not None:
+            sys.path[:] = request.sys_path
+            importlib.invalidate_caches()
+        job = request.job
+        try:
+            function = self.resolve(request.ref, job.kind)
+        except BaseException as exc:
+            error = _error(exc, retryable=False)
+            error.message = (
+                f"the worker process could not load the handler {request.ref} of kind "
+                f"{job.kind!r}: {error.qualname}: {error.message} (workers import handlers by "
+                f"module:qualname with the scheduler's sys.path; is the module importable from "
+                f"a fresh interpreter?)"
+            )
+            return error
+        ctx = _WorkerContext(job, self.channel)
+        args = (job, ctx) if function.takes_context else (job,)
+        limit = request.memory_mb or None
+        previous = resource.getrlimit(resource.RLIMIT_AS)
+        base_vm = 0.0
+        if limit is not None:
+            if request.limit_address_space:
+                base_vm = _vm_mb()
+                soft = int((base_vm + limit) * MB)
+                if previous[0] != resource.RLIM_INFINITY:  # never loosen a limit already set
+                    soft = min(soft, previous[0])
+                resource.setrlimit(resource.RLIMIT_AS, (soft, previous[1]))
+            self.channel.send(Started(rss_mb=rss_mb(os.getpid())))
+        outcome: Any
+        try:
+            if function.is_async:
+                if self.loop is None:
+                    self.loop = asyncio.new_event_loop()
+                result = self.loop.run_until_complete(function.fn(*args))
+            else:
+                result = function.fn(*args)
+            outcome = ("ok", result)
+        except BaseException as exc:
+            limited = limit is not None and request.limit_address_space
+            if limited:  # lift the limit first: what follows allocates
+                resource.setrlimit(resource.RLIMIT_AS, previous)
+            if limited and _caused_by_memory(exc):
+                # The frames of the traceback still hold what the job allocated: measure now.
+                used = max(0.0, _vm_mb() - base_vm)
+                outcome = ("memory", used, _format(exc))
+            else:
+                outcome = ("error", _error(exc))
+            del exc
+        finally:
+            if limit is not None and request.limit_address_space:
+                resource.setrlimit(resource.RLIMIT_AS, previous)
+        del args, ctx
+        if outcome[0] == "memory":
+            return MemoryExceeded(used_mb=outcome[1], limit_mb=limit or 0, traceback=outcome[2])
+        if outcome[0] == "error":
+            return outcome[1]
+        return self.encode_result(outcome[1])
+
+    def encode_result(self, result: Any) -> Any:
+        try:
+            check_json(result, "$.result", what="a handler's result")
+            return Ok(result=Raw(self.encoder.encode(result)))
+        except ValidationError as exc:
+            return _error(exc, retryable=False)
+        except Exception as exc:  # pragma: no cover - check_json let through what cannot encode
+            return _error(exc, retryable=False)
+
+    # ---- commands -----------------------------------------------------------------------------
+
+    def run_command(self, request: RunCommand) -> Any:
+        env = None
+        if request.env:
+            env = {**os.environ, **request.env}
+        if request.memory_mb:
+            self.channel.send(Started(rss_mb=rss_mb(os.getpid())))
+        try:
+            process = subprocess.Popen(
+                request.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=request.cwd,
+                close_fds=True,
+                preexec_fn=_set_parent_death_signal,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            error = _error(exc, retryable=False)
+            error.message = (
+                f"the command could not be started: {error.message} (argv[0]={request.argv[0]!r}"
+                f"{f', cwd={request.cwd!r}' if request.cwd else ''}; is the program installed "
+                f"and on PATH, and does the directory exist?)"
+            )
+            return error
+        tails = _collect(process, request.tail_bytes)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        _kill_strays()
+        out, err = tails
+        code = process.returncode
+        return CommandDone(
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            stdout_tail=out.tail.decode("utf-8", "replace"),
+            stderr_tail=err.tail.decode("utf-8", "replace"),
+            stdout_bytes=out.total,
+            stderr_bytes=err.total,
+            max_rss_mb=round(usage.ru_maxrss / 1024, 1),
+        )
+
+
+class _Tail:
+    __slots__ = ("keep", "tail", "total")
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.tail += chunk
+        if len(self.tail) > self.keep:
+            del self.tail[: len(self.tail) - self.keep]
+
+
+def _collect(process: subprocess.Popen[bytes], keep: int) -> tuple[_Tail, _Tail]:
+    """Read the command's stdout and stderr, keeping the last ``keep`` bytes of each, until both
+    pipes are closed, or the command has exited and what it wrote is drained (processes it left
+    behind that keep the pipes open do not hold the job)."""
+    assert process.stdout is not None
+    assert process.stderr is not None
+    tails = (_Tail(keep), _Tail(keep))
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ, tails[0])
+    selector.register(process.stderr, selectors.EVENT_READ, tails[1])
+    exit_fd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        exit_fd = os.pidfd_open(process.pid)
+        selector.register(exit_fd, selectors.EVENT_READ, None)
+    open_pipes, exited = 2, False
+    try:
+        while open_pipes:
+            events = selector.select(0 if exited else None)
+            if not events and exited:
+                break
+            for key, _ in events:
+                if key.data is None:
+                    exited = True
+                    selector.unregister(key.fileobj)
+                    continue
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    selector.unregister(key.fileobj)
+                    open_pipes -= 1
+    finally:
+        selector.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
+        process.stdout.close()
+        process.stderr.close()
+    return tails
+
+
+def _kill_strays() -> None:
+    """Kill what a command left running in this worker's process group (not the worker)."""
+    me = os.getpid()
+    group = os.getpgrp()
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            fields = _stat_fields(entry.name)
+            if fields is not None and int(fields[2]) == group and fields[0] != b"Z":
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: ``main([request_fd, reply_fd, parent_pid, crash_fd])``."""
+    request_fd, reply_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
+    crash_fd = int(argv[3]) if len(argv) > 3 else -1
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before we could ask to die with it
+        os._exit(1)
+    if crash_fd >= 0:
+        faulthandler.enable(file=crash_fd, all_threads=True)
+    Worker(_Channel(request_fd, reply_fd)).serve()
