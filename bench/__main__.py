@@ -13,7 +13,7 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
-from . import latency, memory, process, tenancy, throughput
+from . import altar, latency, memory, process, tenancy, throughput
 from ._common import FULL, QUICK, Params, ScenarioResult, load_average, write_results
 
 SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
@@ -23,6 +23,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "latency-facade": latency.run_facade,
     "tenancy": tenancy.run,
     "process": process.run,
+    "altar": altar.run,
 }
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Job",
     "JobError",
     "Pool",
+    "Prices",
     "Priority",
     "PriorityGuard",
     "Progress",
@@ -152,6 +153,7 @@ class Constraints(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=Tru
     deadline: AwareDatetime | None = None
     backend: NonEmptyStr | None = None
     unique_key: NonEmptyStr | None = None
+    pool_labels: dict[NonEmptyStr, str] = {}
 
 
 DEFAULT_CONSTRAINTS: Final = Constraints()
@@ -176,6 +178,7 @@ class Attempt(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     finished_at: _dt.datetime | None = None
     status: Status = Status.RUNNING
     error: JobError | None = None
+    cost_usd: float = 0.0
 
 
 class Progress(Struct, frozen=True, kw_only=True, gc=False):
@@ -185,11 +188,33 @@ class Progress(Struct, frozen=True, kw_only=True, gc=False):
     message: str | None = None
 
 
+class Prices(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """What a pool charges, in USD per hour: per cpu core, per GB of memory, per GPU by type
+    (``default_gpu_hour`` for types not listed), and per slot (a run's fixed cost).
+
+    The defaults are typical on-demand cloud prices (2026), so estimates mean something out of
+    the box; declare your own per pool (``Pool(prices=work.Prices(...))``), e.g. zeros for
+    hardware you own.
+    """
+
+    cpu_hour: NonNegFloat = 0.04
+    memory_gb_hour: NonNegFloat = 0.005
+    gpu_hour: dict[NonEmptyStr, NonNegFloat] = field(
+        default_factory=lambda: {"A100": 3.0, "H100": 6.0, "L4": 0.8, "T4": 0.35}
+    )
+    default_gpu_hour: NonNegFloat = 2.5
+    slot_hour: NonNegFloat = 0.0
+
+
+DEFAULT_PRICES: Final = Prices()
+
+
 class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Capacity a backend offers: one slot per running job, plus what jobs' Resources ask.
 
     ``cpu`` and ``memory_mb`` left unset do not limit; GPUs and ``custom`` amounts a pool does
-    not list are not offered. ``labels`` describe the pool (region, gpu family ...).
+    not list are not offered. ``labels`` describe the pool (region, gpu family ...) and jobs may
+    ask for them (``constraints.pool_labels``); ``prices`` price its resources.
     """
 
     name: NonEmptyStr
@@ -199,6 +224,7 @@ class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
     gpus: dict[NonEmptyStr, Annotated[int, Meta(ge=0)]] = {}
     custom: dict[NonEmptyStr, NonNegFloat] = {}
     labels: dict[NonEmptyStr, str] = {}
+    prices: Prices = DEFAULT_PRICES
 
 
 class Quota(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -210,6 +236,8 @@ class Quota(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknow
       ``gpus`` lists types, only those types (up to those counts) may be used.
     - ``submit_rate`` (jobs per second) and ``burst``: a token bucket on submits; ``burst``
       defaults to ``max(1, submit_rate)``.
+    - ``budget_usd`` per ``budget_period_s`` (default a day, in fixed windows): spend so far plus
+      the estimated maximum cost of admitted jobs must stay within it at admission.
     """
 
     max_queued: NonNegInt | None = None
@@ -219,6 +247,8 @@ class Quota(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknow
     gpus: dict[NonEmptyStr, NonNegInt] = {}
     submit_rate: Annotated[float, Meta(gt=0)] | None = None
     burst: Annotated[int, Meta(ge=1)] | None = None
+    budget_usd: NonNegFloat | None = None
+    budget_period_s: Annotated[float, Meta(gt=0)] = 86_400.0
 
 
 UNLIMITED: Final = Quota()
@@ -285,6 +315,8 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     finished_at: AwareDatetime | None = None
     next_attempt_at: AwareDatetime | None = None
     progress: Progress | None = None
+    estimated_cost_usd: float | None = None
+    cost_usd: float = 0.0
 
     @property
     def is_terminal(self) -> bool:

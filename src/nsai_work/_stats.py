@@ -79,7 +79,10 @@ class TenantUsage(Struct, kw_only=True, frozen=True):
 class TenantStats(Counts, kw_only=True):
     """A tenant's counts, plus its weight, quota and use, its dominant share of all pools
     against its fair share (its weight over the weights of tenants with work), its queued and
-    running jobs by priority, and its rejections by reason."""
+    running jobs by priority, its rejections by reason, and money: ``spend_usd`` in the current
+    budget period (runs count when they end), ``spend_total_usd`` since start,
+    ``committed_usd`` (estimated maximum cost of its admitted, unfinished jobs) and its
+    ``budget_usd``."""
 
     weight: float = 1.0
     quota: Quota = UNLIMITED
@@ -88,3 +91,7 @@ class TenantStats(Counts, kw_only=True):
     fair_share: float = 0.0
     by_priority: dict[str, Counts] = {}
     rejections: dict[str, int] = {}
+    spend_usd: float = 0.0
+    spend_total_usd: float = 0.0
+    committed_usd: float = 0.0
+    budget_usd: float | None = None

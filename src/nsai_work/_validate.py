@@ -37,7 +37,6 @@ NOT_SUPPORTED_YET: Final = (
     ("constraints", "run_at"),
     ("constraints", "deadline"),
     ("constraints", "unique_key"),
-    ("resources", "max_cost_usd"),
 )
 
 
@@ -152,7 +151,14 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
 
 
 def _refuse_unbuilt(job: Job, index: int | None) -> None:
-    if job.constraints is DEFAULT_CONSTRAINTS and job.resources.max_cost_usd is None:
+    if job.resources.max_cost_usd is not None and job.resources.timeout_ms is None:
+        raise ValidationError(
+            "max_cost_usd needs resources.timeout_ms: the estimated maximum cost is price x "
+            "resources x timeout",
+            path="$.resources.max_cost_usd",
+            index=index,
+        )
+    if job.constraints is DEFAULT_CONSTRAINTS:
         return
     for section, name in NOT_SUPPORTED_YET:
         value = getattr(getattr(job, section), name)

@@ -78,6 +78,7 @@ from nsai_work.core import (
     Succeeded,
     TimerFired,
 )
+from nsai_work.core._capacity import Hold
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 TENANTS = ("t0", "t1", "t2", "t3")
@@ -170,6 +171,45 @@ def within(spec: Pool, used: Usage) -> bool:
 def fits(ask: Ask, spec: Pool, used: Usage) -> bool:
     """One more run with ``ask`` leaves the pool within capacity in every dimension."""
     return within(spec, used.plus(ask))
+
+
+def held_ask(hold: Hold) -> Ask:
+    """What a hold keeps, as an Ask."""
+    return Ask(
+        cpu=hold.needs.cpu,
+        memory_mb=hold.needs.memory_mb,
+        gpu=hold.gpu_type,
+        gpus=hold.needs.gpu_count if hold.gpu_type is not None else 0,
+    )
+
+
+def leaves_room_for(held: Ask, ask: Ask, spec: Pool, before: Usage) -> bool:
+    """After one more run with ``ask``, every dimension that run uses still has room for the
+    held job's needs (dimensions it does not use are no business of the hold)."""
+    if before.slots + 2 > spec.slots:
+        return False
+    if ask.cpu and spec.cpu is not None and before.cpu + ask.cpu + held.cpu > milli(spec.cpu):
+        return False
+    if (
+        ask.memory_mb
+        and spec.memory_mb is not None
+        and before.memory_mb + ask.memory_mb + held.memory_mb > spec.memory_mb
+    ):
+        return False
+    if ask.gpus and ask.gpu is not None and ask.gpu == held.gpu:
+        used = before.gpus.get(ask.gpu, 0) + ask.gpus + held.gpus
+        if used > spec.gpus.get(ask.gpu, 0):
+            return False
+    return True
+
+
+def with_holds(used: Usage, holds: list[Hold], rank: int, job_id: str) -> Usage:
+    """Usage plus the holds a job of ``rank`` must leave alone (its level or higher, not its
+    own): backfill may only use what is left beyond them."""
+    for hold in holds:
+        if hold.rank <= rank and hold.job_id != job_id:
+            used = used.plus(held_ask(hold))
+    return used
 
 
 def could_ever_hold(ask: Ask, spec: Pool) -> bool:
@@ -353,6 +393,7 @@ class CoreMachine(RuleBasedStateMachine):
         """
         assert self.core is not None
         used = self.usage()  # after the engine dropped a run it reports ended
+        holds_before = {n: list(p.holds) for n, p in self.core.pool_states().items()}
         decisions = self.core.handle(event, self.now)
         self.history.append((event, self.now, normalized(decisions)))
         if expect is not None:
@@ -361,6 +402,7 @@ class CoreMachine(RuleBasedStateMachine):
             for spec in event.pools:
                 self.specs[spec.name] = spec
         dispatched: list[tuple[Info, str, Usage]] = []
+        holds_after = {n: {h.job_id for h in p.holds} for n, p in self.core.pool_states().items()}
         rejects = [d for d in decisions if isinstance(d, Reject)]
         if rejects:
             assert decisions == rejects[:1], f"a Reject comes alone: {decisions}"
@@ -370,6 +412,16 @@ class CoreMachine(RuleBasedStateMachine):
             elif isinstance(d, Dispatch):
                 info = self.jobs[d.job.id]
                 before = used[d.pool]
+                # Backfill without starvation: a hold that lasted through this event keeps its
+                # job's needs free from every other job of its level or lower.
+                for hold in holds_before.get(d.pool, []):
+                    lasted = hold.job_id in holds_after.get(d.pool, set())
+                    if lasted and hold.job_id != d.job.id and hold.rank <= info.level:
+                        room = leaves_room_for(held_ask(hold), info.ask, self.specs[d.pool], before)
+                        assert room, (
+                            f"{d.job.id} (level {info.level}) took capacity held on {d.pool} "
+                            f"for {hold.job_id}"
+                        )
                 self.on_dispatch(d, before)
                 used[d.pool] = before.plus(info.ask)
                 dispatched.append((info, d.pool, before))
@@ -462,10 +514,13 @@ class CoreMachine(RuleBasedStateMachine):
         if not dispatched:
             return
         heads = self.queued_heads()
+        assert self.core is not None
+        states = self.core.pool_states()
         for info, pool, before in dispatched:
             for head in heads:
                 if head.level < info.level and pool in head.group:
-                    assert not fits(head.ask, self.specs[pool], before), (
+                    seen = with_holds(before, states[pool].holds, head.level, head.job.id)
+                    assert not fits(head.ask, self.specs[pool], seen), (
                         f"priority inversion: {info.job.id} (level {info.level}) took {pool} "
                         f"while {head.job.id} (level {head.level}) fitted it and stays queued"
                     )
@@ -509,11 +564,12 @@ class CoreMachine(RuleBasedStateMachine):
                 self.over.discard(name)
             else:
                 assert name in self.over, f"{name} over capacity without a shrink: {u}"
-        # I3 at rest: no FIFO head fits a pool of its group.
+        # I3 at rest: no FIFO head fits a pool of its group (beyond what is held for others).
         for head in self.queued_heads():
             assert head.status is Status.QUEUED
             for pool in head.group:
-                assert not fits(head.ask, self.specs[pool], used[pool]), (
+                seen = with_holds(used[pool], states[pool].holds, head.level, head.job.id)
+                assert not fits(head.ask, self.specs[pool], seen), (
                     f"not work-conserving: {head.job.id} (level {head.level}) is queued at the "
                     f"head of its FIFO and fits {pool} ({self.specs[pool]}, holding {used[pool]})"
                 )
@@ -797,7 +853,7 @@ def _settings() -> Any:
     if not os.environ.get("CORE_MACHINE_SHRINK"):
         phases.remove(Phase.shrink)
     return settings(
-        max_examples=200,
+        max_examples=int(os.environ.get("CORE_MACHINE_EXAMPLES", "200")),
         stateful_step_count=50,
         report_multiple_bugs=False,
         phases=phases,

@@ -118,6 +118,7 @@ def _every_field_set() -> work.Job:
             deadline=t0 + dt.timedelta(hours=1),
             backend="local",
             unique_key="uniq",
+            pool_labels={"region": "eu"},
         ),
         metadata={"owner": "ada", "trace": {"id": 7}},
         tags=("x", "y"),
@@ -136,6 +137,7 @@ def _every_field_set() -> work.Job:
                 finished_at=later,
                 status=work.Status.FAILED,
                 error=error,
+                cost_usd=0.25,
             ),
             work.Attempt(
                 number=2,
@@ -158,6 +160,8 @@ def _every_field_set() -> work.Job:
         finished_at=later,
         next_attempt_at=later,
         progress=work.Progress(fraction=0.5, message="half"),
+        estimated_cost_usd=1.2,
+        cost_usd=0.5,
     )
 
 

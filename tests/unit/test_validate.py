@@ -143,7 +143,6 @@ UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
     ("$.constraints.run_at", {"constraints": work.Constraints(run_at=AWARE)}),
     ("$.constraints.deadline", {"constraints": work.Constraints(deadline=AWARE)}),
     ("$.constraints.unique_key", {"constraints": work.Constraints(unique_key="u")}),
-    ("$.resources.max_cost_usd", {"resources": work.Resources(max_cost_usd=1.0)}),
 ]
 
 
@@ -154,6 +153,13 @@ def test_fields_not_supported_yet_are_refused_not_ignored(
     with pytest.raises(work.ValidationError, match="not supported yet") as info:
         validate_new_job(job(**fields))
     assert info.value.path == path
+
+
+def test_a_cost_cap_needs_a_timeout_to_bound_the_estimate() -> None:
+    with pytest.raises(work.ValidationError, match=r"needs resources\.timeout_ms") as info:
+        validate_new_job(job(resources=work.Resources(max_cost_usd=1.0)))
+    assert info.value.path == "$.resources.max_cost_usd"
+    assert validate_new_job(job(resources=work.Resources(max_cost_usd=1.0, timeout_ms=1000)))
 
 
 def test_the_unsupported_list_is_the_documented_one() -> None:

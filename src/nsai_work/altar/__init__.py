@@ -1,99 +1,152 @@
-"""ALTAR tools: the one tool registry, and how a ``tool_call`` job names its tool.
+"""ALTAR tools: the one tool registry, ADM declarations, and how a ``tool_call`` job names its tool.
 
-``register(name, description, parameters, fn, *, replace=False)`` declares a tool with an ADM
-schema (types in capitals: OBJECT, STRING, NUMBER, INTEGER, BOOLEAN, ARRAY) and the function
-that runs it: it takes the call's arguments (a dict) as its one argument and returns the result
-or raises. ``echo`` is built in. The ``altar`` backend runs ``tool_call`` jobs from this registry.
+``register(name, description, parameters, fn, *, replace=False, max_concurrency=None,
+rate=None, burst=None)`` declares a tool with an ADM schema (the OpenAPI subset LLM function
+declarations use; types in capitals: OBJECT, STRING, NUMBER, INTEGER, BOOLEAN, ARRAY) and the
+function that runs it: it takes the call's arguments (a dict) as its one argument and returns the
+result or raises. The declaration is checked at register (``ValidationError`` naming the path and
+the rule) and compiled once into a validator; a ``tool_call`` job's arguments are checked against
+it at submit, and every violation is listed in one ``ToolArgumentsError``. ``echo`` is built in.
 
 A tool call names its tool in the payload by the first of ``tool_name``, ``function_name``,
 ``tool``, ``tool_id`` (two different names is an error) and passes ``args`` (or ``arguments``).
+
+``list()``/``describe(name)`` return ``FunctionDeclaration``s; ``export_openai()`` and
+``export_gemini()`` give them in the shapes those tool-calling APIs take. The rules are in
+docs/altar.md.
 """
 
 from __future__ import annotations
 
 import builtins
+import math
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from msgspec import Struct
 
 from .._errors import ConflictError, NotFoundError, ValidationError
 from .._handlers import RegisteredFunction
+from ._adm import ADM_TYPES as _ADM_TYPES_ORDERED
+from ._adm import normalize_parameters
+from ._export import gemini_declaration, openai_tool, to_json_schema
+from ._validator import ArgumentsValidator, ToolArgumentsError, Violation
 
 __all__ = [
     "ADM_TYPES",
     "TOOL_NAME_KEYS",
+    "ArgumentsValidator",
     "FunctionDeclaration",
+    "ToolArgumentsError",
+    "ToolLimits",
     "ToolRegistry",
+    "Violation",
+    "check_arguments",
     "default_registry",
     "describe",
+    "export_gemini",
+    "export_openai",
     "is_registered",
+    "limits",
     "list",
     "register",
     "resolve_call",
+    "to_json_schema",
     "unregister",
 ]
 
-ADM_TYPES: Final = frozenset({"OBJECT", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY"})
+ADM_TYPES: Final = frozenset(_ADM_TYPES_ORDERED)
 TOOL_NAME_KEYS: Final = ("tool_name", "function_name", "tool", "tool_id")
 _ARG_KEYS: Final = ("args", "arguments")
 
 
 class FunctionDeclaration(Struct, frozen=True, kw_only=True):
-    """A tool as an LLM sees it: name, description and ADM parameters schema."""
+    """A tool as an LLM sees it: name, description and ADM parameters schema (normalized:
+    types in capitals)."""
 
     name: str
     description: str
     parameters: dict[str, Any]
 
 
-class _Tool:
-    __slots__ = ("declaration", "function")
+class ToolLimits(Struct, frozen=True, kw_only=True):
+    """A tool's own limits, across every tenant and separate from any job's concurrency group.
 
-    def __init__(self, declaration: FunctionDeclaration, function: RegisteredFunction) -> None:
+    ``max_concurrency``: at most this many calls of the tool run at once (None: no cap).
+    ``rate`` and ``burst``: a token bucket; calls start at most ``rate`` per second on average,
+    with up to ``burst`` at once after a quiet spell (None: no rate limit). They are for the
+    scheduler to enforce when it dispatches ``tool_call`` jobs (``AltarBackend.limits_for``);
+    docs/altar.md says what is enforced in this release.
+    """
+
+    max_concurrency: int | None = None
+    rate: float | None = None
+    burst: int | None = None
+
+
+_NO_LIMITS: Final = ToolLimits()
+
+
+class _Tool:
+    __slots__ = ("declaration", "function", "limits", "validator")
+
+    def __init__(
+        self,
+        declaration: FunctionDeclaration,
+        function: RegisteredFunction,
+        validator: ArgumentsValidator,
+        limits: ToolLimits,
+    ) -> None:
         self.declaration = declaration
         self.function = function
+        self.validator = validator
+        self.limits = limits
 
 
-def _check_parameters(name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    if parameters is None:
-        return {"type": "OBJECT", "properties": {}}
-    if not isinstance(parameters, Mapping):
-        raise ValidationError(
-            f"tool {name!r}: parameters is an ADM schema (a dict like "
-            f"{{'type': 'OBJECT', 'properties': {{...}}}}), got {type(parameters).__name__}",
-            path="$.parameters",
-        )
-    kind = parameters.get("type", "OBJECT")
-    if kind not in ADM_TYPES:
-        raise ValidationError(
-            f"tool {name!r}: ADM type must be one of {sorted(ADM_TYPES)} (in capitals), "
-            f"got {kind!r}",
-            path="$.parameters.type",
-        )
-    properties = parameters.get("properties", {})
-    if not isinstance(properties, Mapping):
-        raise ValidationError(
-            f"tool {name!r}: properties must be a dict of property schemas",
-            path="$.parameters.properties",
-        )
-    required = parameters.get("required", [])
-    if not isinstance(required, builtins.list | tuple) or not all(
-        isinstance(r, str) for r in required
+def _check_limits(
+    name: str, max_concurrency: int | None, rate: float | None, burst: int | None
+) -> ToolLimits:
+    if max_concurrency is not None and (
+        not isinstance(max_concurrency, int)
+        or isinstance(max_concurrency, bool)
+        or max_concurrency < 1
     ):
         raise ValidationError(
-            f"tool {name!r}: required must be a list of property names",
-            path="$.parameters.required",
+            f"tool {name!r}: max_concurrency is an int >= 1 (or None for no cap), got "
+            f"{max_concurrency!r}",
+            path="$.max_concurrency",
         )
-    for index, field in enumerate(required):
-        if field not in properties:
+    if rate is not None and (
+        not isinstance(rate, int | float)
+        or isinstance(rate, bool)
+        or not math.isfinite(rate)
+        or rate <= 0
+    ):
+        raise ValidationError(
+            f"tool {name!r}: rate is calls per second, a finite number > 0 (or None for no "
+            f"limit), got {rate!r}",
+            path="$.rate",
+        )
+    if burst is not None:
+        if rate is None:
             raise ValidationError(
-                f"tool {name!r}: required names {field!r}, which is not among the properties "
-                f"{sorted(properties)}",
-                path=f"$.parameters.required[{index}]",
+                f"tool {name!r}: burst sizes the rate limit's bucket, so it needs rate= too",
+                path="$.burst",
             )
-    return dict(parameters)
+        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+            raise ValidationError(
+                f"tool {name!r}: burst is an int >= 1 (calls that may start at once), got "
+                f"{burst!r}",
+                path="$.burst",
+            )
+    if max_concurrency is None and rate is None:
+        return _NO_LIMITS
+    return ToolLimits(
+        max_concurrency=max_concurrency,
+        rate=None if rate is None else float(rate),
+        burst=None if rate is None else (1 if burst is None else burst),
+    )
 
 
 class ToolRegistry:
@@ -106,7 +159,7 @@ class ToolRegistry:
             self.register(
                 "echo",
                 "Return the call's arguments unchanged.",
-                {"type": "OBJECT", "properties": {}},
+                {"type": "OBJECT"},
                 _echo,
             )
 
@@ -118,8 +171,17 @@ class ToolRegistry:
         fn: Callable[..., Any],
         *,
         replace: bool = False,
+        max_concurrency: int | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
     ) -> FunctionDeclaration:
-        """Declare a tool; registering a name twice needs ``replace=True``."""
+        """Declare a tool; registering a name twice needs ``replace=True``.
+
+        ``parameters`` is an ADM schema, checked here (``ValidationError`` naming the path and
+        the rule) and compiled once; None means the tool takes any arguments object.
+        ``max_concurrency``, ``rate`` (calls per second) and ``burst`` are the tool's own limits
+        (``limits(name)``).
+        """
         if not isinstance(name, str) or not name:
             raise ValidationError(f"a tool name is a non-empty string, got {name!r}", path="$.name")
         if not isinstance(description, str):
@@ -127,10 +189,15 @@ class ToolRegistry:
                 f"tool {name!r}: description is a string, got {type(description).__name__}",
                 path="$.description",
             )
-        declaration = FunctionDeclaration(
-            name=name, description=description, parameters=_check_parameters(name, parameters)
+        normalized = normalize_parameters(name, parameters)
+        limits = _check_limits(name, max_concurrency, rate, burst)
+        declaration = FunctionDeclaration(name=name, description=description, parameters=normalized)
+        tool = _Tool(
+            declaration,
+            RegisteredFunction(name, fn, max_args=1),
+            ArgumentsValidator(normalized),
+            limits,
         )
-        tool = _Tool(declaration, RegisteredFunction(name, fn, max_args=1))
         with self._lock:
             if name in self._tools and not replace:
                 raise ConflictError(
@@ -151,22 +218,64 @@ class ToolRegistry:
 
     def list(self) -> builtins.list[FunctionDeclaration]:
         """Every tool's declaration, by name."""
-        return [self._tools[name].declaration for name in sorted(self._tools)]
+        tools = dict(self._tools)
+        return [tools[name].declaration for name in sorted(tools)]
 
     def describe(self, name: str) -> FunctionDeclaration:
         """One tool's declaration (``NotFoundError`` if unknown)."""
-        tool = self._tools.get(name)
-        if tool is None:
-            raise NotFoundError(f"no tool named {name!r} is registered")
-        return tool.declaration
+        return self._get(name).declaration
+
+    def limits(self, name: str) -> ToolLimits:
+        """One tool's limits (``NotFoundError`` if unknown); all None when it has none."""
+        return self._get(name).limits
 
     def function(self, name: str) -> RegisteredFunction | None:
         """The function behind a tool, or None."""
         tool = self._tools.get(name)
         return None if tool is None else tool.function
 
+    @overload
+    def export_openai(self, name: None = None) -> builtins.list[dict[str, Any]]: ...
+    @overload
+    def export_openai(self, name: str) -> dict[str, Any]: ...
+    def export_openai(
+        self, name: str | None = None
+    ) -> builtins.list[dict[str, Any]] | dict[str, Any]:
+        """Declarations as OpenAI tools (``{"type": "function", "function": {...}}`` with JSON
+        Schema parameters): every tool's, by name, or one tool's."""
+        if name is not None:
+            d = self.describe(name)
+            return openai_tool(d.name, d.description, d.parameters)
+        return [openai_tool(d.name, d.description, d.parameters) for d in self.list()]
+
+    @overload
+    def export_gemini(self, name: None = None) -> builtins.list[dict[str, Any]]: ...
+    @overload
+    def export_gemini(self, name: str) -> dict[str, Any]: ...
+    def export_gemini(
+        self, name: str | None = None
+    ) -> builtins.list[dict[str, Any]] | dict[str, Any]:
+        """Declarations as Gemini function declarations (``{"name", "description",
+        "parameters"}`` with the ADM schema): every tool's, by name, or one tool's."""
+        if name is not None:
+            d = self.describe(name)
+            return gemini_declaration(d.name, d.description, d.parameters)
+        return [gemini_declaration(d.name, d.description, d.parameters) for d in self.list()]
+
+    def check_arguments(self, name: str, args: Any, *, path: str = "$") -> None:
+        """Check arguments against a tool's declaration: ``ToolArgumentsError`` listing every
+        violation (paths under ``path``), ``NotFoundError`` for an unknown tool."""
+        tool = self._get(name)
+        if not tool.validator.is_valid(args):
+            raise ToolArgumentsError(name, tool.validator.violations(args, path))
+
     def check_call(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Resolve and check a tool call's payload: (tool name, arguments)."""
+        """Resolve and check a tool call's payload: (tool name, arguments).
+
+        ``ValidationError`` for an unclear or unknown tool name; ``ToolArgumentsError`` (a
+        ``ValidationError``) listing every violation of the declaration, by path under
+        ``$.payload.args`` (or ``$.payload.arguments``).
+        """
         name, args = resolve_call(payload)
         tool = self._tools.get(name)
         if tool is None:
@@ -176,14 +285,19 @@ class ToolRegistry:
                 f"{sorted(self._tools)}",
                 path="$.payload." + _name_key(payload),
             )
-        required = tool.declaration.parameters.get("required", ())
-        missing = [field for field in required if field not in args]
-        if missing:
-            raise ValidationError(
-                f"tool {name!r} requires {missing[0]!r} in its arguments (required: {[*required]})",
-                path=f"$.payload.{_args_key(payload)}.{missing[0]}",
+        if not tool.validator.is_valid(args):
+            raise ToolArgumentsError(
+                name, tool.validator.violations(args, f"$.payload.{_args_key(payload)}")
             )
         return name, args
+
+    def _get(self, name: str) -> _Tool:
+        tool = self._tools.get(name)
+        if tool is None:
+            raise NotFoundError(
+                f"no tool named {name!r} is registered; registered: {sorted(self._tools)}"
+            )
+        return tool
 
 
 def _name_key(payload: Mapping[str, Any]) -> str:
@@ -258,9 +372,25 @@ def register(
     fn: Callable[..., Any],
     *,
     replace: bool = False,
+    max_concurrency: int | None = None,
+    rate: float | None = None,
+    burst: int | None = None,
 ) -> FunctionDeclaration:
-    """Register a tool in the process-wide registry (the seed's argument order)."""
-    return _DEFAULT.register(name, description, parameters, fn, replace=replace)
+    """Register a tool in the process-wide registry (the seed's argument order).
+
+    See ``ToolRegistry.register``: the ADM schema is checked here, ``replace=True`` swaps an
+    existing tool, ``max_concurrency``/``rate``/``burst`` are the tool's own limits.
+    """
+    return _DEFAULT.register(
+        name,
+        description,
+        parameters,
+        fn,
+        replace=replace,
+        max_concurrency=max_concurrency,
+        rate=rate,
+        burst=burst,
+    )
 
 
 def is_registered(name: str) -> bool:
@@ -281,3 +411,34 @@ def list() -> builtins.list[FunctionDeclaration]:
 def describe(name: str) -> FunctionDeclaration:
     """One tool's declaration."""
     return _DEFAULT.describe(name)
+
+
+def limits(name: str) -> ToolLimits:
+    """One tool's limits (``max_concurrency``, ``rate``, ``burst``)."""
+    return _DEFAULT.limits(name)
+
+
+def check_arguments(name: str, args: Any) -> None:
+    """Check arguments against a tool's declaration without submitting a job: raises
+    ``ToolArgumentsError`` listing every violation by path (``$.filters.date_range.start``)."""
+    _DEFAULT.check_arguments(name, args)
+
+
+@overload
+def export_openai(name: None = None) -> builtins.list[dict[str, Any]]: ...
+@overload
+def export_openai(name: str) -> dict[str, Any]: ...
+def export_openai(name: str | None = None) -> builtins.list[dict[str, Any]] | dict[str, Any]:
+    """Every tool (or one) as an OpenAI tool: ``{"type": "function", "function": {"name",
+    "description", "parameters"}}``, parameters as JSON Schema with lower-case types."""
+    return _DEFAULT.export_openai(name)
+
+
+@overload
+def export_gemini(name: None = None) -> builtins.list[dict[str, Any]]: ...
+@overload
+def export_gemini(name: str) -> dict[str, Any]: ...
+def export_gemini(name: str | None = None) -> builtins.list[dict[str, Any]] | dict[str, Any]:
+    """Every tool (or one) as a Gemini function declaration: ``{"name", "description",
+    "parameters"}``, parameters as the ADM schema with upper-case types."""
+    return _DEFAULT.export_gemini(name)

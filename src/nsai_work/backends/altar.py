@@ -1,17 +1,21 @@
 """The altar backend: runs ``tool_call`` jobs with tools from the ALTAR registry.
 
 The payload names the tool (``tool_name``, ``function_name``, ``tool`` or ``tool_id``) and passes
-``args`` (or ``arguments``), which the tool receives as its one argument. A call naming an
-unregistered tool, or missing a required argument, is rejected at submit. Async tools run on the
+``args`` (or ``arguments``), which the tool receives as its one argument. At submit, ``validate``
+rejects a call naming an unregistered tool, and checks the arguments against the tool's ADM
+declaration: one ``ToolArgumentsError`` lists every violation by path. Async tools run on the
 engine's loop (pool ``altar:async``), sync ones in threads (``altar:threads``).
+
+``AltarBackend(enabled=False)`` is the seed's ``enable_altar: false``: it still claims
+``tool_call`` jobs (so they are not routed elsewhere) and rejects every one at submit.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NonRetryableError
-from ..altar import ToolRegistry, default_registry, resolve_call
+from .._errors import NonRetryableError, UnschedulableError
+from ..altar import ToolLimits, ToolRegistry, default_registry, resolve_call
 from ._functions import DEFAULT_ASYNC_SLOTS, DEFAULT_THREADS, FunctionBackend
 
 if TYPE_CHECKING:
@@ -36,9 +40,13 @@ class AltarBackend(FunctionBackend):
         async_slots: int = DEFAULT_ASYNC_SLOTS,
         cpu: float | None = None,
         memory_mb: int | None = None,
+        enabled: bool = True,
     ) -> None:
         super().__init__(threads=threads, async_slots=async_slots, cpu=cpu, memory_mb=memory_mb)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"enabled must be True or False, got {enabled!r}")
         self.tools = default_registry() if tools is None else tools
+        self.enabled = enabled
 
     def supports(self, job: Job) -> bool:
         """True for ``tool_call`` jobs."""
@@ -49,8 +57,21 @@ class AltarBackend(FunctionBackend):
         return f"altar runs only kind {TOOL_CALL!r}"
 
     def validate(self, job: Job) -> None:
-        """Reject at submit a call to an unknown tool or without its required arguments."""
+        """Reject at submit a call to an unknown tool, or whose arguments break the tool's
+        declaration (``ToolArgumentsError`` listing every violation), or any call when ALTAR is
+        disabled (``UnschedulableError``)."""
+        if not self.enabled:
+            raise UnschedulableError(
+                "ALTAR is disabled (enable_altar=False): tool_call jobs are rejected; start the "
+                "scheduler with ALTAR enabled to run tools - at $.kind"
+            )
         self.tools.check_call(job.payload)
+
+    def limits_for(self, job: Job) -> ToolLimits:
+        """The limits of the tool a ``tool_call`` job calls (all None if it has none), for the
+        scheduler to enforce across tenants when it dispatches tool calls."""
+        name, _ = resolve_call(job.payload)
+        return self.tools.limits(name)
 
     def pools_for(self, job: Job) -> tuple[str, ...]:
         """``altar:async`` for an async tool, ``altar:threads`` for a sync one."""

@@ -26,9 +26,11 @@ from ._messages import Route
 from ._tenants import TenantState, quota_never_allows
 
 __all__ = [
+    "Choice",
     "Plan",
     "Rejection",
     "Router",
+    "check_budgets",
     "check_duplicates",
     "check_max_waiting",
     "check_queue_caps",
@@ -39,8 +41,6 @@ __all__ = [
 
 #: A rejection: (the error, the index of the job in the batch or None, the reason to count).
 Rejection = tuple[WorkError, int | None, str]
-#: An admitted job: (job, needs, backend, pool group, tenant state).
-Plan = tuple[Job, Needs, str, tuple[str, ...], TenantState]
 
 _QUOTA_PATH: Final = {
     "cpu": "$.resources.cpu",
@@ -49,39 +49,107 @@ _QUOTA_PATH: Final = {
 }
 
 
+class Choice:
+    """Where an admitted job may run: its backend, the pools of it that could ever hold it (in
+    route order: the job's queue group), the same pools cheapest first with their hourly rate
+    (the placement order), and its estimated maximum cost per attempt (None without a
+    timeout)."""
+
+    __slots__ = ("backend", "estimate", "group", "placement")
+
+    def __init__(
+        self,
+        backend: str,
+        group: tuple[str, ...],
+        placement: tuple[tuple[float, PoolState], ...],
+        estimate: float | None,
+    ) -> None:
+        self.backend = backend
+        self.group = group
+        self.placement = placement
+        self.estimate = estimate
+
+
+#: An admitted job: (job, needs, where it may run, tenant state).
+Plan = tuple[Job, Needs, Choice, TenantState]
+
+
 class Router:
-    """Chooses, for a route, the first backend with pools that could ever hold the job."""
+    """Chooses, for a route, the first backend with pools that could ever hold the job, that
+    carry the labels it asks for, and whose estimated cost is within its cap."""
 
     def __init__(self, pools: Mapping[str, PoolState]) -> None:
         self._pools = pools
-        self._cache: dict[Route, tuple[str, tuple[str, ...]] | None] = {}
+        self._cache: dict[Route, Choice | None] = {}
 
     def forget(self) -> None:
         """Pools changed: routes must be chosen again."""
         self._cache.clear()
 
-    def choose(self, needs: Needs, route: Route) -> tuple[str, tuple[str, ...]] | None:
-        """(backend, the pools of it that could ever hold these needs), or None."""
-        if needs is NO_NEEDS:
-            try:
-                return self._cache[route]
-            except KeyError:
-                pass
-        choice = None
+    def choose(self, needs: Needs, route: Route, job: Job) -> Choice | UnschedulableError:
+        """Where the job may run, or why it never could."""
+        labels = job.constraints.pool_labels
+        timeout_ms = job.resources.timeout_ms
+        cap = job.resources.max_cost_usd
+        simple = needs is NO_NEEDS and not labels and timeout_ms is None
+        if simple:
+            cached = self._cache.get(route, _MISSING)
+            if cached is not _MISSING:
+                return cached if cached is not None else self.unschedulable(needs, route)
         pools = self._pools
-        for backend, pool_names in route:
-            fitting = tuple(
-                name for name in pool_names if name in pools and pools[name].could_ever_hold(needs)
+        over_cap: list[tuple[PoolState, float]] = []
+        labelled = False
+        for backend, names in route:
+            candidates = [pools[n] for n in names if n in pools]
+            if labels:
+                candidates = [p for p in candidates if _has_labels(p, labels)]
+                labelled = labelled or bool(candidates)
+            fitting = [p for p in candidates if p.could_ever_hold(needs)]
+            if not fitting:
+                continue
+            rates = [p.hourly_rate(needs) for p in fitting]
+            estimate = None
+            if timeout_ms is not None:
+                hours = timeout_ms / 3_600_000.0
+                if cap is not None:
+                    keep = [i for i, rate in enumerate(rates) if rate * hours <= cap + 1e-12]
+                    over_cap += [(fitting[i], rates[i] * hours) for i in range(len(fitting))]
+                    fitting = [fitting[i] for i in keep]
+                    rates = [rates[i] for i in keep]
+                    if not fitting:
+                        continue
+                estimate = max(rates) * hours
+            order = sorted(range(len(fitting)), key=rates.__getitem__)  # stable on ties
+            choice = Choice(
+                backend,
+                tuple(p.name for p in fitting),
+                tuple((rates[i], fitting[i]) for i in order),
+                estimate,
             )
-            if fitting:
-                choice = (backend, fitting)
-                break
-        if needs is NO_NEEDS:
-            self._cache[route] = choice
-        return choice
+            if simple:
+                self._cache[route] = choice
+            return choice
+        if simple:
+            self._cache[route] = None
+        if over_cap:
+            cheapest, cost = min(over_cap, key=lambda item: item[1])
+            return UnschedulableError(
+                f"the estimated maximum cost of this job is ${cost:.4f} on the cheapest pool that "
+                f"fits ({cheapest.name}: ${cheapest.hourly_rate(needs):.4f}/h x "
+                f"{timeout_ms} ms timeout), over its max_cost_usd=${cap}; raise the cap, ask for "
+                f"less, or shorten timeout_ms - at $.resources.max_cost_usd"
+            )
+        if labels and not labelled:
+            offered = sorted({f"{k}={v}" for p in pools.values() for k, v in p.spec.labels.items()})
+            return UnschedulableError(
+                f"no pool of this job's backends has the labels {dict(labels)}; pool labels: "
+                f"{offered or 'none'} - at $.constraints.pool_labels"
+            )
+        return self.unschedulable(needs, route)
 
     def unschedulable(self, needs: Needs, route: Route) -> UnschedulableError:
-        """Why no pool of the route could ever hold these needs."""
+        """Why no pool of the route could ever hold these needs: the resource, what was asked
+        and the largest offer."""
         pools = [self._pools[n] for _, names in route for n in names if n in self._pools]
         if not route:
             return UnschedulableError("no backend can run this job")
@@ -93,17 +161,31 @@ class Router:
         if first is None:  # pragma: no cover - defensive
             return UnschedulableError(f"no pool can ever hold this job ({needs.describe()})")
         field = first[0]
-        offers = [
-            f"{pool.name}: {gap[2]}"
-            for pool, gap in shortfalls
-            if gap is not None and gap[0] == field
-        ]
+        offers = [(pool, gap[2]) for pool, gap in shortfalls if gap is not None and gap[0] == field]
+        largest_pool, largest = max(offers, key=lambda item: _as_number(item[1]))
         path = "$.resources." + ("gpu" if field == "gpu" else field.split(".")[0])
         return UnschedulableError(
-            f"no pool can ever hold this job: it asks {field}={first[1]} but the pools offer "
-            f"{'; '.join(offers) or 'less'} (needs {needs.describe()}); ask for less or declare "
-            f"a pool that has it (Scheduler(pools=...)) - at {path}"
+            f"no pool can ever hold this job: it asks {field}={first[1]} and the largest offer is "
+            f"{largest} (pool {largest_pool.name}); needs {needs.describe()}; ask for less or "
+            f"declare a pool that has it (Scheduler(pools=...)) - at {path}"
         )
+
+
+_MISSING: Final = Choice("", (), (), None)
+
+
+def _has_labels(pool: PoolState, labels: Mapping[str, str]) -> bool:
+    have = pool.spec.labels
+    return all(have.get(key) == value for key, value in labels.items())
+
+
+def _as_number(offer: object) -> float:
+    if isinstance(offer, int | float):
+        return float(offer)
+    if isinstance(offer, str):  # "8 x A100, 2 x L4": the largest count
+        counts = [part.strip().split(" x ")[0] for part in offer.split(",")]
+        return max((float(c) for c in counts if c.replace(".", "", 1).isdigit()), default=0.0)
+    return 0.0
 
 
 def check_max_waiting(waiting: int, cap: int | None, count: int) -> Rejection | None:
@@ -152,7 +234,7 @@ def _quota_error(scope: str, limit: tuple[str, object, object], index: int) -> R
 
 def check_quotas(plans: Sequence[Plan]) -> Rejection | None:
     """Jobs that ask more than their tenant's (or namespace's) quota could ever allow."""
-    for index, (job, needs, _, _, tenant) in enumerate(plans):
+    for index, (job, needs, _, tenant) in enumerate(plans):
         limit = quota_never_allows(tenant.quota, needs)
         if limit is not None:
             return _quota_error(f"tenant {tenant.spec.id!r}'s quota", limit, index)
@@ -170,7 +252,7 @@ def check_queue_caps(plans: Sequence[Plan]) -> Rejection | None:
     """``max_queued`` of tenants and namespaces: their waiting jobs plus this batch's."""
     adding: dict[tuple[str, str | None], int] = {}
     key: tuple[str, str | None]
-    for job, _, _, _, tenant in plans:
+    for job, _, _, tenant in plans:
         if tenant.quota.max_queued is not None:
             key = (job.tenant_id, None)
             adding[key] = adding.get(key, 0) + 1
@@ -180,7 +262,7 @@ def check_queue_caps(plans: Sequence[Plan]) -> Rejection | None:
             adding[key] = adding.get(key, 0) + 1
     if not adding:
         return None
-    states = {job.tenant_id: tenant for job, _, _, _, tenant in plans}
+    states = {job.tenant_id: tenant for job, _, _, tenant in plans}
     for (tenant_id, namespace_name), count in adding.items():
         tenant = states[tenant_id]
         if namespace_name is None:
@@ -193,7 +275,7 @@ def check_queue_caps(plans: Sequence[Plan]) -> Rejection | None:
         if waiting + count > cap:
             index = next(
                 i
-                for i, (job, _, _, _, _) in enumerate(plans)
+                for i, (job, _, _, _) in enumerate(plans)
                 if job.tenant_id == tenant_id
                 and (namespace_name is None or job.namespace == namespace_name)
             )
@@ -212,7 +294,7 @@ def check_rate(plans: Sequence[Plan], now: float) -> Rejection | None:
     """The submit-rate buckets: one token per job. Tokens are only taken if all pass."""
     needed: dict[str, int] = {}
     states: dict[str, TenantState] = {}
-    for job, _, _, _, tenant in plans:
+    for job, _, _, tenant in plans:
         if tenant.quota.submit_rate is not None:
             needed[job.tenant_id] = needed.get(job.tenant_id, 0) + 1
             states[job.tenant_id] = tenant
@@ -245,6 +327,47 @@ def check_rate(plans: Sequence[Plan], now: float) -> Rejection | None:
             )
     for tenant_id, count in needed.items():
         states[tenant_id].tokens -= count
+    return None
+
+
+def check_budgets(plans: Sequence[Plan], now: float) -> Rejection | None:
+    """Tenants' budgets: spend this period, plus the estimated maximum cost of their admitted
+    jobs, plus this batch's, must stay within ``budget_usd``."""
+    adding: dict[str, float] = {}
+    states: dict[str, TenantState] = {}
+    for index, (job, _, choice, tenant) in enumerate(plans):
+        if tenant.quota.budget_usd is None:
+            continue
+        if choice.estimate is None:
+            return (
+                QuotaExceededError(
+                    f"tenant {job.tenant_id!r} has a budget "
+                    f"(budget_usd={tenant.quota.budget_usd}), so its jobs must set "
+                    f"resources.timeout_ms: the estimated maximum cost is price x resources x "
+                    f"timeout - at $.resources.timeout_ms"
+                ),
+                index,
+                "budget",
+            )
+        adding[job.tenant_id] = adding.get(job.tenant_id, 0.0) + choice.estimate
+        states[job.tenant_id] = tenant
+    for tenant_id, cost in adding.items():
+        tenant = states[tenant_id]
+        tenant.roll_period(now)
+        budget = tenant.quota.budget_usd
+        assert budget is not None
+        used = tenant.spend_period + tenant.committed
+        if used + cost > budget + 1e-9:
+            return (
+                QuotaExceededError(
+                    f"tenant {tenant_id!r} budget_usd={budget} per "
+                    f"{tenant.quota.budget_period_s:g} s: ${tenant.spend_period:.4f} spent and "
+                    f"${tenant.committed:.4f} committed to admitted jobs; this submit's estimated "
+                    f"maximum cost ${cost:.4f} would exceed it - at $.resources"
+                ),
+                _first_of(plans, tenant_id),
+                "budget",
+            )
     return None
 
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from .._ir import DEFAULT_RESOURCES, Pool, Resources
 
-__all__ = ["NO_NEEDS", "Needs", "PoolState", "Reservation", "needs_of"]
+__all__ = ["NO_NEEDS", "Hold", "Needs", "PoolState", "Reservation", "needs_of"]
 
 _MILLI: Final = 1000
 
@@ -78,6 +78,38 @@ def needs_of(resources: Resources) -> Needs:
     )
 
 
+class Hold:
+    """Capacity kept for a queue head that does not fit yet (backfill without starvation):
+    jobs of its level or lower may only use what is left beyond it."""
+
+    __slots__ = ("gpu_type", "job_id", "needs", "rank")
+
+    def __init__(self, job_id: str, rank: int, needs: Needs, gpu_type: str | None) -> None:
+        self.job_id = job_id
+        self.rank = rank
+        self.needs = needs
+        self.gpu_type = gpu_type
+
+
+class _Held:
+    """The sum of several holds on a pool."""
+
+    __slots__ = ("cpu", "gpus", "memory", "slots")
+
+    def __init__(self) -> None:
+        self.slots = 0
+        self.cpu = 0
+        self.memory = 0
+        self.gpus: dict[str, int] = {}
+
+    def add(self, hold: Hold) -> None:
+        self.slots += 1
+        self.cpu += hold.needs.cpu
+        self.memory += hold.needs.memory_mb
+        if hold.gpu_type is not None:
+            self.gpus[hold.gpu_type] = self.gpus.get(hold.gpu_type, 0) + hold.needs.gpu_count
+
+
 class Reservation:
     """What one run holds on one pool, released exactly once when the run ends."""
 
@@ -99,6 +131,7 @@ class PoolState:
         "cap_gpus",
         "cap_memory",
         "cap_slots",
+        "holds",
         "name",
         "overcommitted",
         "spec",
@@ -118,6 +151,7 @@ class PoolState:
         self.used_gpus: dict[str, int] = {}
         self.used_custom: dict[str, int] = {}
         self.overcommitted = False
+        self.holds: list[Hold] = []
         self.set_spec(spec)
 
     def set_spec(self, spec: Pool) -> None:
@@ -150,24 +184,52 @@ class PoolState:
                 return gpu_type
         return False
 
-    def _fits(self, needs: Needs, *, free: bool) -> str | bool | None:
+    def _fits(self, needs: Needs, *, free: bool, held: _Held | None = None) -> str | bool | None:
+        """The GPU type a run would take (None: it takes none), or False if it does not fit:
+        in the empty pool (``free=False``), or in what is free now less what is ``held``."""
+        if not free:
+            return self._fits_in(needs, 0, 0, 0, None)
+        if held is None:
+            return self._fits_in(
+                needs, self.used_slots, self.used_cpu, self.used_memory, self.used_gpus
+            )
+        gpus = dict(self.used_gpus)
+        for gpu_type, count in held.gpus.items():
+            gpus[gpu_type] = gpus.get(gpu_type, 0) + count
+        return self._fits_in(
+            needs,
+            self.used_slots + held.slots,
+            self.used_cpu + held.cpu,
+            self.used_memory + held.memory,
+            gpus,
+        )
+
+    def _fits_in(
+        self, needs: Needs, slots: int, cpu: int, memory: int, gpus: dict[str, int] | None
+    ) -> str | bool | None:
+        if slots >= self.cap_slots:
+            return False
         if needs is NO_NEEDS:
-            used = self.used_slots if free else 0
-            return None if used < self.cap_slots else False
-        slots = self.cap_slots - (self.used_slots if free else 0)
-        if slots < 1:
+            return None
+        if self.cap_cpu is not None and needs.cpu > self.cap_cpu - cpu:
             return False
-        if self.cap_cpu is not None and needs.cpu > self.cap_cpu - (self.used_cpu if free else 0):
+        if self.cap_memory is not None and needs.memory_mb > self.cap_memory - memory:
             return False
-        if self.cap_memory is not None and needs.memory_mb > self.cap_memory - (
-            self.used_memory if free else 0
-        ):
-            return False
+        free = gpus is not None
         for name, amount in needs.custom:
             have = self.cap_custom.get(name, 0) - (self.used_custom.get(name, 0) if free else 0)
             if amount > have:
                 return False
-        return self._gpu_type_for(needs, free=free)
+        if not needs.gpu_count:
+            return None
+        candidates: tuple[str, ...] = (
+            (needs.gpu_type,) if needs.gpu_type is not None else tuple(self.cap_gpus)
+        )
+        for gpu_type in candidates:
+            have = self.cap_gpus.get(gpu_type, 0) - (gpus.get(gpu_type, 0) if gpus else 0)
+            if have >= needs.gpu_count:
+                return gpu_type
+        return False
 
     def could_ever_hold(self, needs: Needs) -> bool:
         """Whether the empty pool would hold one run with these needs."""
@@ -177,16 +239,36 @@ class PoolState:
         """Whether at least one more run could start here, resources permitting."""
         return self.used_slots < self.cap_slots and not self.overcommitted
 
-    def try_reserve(self, needs: Needs) -> Reservation | None:
-        """Reserve one run's needs if they fit what is free now."""
+    def _held_against(self, rank: int, job_id: str) -> _Held | None:
+        """What is held here that a job of ``rank`` must leave alone: the holds of its level
+        or higher, other than its own."""
+        held: _Held | None = None
+        for hold in self.holds:
+            if hold.rank <= rank and hold.job_id != job_id:
+                if held is None:
+                    held = _Held()
+                held.add(hold)
+        return held
+
+    def fits_now(self, needs: Needs, rank: int = 0, job_id: str = "") -> bool:
+        """Whether ``try_reserve`` would succeed now."""
+        if self.overcommitted:
+            return False
+        held = self._held_against(rank, job_id) if self.holds else None
+        return self._fits(needs, free=True, held=held) is not False
+
+    def try_reserve(self, needs: Needs, rank: int = 0, job_id: str = "") -> Reservation | None:
+        """Reserve one run's needs if they fit what is free now (less what is held for other
+        jobs of its level or higher)."""
         if self.overcommitted:
             return None
-        if needs is NO_NEEDS:
+        held = self._held_against(rank, job_id) if self.holds else None
+        if needs is NO_NEEDS and held is None:
             if self.used_slots >= self.cap_slots:
                 return None
             self.used_slots += 1
             return Reservation(self, needs, None)
-        gpu_type = self._fits(needs, free=True)
+        gpu_type = self._fits(needs, free=True, held=held)
         if gpu_type is False:
             return None
         self.used_slots += 1
@@ -197,6 +279,40 @@ class PoolState:
         for name, amount in needs.custom:
             self.used_custom[name] = self.used_custom.get(name, 0) + amount
         return Reservation(self, needs, gpu_type if isinstance(gpu_type, str) else None)
+
+    def hold_for(self, job_id: str, rank: int, needs: Needs) -> Hold:
+        """Start holding capacity for a job (see ``Hold``)."""
+        gpu_type = self._gpu_type_for(needs, free=False)
+        hold = Hold(job_id, rank, needs, gpu_type if isinstance(gpu_type, str) else None)
+        self.holds.append(hold)
+        return hold
+
+    def unhold(self, job_id: str) -> None:
+        """Stop holding capacity for a job."""
+        self.holds = [h for h in self.holds if h.job_id != job_id]
+
+    # -- prices ----------------------------------------------------------------------------
+
+    def hourly_rate(self, needs: Needs, gpu_type: str | None = None) -> float:
+        """USD per hour one run with these needs costs here (for a GPU request of any type
+        without ``gpu_type``: the most expensive type this pool offers, as an upper bound)."""
+        prices = self.spec.prices
+        rate = (
+            prices.slot_hour
+            + needs.cpu / _MILLI * prices.cpu_hour
+            + needs.memory_mb / 1024.0 * prices.memory_gb_hour
+        )
+        if needs.gpu_count:
+            kind = gpu_type or needs.gpu_type
+            if kind is not None:
+                per_gpu = prices.gpu_hour.get(kind, prices.default_gpu_hour)
+            else:
+                per_gpu = max(
+                    (prices.gpu_hour.get(t, prices.default_gpu_hour) for t in self.cap_gpus),
+                    default=prices.default_gpu_hour,
+                )
+            rate += needs.gpu_count * per_gpu
+        return rate
 
     def release(self, reservation: Reservation) -> None:
         """Give back what ``try_reserve`` took."""

@@ -35,9 +35,11 @@ from .._ir import (
 )
 from .._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsage
 from ._admission import (
+    Choice,
     Plan,
     Rejection,
     Router,
+    check_budgets,
     check_duplicates,
     check_max_waiting,
     check_queue_caps,
@@ -96,6 +98,7 @@ class _Run:
         "charged",
         "namespace",
         "queue",
+        "rate",
         "reservation",
         "share",
         "started",
@@ -111,8 +114,10 @@ class _Run:
         namespace: str,
         cgroup: str | None,
         started: float,
+        rate: float,
     ) -> None:
         self.reservation = reservation
+        self.rate = rate  # USD per hour
         self.backend = backend
         self.tenant = tenant
         self.namespace = namespace
@@ -222,6 +227,7 @@ class SchedulingCore:
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
         self._out: list[Decision] = []
         self._last_run: _Run | None = None  # the run try_start just made, for charge()
+        self._hold_released = False
 
     # ---- the one entry point ---------------------------------------------------------------
 
@@ -260,7 +266,13 @@ class SchedulingCore:
         if guard is not None:
             for rank in guard.owed(queues.counts):
                 queues.dispatch_level(rank, self, limit=1)
-        queues.dispatch(self)
+        while True:
+            self._hold_released = False
+            queues.dispatch(self)
+            if not self._hold_released:
+                return
+            # a held job started or left during the pass: capacity it held is free for heads
+            # that were declined before that happened
 
     # ---- queries (no decisions) --------------------------------------------------------------
 
@@ -281,6 +293,8 @@ class SchedulingCore:
         return None
 
     def _queued_reason(self, entry: Entry) -> str:
+        if entry.held is not None:
+            return f"capacity_held:{entry.held.name}"
         queue = self._queues.queue_of(entry)
         tenant_queue = queue.tenants.get(entry.tenant)
         if tenant_queue is not None:
@@ -397,6 +411,10 @@ class SchedulingCore:
             else 0.0,
             by_priority=by_priority,
             rejections=dict(state.rejections),
+            spend_usd=state.spend_period,
+            spend_total_usd=state.spend_total,
+            committed_usd=max(0.0, state.committed),
+            budget_usd=state.quota.budget_usd,
         )
 
     # ---- what a GroupQueue asks while it picks (the Selector protocol) ----------------------
@@ -419,6 +437,7 @@ class SchedulingCore:
         if state.quota is not UNLIMITED:
             reason = quota_gate(state.quota, state.running, state.usage, head.needs)
             if reason is not None:
+                self._unhold(head)
                 state.parked_in.add(queue.queue)
                 return (TENANT, f"tenant_{reason}")
         if state.namespaces:
@@ -426,25 +445,43 @@ class SchedulingCore:
             if namespace is not None and namespace.quota is not UNLIMITED:
                 reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
                 if reason is not None:
+                    self._unhold(head)
                     namespace.parked.append((queue, (head.namespace, head.cgroup)))
                     return (FIFO, f"namespace_{reason}")
         if head.cgroup is not None:
             group = self._cgroup(head.cgroup)
             if group.running >= group.limit:
+                self._unhold(head)
                 group.parked.append((queue, (head.namespace, head.cgroup)))
                 return (FIFO, f"concurrency_group:{head.cgroup}")
         return None
 
     def try_start(self, entry: Entry) -> bool:
-        """Reserve the first pool of the job's group that fits now, and dispatch it there."""
-        needs = entry.needs
-        pools = self._pools
-        for name in entry.group:
-            reservation = pools[name].try_reserve(needs)
-            if reservation is not None:
-                break
+        """Reserve a pool for the job and dispatch it there: among its pools that fit now, the
+        cheapest for its needs, then the least loaded (capacity held for other jobs of its level
+        or higher is left alone)."""
+        placement = entry.placement
+        needs, rank, job_id = entry.needs, entry.rank, entry.job.id
+        if len(placement) == 1:
+            rate, pool = placement[0]
+            reservation = pool.try_reserve(needs, rank, job_id)
+            if reservation is None:
+                return False
         else:
-            return False
+            chosen = self._place(entry)
+            if chosen is None:
+                return False
+            rate, pool = chosen
+            reservation = pool.try_reserve(needs, rank, job_id)
+            if reservation is None:  # pragma: no cover - _place checked the fit
+                return False
+        name = pool.name
+        if entry.held is not None:
+            self._hold_released = True
+            entry.held.unhold(job_id)
+            entry.held = None
+            self._queues.queue_of(entry).held = None
+        entry.rate = rate
         job = entry.job
         number = job.attempt + 1
         at = self._now_dt
@@ -466,7 +503,7 @@ class SchedulingCore:
         if self._guard is not None:
             self._guard.record(entry.rank)
         run = self._runs[(job.id, number)] = _Run(
-            reservation, entry.backend, tenant, entry.namespace, entry.cgroup, self._now
+            reservation, entry.backend, tenant, entry.namespace, entry.cgroup, self._now, rate
         )
         self._last_run = run
         queue_time_ms = (self._now - entry.since) * 1000.0
@@ -494,30 +531,37 @@ class SchedulingCore:
             router = self._router
             for index, job in enumerate(jobs):
                 needs = needs_of(job.resources)
-                choice = router.choose(needs, event.routes[index])
-                if choice is None:
-                    rejection = (
-                        router.unschedulable(needs, event.routes[index]),
-                        index,
-                        "unschedulable",
-                    )
+                choice = router.choose(needs, event.routes[index], job)
+                if not isinstance(choice, Choice):
+                    rejection = (choice, index, "unschedulable")
                     break
                 tenant = self._tenant_state(job.tenant_id)
                 if tenant is None:
                     rejection = unknown_tenant(job.tenant_id, index)
                     break
-                plans.append((job, needs, choice[0], choice[1], tenant))
+                plans.append((job, needs, choice, tenant))
         if rejection is None:
             rejection = (
-                check_quotas(plans) or check_queue_caps(plans) or check_rate(plans, self._now)
+                check_quotas(plans)
+                or check_queue_caps(plans)
+                or check_budgets(plans, self._now)
+                or check_rate(plans, self._now)
             )
         if rejection is not None:
             self._reject(jobs, rejection)
             return False
         now, at = self._now, self._now_dt
         queues, out = self._queues, self._out
-        for job, needs, backend, group, tenant in plans:
-            job = replace(job, status=_QUEUED, backend=backend, submitted_at=at, queued_at=at)
+        for job, needs, choice, tenant in plans:
+            backend, estimate = choice.backend, choice.estimate
+            job = replace(
+                job,
+                status=_QUEUED,
+                backend=backend,
+                submitted_at=at,
+                queued_at=at,
+                estimated_cost_usd=estimate,
+            )
             entry = Entry(
                 job=job,
                 tenant=job.tenant_id,
@@ -527,11 +571,15 @@ class SchedulingCore:
                 rank=job.priority.rank,
                 needs=needs,
                 backend=backend,
-                group=group,
+                group=choice.group,
                 status=_QUEUED,
                 since=now,
                 submitted=now,
+                placement=choice.placement,
+                estimate=estimate,
             )
+            if estimate is not None:
+                tenant.committed += estimate
             entry.counters = self._counters(entry)
             self._jobs[job.id] = entry
             for counter in entry.counters:
@@ -563,6 +611,39 @@ class SchedulingCore:
             spec = replace(self._default_tenant, id=tenant_id)
         state = self._tenants[tenant_id] = TenantState(spec, self._now)
         return state
+
+    def _place(self, entry: Entry) -> tuple[float, PoolState] | None:
+        best: tuple[float, PoolState] | None = None
+        best_load = 2.0
+        for rate, pool in entry.placement:
+            if best is not None and rate > best[0]:
+                break  # sorted by rate: the rest cost more
+            if not pool.fits_now(entry.needs, entry.rank, entry.job.id):
+                continue
+            load = pool.used_slots / pool.cap_slots if pool.cap_slots else 1.0
+            if best is None or load < best_load:
+                best, best_load = (rate, pool), load
+        return best
+
+    def hold(self, head: Entry, queue: GroupQueue) -> None:
+        """Hold capacity for a head that is first in line and does not fit: on the cheapest of
+        its pools that could ever hold it, later jobs of its level or lower only get what is
+        left beyond it, so it starts as soon as the runs there now have freed enough."""
+        for _, pool in head.placement:
+            if pool.could_ever_hold(head.needs):
+                pool.hold_for(head.job.id, head.rank, head.needs)
+                head.held = pool
+                queue.held = head
+                return
+
+    def _unhold(self, entry: Entry) -> None:
+        if entry.held is not None:
+            self._hold_released = True
+            entry.held.unhold(entry.job.id)
+            entry.held = None
+            queue = self._queues.levels[entry.rank].get(entry.group)
+            if queue is not None and queue.held is entry:
+                queue.held = None
 
     def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
         return [self._pools[name] for name in group]
@@ -603,6 +684,8 @@ class SchedulingCore:
         tenant, namespace and concurrency group may let parked jobs go."""
         tenant = run.tenant
         tenant.release(run.reservation, run.namespace)
+        if run.rate:
+            tenant.spend(run.rate * (self._now - run.started) / 3600.0, self._now)
         if run.queue is not None:
             run_s = self._now - run.started
             run.queue.adjust(tenant.spec.id, run.share * run_s / run.weight - run.charged, run_s)
@@ -649,10 +732,12 @@ class SchedulingCore:
         job = entry.job
         delay_ms = backoff_delay_ms(job.constraints.retry_policy, job.attempt, self._rand)
         ready_at = self._now + delay_ms / 1000.0
+        attempts, cost = self._close_attempt(entry, attempt_status, error)
         job = replace(
             job,
             status=_PENDING,
-            attempts=self._close_attempt(job, attempt_status, error),
+            attempts=attempts,
+            cost_usd=job.cost_usd + cost,
             error=error,
             waiting_reason="backoff",
             next_attempt_at=_dt.datetime.fromtimestamp(ready_at, _UTC),
@@ -676,13 +761,18 @@ class SchedulingCore:
     ) -> None:
         job = entry.job
         previous = entry.status
-        attempts = job.attempts
+        attempts, cost = job.attempts, 0.0
         if previous is _RUNNING:
-            attempts = self._close_attempt(job, status, error)
+            attempts, cost = self._close_attempt(entry, status, error)
+        elif previous is _QUEUED:
+            self._unhold(entry)
+        if entry.estimate is not None:
+            entry.tenant_state.committed -= entry.estimate
         job = replace(
             job,
             status=status,
             attempts=attempts,
+            cost_usd=job.cost_usd + cost,
             result=result,
             error=None if status is Status.SUCCEEDED else (error or job.error),
             finished_at=self._now_dt,
@@ -703,10 +793,15 @@ class SchedulingCore:
         )
 
     def _close_attempt(
-        self, job: Job, status: Status, error: JobError | None
-    ) -> tuple[Attempt, ...]:
-        last = replace(job.attempts[-1], finished_at=self._now_dt, status=status, error=error)
-        return (*job.attempts[:-1], last)
+        self, entry: Entry, status: Status, error: JobError | None
+    ) -> tuple[tuple[Attempt, ...], float]:
+        """The job's attempts with the last one ended now, and what that attempt cost."""
+        job = entry.job
+        cost = entry.rate * (self._now - entry.since) / 3600.0 if entry.rate else 0.0
+        last = replace(
+            job.attempts[-1], finished_at=self._now_dt, status=status, error=error, cost_usd=cost
+        )
+        return (*job.attempts[:-1], last), cost
 
     # ---- timers, cancellation, configuration -----------------------------------------------
 

@@ -69,6 +69,10 @@ class Entry(Struct, gc=False):
     status: Status
     since: float  # when the current status began
     submitted: float
+    placement: tuple[tuple[float, PoolState], ...] = ()  # its pools, cheapest first, $/h
+    estimate: float | None = None  # estimated maximum cost of one attempt (USD)
+    rate: float = 0.0  # $/h of the current attempt's pool
+    held: PoolState | None = None  # the pool holding capacity for it, if any
     seq: int = 0
     counters: tuple[list[int], ...] = ()
 
@@ -92,6 +96,10 @@ class Selector(Protocol):
 
     def try_start(self, head: Entry) -> bool:
         """Start the head if it fits the free capacity now."""
+        ...
+
+    def hold(self, head: Entry, queue: GroupQueue) -> None:
+        """Hold capacity for a head that is first in line and does not fit."""
         ...
 
 
@@ -177,6 +185,7 @@ class GroupQueue:
         "expected_run_s",
         "group",
         "heap",
+        "held",
         "keys",
         "parked",
         "pools",
@@ -198,6 +207,7 @@ class GroupQueue:
         self.vtimes: dict[str, float] = {}
         self.clock = 0.0  # the virtual time of the last tenant served
         self.expected_run_s = 1.0  # moving average of run times here (for charges)
+        self.held: Entry | None = None  # the head capacity is held for, if any
 
     def any_free_slot(self) -> bool:
         """Whether one of the group's pools could start one more run."""
@@ -257,6 +267,7 @@ class GroupQueue:
         heap, keys, tenants = self.heap, self.keys, self.tenants
         declined: list[tuple[float, int, str]] = []
         started = 0
+        first = True  # the first head offered in a pass is first in line
         while heap and started != limit:
             key = heap[0]
             vtime, seq, tenant = key
@@ -302,7 +313,10 @@ class GroupQueue:
                     key = keys[tenant] = (vtime, following.seq, tenant)
                     heapreplace(heap, key)
             else:
+                if first and self.held is None:
+                    selector.hold(head, self)
                 declined.append(heappop(heap))
+            first = False
             if not self.any_free_slot():
                 break
         for key in declined:

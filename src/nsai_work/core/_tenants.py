@@ -126,15 +126,19 @@ class TenantState:
     """Everything the core knows about one tenant."""
 
     __slots__ = (
+        "committed",
         "groups",
         "last_refill",
         "namespaces",
         "parked_in",
+        "period_start",
         "pool_usage",
         "quota",
         "rejections",
         "running",
         "spec",
+        "spend_period",
+        "spend_total",
         "tokens",
         "usage",
         "waiting",
@@ -155,6 +159,10 @@ class TenantState:
         self.tokens = float(self.burst)
         self.last_refill = now
         self.rejections: dict[str, int] = {}
+        self.spend_total = 0.0  # USD, since the scheduler started
+        self.spend_period = 0.0  # USD, in the current budget period
+        self.period_start = now
+        self.committed = 0.0  # estimated maximum cost of admitted, unfinished jobs
         self.groups: set[GroupQueue] = set()
         self.parked_in: set[GroupQueue] = set()
 
@@ -194,6 +202,21 @@ class TenantState:
         if now > self.last_refill:
             self.tokens = min(float(self.burst), self.tokens + (now - self.last_refill) * rate)
             self.last_refill = now
+
+    # ---- money --------------------------------------------------------------------------------
+
+    def roll_period(self, now: float) -> None:
+        """Start a new budget period when the current one is over (fixed windows)."""
+        period = self.quota.budget_period_s
+        if now >= self.period_start + period:
+            self.period_start = now - (now - self.period_start) % period
+            self.spend_period = 0.0
+
+    def spend(self, usd: float, now: float) -> None:
+        """Record what a run cost."""
+        self.roll_period(now)
+        self.spend_total += usd
+        self.spend_period += usd
 
     # ---- usage --------------------------------------------------------------------------------
 
