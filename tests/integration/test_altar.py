@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -365,3 +366,53 @@ def test_the_backend_reports_the_limits_of_the_tool_a_job_calls(tools: Register)
     backend = AltarBackend()
     assert backend.limits_for(call(name, {})) == ToolLimits(max_concurrency=2, rate=10.0, burst=1)
     assert backend.limits_for(call("echo", {})) == ToolLimits()
+
+
+def test_per_tool_max_concurrency_is_enforced_across_tenants() -> None:
+    name = f"limited-{uuid.uuid4().hex[:8]}"
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def tool(args: dict) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        gate.wait(5)
+        with lock:
+            running -= 1
+        return args["n"]
+
+    work.altar.register(name, "a slow upstream API", None, tool, max_concurrency=2)
+    try:
+        with work.SyncScheduler() as s:
+            jobs = [
+                s.submit(
+                    work.Job(
+                        kind="tool_call",
+                        tenant_id=f"tenant-{n % 3}",
+                        payload={"tool_name": name, "args": {"n": n}},
+                    )
+                )
+                for n in range(6)
+            ]
+            waiting = [s.get(j.id) for j in jobs if s.get(j.id).status == "queued"]
+            assert len(waiting) == 4
+            assert {j.waiting_reason for j in waiting} == {f"tool_concurrency:{name}"}
+            gate.set()
+            done = s.wait_many([j.id for j in jobs], timeout=10)
+        assert [j.result for j in done] == list(range(6))
+        assert most == 2
+    finally:
+        gate.set()
+        work.altar.unregister(name)
+
+
+def test_enable_altar_false_refuses_tool_calls() -> None:
+    with (
+        work.SyncScheduler(enable_altar=False) as s,
+        pytest.raises(work.UnschedulableError, match="enable_altar=False"),
+    ):
+        s.submit(work.Job(kind="tool_call", tenant_id="t", payload={"tool": "echo"}))

@@ -333,3 +333,35 @@ def test_fair_share_reason_and_stats() -> None:
     assert a.fair_share == pytest.approx(0.5)
     assert a.by_priority["batch"].queued == 2
     assert stats.waiting_reasons == {"no_capacity": 3}  # equal shares now: capacity decides
+
+
+def test_a_tool_limit_caps_running_calls_across_tenants() -> None:
+    from nsai_work.core import Limit
+
+    core = make_core(pool=Pool(name="p", slots=8))
+    limit = (Limit(name="geocode", max_concurrency=2),)
+    jobs = [job(t) for t in ("a", "b", "c", "a")]
+    decisions = core.handle(Submit(tuple(jobs), (ROUTE,) * 4, (limit,) * 4), 0.0)
+    first = started(decisions)
+    assert len(first) == 2
+    waiting = next(j for j in jobs if j.id not in {s.id for s in first})
+    assert core.waiting_reason(waiting.id) == "tool_concurrency:geocode"
+    assert len(started(end(core, first[0], 1.0))) == 1
+    assert core.limit_usage("geocode") == (2, 2, None)
+
+
+def test_a_tool_rate_limit_waits_for_tokens_with_a_timer() -> None:
+    from nsai_work.core import ArmTimer, Limit, TimerFired
+
+    core = make_core(pool=Pool(name="p", slots=8))
+    limit = (Limit(name="api", rate=2.0, burst=1),)
+    jobs = [job("t") for _ in range(3)]
+    decisions = core.handle(Submit(tuple(jobs), (ROUTE,) * 3, (limit,) * 3), 10.0)
+    assert len(started(decisions)) == 1
+    [timer] = [d for d in decisions if isinstance(d, ArmTimer)]
+    assert timer.at == pytest.approx(10.5)  # one token every 0.5 s
+    assert core.waiting_reason(jobs[1].id) == "tool_rate:api"
+    after = core.handle(TimerFired(timer.key), 10.5)
+    assert len(started(after)) == 1
+    [again] = [d for d in after if isinstance(d, ArmTimer)]
+    assert again.at == pytest.approx(11.0)

@@ -14,6 +14,8 @@ Optional members, used when present:
 - ``validate(job) -> None``: raise ``ValidationError`` at submit for a job it would refuse.
 - ``explain(job) -> str``: why ``supports(job)`` is False, for the submit error.
 - ``auto_select: bool``: False means "only when a job or the config names me" (the mock).
+- ``shared_limits(job) -> tuple[nsai_work.core.Limit, ...]``: limits across tenants the
+  scheduler enforces at dispatch (the altar backend's per-tool ``max_concurrency`` and rate).
 - ``start()`` / ``stop()``: sync or async, called when the scheduler starts and stops.
 """
 

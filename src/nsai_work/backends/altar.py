@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import NonRetryableError, UnschedulableError
 from ..altar import ToolLimits, ToolRegistry, default_registry, resolve_call
+from ..core import Limit
 from ._functions import DEFAULT_ASYNC_SLOTS, DEFAULT_THREADS, FunctionBackend
 
 if TYPE_CHECKING:
@@ -72,6 +73,22 @@ class AltarBackend(FunctionBackend):
         scheduler to enforce across tenants when it dispatches tool calls."""
         name, _ = resolve_call(job.payload)
         return self.tools.limits(name)
+
+    def shared_limits(self, job: Job) -> tuple[Limit, ...]:
+        """The limits the scheduler enforces on this call across tenants: its tool's
+        ``max_concurrency`` and ``rate``/``burst`` (none if the tool declares none)."""
+        name, _ = resolve_call(job.payload)
+        limits = self.tools.limits(name)
+        if limits.max_concurrency is None and limits.rate is None:
+            return ()
+        return (
+            Limit(
+                name=name,
+                max_concurrency=limits.max_concurrency,
+                rate=limits.rate,
+                burst=limits.burst,
+            ),
+        )
 
     def pools_for(self, job: Job) -> tuple[str, ...]:
         """``altar:async`` for an async tool, ``altar:threads`` for a sync one."""

@@ -14,6 +14,7 @@ the run has really ended, retries with backoff, timeouts, and cancellation.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from heapq import heappop
@@ -56,6 +57,7 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
+    Limit,
     PoolsChanged,
     Record,
     Reject,
@@ -66,7 +68,17 @@ from ._messages import (
     TenantChanged,
     TimerFired,
 )
-from ._queues import FIFO, LEVELS, TENANT, Entry, GroupQueue, ReadyQueues, SubKey, TenantQueue
+from ._queues import (
+    FIFO,
+    LEVELS,
+    TENANT,
+    Entry,
+    GroupQueue,
+    LimitKey,
+    ReadyQueues,
+    SubKey,
+    TenantQueue,
+)
 from ._retry import backoff_delay_ms
 from ._tenants import Capacity, TenantState, dominant_share, job_share, quota_gate
 
@@ -84,6 +96,7 @@ _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
 _WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 _TIMEOUT_KEY: Final = "timeout"
 _READY_KEY: Final = "ready"
+_LIMIT_KEY: Final = "limit"
 #: The tenant unknown tenants are admitted as, unless configured otherwise.
 DEFAULT_TENANT: Final = Tenant("*")
 
@@ -94,8 +107,8 @@ class _Run:
 
     __slots__ = (
         "backend",
-        "cgroup",
         "charged",
+        "limits",
         "namespace",
         "queue",
         "rate",
@@ -112,7 +125,7 @@ class _Run:
         backend: str,
         tenant: TenantState,
         namespace: str,
-        cgroup: str | None,
+        limits: tuple[_Limit, ...],
         started: float,
         rate: float,
     ) -> None:
@@ -121,7 +134,7 @@ class _Run:
         self.backend = backend
         self.tenant = tenant
         self.namespace = namespace
-        self.cgroup = cgroup
+        self.limits = limits
         self.started = started
         # Set by charge(): the group it was picked from, what it was charged, its dominant
         # share of the group's capacity and its tenant's weight then.
@@ -131,15 +144,64 @@ class _Run:
         self.weight = 1.0
 
 
-class _ConcurrencyGroup:
-    """How many runs of a concurrency group hold a slot, its limit, and the FIFOs parked on it."""
+class _Limit:
+    """A concurrency group, or a limit a backend puts on some of its jobs (an ALTAR tool's):
+    how many of its runs hold a slot against ``max_running``, an optional token bucket of
+    ``rate`` starts per second, and the FIFOs parked on it."""
 
-    __slots__ = ("limit", "parked", "running")
+    __slots__ = (
+        "burst",
+        "key",
+        "last",
+        "max_running",
+        "parked",
+        "rate",
+        "running",
+        "timer_armed",
+        "tokens",
+    )
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, key: LimitKey, max_running: int | None) -> None:
+        self.key = key
+        self.max_running = max_running
         self.running = 0
+        self.rate: float | None = None
+        self.burst = 1
+        self.tokens = 0.0
+        self.last = 0.0
+        self.timer_armed = False
         self.parked: list[tuple[TenantQueue, SubKey]] = []
+
+    def set_rate(self, rate: float | None, burst: int | None, now: float) -> None:
+        """Change the bucket (a new one starts full)."""
+        if rate == self.rate and (burst or max(1, math.ceil(rate or 0))) == self.burst:
+            return
+        fresh = self.rate is None
+        self.rate = rate
+        self.burst = burst or max(1, math.ceil(rate or 0))
+        if fresh:
+            self.tokens, self.last = float(self.burst), now
+        self.tokens = min(self.tokens, float(self.burst))
+
+    def refill(self, now: float) -> None:
+        if self.rate is not None and now > self.last:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
+            self.last = now
+
+    def reason(self, now: float) -> str | None:
+        """Why one more run cannot start now (and the waiting reason), or None."""
+        kind, name = self.key
+        if self.max_running is not None and self.running >= self.max_running:
+            return f"concurrency_group:{name}" if kind == "group" else f"tool_concurrency:{name}"
+        if self.rate is not None:
+            self.refill(now)
+            if self.tokens < 1.0 - 1e-9:
+                return f"tool_rate:{name}"
+        return None
+
+    def next_token_at(self, now: float) -> float:
+        assert self.rate is not None
+        return now + (1.0 - self.tokens) / self.rate
 
 
 class _Guard:
@@ -214,7 +276,7 @@ class SchedulingCore:
         self._tenants: dict[str, TenantState] = {}
         self._cgroup_limits = dict(concurrency_limits or {})
         self._default_cgroup_limit = default_concurrency_limit
-        self._cgroups: dict[str, _ConcurrencyGroup] = {}
+        self._limits: dict[LimitKey, _Limit] = {}
         self._guard = None if guard is None or not guard.min_share else _Guard(guard)
         self._totals = self._new_counter()
         self._by_tenant: dict[str, list[int]] = {}
@@ -298,7 +360,7 @@ class SchedulingCore:
         queue = self._queues.queue_of(entry)
         tenant_queue = queue.tenants.get(entry.tenant)
         if tenant_queue is not None:
-            parked = tenant_queue.parked.get((entry.namespace, entry.cgroup))
+            parked = tenant_queue.parked.get(entry.subkey)
             if parked is not None:
                 return parked
         parked = queue.parked.get(entry.tenant)
@@ -355,11 +417,18 @@ class SchedulingCore:
         return self._tenant_specs.get(tenant_id)
 
     def concurrency_usage(self, group: str) -> tuple[int, int]:
-        """(runs holding a slot of the group, its limit)."""
-        state = self._cgroups.get(group)
-        if state is None:
+        """(runs holding a slot of the concurrency group, its limit)."""
+        state = self._limits.get(("group", group))
+        if state is None or state.max_running is None:
             return (0, self._cgroup_limits.get(group, self._default_cgroup_limit))
-        return (state.running, state.limit)
+        return (state.running, state.max_running)
+
+    def limit_usage(self, tool: str) -> tuple[int, int | None, float | None]:
+        """(runs of a backend limit such as a tool's, its max_concurrency, tokens left)."""
+        state = self._limits.get(("tool", tool))
+        if state is None:
+            return (0, None, None)
+        return (state.running, state.max_running, state.tokens if state.rate else None)
 
     def stats(self) -> Stats:
         """Counts by status, per priority, tenant and backend; pools; waiting reasons."""
@@ -446,14 +515,20 @@ class SchedulingCore:
                 reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
                 if reason is not None:
                     self._unhold(head)
-                    namespace.parked.append((queue, (head.namespace, head.cgroup)))
+                    namespace.parked.append((queue, head.subkey))
                     return (FIFO, f"namespace_{reason}")
-        if head.cgroup is not None:
-            group = self._cgroup(head.cgroup)
-            if group.running >= group.limit:
+        for key in head.limits:
+            limit = self._limits[key]
+            reason = limit.reason(self._now)
+            if reason is not None:
                 self._unhold(head)
-                group.parked.append((queue, (head.namespace, head.cgroup)))
-                return (FIFO, f"concurrency_group:{head.cgroup}")
+                limit.parked.append((queue, head.subkey))
+                if reason.startswith("tool_rate") and not limit.timer_armed:
+                    limit.timer_armed = True
+                    self._out.append(
+                        ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, key[1], 0))
+                    )
+                return (FIFO, reason)
         return None
 
     def try_start(self, entry: Entry) -> bool:
@@ -498,12 +573,17 @@ class SchedulingCore:
         )
         tenant = entry.tenant_state
         tenant.reserve(reservation, entry.namespace)
-        if entry.cgroup is not None:
-            self._cgroup(entry.cgroup).running += 1
+        limits: tuple[_Limit, ...] = ()
+        if entry.limits:
+            limits = tuple(self._limits[key] for key in entry.limits)
+            for limit in limits:
+                limit.running += 1
+                if limit.rate is not None:
+                    limit.tokens -= 1.0
         if self._guard is not None:
             self._guard.record(entry.rank)
         run = self._runs[(job.id, number)] = _Run(
-            reservation, entry.backend, tenant, entry.namespace, entry.cgroup, self._now, rate
+            reservation, entry.backend, tenant, entry.namespace, limits, self._now, rate
         )
         self._last_run = run
         queue_time_ms = (self._now - entry.since) * 1000.0
@@ -552,7 +632,8 @@ class SchedulingCore:
             return False
         now, at = self._now, self._now_dt
         queues, out = self._queues, self._out
-        for job, needs, choice, tenant in plans:
+        backend_limits = event.limits
+        for index, (job, needs, choice, tenant) in enumerate(plans):
             backend, estimate = choice.backend, choice.estimate
             job = replace(
                 job,
@@ -562,12 +643,14 @@ class SchedulingCore:
                 queued_at=at,
                 estimated_cost_usd=estimate,
             )
+            keys = self._limit_keys(job, backend_limits[index] if backend_limits else ())
             entry = Entry(
                 job=job,
                 tenant=job.tenant_id,
                 tenant_state=tenant,
                 namespace=job.namespace,
-                cgroup=job.constraints.concurrency_group,
+                limits=keys,
+                subkey=(job.namespace, keys),
                 rank=job.priority.rank,
                 needs=needs,
                 backend=backend,
@@ -648,12 +731,30 @@ class SchedulingCore:
     def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
         return [self._pools[name] for name in group]
 
-    def _cgroup(self, name: str) -> _ConcurrencyGroup:
-        group = self._cgroups.get(name)
-        if group is None:
-            limit = self._cgroup_limits.get(name, self._default_cgroup_limit)
-            group = self._cgroups[name] = _ConcurrencyGroup(limit)
-        return group
+    def _limit_keys(self, job: Job, specs: Sequence[Limit]) -> tuple[LimitKey, ...]:
+        """The limits a job is subject to (creating or updating their state)."""
+        group = job.constraints.concurrency_group
+        if group is None and not specs:
+            return ()
+        keys: list[LimitKey] = []
+        if group is not None:
+            key = ("group", group)
+            if key not in self._limits:
+                limit = self._cgroup_limits.get(group, self._default_cgroup_limit)
+                self._limits[key] = _Limit(key, limit)
+            keys.append(key)
+        for spec in specs:
+            if spec.max_concurrency is None and spec.rate is None:
+                continue
+            key = ("tool", spec.name)
+            state = self._limits.get(key)
+            if state is None:
+                state = self._limits[key] = _Limit(key, spec.max_concurrency)
+            else:
+                state.max_running = spec.max_concurrency
+            state.set_rate(spec.rate, spec.burst, self._now)
+            keys.append(key)
+        return tuple(keys)
 
     # ---- the end of a run --------------------------------------------------------------------
 
@@ -689,10 +790,9 @@ class SchedulingCore:
         if run.queue is not None:
             run_s = self._now - run.started
             run.queue.adjust(tenant.spec.id, run.share * run_s / run.weight - run.charged, run_s)
-        if run.cgroup is not None:
-            group = self._cgroups[run.cgroup]
-            group.running -= 1
-            self._unpark_fifos(group.parked)
+        for limit in run.limits:
+            limit.running -= 1
+            self._unpark_fifos(limit.parked)
         if tenant.namespaces:
             namespace = tenant.namespaces.get(run.namespace)
             if namespace is not None:
@@ -807,6 +907,12 @@ class SchedulingCore:
 
     def _timer(self, event: TimerFired) -> None:
         what, job_id, attempt = event.key
+        if what == _LIMIT_KEY:  # a rate-limited tool has a token again
+            limit = self._limits.get(("tool", job_id))
+            if limit is not None:
+                limit.timer_armed = False
+                self._unpark_fifos(limit.parked)
+            return
         entry = self._jobs.get(job_id)
         if entry is None or entry.job.attempt != attempt:
             return  # stale: the job moved on
@@ -855,9 +961,9 @@ class SchedulingCore:
                 f"a concurrency limit is >= 1, got {event.limit} for {event.group!r}"
             )
         self._cgroup_limits[event.group] = event.limit
-        group = self._cgroups.get(event.group)
+        group = self._limits.get(("group", event.group))
         if group is not None:
-            group.limit = event.limit
+            group.max_running = event.limit
             self._unpark_fifos(group.parked)
 
     def _pools_changed(self, event: PoolsChanged) -> None:

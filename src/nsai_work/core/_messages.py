@@ -20,6 +20,7 @@ __all__ = [
     "Dispatch",
     "Event",
     "Failed",
+    "Limit",
     "Outcome",
     "PoolsChanged",
     "Record",
@@ -63,11 +64,24 @@ Outcome = Succeeded | Failed | Stopped
 
 
 # ---- events (engine -> core) ------------------------------------------------------------------
+class Limit(Struct, frozen=True, gc=False):
+    """A limit a backend puts on some of its jobs, across tenants (e.g. one ALTAR tool's):
+    at most ``max_concurrency`` running at once, and a token bucket of ``rate`` starts per
+    second with ``burst`` tokens. The latest spec of a name wins."""
+
+    name: str
+    max_concurrency: int | None = None
+    rate: float | None = None
+    burst: int | None = None
+
+
 class Submit(Struct, frozen=True, gc=False):
-    """Validated new jobs, each with its route; admitted all together or not at all."""
+    """Validated new jobs, each with its route (and, optionally, the backend limits each is
+    subject to); admitted all together or not at all."""
 
     jobs: tuple[Job, ...]
     routes: tuple[Route, ...]
+    limits: tuple[tuple[Limit, ...], ...] = ()
 
 
 class RunEnded(Struct, frozen=True, gc=False):

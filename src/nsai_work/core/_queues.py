@@ -39,13 +39,24 @@ from ._tenants import Capacity
 if TYPE_CHECKING:
     from ._tenants import TenantState
 
-__all__ = ["LEVELS", "Entry", "GroupQueue", "ReadyQueues", "Selector", "SubKey", "TenantQueue"]
+__all__ = [
+    "LEVELS",
+    "Entry",
+    "GroupQueue",
+    "LimitKey",
+    "ReadyQueues",
+    "Selector",
+    "SubKey",
+    "TenantQueue",
+]
 
 #: Number of strict priority levels (realtime, interactive, batch, offline).
 LEVELS = 4
 _QUEUED = Status.QUEUED
-#: A FIFO of a tenant: (namespace, concurrency group).
-SubKey = tuple[str, str | None]
+#: A limit a job is subject to: ("group", concurrency group) or ("tool", tool name).
+LimitKey = tuple[str, str]
+#: A FIFO of a tenant: (namespace, the limits its jobs are subject to).
+SubKey = tuple[str, tuple[LimitKey, ...]]
 #: What ``Selector.gate`` answers to park: the tenant (in this group) or the head's FIFO.
 TENANT, FIFO = "tenant", "fifo"
 
@@ -61,7 +72,8 @@ class Entry(Struct, gc=False):
     tenant: str
     tenant_state: TenantState
     namespace: str
-    cgroup: str | None
+    limits: tuple[LimitKey, ...]  # its concurrency group and backend limits (ALTAR tools)
+    subkey: SubKey  # (namespace, limits): the FIFO it waits in, within its tenant's queue
     rank: int
     needs: Needs
     backend: str
@@ -75,11 +87,6 @@ class Entry(Struct, gc=False):
     held: PoolState | None = None  # the pool holding capacity for it, if any
     seq: int = 0
     counters: tuple[list[int], ...] = ()
-
-    @property
-    def subkey(self) -> SubKey:
-        """The FIFO this job waits in, within its tenant's queue."""
-        return (self.namespace, self.cgroup)
 
 
 class Selector(Protocol):
@@ -118,7 +125,7 @@ class TenantQueue:
 
     def push(self, entry: Entry) -> None:
         """Append at the tail of its FIFO."""
-        sub = (entry.namespace, entry.cgroup)
+        sub = entry.subkey
         fifo = self.fifos.get(sub)
         if fifo is None:
             fifo = self.fifos[sub] = deque()
@@ -148,7 +155,7 @@ class TenantQueue:
 
     def pop(self, head: Entry) -> None:
         """Remove the head ``peek`` returned (it started)."""
-        self.fifos[(head.namespace, head.cgroup)].popleft()
+        self.fifos[head.subkey].popleft()
         self.count -= 1
 
     def park(self, sub: SubKey, reason: str) -> None:
@@ -294,7 +301,7 @@ class GroupQueue:
                     del keys[tenant]
                     self.parked[tenant] = reason
                 else:
-                    queue.park((head.namespace, head.cgroup), reason)
+                    queue.park(head.subkey, reason)
                 continue
             if selector.try_start(head):
                 started += 1

@@ -14,7 +14,7 @@ from .._ir import UNLIMITED, Quota, Tenant
 from ._capacity import Needs, PoolState, Reservation
 
 if TYPE_CHECKING:
-    from ._queues import GroupQueue, TenantQueue
+    from ._queues import GroupQueue, SubKey, TenantQueue
 
 __all__ = [
     "NamespaceState",
@@ -119,7 +119,7 @@ class NamespaceState:
         self.waiting = 0
         self.running = 0
         self.usage = Usage()
-        self.parked: list[tuple[TenantQueue, tuple[str, str | None]]] = []
+        self.parked: list[tuple[TenantQueue, SubKey]] = []
 
 
 class TenantState:

@@ -47,6 +47,8 @@ class Config(Struct, kw_only=True, frozen=True):
       ``unknown_tenants="reject"`` rejects them instead.
     - ``concurrency_limits``: ``{group: n}`` for ``constraints.concurrency_group`` (default 1).
     - ``priority_guard``: the opt-in starvation guard (``work.PriorityGuard``).
+    - ``enable_altar``: False makes the built-in "altar" backend refuse tool calls (the seed's
+      ``enable_altar``).
     """
 
     backends: tuple[Any, ...] = ("local", "altar", "mock")
@@ -63,6 +65,7 @@ class Config(Struct, kw_only=True, frozen=True):
     unknown_tenants: str = "admit"
     concurrency_limits: dict[str, int] = {}
     priority_guard: PriorityGuard | None = None
+    enable_altar: bool = True
 
     def check(self) -> None:
         """Raise ``ConfigurationError`` naming the first bad option."""
@@ -82,6 +85,8 @@ class Config(Struct, kw_only=True, frozen=True):
             )
         if not self.backends:
             raise ConfigurationError("backends is empty: give at least one backend")
+        if not isinstance(self.enable_altar, bool):
+            raise ConfigurationError(f"enable_altar is True or False, got {self.enable_altar!r}")
         if self.unknown_tenants not in ("admit", "reject"):
             raise ConfigurationError(
                 f"unknown_tenants is 'admit' or 'reject', got {self.unknown_tenants!r}"
@@ -190,7 +195,7 @@ def resolve(config: Config) -> ResolvedBackends:
                     f"backends[{index}]: unknown backend {item!r}; built-in backends are "
                     f"{sorted(BUILTIN_BACKENDS)}, or pass a Backend object"
                 )
-            item = factory()
+            item = AltarBackend(enabled=config.enable_altar) if item == "altar" else factory()
         _check_backend(item, index)
         if item.name in {b.name for b in backends}:
             raise ConfigurationError(f"backends[{index}]: the name {item.name!r} is used twice")

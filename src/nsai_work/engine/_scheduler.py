@@ -46,6 +46,7 @@ from ..core import (
     Dispatch,
     Event,
     Failed,
+    Limit,
     Outcome,
     Record,
     Reject,
@@ -112,7 +113,16 @@ class _Handoff:
 class _BackendInfo:
     """What routing and running need from one backend, looked up once."""
 
-    __slots__ = ("async_execute", "auto", "backend", "extra_pools", "name", "pools", "pools_for")
+    __slots__ = (
+        "async_execute",
+        "auto",
+        "backend",
+        "extra_pools",
+        "name",
+        "pools",
+        "pools_for",
+        "shared_limits",
+    )
 
     def __init__(self, backend: Any, pools: tuple[str, ...], extra: tuple[str, ...]) -> None:
         self.backend = backend
@@ -120,6 +130,7 @@ class _BackendInfo:
         self.pools = pools
         self.extra_pools = extra
         self.pools_for = getattr(backend, "pools_for", None)
+        self.shared_limits = getattr(backend, "shared_limits", None)
         self.auto = bool(getattr(backend, "auto_select", True))
         self.async_execute = inspect.iscoroutinefunction(backend.execute)
 
@@ -146,7 +157,10 @@ def _with_index(error: WorkError, index: int) -> WorkError:
     if isinstance(error, ValidationError):
         if error.index == index:
             return error
-        return ValidationError(error.rule, path=error.path, index=index)
+        labelled_error = copy.copy(error)  # keeps the subclass and its attributes
+        labelled_error.index = index
+        labelled_error.args = (f"{error.rule} - at {error.path} of job #{index}",)
+        return labelled_error
     labelled = copy.copy(error)
     labelled.args = (f"job #{index} of the batch: {error}",)
     return labelled
@@ -436,6 +450,8 @@ class Scheduler:
         self._require_running()
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
+        limits: builtins.list[tuple[Limit, ...]] = []
+        any_limits = False
         index = 0
         try:
             for index, job in enumerate(jobs):
@@ -445,7 +461,10 @@ class Scheduler:
                         f"duplicate job id {checked.id!r}: a job with this id exists; omit id to "
                         f"get a fresh one"
                     )
-                routes.append(self._route(checked))
+                route, shared = self._route(checked)
+                routes.append(route)
+                limits.append(shared)
+                any_limits = any_limits or bool(shared)
                 validated.append(checked)
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
@@ -454,7 +473,8 @@ class Scheduler:
             raise error from None
         if not validated:
             return []
-        decisions = self._core.handle(Submit(tuple(validated), tuple(routes)), time.time())
+        submit = Submit(tuple(validated), tuple(routes), tuple(limits) if any_limits else ())
+        decisions = self._core.handle(submit, time.time())
         rejection = decisions[0] if decisions else None
         if type(rejection) is Reject:
             error = rejection.error
@@ -612,7 +632,9 @@ class Scheduler:
 
     # ---- routing ------------------------------------------------------------------------------
 
-    def _route(self, job: Job) -> Route:
+    def _route(self, job: Job) -> tuple[Route, tuple[Limit, ...]]:
+        """The backends that may run the job, with their pools, in order, and the shared
+        limits (across tenants) of the first of them."""
         name = job.constraints.backend
         if name is not None:
             info = self._backends.get(name)
@@ -627,16 +649,18 @@ class Scheduler:
                     f"$.constraints.backend"
                 )
             info.validate(job)
-            return (info.route_for(job),)
+            return (info.route_for(job),), _shared_limits(info, job)
         route = []
+        first: _BackendInfo | None = None
         for info in self._auto_order:
             if info.backend.supports(job):
                 info.validate(job)
                 route.append(info.route_for(job))
-        if not route:
+                first = first or info
+        if first is None:
             reasons = "; ".join(info.explain(job) for info in self._auto_order)
             raise UnschedulableError(f"no backend runs kind {job.kind!r}: {reasons} - at $.kind")
-        return tuple(route)
+        return tuple(route), _shared_limits(first, job)
 
     # ---- carrying out decisions -----------------------------------------------------------------
 
@@ -805,6 +829,12 @@ class Scheduler:
             waiters.remove(notify)
             if not waiters:
                 del self._waiters[job_id]
+
+
+def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:
+    if info.shared_limits is None:
+        return ()
+    return tuple(info.shared_limits(job))
 
 
 async def _quietly(awaitable: Any, backend: str) -> None:
