@@ -3,44 +3,29 @@ on the engine's loop and sync ones in a thread pool, each kind in its own pool o
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .._ir import Pool
+from ._machine import machine_cpu, machine_gpus, machine_memory_mb
 from ._threads import run_in_thread
 
 if TYPE_CHECKING:
     from .._context import JobContext
     from .._handlers import RegisteredFunction
 
-__all__ = ["FunctionBackend", "machine_cpu", "machine_memory_mb"]
+__all__ = ["FunctionBackend"]
 
 DEFAULT_ASYNC_SLOTS = 256
 DEFAULT_THREADS = 16
-
-
-def machine_cpu() -> float:
-    """Cores this process may use."""
-    try:
-        return float(len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return float(os.cpu_count() or 1)
-
-
-def machine_memory_mb() -> int:
-    """Physical memory in MB."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 1024
 
 
 class FunctionBackend:
     """Base for backends that call an in-process function per job.
 
     Two pools: ``<name>:async`` (``async_slots`` concurrent coroutines) and ``<name>:threads``
-    (``threads`` slots, one per worker thread), each with cpu = cores and memory = RAM.
+    (``threads`` slots, one per worker thread), each with cpu = cores, memory = RAM and the GPUs
+    ``nvidia-smi`` reports (discovered; ``cpu``, ``memory_mb`` and ``gpus`` override).
     """
 
     name = "function"
@@ -53,6 +38,7 @@ class FunctionBackend:
         async_slots: int = DEFAULT_ASYNC_SLOTS,
         cpu: float | None = None,
         memory_mb: int | None = None,
+        gpus: dict[str, int] | None = None,
     ) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
@@ -62,6 +48,7 @@ class FunctionBackend:
         self.async_slots = async_slots
         self.cpu = machine_cpu() if cpu is None else cpu
         self.memory_mb = machine_memory_mb() if memory_mb is None else memory_mb
+        self.gpus = dict(machine_gpus()) if gpus is None else dict(gpus)
         self.async_pool = f"{self.name}:async"
         self.threads_pool = f"{self.name}:threads"
         self._async_route = (self.async_pool,)
@@ -78,6 +65,7 @@ class FunctionBackend:
                 slots=self.async_slots,
                 cpu=self.cpu,
                 memory_mb=self.memory_mb,
+                gpus=self.gpus,
                 labels={"runs": "async"},
             ),
             Pool(
@@ -85,6 +73,7 @@ class FunctionBackend:
                 slots=self.threads,
                 cpu=self.cpu,
                 memory_mb=self.memory_mb,
+                gpus=self.gpus,
                 labels={"runs": "threads"},
             ),
         ]

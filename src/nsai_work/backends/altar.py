@@ -41,9 +41,12 @@ class AltarBackend(FunctionBackend):
         async_slots: int = DEFAULT_ASYNC_SLOTS,
         cpu: float | None = None,
         memory_mb: int | None = None,
+        gpus: dict[str, int] | None = None,
         enabled: bool = True,
     ) -> None:
-        super().__init__(threads=threads, async_slots=async_slots, cpu=cpu, memory_mb=memory_mb)
+        super().__init__(
+            threads=threads, async_slots=async_slots, cpu=cpu, memory_mb=memory_mb, gpus=gpus
+        )
         if not isinstance(enabled, bool):
             raise ValueError(f"enabled must be True or False, got {enabled!r}")
         self.tools = default_registry() if tools is None else tools

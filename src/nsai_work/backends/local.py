@@ -33,8 +33,11 @@ class LocalBackend(FunctionBackend):
         async_slots: int = DEFAULT_ASYNC_SLOTS,
         cpu: float | None = None,
         memory_mb: int | None = None,
+        gpus: dict[str, int] | None = None,
     ) -> None:
-        super().__init__(threads=threads, async_slots=async_slots, cpu=cpu, memory_mb=memory_mb)
+        super().__init__(
+            threads=threads, async_slots=async_slots, cpu=cpu, memory_mb=memory_mb, gpus=gpus
+        )
         self.handlers = default_handlers() if handlers is None else handlers
 
     def supports(self, job: Job) -> bool:

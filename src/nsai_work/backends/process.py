@@ -40,7 +40,7 @@ import msgspec
 from .._errors import BackendError, ConfigurationError, NonRetryableError, ValidationError
 from .._handlers import HandlerRegistry, default_handlers, describe_callable
 from .._ir import Pool
-from ._functions import machine_cpu, machine_memory_mb
+from ._machine import machine_cpu, machine_memory_mb
 from ._process_boundary import (
     COMMAND_KIND,
     CommandFailedError,
