@@ -1,10 +1,12 @@
 """``make demo``: a realistic multi-tenant workload on the embedded default scheduler.
 
-Four tenants share one machine: ``umbrella`` serves realtime inference, ``acme`` makes
-interactive tool calls (ALTAR tools), ``globex`` runs batch embeddings and GPU training steps on a
-declared A100 pool, ``initech`` runs offline ETL that fails now and then (and is retried) and a
-report that always overruns its timeout. A live table shows the scheduler's counters; the summary
-gives throughput, submit-to-start latency by priority and outcomes per tenant.
+Four tenants share one small machine: ``umbrella`` serves realtime inference, ``acme`` makes
+interactive tool calls (ALTAR tools with validated arguments; the search API allows 4 calls at
+once), ``globex`` runs batch embeddings and GPU training steps with a cost cap on two priced A100
+pools (on-demand and spot), ``initech`` runs offline ETL that fails now and then (and is
+retried) and a report that always overruns its timeout. Tenants have weights and quotas. A live
+table shows the scheduler's counters and why jobs wait; the summary gives throughput,
+submit-to-start latency by priority, outcomes and spend per tenant.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ def _register(rng: random.Random) -> None:
         },
         search_documents,
         replace=True,
+        max_concurrency=4,  # the upstream search API allows 4 calls at once, across tenants
     )
 
 
@@ -162,7 +165,14 @@ def _wave(rng: random.Random, wave: int) -> list[work.Job]:
                 namespace="ml",
                 priority=work.Priority.BATCH,
                 payload={"model": "llama-3.1-8b", "step": wave},
-                resources=work.Resources(cpu=4.0, memory_mb=8192, gpu="A100", gpu_count=1),
+                resources=work.Resources(
+                    cpu=4.0,
+                    memory_mb=8192,
+                    gpu="A100",
+                    gpu_count=1,
+                    timeout_ms=60_000,
+                    max_cost_usd=0.03,  # too much for on-demand: it goes to spot
+                ),
             )
         )
     for _ in range(rng.randint(4, 10)):
@@ -199,7 +209,7 @@ def _live_table(stats: work.Stats, elapsed: float, submitted: int) -> Group:
     for column in ("tenant", "queued", "running", "succeeded", "failed", "timeout", "canceled"):
         table.add_column(column, justify="right" if column != "tenant" else "left")
     for tenant in _TENANTS:
-        counts = stats.by_tenant.get(tenant, work.Counts())
+        counts = stats.by_tenant.get(tenant, work.TenantStats())
         table.add_row(
             tenant,
             str(counts.queued + counts.pending),
@@ -237,28 +247,50 @@ def run(*, quick: bool = False, seed: int = 7) -> int:
         [work.telemetry.events.JOB_STARTED, work.telemetry.events.JOB_RETRY],
         latencies.on_event,
     )
+    spot = work.Prices(cpu_hour=0.01, memory_gb_hour=0.001, gpu_hour={"A100": 1.2})
     scheduler = work.start(
         pools={
             "local": [
-                # A small machine on purpose: priorities and queues have work to do.
+                # A small machine on purpose: priorities, fair share and quotas have work to do.
                 work.Pool(name="local:async", slots=16, cpu=64, memory_mb=262_144),
                 work.Pool(name="local:threads", slots=6, cpu=64, memory_mb=262_144),
-                work.Pool(name="gpu-a100", slots=4, cpu=32, memory_mb=131_072, gpus={"A100": 4}),
+                work.Pool(
+                    name="a100-on-demand", slots=2, cpu=32, memory_mb=131_072, gpus={"A100": 2}
+                ),
+                work.Pool(
+                    name="a100-spot",
+                    slots=2,
+                    cpu=32,
+                    memory_mb=131_072,
+                    gpus={"A100": 2},
+                    prices=spot,
+                ),
             ]
         },
+        tenants=[
+            work.Tenant("umbrella", weight=2.0),
+            work.Tenant("acme", weight=2.0, quota=work.Quota(submit_rate=500.0, burst=100)),
+            work.Tenant("globex", quota=work.Quota(gpus={"A100": 2}, budget_usd=5.0)),
+            work.Tenant("initech", weight=0.5, quota=work.Quota(max_running=4)),
+        ],
         seed=seed,
     )
     console.print(
-        "[bold]nsai-work demo[/]: 4 tenants, 4 priorities, ALTAR tools, async and sync handlers, "
-        "a declared A100 pool, flaky ETL with retries and a report that times out\n"
+        "[bold]nsai-work demo[/]: 4 tenants with weights and quotas, 4 priorities, ALTAR tools "
+        "with a per-tool limit, async and sync handlers, priced A100 pools with a cost cap, "
+        "flaky ETL with retries and a report that times out\n"
     )
     ids: list[str] = []
+    seen: dict[str, int] = {}  # the most jobs seen waiting for each reason
     started = time.perf_counter()
     try:
         with Live(console=console, refresh_per_second=8, transient=False) as live:
             for wave in range(waves):
                 ids.extend(job.id for job in work.submit_many(_wave(rng, wave)))
-                live.update(_live_table(work.stats(), time.perf_counter() - started, len(ids)))
+                now = work.stats()
+                for reason, count in now.waiting_reasons.items():
+                    seen[reason] = max(seen.get(reason, 0), count)
+                live.update(_live_table(now, time.perf_counter() - started, len(ids)))
                 time.sleep(0.05)
             pending = set(ids)
             for job in work.as_completed(ids, timeout=60):
@@ -268,7 +300,7 @@ def run(*, quick: bool = False, seed: int = 7) -> int:
             elapsed = time.perf_counter() - started
             stats = work.stats()
             live.update(_live_table(stats, elapsed, len(ids)))
-        _summary(console, stats, latencies, elapsed, len(ids), scheduler)
+        _summary(console, stats, latencies, elapsed, len(ids), seen, scheduler)
     finally:
         work.telemetry.detach("nsai-work-demo")
         work.stop()
@@ -282,6 +314,7 @@ def _summary(
     latencies: _Latencies,
     elapsed: float,
     total: int,
+    seen_reasons: dict[str, int],
     scheduler: work.SyncScheduler,
 ) -> None:
     del scheduler
@@ -309,19 +342,22 @@ def _summary(
                 f"{_percentile(values, 0.99):.2f}",
                 f"{max(values):.2f}",
             )
-    outcomes = Table(title="outcomes by tenant")
-    for column in ("tenant", "submitted", "succeeded", "failed", "timeout"):
+    outcomes = Table(title="outcomes and spend by tenant")
+    for column in ("tenant", "weight", "submitted", "succeeded", "failed", "timeout", "spend"):
         outcomes.add_column(column, justify="right" if column != "tenant" else "left")
     for tenant in _TENANTS:
-        counts = stats.by_tenant.get(tenant, work.Counts())
+        counts = stats.by_tenant.get(tenant, work.TenantStats())
         outcomes.add_row(
             tenant,
+            f"{counts.weight:g}",
             str(counts.submitted),
             str(counts.succeeded),
             str(counts.failed),
             str(counts.timeout),
+            f"${counts.spend_total_usd:.4f}",
         )
-    console.print(Group(overview, latency, outcomes))
+    reasons = ", ".join(f"{k} ({v})" for k, v in sorted(seen_reasons.items())) or "none"
+    console.print(Group(overview, latency, outcomes, f"waiting reasons seen: {reasons}"))
 
 
 def _outcome(counts: work.Counts) -> str:

@@ -52,8 +52,8 @@ _QUOTA_PATH: Final = {
 class Choice:
     """Where an admitted job may run: its backend, the pools of it that could ever hold it (in
     route order: the job's queue group), the same pools cheapest first with their hourly rate
-    (the placement order), and its estimated maximum cost per attempt (None without a
-    timeout)."""
+    (the placement order), and its estimated maximum cost per attempt (None when it cannot be
+    bounded: no timeout on a pool that charges for what it asks)."""
 
     __slots__ = ("backend", "estimate", "group", "placement")
 
@@ -108,7 +108,6 @@ class Router:
             if not fitting:
                 continue
             rates = [p.hourly_rate(needs) for p in fitting]
-            estimate = None
             if timeout_ms is not None:
                 hours = timeout_ms / 3_600_000.0
                 if cap is not None:
@@ -118,7 +117,9 @@ class Router:
                     rates = [rates[i] for i in keep]
                     if not fitting:
                         continue
-                estimate = max(rates) * hours
+                estimate: float | None = max(rates) * hours
+            else:  # no timeout: bounded only if the job costs nothing per hour
+                estimate = None if max(rates) > 0 else 0.0
             order = sorted(range(len(fitting)), key=rates.__getitem__)  # stable on ties
             choice = Choice(
                 backend,
@@ -342,9 +343,9 @@ def check_budgets(plans: Sequence[Plan], now: float) -> Rejection | None:
             return (
                 QuotaExceededError(
                     f"tenant {job.tenant_id!r} has a budget "
-                    f"(budget_usd={tenant.quota.budget_usd}), so its jobs must set "
-                    f"resources.timeout_ms: the estimated maximum cost is price x resources x "
-                    f"timeout - at $.resources.timeout_ms"
+                    f"(budget_usd={tenant.quota.budget_usd}), so its jobs that cost money per "
+                    f"hour must set resources.timeout_ms: the estimated maximum cost is price x "
+                    f"resources x timeout - at $.resources.timeout_ms"
                 ),
                 index,
                 "budget",
