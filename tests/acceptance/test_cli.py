@@ -64,5 +64,6 @@ def test_unknown_command_fails_with_usage() -> None:
 def test_demo_quick_runs_every_job_to_an_end() -> None:
     done = _run("demo", "--quick", timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for needle in ("summary", "submit-to-start latency", "outcomes by tenant", "realtime"):
+    needles = ("summary", "submit-to-start latency", "outcomes and spend by tenant", "realtime")
+    for needle in needles:
         assert needle in done.stdout
