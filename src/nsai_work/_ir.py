@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import os as _os
 import random as _random
-import threading as _threading
 import time as _time
 from enum import StrEnum
 from typing import Annotated, Any, Final
@@ -328,7 +327,6 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
 # Time-ordered ids (UUIDv7, RFC 9562): 48 bits of Unix milliseconds, a 12-bit counter that keeps
 # ids monotonic within a millisecond in this process, and 62 random bits.
 
-_id_lock: Final = _threading.Lock()
 _id_state = [0, 0]  # last millisecond, counter
 # A private generator seeded from the OS (and again in a forked child): fast, unaffected by
 # random.seed() in user code, and never shared by two processes.
@@ -339,18 +337,19 @@ _os.register_at_fork(after_in_child=lambda: _id_random.seed(_os.urandom(16)))
 def new_job_id() -> str:
     """A new UUIDv7 string; ids sort by creation time."""
     ms = _time.time_ns() // 1_000_000
-    with _id_lock:
-        last_ms, counter = _id_state
-        if ms <= last_ms:
-            ms = last_ms
-            counter += 1
-            if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next millisecond
-                ms += 1
-                counter = 0
-        else:
+    # No lock: two threads in the same millisecond may share (ms, counter) and order loosely;
+    # the 62 random bits keep their ids apart.
+    last_ms, counter = _id_state
+    if ms <= last_ms:
+        ms = last_ms
+        counter += 1
+        if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next millisecond
+            ms += 1
             counter = 0
-        _id_state[0] = ms
-        _id_state[1] = counter
+    else:
+        counter = 0
+    _id_state[0] = ms
+    _id_state[1] = counter
     rand = _id_random.getrandbits(62)
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
     h = f"{value:032x}"

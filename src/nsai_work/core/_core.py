@@ -48,7 +48,7 @@ from ._admission import (
     check_rate,
     unknown_tenant,
 )
-from ._capacity import PoolState, Reservation, needs_of
+from ._capacity import NO_NEEDS, PoolState, Reservation, needs_of
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
@@ -278,11 +278,14 @@ class SchedulingCore:
         self._default_cgroup_limit = default_concurrency_limit
         self._limits: dict[LimitKey, _Limit] = {}
         self._guard = None if guard is None or not guard.min_share else _Guard(guard)
-        self._totals = self._new_counter()
-        self._by_tenant: dict[str, list[int]] = {}
-        self._by_tenant_level: dict[tuple[str, int], list[int]] = {}
+        # Counters by status (then submitted, rejected): per level, per backend and per (tenant,
+        # level); totals and per-tenant figures are their sums. Rejections of jobs too invalid
+        # to have a level are counted apart.
         self._by_level = [self._new_counter() for _ in range(LEVELS)]
         self._by_backend: dict[str, list[int]] = {}
+        self._by_tenant_level: dict[tuple[str, int], list[int]] = {}
+        self._rejected_unleveled = 0
+        self._tenant_rejected_unleveled: dict[str, int] = {}
         self._counter_sets: dict[tuple[str, int, str], tuple[list[int], ...]] = {}
         # Per handle() call: the clock reading, its datetime, and where decisions go.
         self._now = 0.0
@@ -433,7 +436,9 @@ class SchedulingCore:
     def stats(self) -> Stats:
         """Counts by status, per priority, tenant and backend; pools; waiting reasons."""
         reasons: dict[str, int] = {}
-        if self._totals[_SLOT[_PENDING]]:
+        totals = _sum(self._by_level)
+        totals[_REJECTED] += self._rejected_unleveled
+        if totals[_SLOT[_PENDING]]:
             for entry in self._jobs.values():
                 if entry.status is _PENDING:
                     reason = entry.job.waiting_reason or "pending"
@@ -441,10 +446,20 @@ class SchedulingCore:
         for entry in self._queues.entries():
             reason = self._queued_reason(entry)
             reasons[reason] = reasons.get(reason, 0) + 1
+        per_tenant: dict[str, list[list[int]]] = {}
+        for (tenant_id, _), counter in self._by_tenant_level.items():
+            per_tenant.setdefault(tenant_id, []).append(counter)
+        for tenant_id in self._tenant_rejected_unleveled:
+            per_tenant.setdefault(tenant_id, [])
+        by_tenant = {}
+        for tenant_id, counters in per_tenant.items():
+            counter = _sum(counters)
+            counter[_REJECTED] += self._tenant_rejected_unleveled.get(tenant_id, 0)
+            by_tenant[tenant_id] = self._tenant_stats(tenant_id, counter)
         return Stats(
-            totals=_counts(self._totals),
+            totals=_counts(totals),
             by_priority={p.value: _counts(self._by_level[p.rank]) for p in Priority},
-            by_tenant={t: self._tenant_stats(t, c) for t, c in self._by_tenant.items()},
+            by_tenant=by_tenant,
             by_backend={b: _counts(c) for b, c in self._by_backend.items()},
             pools={
                 name: PoolStats(
@@ -467,14 +482,14 @@ class SchedulingCore:
         state = self._tenants.get(tenant_id)
         if state is None:
             return TenantStats(**_fields(base), by_priority=by_priority)
-        everything = list(self._pools.values())
         active_weight = sum(t.weight for t in self._tenants.values() if t.running or t.waiting)
         return TenantStats(
             **_fields(base),
             weight=state.weight,
             quota=state.quota,
             usage=TenantUsage(**state.usage.as_dict()),  # type: ignore[arg-type]
-            dominant_share=dominant_share(state, everything, Capacity(everything)) * state.weight,
+            dominant_share=dominant_share(state, Capacity(list(self._pools.values())))
+            * state.weight,
             fair_share=(state.weight / active_weight)
             if active_weight and (state.running or state.waiting)
             else 0.0,
@@ -493,7 +508,8 @@ class SchedulingCore:
         dominant share of the group's capacity times the expected run time, over the tenant's
         weight. Corrected with the real run time when the run ends."""
         run = self._last_run
-        share = job_share(head.needs, queue.capacity)
+        needs = head.needs
+        share = queue.capacity.slot_share if needs is NO_NEEDS else job_share(needs, queue.capacity)
         weight = head.tenant_state.weight
         charged = share * queue.expected_run_s / weight
         if run is not None:
@@ -607,6 +623,7 @@ class SchedulingCore:
             check_duplicates(jobs, self._jobs) if count > 1 or jobs[0].id in self._jobs else None
         )
         plans: list[Plan] = []
+        limited = False  # does any tenant of the batch have a quota or namespace limits?
         if rejection is None:
             router = self._router
             for index, job in enumerate(jobs):
@@ -619,8 +636,9 @@ class SchedulingCore:
                 if tenant is None:
                     rejection = unknown_tenant(job.tenant_id, index)
                     break
+                limited = limited or tenant.quota is not UNLIMITED or bool(tenant.namespaces)
                 plans.append((job, needs, choice, tenant))
-        if rejection is None:
+        if rejection is None and limited:
             rejection = (
                 check_quotas(plans)
                 or check_queue_caps(plans)
@@ -789,7 +807,13 @@ class SchedulingCore:
             tenant.spend(run.rate * (self._now - run.started) / 3600.0, self._now)
         if run.queue is not None:
             run_s = self._now - run.started
-            run.queue.adjust(tenant.spec.id, run.share * run_s / run.weight - run.charged, run_s)
+            run.queue.adjust(
+                tenant.spec.id,
+                run.share * run_s / run.weight - run.charged,
+                run_s,
+                run.share,
+                run.weight,
+            )
         for limit in run.limits:
             limit.running -= 1
             self._unpark_fifos(limit.parked)
@@ -996,28 +1020,19 @@ class SchedulingCore:
         return [0] * (_REJECTED + 1)
 
     def _counters(self, entry: Entry) -> tuple[list[int], ...]:
-        """The counters a job's transitions update: totals, its tenant, level, backend and
-        (tenant, level) (one shared tuple per combination)."""
+        """The counters a job's transitions update: its level, its backend and its (tenant,
+        level) (one shared tuple per combination)."""
         key = (entry.tenant, entry.rank, entry.backend)
         found = self._counter_sets.get(key)
         if found is not None:
             return found
-        tenant = self._by_tenant.get(entry.tenant)
-        if tenant is None:
-            tenant = self._by_tenant[entry.tenant] = self._new_counter()
         backend = self._by_backend.get(entry.backend)
         if backend is None:
             backend = self._by_backend[entry.backend] = self._new_counter()
         tenant_level = self._by_tenant_level.get((entry.tenant, entry.rank))
         if tenant_level is None:
             tenant_level = self._by_tenant_level[(entry.tenant, entry.rank)] = self._new_counter()
-        found = self._counter_sets[key] = (
-            self._totals,
-            tenant,
-            self._by_level[entry.rank],
-            backend,
-            tenant_level,
-        )
+        found = self._counter_sets[key] = (self._by_level[entry.rank], backend, tenant_level)
         return found
 
     def _move(self, entry: Entry, status: Status, job: Job) -> None:
@@ -1050,19 +1065,34 @@ class SchedulingCore:
 
     def _count_rejected(self, jobs: Sequence[object], reason: str) -> None:
         for job in jobs:
-            self._totals[_REJECTED] += 1
             priority = getattr(job, "priority", None)
+            raw_tenant = getattr(job, "tenant_id", None)
+            tenant_id = raw_tenant if isinstance(raw_tenant, str) and raw_tenant else None
             if isinstance(priority, Priority):
                 self._by_level[priority.rank][_REJECTED] += 1
-            tenant_id = getattr(job, "tenant_id", None)
-            if isinstance(tenant_id, str) and tenant_id:
-                tenant = self._by_tenant.get(tenant_id)
-                if tenant is None:
-                    tenant = self._by_tenant[tenant_id] = self._new_counter()
-                tenant[_REJECTED] += 1
+                if tenant_id is not None:
+                    key = (tenant_id, priority.rank)
+                    counter = self._by_tenant_level.get(key)
+                    if counter is None:
+                        counter = self._by_tenant_level[key] = self._new_counter()
+                    counter[_REJECTED] += 1
+            else:
+                self._rejected_unleveled += 1
+                if tenant_id is not None:
+                    unleveled = self._tenant_rejected_unleveled
+                    unleveled[tenant_id] = unleveled.get(tenant_id, 0) + 1
+            if tenant_id is not None:
                 state = self._tenants.get(tenant_id)
                 if state is not None:
                     state.rejections[reason] = state.rejections.get(reason, 0) + 1
+
+
+def _sum(counters: Sequence[list[int]]) -> list[int]:
+    total = [0] * (_REJECTED + 1)
+    for counter in counters:
+        for i, value in enumerate(counter):
+            total[i] += value
+    return total
 
 
 def _counts(counter: list[int]) -> Counts:

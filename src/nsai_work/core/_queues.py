@@ -197,6 +197,7 @@ class GroupQueue:
         "parked",
         "pools",
         "rank",
+        "runs_seen",
         "tenants",
         "vtimes",
     )
@@ -214,6 +215,7 @@ class GroupQueue:
         self.vtimes: dict[str, float] = {}
         self.clock = 0.0  # the virtual time of the last tenant served
         self.expected_run_s = 1.0  # moving average of run times here (for charges)
+        self.runs_seen = 0
         self.held: Entry | None = None  # the head capacity is held for, if any
 
     def any_free_slot(self) -> bool:
@@ -255,12 +257,23 @@ class GroupQueue:
             self.heap = list(self.keys.values())
             heapify(self.heap)
 
-    def adjust(self, tenant: str, delta: float, run_s: float) -> None:
-        """Correct a tenant's charge once a run's real time is known."""
-        self.expected_run_s += (run_s - self.expected_run_s) * 0.2
-        if tenant in self.vtimes:
-            self.vtimes[tenant] += delta
-            if tenant in self.keys:
+    def adjust(self, tenant: str, delta: float, run_s: float, share: float, weight: float) -> None:
+        """Correct a tenant's charge once a run's real time is known. The virtual time is exact
+        at once; the heap key follows lazily: an extra charge is picked up when the key next
+        reaches the top (a key too low is corrected before it wins), a refund re-keys when the
+        key has become more than one typical job's charge too high (so it never holds a tenant
+        back by more than about one job)."""
+        if self.runs_seen:
+            self.expected_run_s += (run_s - self.expected_run_s) * 0.2
+        else:  # the first real run time replaces the prior
+            self.expected_run_s = run_s
+        self.runs_seen += 1
+        if not delta or tenant not in self.vtimes:
+            return
+        vtime = self.vtimes[tenant] = self.vtimes[tenant] + delta
+        if delta < 0:
+            key = self.keys.get(tenant)
+            if key is not None and key[0] - vtime > share * self.expected_run_s / weight:
                 self.activate(tenant)
 
     def unpark(self, tenant: str) -> None:
@@ -289,8 +302,9 @@ class GroupQueue:
                 if not queue.count and not queue.parked:
                     del tenants[tenant]
                 continue
-            if head.seq != seq:  # the old head started or was canceled: re-key on the live one
-                key = keys[tenant] = (vtime, head.seq, tenant)
+            actual = self.vtimes[tenant]
+            if head.seq != seq or actual != vtime:  # a new head, or a corrected charge: re-key
+                key = keys[tenant] = (actual, head.seq, tenant)
                 heapreplace(heap, key)
                 continue
             held = selector.gate(head, queue)

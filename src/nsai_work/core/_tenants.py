@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING, Final
 
 from .._ir import UNLIMITED, Quota, Tenant
-from ._capacity import Needs, PoolState, Reservation
+from ._capacity import NO_NEEDS, Needs, PoolState, Reservation
 
 if TYPE_CHECKING:
     from ._queues import GroupQueue, SubKey, TenantQueue
@@ -44,6 +44,8 @@ class Usage:
         """Count one run's reservation."""
         needs = reservation.needs
         self.slots += 1
+        if needs is NO_NEEDS:
+            return
         self.cpu += needs.cpu
         self.memory += needs.memory_mb
         if reservation.gpu_type is not None:
@@ -55,6 +57,8 @@ class Usage:
         """Forget one run's reservation."""
         needs = reservation.needs
         self.slots -= 1
+        if needs is NO_NEEDS:
+            return
         self.cpu -= needs.cpu
         self.memory -= needs.memory_mb
         if reservation.gpu_type is not None:
@@ -132,7 +136,6 @@ class TenantState:
         "namespaces",
         "parked_in",
         "period_start",
-        "pool_usage",
         "quota",
         "rejections",
         "running",
@@ -152,7 +155,6 @@ class TenantState:
         self.waiting = 0
         self.running = 0
         self.usage = Usage()
-        self.pool_usage: dict[str, Usage] = {}
         self.namespaces: dict[str, NamespaceState] = {
             name: NamespaceState(quota) for name, quota in spec.namespaces.items()
         }
@@ -224,10 +226,6 @@ class TenantState:
         """Count a dispatched run."""
         self.running += 1
         self.usage.add(reservation)
-        pool = self.pool_usage.get(reservation.pool.name)
-        if pool is None:
-            pool = self.pool_usage[reservation.pool.name] = Usage()
-        pool.add(reservation)
         state = self.namespaces.get(namespace)
         if state is not None:
             state.running += 1
@@ -237,43 +235,27 @@ class TenantState:
         """Forget a run that has ended."""
         self.running -= 1
         self.usage.remove(reservation)
-        self.pool_usage[reservation.pool.name].remove(reservation)
         state = self.namespaces.get(namespace)
         if state is not None:
             state.running -= 1
             state.usage.remove(reservation)
 
 
-def dominant_share(tenant: TenantState, pools: list[PoolState], capacity: Capacity) -> float:
-    """The tenant's dominant share of these pools (max over slots, cpu, memory and each GPU
-    type of its use over their capacity), divided by its weight."""
-    slots = cpu = memory = 0
-    gpus: dict[str, int] | None = None
-    usage_by_pool = tenant.pool_usage
-    for pool in pools:
-        used = usage_by_pool.get(pool.name)
-        if used is None or not used.slots:
-            continue
-        slots += used.slots
-        cpu += used.cpu
-        memory += used.memory
-        if used.gpus:
-            if gpus is None:
-                gpus = {}
-            for gpu_type, count in used.gpus.items():
-                gpus[gpu_type] = gpus.get(gpu_type, 0) + count
-    if not slots:
+def dominant_share(tenant: TenantState, capacity: Capacity) -> float:
+    """The tenant's dominant share of a capacity (the largest of its use over the capacity of
+    slots, cpu, memory and each GPU type), divided by its weight."""
+    used = tenant.usage
+    if not used.slots:
         return 0.0
-    share = slots / capacity.slots if capacity.slots else 0.0
-    if capacity.cpu and cpu / capacity.cpu > share:
-        share = cpu / capacity.cpu
-    if capacity.memory and memory / capacity.memory > share:
-        share = memory / capacity.memory
-    if gpus:
-        for gpu_type, count in gpus.items():
-            total = capacity.gpus.get(gpu_type)
-            if total and count / total > share:
-                share = count / total
+    share = used.slots / capacity.slots if capacity.slots else 0.0
+    if capacity.cpu and used.cpu / capacity.cpu > share:
+        share = used.cpu / capacity.cpu
+    if capacity.memory and used.memory / capacity.memory > share:
+        share = used.memory / capacity.memory
+    for gpu_type, count in used.gpus.items():
+        total = capacity.gpus.get(gpu_type)
+        if total and count / total > share:
+            share = count / total
     return share / tenant.weight
 
 
@@ -301,10 +283,11 @@ class Capacity:
     """The summed capacity of a group of pools (dimensions some pool leaves unlimited are
     left out of shares)."""
 
-    __slots__ = ("cpu", "gpus", "memory", "slots")
+    __slots__ = ("cpu", "gpus", "memory", "slot_share", "slots")
 
     def __init__(self, pools: list[PoolState]) -> None:
         self.slots = sum(p.cap_slots for p in pools)
+        self.slot_share = 1.0 / self.slots if self.slots else 1.0  # a slot-only run's share
         self.cpu = (
             0 if any(p.cap_cpu is None for p in pools) else sum(p.cap_cpu or 0 for p in pools)
         )

@@ -80,6 +80,8 @@ _SHUTDOWN_GRACE_S: Final = 5.0
 #: Consecutive realtime/interactive jobs a worker starts at once before yielding to the loop.
 _INLINE_LIMIT: Final = 8
 _URGENT: Final = frozenset({Priority.REALTIME, Priority.INTERACTIVE})
+#: How long a worker may chain short jobs before it yields the loop to other tasks.
+_SLICE_S: Final = 0.0001
 
 
 class Page(Struct, kw_only=True):
@@ -97,6 +99,29 @@ class Page(Struct, kw_only=True):
 
     def __getitem__(self, index: int) -> Job:
         return self.jobs[index]
+
+
+class _WaitGroup:
+    """A ``wait_many`` in progress: the jobs it still waits for, what finished, its future.
+    One per call (checked at every terminal transition), not one per job: a batch of 50,000
+    costs one set."""
+
+    __slots__ = ("finished", "future", "remaining")
+
+    def __init__(
+        self, remaining: set[str], finished: dict[str, Job], future: asyncio.Future[None]
+    ) -> None:
+        self.remaining = remaining
+        self.finished = finished
+        self.future = future
+
+    def done(self, job: Job) -> None:
+        remaining = self.remaining
+        if job.id in remaining:
+            remaining.discard(job.id)
+            self.finished[job.id] = job
+            if not remaining and not self.future.done():
+                self.future.set_result(None)
 
 
 class _Handoff:
@@ -245,7 +270,8 @@ class Scheduler:
         self._emitter = Emitter(self._bus)
         self._timers = TimerHeap(self._loop, self._on_timer)
         self._runs: dict[tuple[str, int], tuple[asyncio.Task[None], JobContext, _BackendInfo]] = {}
-        self._waiters: dict[str, list[Callable[[Job], None]]] = {}
+        self._waiters: dict[str, list[Callable[[Job], None]]] = {}  # as_completed
+        self._groups: list[_WaitGroup] = []  # wait and wait_many
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._handoff: _Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
@@ -351,27 +377,18 @@ class Scheduler:
         waiting = {job_id for job_id in ids if job_id not in finished}
         if waiting:
             future: asyncio.Future[None] = self._loop.create_future()
-            left = len(waiting)
-
-            def on_terminal(job: Job) -> None:
-                nonlocal left
-                finished[job.id] = job
-                left -= 1
-                if not left and not future.done():
-                    future.set_result(None)
-
-            for job_id in waiting:
-                self._watch(job_id, on_terminal)
+            group = _WaitGroup(waiting, finished, future)
+            self._groups.append(group)
             try:
                 await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise WaitTimeoutError(
-                    f"{left} of {len(waiting)} jobs are not finished after {timeout} s"
+                    f"{len(group.remaining)} of {len(waiting)} jobs are not finished after "
+                    f"{timeout} s"
                     + (f" (job {ids[0]} is {self.get_now(ids[0]).status})" if len(ids) == 1 else "")
                 ) from None
             finally:
-                for job_id in waiting:
-                    self._unwatch(job_id, on_terminal)
+                self._groups.remove(group)
         return [finished[job_id] for job_id in ids]
 
     async def as_completed(
@@ -685,11 +702,15 @@ class Scheduler:
                         now = time.time()
                     store.put(job, now)
                 emitter.record(decision)
-                if job.status in TERMINAL_STATUSES and self._waiters:
-                    waiters = self._waiters.pop(job.id, None)
-                    if waiters:
-                        for notify in waiters:
-                            notify(job)
+                if job.status in TERMINAL_STATUSES:
+                    if self._groups:
+                        for group in self._groups:
+                            group.done(job)
+                    if self._waiters:
+                        waiters = self._waiters.pop(job.id, None)
+                        if waiters:
+                            for notify in waiters:
+                                notify(job)
             elif kind is ArmTimer:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
@@ -717,14 +738,17 @@ class Scheduler:
         """
         task = asyncio.current_task()
         assert task is not None
+        clock = self._loop.time
         inline = 0
         yield_first = False
+        slice_start = clock()
         while True:
             outcome: Outcome = _STOPPED
             handoff: _Handoff | None = None
             try:
                 if yield_first:
                     await asyncio.sleep(0)
+                    slice_start = clock()
                 outcome = await self._execute(info, job, ctx)
                 handoff = _Handoff(task)
             except asyncio.CancelledError:
@@ -739,9 +763,13 @@ class Scheduler:
             if handoff.next is None:
                 return
             info, job, ctx = handoff.next
-            inline += 1
-            yield_first = job.priority not in _URGENT or inline >= _INLINE_LIMIT
-            if yield_first:
+            if job.priority in _URGENT and inline < _INLINE_LIMIT:
+                inline += 1  # an urgent job starts in this very step
+                yield_first = False
+            elif clock() - slice_start < _SLICE_S:
+                yield_first = False  # short jobs chain within one slice of the loop
+            else:
+                yield_first = True  # others get the loop, as if this were a new task
                 inline = 0
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
