@@ -10,7 +10,7 @@ from typing import Final
 
 from .._ir import DEFAULT_RESOURCES, Pool, Resources
 
-__all__ = ["NO_NEEDS", "Hold", "Needs", "PoolState", "Reservation", "needs_of"]
+__all__ = ["NO_NEEDS", "Hold", "Needs", "PoolState", "Reservation", "Usage", "needs_of"]
 
 _MILLI: Final = 1000
 
@@ -91,8 +91,8 @@ class Hold:
         self.gpu_type = gpu_type
 
 
-class _Held:
-    """The sum of several holds on a pool."""
+class Usage:
+    """Resources held by runs (or holds): slots, cpu (thousandths), memory, GPUs by type."""
 
     __slots__ = ("cpu", "gpus", "memory", "slots")
 
@@ -102,12 +102,38 @@ class _Held:
         self.memory = 0
         self.gpus: dict[str, int] = {}
 
-    def add(self, hold: Hold) -> None:
+    def add(self, reservation: Reservation | Hold) -> None:
+        """Count one run's reservation (or one hold)."""
+        needs = reservation.needs
         self.slots += 1
-        self.cpu += hold.needs.cpu
-        self.memory += hold.needs.memory_mb
-        if hold.gpu_type is not None:
-            self.gpus[hold.gpu_type] = self.gpus.get(hold.gpu_type, 0) + hold.needs.gpu_count
+        if needs is NO_NEEDS:
+            return
+        self.cpu += needs.cpu
+        self.memory += needs.memory_mb
+        if reservation.gpu_type is not None:
+            self.gpus[reservation.gpu_type] = (
+                self.gpus.get(reservation.gpu_type, 0) + needs.gpu_count
+            )
+
+    def remove(self, reservation: Reservation | Hold) -> None:
+        """Forget one run's reservation."""
+        needs = reservation.needs
+        self.slots -= 1
+        if needs is NO_NEEDS:
+            return
+        self.cpu -= needs.cpu
+        self.memory -= needs.memory_mb
+        if reservation.gpu_type is not None:
+            self.gpus[reservation.gpu_type] -= needs.gpu_count
+
+    def as_dict(self) -> dict[str, object]:
+        """In user units, for stats."""
+        return {
+            "running": self.slots,
+            "cpu": self.cpu / _MILLI,
+            "memory_mb": self.memory,
+            "gpus": {k: v for k, v in self.gpus.items() if v},
+        }
 
 
 class Reservation:
@@ -184,7 +210,7 @@ class PoolState:
                 return gpu_type
         return False
 
-    def _fits(self, needs: Needs, *, free: bool, held: _Held | None = None) -> str | bool | None:
+    def _fits(self, needs: Needs, *, free: bool, held: Usage | None = None) -> str | bool | None:
         """The GPU type a run would take (None: it takes none), or False if it does not fit:
         in the empty pool (``free=False``), or in what is free now less what is ``held``."""
         if not free:
@@ -239,14 +265,14 @@ class PoolState:
         """Whether at least one more run could start here, resources permitting."""
         return self.used_slots < self.cap_slots and not self.overcommitted
 
-    def _held_against(self, rank: int, job_id: str) -> _Held | None:
+    def _held_against(self, rank: int, job_id: str) -> Usage | None:
         """What is held here that a job of ``rank`` must leave alone: the holds of its level
         or higher, other than its own."""
-        held: _Held | None = None
+        held: Usage | None = None
         for hold in self.holds:
             if hold.rank <= rank and hold.job_id != job_id:
                 if held is None:
-                    held = _Held()
+                    held = Usage()
                 held.add(hold)
         return held
 

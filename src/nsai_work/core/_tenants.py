@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING, Final
 
 from .._ir import UNLIMITED, Quota, Tenant
-from ._capacity import NO_NEEDS, Needs, PoolState, Reservation
+from ._capacity import Needs, PoolState, Reservation, Usage
 
 if TYPE_CHECKING:
     from ._queues import GroupQueue, SubKey, TenantQueue
@@ -27,51 +27,6 @@ __all__ = [
 ]
 
 _MILLI: Final = 1000
-
-
-class Usage:
-    """Resources held by running jobs: slots, cpu (thousandths), memory, GPUs by type."""
-
-    __slots__ = ("cpu", "gpus", "memory", "slots")
-
-    def __init__(self) -> None:
-        self.slots = 0
-        self.cpu = 0
-        self.memory = 0
-        self.gpus: dict[str, int] = {}
-
-    def add(self, reservation: Reservation) -> None:
-        """Count one run's reservation."""
-        needs = reservation.needs
-        self.slots += 1
-        if needs is NO_NEEDS:
-            return
-        self.cpu += needs.cpu
-        self.memory += needs.memory_mb
-        if reservation.gpu_type is not None:
-            self.gpus[reservation.gpu_type] = (
-                self.gpus.get(reservation.gpu_type, 0) + needs.gpu_count
-            )
-
-    def remove(self, reservation: Reservation) -> None:
-        """Forget one run's reservation."""
-        needs = reservation.needs
-        self.slots -= 1
-        if needs is NO_NEEDS:
-            return
-        self.cpu -= needs.cpu
-        self.memory -= needs.memory_mb
-        if reservation.gpu_type is not None:
-            self.gpus[reservation.gpu_type] -= needs.gpu_count
-
-    def as_dict(self) -> dict[str, object]:
-        """In user units, for stats."""
-        return {
-            "running": self.slots,
-            "cpu": self.cpu / _MILLI,
-            "memory_mb": self.memory,
-            "gpus": {k: v for k, v in self.gpus.items() if v},
-        }
 
 
 def quota_never_allows(quota: Quota, needs: Needs) -> tuple[str, object, object] | None:
