@@ -49,6 +49,8 @@ class Config(Struct, kw_only=True, frozen=True):
     - ``priority_guard``: the opt-in starvation guard (``work.PriorityGuard``).
     - ``enable_altar``: False makes the built-in "altar" backend refuse tool calls (the seed's
       ``enable_altar``).
+    - ``exit_timeout_s``: how long the default scheduler (``work.start``) lets running jobs
+      finish when the interpreter exits or gets SIGTERM, before canceling them.
     """
 
     backends: tuple[Any, ...] = ("local", "altar", "mock")
@@ -66,6 +68,7 @@ class Config(Struct, kw_only=True, frozen=True):
     concurrency_limits: dict[str, int] = {}
     priority_guard: PriorityGuard | None = None
     enable_altar: bool = True
+    exit_timeout_s: float = 10.0
 
     def check(self) -> None:
         """Raise ``ConfigurationError`` naming the first bad option."""
@@ -75,7 +78,7 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"max_waiting must be an int >= 0 or None, got {self.max_waiting!r}"
             )
-        for name in ("finished_ttl_s", "finished_max", "max_result_bytes"):
+        for name in ("finished_ttl_s", "finished_max", "max_result_bytes", "exit_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")

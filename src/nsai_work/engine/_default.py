@@ -46,8 +46,6 @@ _lock = threading.Lock()
 _default: SyncScheduler | None = None
 _hooks_installed = False
 _previous_sigterm: Any = None
-#: How long the default scheduler lets running jobs finish at exit or SIGTERM.
-EXIT_TIMEOUT_S = 10.0
 
 
 def start(config: Config | None = None, **options: Any) -> SyncScheduler:
@@ -100,12 +98,17 @@ def _install_exit_hooks() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def _exit_timeout() -> float:
+    scheduler = _default
+    return scheduler.config.exit_timeout_s if scheduler is not None else 0.0
+
+
 def _stop_at_exit() -> None:
-    stop(EXIT_TIMEOUT_S)
+    stop(_exit_timeout())
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    stop(EXIT_TIMEOUT_S)
+    stop(_exit_timeout())
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)
