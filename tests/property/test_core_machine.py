@@ -203,11 +203,21 @@ def leaves_room_for(held: Ask, ask: Ask, spec: Pool, before: Usage) -> bool:
     return True
 
 
+def must_respect(hold: Hold, holds: list[Hold], rank: int, job_id: str) -> bool:
+    """Whether a job of ``rank`` must leave a hold alone: holds of higher levels, and of its
+    level other than its own (only the older ones if it holds capacity on the pool itself,
+    so two holds never wait for each other)."""
+    if hold.job_id == job_id or hold.rank > rank:
+        return False
+    own = next((h.seq for h in holds if h.job_id == job_id), None)
+    return own is None or hold.rank < rank or hold.seq < own
+
+
 def with_holds(used: Usage, holds: list[Hold], rank: int, job_id: str) -> Usage:
-    """Usage plus the holds a job of ``rank`` must leave alone (its level or higher, not its
-    own): backfill may only use what is left beyond them."""
+    """Usage plus the holds a job of ``rank`` must leave alone: backfill may only use what is
+    left beyond them."""
     for hold in holds:
-        if hold.rank <= rank and hold.job_id != job_id:
+        if must_respect(hold, holds, rank, job_id):
             used = used.plus(held_ask(hold))
     return used
 
@@ -414,9 +424,10 @@ class CoreMachine(RuleBasedStateMachine):
                 before = used[d.pool]
                 # Backfill without starvation: a hold that lasted through this event keeps its
                 # job's needs free from every other job of its level or lower.
-                for hold in holds_before.get(d.pool, []):
+                pool_holds = holds_before.get(d.pool, [])
+                for hold in pool_holds:
                     lasted = hold.job_id in holds_after.get(d.pool, set())
-                    if lasted and hold.job_id != d.job.id and hold.rank <= info.level:
+                    if lasted and must_respect(hold, pool_holds, info.level, d.job.id):
                         room = leaves_room_for(held_ask(hold), info.ask, self.specs[d.pool], before)
                         assert room, (
                             f"{d.job.id} (level {info.level}) took capacity held on {d.pool} "

@@ -80,15 +80,20 @@ def needs_of(resources: Resources) -> Needs:
 
 class Hold:
     """Capacity kept for a queue head that does not fit yet (backfill without starvation):
-    jobs of its level or lower may only use what is left beyond it."""
+    jobs of its level or lower may only use what is left beyond it. Holds of one level are
+    ordered by ``seq``: a held job leaves alone only the holds older than its own, so two holds
+    on one pool never wait for each other."""
 
-    __slots__ = ("gpu_type", "job_id", "needs", "rank")
+    __slots__ = ("gpu_type", "job_id", "needs", "rank", "seq")
 
-    def __init__(self, job_id: str, rank: int, needs: Needs, gpu_type: str | None) -> None:
+    def __init__(
+        self, job_id: str, rank: int, needs: Needs, gpu_type: str | None, seq: int = 0
+    ) -> None:
         self.job_id = job_id
         self.rank = rank
         self.needs = needs
         self.gpu_type = gpu_type
+        self.seq = seq
 
 
 class Usage:
@@ -266,14 +271,19 @@ class PoolState:
         return self.used_slots < self.cap_slots and not self.overcommitted
 
     def _held_against(self, rank: int, job_id: str) -> Usage | None:
-        """What is held here that a job of ``rank`` must leave alone: the holds of its level
-        or higher, other than its own."""
+        """What is held here that a job of ``rank`` must leave alone: the holds of higher
+        levels, and those of its level other than its own (only the older ones, if it holds
+        capacity here itself)."""
+        own = next((h.seq for h in self.holds if h.job_id == job_id), None)
         held: Usage | None = None
         for hold in self.holds:
-            if hold.rank <= rank and hold.job_id != job_id:
-                if held is None:
-                    held = Usage()
-                held.add(hold)
+            if hold.job_id == job_id or hold.rank > rank:
+                continue
+            if own is not None and hold.rank == rank and hold.seq > own:
+                continue
+            if held is None:
+                held = Usage()
+            held.add(hold)
         return held
 
     def fits_now(self, needs: Needs, rank: int = 0, job_id: str = "") -> bool:
@@ -306,10 +316,10 @@ class PoolState:
             self.used_custom[name] = self.used_custom.get(name, 0) + amount
         return Reservation(self, needs, gpu_type if isinstance(gpu_type, str) else None)
 
-    def hold_for(self, job_id: str, rank: int, needs: Needs) -> Hold:
+    def hold_for(self, job_id: str, rank: int, needs: Needs, seq: int) -> Hold:
         """Start holding capacity for a job (see ``Hold``)."""
         gpu_type = self._gpu_type_for(needs, free=False)
-        hold = Hold(job_id, rank, needs, gpu_type if isinstance(gpu_type, str) else None)
+        hold = Hold(job_id, rank, needs, gpu_type if isinstance(gpu_type, str) else None, seq)
         self.holds.append(hold)
         return hold
 

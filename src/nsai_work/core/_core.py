@@ -293,6 +293,8 @@ class SchedulingCore:
         self._out: list[Decision] = []
         self._last_run: _Run | None = None  # the run try_start just made, for charge()
         self._hold_released = False
+        self._hold_seq = 0
+        self.release_epoch = 0  # bumped when held capacity is released (drain re-offers heads)
 
     # ---- the one entry point ---------------------------------------------------------------
 
@@ -522,7 +524,9 @@ class SchedulingCore:
         if state.quota is not UNLIMITED:
             reason = quota_gate(state.quota, state.running, state.usage, head.needs)
             if reason is not None:
-                self._unhold(head)
+                held = queue.queue.held
+                if held is not None and held.tenant == head.tenant:
+                    self._unhold(held)  # a parked tenant holds no capacity
                 state.parked_in.add(queue.queue)
                 return (TENANT, f"tenant_{reason}")
         if state.namespaces:
@@ -530,14 +534,14 @@ class SchedulingCore:
             if namespace is not None and namespace.quota is not UNLIMITED:
                 reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
                 if reason is not None:
-                    self._unhold(head)
+                    self._unhold_fifo(queue, head)
                     namespace.parked.append((queue, head.subkey))
                     return (FIFO, f"namespace_{reason}")
         for key in head.limits:
             limit = self._limits[key]
             reason = limit.reason(self._now)
             if reason is not None:
-                self._unhold(head)
+                self._unhold_fifo(queue, head)
                 limit.parked.append((queue, head.subkey))
                 if reason.startswith("tool_rate") and not limit.timer_armed:
                     limit.timer_armed = True
@@ -569,6 +573,7 @@ class SchedulingCore:
         name = pool.name
         if entry.held is not None:
             self._hold_released = True
+            self.release_epoch += 1
             entry.held.unhold(job_id)
             entry.held = None
             self._queues.queue_of(entry).held = None
@@ -732,14 +737,29 @@ class SchedulingCore:
         left beyond it, so it starts as soon as the runs there now have freed enough."""
         for _, pool in head.placement:
             if pool.could_ever_hold(head.needs):
-                pool.hold_for(head.job.id, head.rank, head.needs)
+                self._hold_seq += 1
+                pool.hold_for(head.job.id, head.rank, head.needs, self._hold_seq)
                 head.held = pool
                 queue.held = head
                 return
 
+    def _unhold_fifo(self, queue: TenantQueue, head: Entry) -> None:
+        """A FIFO is parked: the capacity held for one of its jobs is released."""
+        held = queue.queue.held
+        if held is not None and held.tenant == head.tenant and held.subkey == head.subkey:
+            self._unhold(held)
+
+    def release_hold_of_other_than(self, head: Entry, queue: GroupQueue) -> None:
+        """The head of a tenant is offered: capacity held for another job of that tenant (no
+        longer its head) is released, or the two would wait for each other."""
+        held = queue.held
+        if held is not None and held is not head and held.tenant == head.tenant:
+            self._unhold(held)
+
     def _unhold(self, entry: Entry) -> None:
         if entry.held is not None:
             self._hold_released = True
+            self.release_epoch += 1
             entry.held.unhold(entry.job.id)
             entry.held = None
             queue = self._queues.levels[entry.rank].get(entry.group)
@@ -837,7 +857,9 @@ class SchedulingCore:
         parked.clear()
         for tenant_queue, sub in waiting:
             if tenant_queue.unpark(sub):
-                tenant_queue.queue.activate(tenant_queue.tenant)
+                group_queue = tenant_queue.queue
+                group_queue.parked.pop(tenant_queue.tenant, None)  # its head may have changed
+                group_queue.activate(tenant_queue.tenant)
 
     def _attempt_failed(
         self, entry: Entry, error: JobError, retryable: bool, final: Status
@@ -967,6 +989,9 @@ class SchedulingCore:
             self._out.append(StopRun(event.job_id, entry.job.attempt, entry.backend, event.reason))
         elif entry.status is _QUEUED:
             self._queues.discard(entry)
+            queue = self._queues.queue_of(entry)
+            if queue.parked.pop(entry.tenant, None) is not None:  # its head may have changed
+                queue.activate(entry.tenant)
         self._finish(entry, Status.CANCELED, cancel_reason=event.reason)
 
     def _tenant_changed(self, spec: Tenant) -> None:
@@ -974,10 +999,26 @@ class SchedulingCore:
         state = self._tenants.get(spec.id)
         if state is None:
             return
+        new = [name for name in spec.namespaces if name not in state.namespaces]
         state.update(spec)
+        if new:
+            self._recount_namespaces(state, new)
         for namespace in state.namespaces.values():
             self._unpark_fifos(namespace.parked)
         self._refresh_tenant(state)
+
+    def _recount_namespaces(self, tenant: TenantState, names: list[str]) -> None:
+        """Namespaces that just got limits start from what is there: waiting jobs and runs."""
+        wanted = set(names)
+        tenant_id = tenant.spec.id
+        for entry in self._jobs.values():
+            if entry.tenant == tenant_id and entry.namespace in wanted and entry.status in _WAITING:
+                tenant.namespaces[entry.namespace].waiting += 1
+        for run in self._runs.values():
+            if run.tenant is tenant and run.namespace in wanted:
+                namespace = tenant.namespaces[run.namespace]
+                namespace.running += 1
+                namespace.usage.add(run.reservation)
 
     def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
         if event.limit < 1:

@@ -109,6 +109,15 @@ class Selector(Protocol):
         """Hold capacity for a head that is first in line and does not fit."""
         ...
 
+    def release_hold_of_other_than(self, head: Entry, queue: GroupQueue) -> None:
+        """Release capacity held for another job of the head's tenant."""
+        ...
+
+    @property
+    def release_epoch(self) -> int:
+        """Bumped whenever held capacity is released."""
+        ...
+
 
 class TenantQueue:
     """One tenant's queued jobs in one GroupQueue."""
@@ -288,7 +297,15 @@ class GroupQueue:
         declined: list[tuple[float, int, str]] = []
         started = 0
         first = True  # the first head offered in a pass is first in line
+        epoch = selector.release_epoch
         while heap and started != limit:
+            if declined and selector.release_epoch != epoch:
+                # held capacity was released during this pass: heads set aside get another
+                # chance, in their order, before the tenants after them
+                epoch = selector.release_epoch
+                for item in declined:
+                    heappush(heap, item)
+                declined.clear()
             key = heap[0]
             vtime, seq, tenant = key
             if keys.get(tenant) is not key:
@@ -307,6 +324,8 @@ class GroupQueue:
                 key = keys[tenant] = (actual, head.seq, tenant)
                 heapreplace(heap, key)
                 continue
+            if self.held is not None:
+                selector.release_hold_of_other_than(head, self)
             held = selector.gate(head, queue)
             if held is not None:
                 scope, reason = held
