@@ -326,6 +326,8 @@ class GroupQueue:
                 continue
             if self.held is not None:
                 selector.release_hold_of_other_than(head, self)
+                if declined and selector.release_epoch != epoch:
+                    continue  # capacity was freed: heads set aside go first (top of the loop)
             held = selector.gate(head, queue)
             if held is not None:
                 scope, reason = held
