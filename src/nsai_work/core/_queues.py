@@ -328,7 +328,11 @@ class GroupQueue:
                 selector.release_hold_of_other_than(head, self)
                 if declined and selector.release_epoch != epoch:
                     continue  # capacity was freed: heads set aside go first (top of the loop)
-            held = selector.gate(head, queue)
+            held = (
+                selector.gate(head, queue)
+                if head.limits or head.tenant_state.limited  # nothing to check otherwise
+                else None
+            )
             if held is not None:
                 scope, reason = held
                 if scope == TENANT:

@@ -88,6 +88,7 @@ class TenantState:
         "committed",
         "groups",
         "last_refill",
+        "limited",
         "namespaces",
         "parked_in",
         "period_start",
@@ -113,6 +114,7 @@ class TenantState:
         self.namespaces: dict[str, NamespaceState] = {
             name: NamespaceState(quota) for name, quota in spec.namespaces.items()
         }
+        self.limited = spec.quota is not UNLIMITED or bool(spec.namespaces)
         self.tokens = float(self.burst)
         self.last_refill = now
         self.rejections: dict[str, int] = {}
@@ -137,6 +139,7 @@ class TenantState:
         for name, state in self.namespaces.items():
             if name not in spec.namespaces:
                 state.quota = UNLIMITED
+        self.limited = spec.quota is not UNLIMITED or bool(self.namespaces)
         self.tokens = min(self.tokens, float(self.burst))
 
     # ---- submit rate --------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def _metadata(job: Job, **extra: Any) -> dict[str, Any]:
 
 
 class Emitter:
-    """Turns the core's decisions into events on one bus."""
+    """Turns the core's decisions into events on one bus. The metadata of a decision's events is
+    built once and shared by them (handlers must not mutate it)."""
 
     __slots__ = ("bus",)
 
@@ -85,44 +86,60 @@ class Emitter:
 
     def record(self, decision: Record) -> None:
         """Events of one transition."""
-        if not self.bus._by_event:
+        by_event = self.bus._by_event
+        if not by_event:
             return
+        execute = self.bus.execute
         job, previous, status = decision.job, decision.previous, decision.job.status
-        emit = self._emit
+        meta = _metadata(job)
         if previous is None:
-            emit(SCHEDULER_ADMIT, _EMPTY, job, decision="accept", reason="accepted")
-            emit(JOB_SUBMITTED, _EMPTY, job)
+            if SCHEDULER_ADMIT in by_event:
+                execute(
+                    SCHEDULER_ADMIT, _EMPTY, {**meta, "decision": "accept", "reason": "accepted"}
+                )
+            if JOB_SUBMITTED in by_event:
+                execute(JOB_SUBMITTED, _EMPTY, meta)
             if status is _QUEUED:
-                emit(JOB_QUEUED, {"wait_ms": 0.0}, job)
-                emit(QUEUE_ENQUEUE, _EMPTY, job)
+                if JOB_QUEUED in by_event:
+                    execute(JOB_QUEUED, {"wait_ms": 0.0}, meta)
+                if QUEUE_ENQUEUE in by_event:
+                    execute(QUEUE_ENQUEUE, _EMPTY, meta)
         elif status is _QUEUED:
-            emit(JOB_QUEUED, {"wait_ms": decision.elapsed_ms}, job)
-            emit(QUEUE_ENQUEUE, _EMPTY, job)
+            if JOB_QUEUED in by_event:
+                execute(JOB_QUEUED, {"wait_ms": decision.elapsed_ms}, meta)
+            if QUEUE_ENQUEUE in by_event:
+                execute(QUEUE_ENQUEUE, _EMPTY, meta)
         elif status is _PENDING:
-            emit(
-                JOB_RETRY,
-                {"run_time_ms": decision.elapsed_ms, "backoff_ms": decision.backoff_ms},
-                job,
-            )
+            if JOB_RETRY in by_event:
+                measurements = {
+                    "run_time_ms": decision.elapsed_ms,
+                    "backoff_ms": decision.backoff_ms,
+                }
+                execute(JOB_RETRY, measurements, meta)
         elif status is _CANCELED:
-            emit(JOB_CANCELED, _EMPTY, job, reason=job.cancel_reason)
+            if JOB_CANCELED in by_event:
+                execute(JOB_CANCELED, _EMPTY, {**meta, "reason": job.cancel_reason})
         else:
             measurements = {"run_time_ms": decision.elapsed_ms, "total_time_ms": decision.total_ms}
-            emit(JOB_COMPLETED, measurements, job)
-            if status is _FAILED or status is _TIMEOUT:
-                emit(JOB_FAILED, measurements, job)
+            if JOB_COMPLETED in by_event:
+                execute(JOB_COMPLETED, measurements, meta)
+            if (status is _FAILED or status is _TIMEOUT) and JOB_FAILED in by_event:
+                execute(JOB_FAILED, measurements, meta)
 
     def dispatch(self, decision: Dispatch) -> None:
         """Events of queued -> running."""
-        if not self.bus._by_event:
+        by_event = self.bus._by_event
+        if not by_event:
             return
-        job = decision.job
+        execute = self.bus.execute
+        meta = _metadata(decision.job, pool=decision.pool)
         measurements = {"queue_time_ms": decision.queue_time_ms}
-        self._emit(QUEUE_DEQUEUE, measurements, job)
-        self._emit(
-            SCHEDULER_SELECT_BACKEND, _EMPTY, job, backend=decision.backend, pool=decision.pool
-        )
-        self._emit(JOB_STARTED, measurements, job)
+        if QUEUE_DEQUEUE in by_event:
+            execute(QUEUE_DEQUEUE, measurements, meta)
+        if SCHEDULER_SELECT_BACKEND in by_event:
+            execute(SCHEDULER_SELECT_BACKEND, _EMPTY, meta)
+        if JOB_STARTED in by_event:
+            execute(JOB_STARTED, measurements, meta)
 
     def rejected(self, jobs: Sequence[Job], error: WorkError) -> None:
         """Admit events (decision ``reject``) for a refused submit, then overflow if a queue

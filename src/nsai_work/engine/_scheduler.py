@@ -491,7 +491,8 @@ class Scheduler:
         if not validated:
             return []
         submit = Submit(tuple(validated), tuple(routes), tuple(limits) if any_limits else ())
-        decisions = self._core.handle(submit, time.time())
+        now = time.time()
+        decisions = self._core.handle(submit, now)
         rejection = decisions[0] if decisions else None
         if type(rejection) is Reject:
             error = rejection.error
@@ -499,7 +500,7 @@ class Scheduler:
                 error = _with_index(error, rejection.index)
             self._emitter.rejected(validated, error)
             raise error
-        self._apply(decisions)
+        self._apply(decisions, now)
         store = self._store
         return [store.get(job.id) for job in validated]  # type: ignore[misc]
 
@@ -682,26 +683,27 @@ class Scheduler:
     # ---- carrying out decisions -----------------------------------------------------------------
 
     def _feed(self, event: Event) -> None:
-        self._apply(self._core.handle(event, time.time()))
+        now = time.time()
+        self._apply(self._core.handle(event, now), now)
 
-    def _apply(self, decisions: builtins.list[Any]) -> None:
-        store, emitter = self._store, self._emitter
-        now = 0.0
+    def _apply(self, decisions: builtins.list[Any], now: float) -> None:
+        store = self._store
+        emitter = self._emitter if self._bus._by_event else None  # one lookup when unobserved
         for decision in decisions:
             kind = type(decision)
             if kind is Dispatch:
                 store.put(decision.job, now)
-                emitter.dispatch(decision)
+                if emitter is not None:
+                    emitter.dispatch(decision)
                 self._start_run(decision)
             elif kind is Record:
                 job = decision.job
                 if decision.previous is None:
                     store.insert(job)
                 else:
-                    if not now:
-                        now = time.time()
                     store.put(job, now)
-                emitter.record(decision)
+                if emitter is not None:
+                    emitter.record(decision)
                 if job.status in TERMINAL_STATUSES:
                     if self._groups:
                         for group in self._groups:
@@ -841,7 +843,7 @@ class Scheduler:
         task.cancel()
 
     def _on_timer(self, key: TimerKey, now: float) -> None:
-        self._apply(self._core.handle(TimerFired(key), now))
+        self._apply(self._core.handle(TimerFired(key), now), now)
 
     def _watch(self, job_id: str, notify: Callable[[Job], None]) -> None:
         """Call ``notify(job)`` when the job reaches a terminal state."""
