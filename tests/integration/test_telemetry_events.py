@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import nsai_work as work
-from nsai_work.telemetry import ALL_EVENTS, Telemetry
+from nsai_work.telemetry import ALL_EVENTS, HandlerInfo, Telemetry
 from nsai_work.telemetry.events import (
     JOB_CANCELED,
     JOB_COMPLETED,
@@ -348,6 +348,10 @@ def test_the_default_bus_is_used_when_none_is_given(handlers: Register) -> None:
 # ---- the library emits no other events ----------------------------------------------------------
 
 
+def _nobody(*args: Any) -> None:
+    return None
+
+
 class _EveryName(dict[tuple[str, ...], Any]):
     """A handler table that claims a listener for every event name, so the engine emits every
     event it would ever emit (it skips events nobody listens to)."""
@@ -358,9 +362,12 @@ class _EveryName(dict[tuple[str, ...], Any]):
     def __bool__(self) -> bool:
         return True
 
+    def get(self, key: tuple[str, ...], default: Any = None) -> Any:
+        return super().get(key) or (HandlerInfo("nobody", key, _nobody, None),)
+
 
 class RecordingBus(Telemetry):
-    """Records the name of every event executed on it."""
+    """Records the name of every event delivered on it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -371,11 +378,15 @@ class RecordingBus(Telemetry):
         super()._rebuild()
         self._by_event = _EveryName(self._by_event)
 
-    def execute(
-        self, event: tuple[str, ...], measurements: Mapping[str, float], metadata: Mapping[str, Any]
+    def deliver(
+        self,
+        handlers: tuple[HandlerInfo, ...],
+        event: tuple[str, ...],
+        measurements: Mapping[str, float],
+        metadata: Mapping[str, Any],
     ) -> None:
         self.names.append(tuple(event))
-        super().execute(event, measurements, metadata)
+        super().deliver(handlers, event, measurements, metadata)
 
 
 def test_the_library_emits_only_catalogued_events(handlers: Register, tools: Register) -> None:

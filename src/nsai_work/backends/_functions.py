@@ -3,6 +3,7 @@ on the engine's loop and sync ones in a thread pool, each kind in its own pool o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,6 @@ from ._machine import machine_cpu, machine_gpus, machine_memory_mb
 from ._threads import run_in_thread
 
 if TYPE_CHECKING:
-    from .._context import JobContext
     from .._handlers import RegisteredFunction
 
 __all__ = ["FunctionBackend"]
@@ -106,12 +106,11 @@ class FunctionBackend:
 
     # ---- running ------------------------------------------------------------------------------
 
-    async def _call(self, function: RegisteredFunction, *args: Any) -> Any:
+    def _call(self, function: RegisteredFunction, *args: Any) -> Awaitable[Any]:
+        """What to await for ``function(*args)``: an async function's own coroutine (no extra
+        frame on the hot path), or a sync one's call in the thread pool."""
         if function.is_async:
-            return await function.fn(*args)
+            return function.fn(*args)  # type: ignore[no-any-return]
         if self._executor is None:
             self.start()
-        return await run_in_thread(self._executor, function.fn, *args)
-
-    def _args(self, function: RegisteredFunction, first: Any, ctx: JobContext) -> tuple[Any, ...]:
-        return (first, ctx) if function.takes_context else (first,)
+        return run_in_thread(self._executor, function.fn, *args)

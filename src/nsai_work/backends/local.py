@@ -60,4 +60,6 @@ class LocalBackend(FunctionBackend):
         function = self.handlers.get(job.kind)
         if function is None:
             raise NonRetryableError(f"the handler for kind {job.kind!r} was unregistered")
-        return await self._call(function, *self._args(function, job, ctx))
+        if function.takes_context:
+            return await self._call(function, job, ctx)
+        return await self._call(function, job)

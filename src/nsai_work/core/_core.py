@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from heapq import heappop
 from typing import Any, Final
 
+from msgspec import Struct
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
@@ -101,47 +102,24 @@ _LIMIT_KEY: Final = "limit"
 DEFAULT_TENANT: Final = Tenant("*")
 
 
-class _Run:
+class _Run(Struct, gc=False):
     """A dispatched execution: holds its reservation (on the pool, the tenant, its namespace and
-    its concurrency group) until the engine reports its end."""
+    its concurrency group) until the engine reports its end. Not tracked by the garbage
+    collector: nothing it refers to refers back to it."""
 
-    __slots__ = (
-        "backend",
-        "charged",
-        "limits",
-        "namespace",
-        "queue",
-        "rate",
-        "reservation",
-        "share",
-        "started",
-        "tenant",
-        "weight",
-    )
-
-    def __init__(
-        self,
-        reservation: Reservation,
-        backend: str,
-        tenant: TenantState,
-        namespace: str,
-        limits: tuple[_Limit, ...],
-        started: float,
-        rate: float,
-    ) -> None:
-        self.reservation = reservation
-        self.rate = rate  # USD per hour
-        self.backend = backend
-        self.tenant = tenant
-        self.namespace = namespace
-        self.limits = limits
-        self.started = started
-        # Set by charge(): the group it was picked from, what it was charged, its dominant
-        # share of the group's capacity and its tenant's weight then.
-        self.queue: GroupQueue | None = None
-        self.charged = 0.0
-        self.share = 0.0
-        self.weight = 1.0
+    reservation: Reservation
+    backend: str
+    tenant: TenantState
+    namespace: str
+    limits: tuple[_Limit, ...]
+    started: float
+    rate: float  # USD per hour
+    # Set by charge(): the group it was picked from, what it was charged, its dominant share of
+    # the group's capacity and its tenant's weight then.
+    queue: GroupQueue | None = None
+    charged: float = 0.0
+    share: float = 0.0
+    weight: float = 1.0
 
 
 class _Limit:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._errors import AdmissionError, ConflictError, ValidationError, WorkError
-from .._ir import Job, Status
+from .._ir import Job, Priority, Status
 from ..core import Dispatch, Record
 from ..telemetry import Telemetry
 from ..telemetry.events import (
@@ -51,7 +51,29 @@ def _label(value: object) -> object:
     return getattr(value, "value", value)
 
 
-def _metadata(job: Job, **extra: Any) -> dict[str, Any]:
+#: Enum members to their values (``.value`` on an enum member is a slow descriptor).
+_VALUE: dict[object, str] = {member: member.value for member in (*Priority, *Status)}
+
+
+def _metadata(job: Job) -> dict[str, Any]:
+    """The metadata of an admitted (validated) job's events."""
+    error = job.error
+    return {
+        "job_id": job.id,
+        "tenant_id": job.tenant_id,
+        "namespace": job.namespace,
+        "kind": job.kind,
+        "priority": _VALUE[job.priority],
+        "backend": job.backend,
+        "status": _VALUE[job.status],
+        "attempt": job.attempt,
+        "error_type": None if error is None else error.type,
+        "job": job,
+    }
+
+
+def _rejected_metadata(job: Job, **extra: Any) -> dict[str, Any]:
+    """The metadata of a rejected job's events: its fields may not have been validated."""
     error = job.error
     meta: dict[str, Any] = {
         "job_id": job.id,
@@ -81,65 +103,70 @@ class Emitter:
     def _emit(
         self, event: tuple[str, ...], measurements: dict[str, float], job: Job, **extra: Any
     ) -> None:
-        if event in self.bus._by_event:
-            self.bus.execute(event, measurements, _metadata(job, **extra))
+        handlers = self.bus._by_event.get(event)
+        if handlers is not None:
+            self.bus.deliver(handlers, event, measurements, _rejected_metadata(job, **extra))
 
     def record(self, decision: Record) -> None:
         """Events of one transition."""
         by_event = self.bus._by_event
         if not by_event:
             return
-        execute = self.bus.execute
+        deliver, listeners = self.bus.deliver, by_event.get
         job, previous, status = decision.job, decision.previous, decision.job.status
         meta = _metadata(job)
         if previous is None:
-            if SCHEDULER_ADMIT in by_event:
-                execute(
-                    SCHEDULER_ADMIT, _EMPTY, {**meta, "decision": "accept", "reason": "accepted"}
+            if handlers := listeners(SCHEDULER_ADMIT):
+                deliver(
+                    handlers,
+                    SCHEDULER_ADMIT,
+                    _EMPTY,
+                    {**meta, "decision": "accept", "reason": "accepted"},
                 )
-            if JOB_SUBMITTED in by_event:
-                execute(JOB_SUBMITTED, _EMPTY, meta)
+            if handlers := listeners(JOB_SUBMITTED):
+                deliver(handlers, JOB_SUBMITTED, _EMPTY, meta)
             if status is _QUEUED:
-                if JOB_QUEUED in by_event:
-                    execute(JOB_QUEUED, {"wait_ms": 0.0}, meta)
-                if QUEUE_ENQUEUE in by_event:
-                    execute(QUEUE_ENQUEUE, _EMPTY, meta)
+                if handlers := listeners(JOB_QUEUED):
+                    deliver(handlers, JOB_QUEUED, {"wait_ms": 0.0}, meta)
+                if handlers := listeners(QUEUE_ENQUEUE):
+                    deliver(handlers, QUEUE_ENQUEUE, _EMPTY, meta)
         elif status is _QUEUED:
-            if JOB_QUEUED in by_event:
-                execute(JOB_QUEUED, {"wait_ms": decision.elapsed_ms}, meta)
-            if QUEUE_ENQUEUE in by_event:
-                execute(QUEUE_ENQUEUE, _EMPTY, meta)
+            if handlers := listeners(JOB_QUEUED):
+                deliver(handlers, JOB_QUEUED, {"wait_ms": decision.elapsed_ms}, meta)
+            if handlers := listeners(QUEUE_ENQUEUE):
+                deliver(handlers, QUEUE_ENQUEUE, _EMPTY, meta)
         elif status is _PENDING:
-            if JOB_RETRY in by_event:
+            if handlers := listeners(JOB_RETRY):
                 measurements = {
                     "run_time_ms": decision.elapsed_ms,
                     "backoff_ms": decision.backoff_ms,
                 }
-                execute(JOB_RETRY, measurements, meta)
+                deliver(handlers, JOB_RETRY, measurements, meta)
         elif status is _CANCELED:
-            if JOB_CANCELED in by_event:
-                execute(JOB_CANCELED, _EMPTY, {**meta, "reason": job.cancel_reason})
+            if handlers := listeners(JOB_CANCELED):
+                deliver(handlers, JOB_CANCELED, _EMPTY, {**meta, "reason": job.cancel_reason})
         else:
             measurements = {"run_time_ms": decision.elapsed_ms, "total_time_ms": decision.total_ms}
-            if JOB_COMPLETED in by_event:
-                execute(JOB_COMPLETED, measurements, meta)
-            if (status is _FAILED or status is _TIMEOUT) and JOB_FAILED in by_event:
-                execute(JOB_FAILED, measurements, meta)
+            if handlers := listeners(JOB_COMPLETED):
+                deliver(handlers, JOB_COMPLETED, measurements, meta)
+            if (status is _FAILED or status is _TIMEOUT) and (handlers := listeners(JOB_FAILED)):
+                deliver(handlers, JOB_FAILED, measurements, meta)
 
     def dispatch(self, decision: Dispatch) -> None:
         """Events of queued -> running."""
         by_event = self.bus._by_event
         if not by_event:
             return
-        execute = self.bus.execute
-        meta = _metadata(decision.job, pool=decision.pool)
+        deliver, listeners = self.bus.deliver, by_event.get
+        meta = _metadata(decision.job)
+        meta["pool"] = decision.pool
         measurements = {"queue_time_ms": decision.queue_time_ms}
-        if QUEUE_DEQUEUE in by_event:
-            execute(QUEUE_DEQUEUE, measurements, meta)
-        if SCHEDULER_SELECT_BACKEND in by_event:
-            execute(SCHEDULER_SELECT_BACKEND, _EMPTY, meta)
-        if JOB_STARTED in by_event:
-            execute(JOB_STARTED, measurements, meta)
+        if handlers := listeners(QUEUE_DEQUEUE):
+            deliver(handlers, QUEUE_DEQUEUE, measurements, meta)
+        if handlers := listeners(SCHEDULER_SELECT_BACKEND):
+            deliver(handlers, SCHEDULER_SELECT_BACKEND, _EMPTY, meta)
+        if handlers := listeners(JOB_STARTED):
+            deliver(handlers, JOB_STARTED, measurements, meta)
 
     def rejected(self, jobs: Sequence[Job], error: WorkError) -> None:
         """Admit events (decision ``reject``) for a refused submit, then overflow if a queue

@@ -153,8 +153,18 @@ class Telemetry:
     ) -> None:
         """Call every handler attached to ``event``; a handler that raises is detached."""
         handlers = self._by_event.get(event)
-        if handlers is None:
-            return
+        if handlers is not None:
+            self.deliver(handlers, event, measurements, metadata)
+
+    def deliver(
+        self,
+        handlers: tuple[HandlerInfo, ...],
+        event: Event,
+        measurements: Mapping[str, float],
+        metadata: Mapping[str, Any],
+    ) -> None:
+        """Call ``handlers`` (the bus's entry for ``event``, already looked up by the caller)
+        like ``execute`` does: an emitter that checks whether anyone listens pays one lookup."""
         for info in handlers:
             try:
                 info.function(event, measurements, metadata, info.config)
