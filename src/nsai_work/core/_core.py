@@ -302,6 +302,11 @@ class SchedulingCore:
             self._limit_changed(event)  # type: ignore[arg-type]
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
+        queues = self._queues
+        if self._guard is None and not self._hold_released:
+            queues.dispatch(self)  # the common case: one pass
+            if not self._hold_released:
+                return out
         self._dispatch()
         return out
 

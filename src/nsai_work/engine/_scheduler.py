@@ -744,24 +744,26 @@ class Scheduler:
         inline = 0
         yield_first = False
         slice_start = clock()
+        handoff = _Handoff(task)  # reused: open again at the end of each run
         while True:
             outcome: Outcome = _STOPPED
-            handoff: _Handoff | None = None
+            taker: _Handoff | None = None  # None when the task itself is going away
             try:
                 if yield_first:
                     await asyncio.sleep(0)
                     slice_start = clock()
                 outcome = await self._execute(info, job, ctx)
-                handoff = _Handoff(task)
+                taker = handoff
             except asyncio.CancelledError:
                 if not ctx.cancelled:
                     raise  # not our StopRun: the task itself is being cancelled
-                handoff = _Handoff(task)
+                taker = handoff
             finally:  # whatever happened, the run has ended: report it exactly once
                 if ctx.cancelled:
                     while task.cancelling():  # our StopRun was delivered: the worker goes on
                         task.uncancel()
-                self._end_run(job, outcome, handoff)
+                handoff.next = None
+                self._end_run(job, outcome, taker)
             if handoff.next is None:
                 return
             info, job, ctx = handoff.next
@@ -780,7 +782,8 @@ class Scheduler:
             self._drain_inbox()
         self._handoff = handoff
         try:
-            self._feed(RunEnded(job.id, job.attempt, outcome))
+            now = time.time()
+            self._apply(self._core.handle(RunEnded(job.id, job.attempt, outcome), now), now)
         except Exception:  # pragma: no cover - an engine bug must not go unnoticed
             _log.exception("nsai-work engine failed to record the end of job %s", job.id)
         finally:

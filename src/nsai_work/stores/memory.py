@@ -65,13 +65,14 @@ class MemoryStore:
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention."""
-        job_id = job.id
-        old = self._jobs[job_id]
-        self._jobs[job_id] = job
-        if old.status is not job.status:
-            del self._by_status[old.status][job_id]
-            self._by_status[job.status][job_id] = None
-            if job.status in TERMINAL_STATUSES:
+        job_id, status, jobs = job.id, job.status, self._jobs
+        old = jobs[job_id].status
+        jobs[job_id] = job
+        if old is not status:
+            by_status = self._by_status
+            del by_status[old][job_id]
+            by_status[status][job_id] = None
+            if status in TERMINAL_STATUSES:
                 self._finished.append((now, job_id))
                 self.prune(now)
 
