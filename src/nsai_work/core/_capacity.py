@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from msgspec import Struct
+
 from .._ir import DEFAULT_RESOURCES, Pool, Resources
 
 __all__ = ["NO_NEEDS", "Hold", "Needs", "PoolState", "Reservation", "Usage", "needs_of"]
@@ -141,15 +143,12 @@ class Usage:
         }
 
 
-class Reservation:
+class Reservation(Struct, frozen=True, gc=False):
     """What one run holds on one pool, released exactly once when the run ends."""
 
-    __slots__ = ("gpu_type", "needs", "pool")
-
-    def __init__(self, pool: PoolState, needs: Needs, gpu_type: str | None) -> None:
-        self.pool = pool
-        self.needs = needs
-        self.gpu_type = gpu_type
+    pool: PoolState
+    needs: Needs
+    gpu_type: str | None
 
 
 class PoolState:
