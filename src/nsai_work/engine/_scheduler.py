@@ -142,6 +142,7 @@ class _BackendInfo:
         "async_execute",
         "auto",
         "backend",
+        "check",
         "extra_pools",
         "name",
         "pools",
@@ -156,6 +157,7 @@ class _BackendInfo:
         self.extra_pools = extra
         self.pools_for = getattr(backend, "pools_for", None)
         self.shared_limits = getattr(backend, "shared_limits", None)
+        self.check = getattr(backend, "validate", None)
         self.auto = bool(getattr(backend, "auto_select", True))
         self.async_execute = inspect.iscoroutinefunction(backend.execute)
 
@@ -166,9 +168,8 @@ class _BackendInfo:
         return (self.name, pools + self.extra_pools if self.extra_pools else pools)
 
     def validate(self, job: Job) -> None:
-        check = getattr(self.backend, "validate", None)
-        if check is not None:
-            check(job)
+        if self.check is not None:
+            self.check(job)
 
     def explain(self, job: Job) -> str:
         explain = getattr(self.backend, "explain", None)
