@@ -824,7 +824,8 @@ class SchedulingCore:
             namespace = tenant.namespaces.get(run.namespace)
             if namespace is not None:
                 self._unpark_fifos(namespace.parked)
-        self._refresh_tenant(tenant)
+        if tenant.parked_in:
+            self._refresh_tenant(tenant)
 
     def _refresh_tenant(self, tenant: TenantState) -> None:
         """Unpark the tenant where it was parked."""

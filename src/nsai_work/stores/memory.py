@@ -73,8 +73,10 @@ class MemoryStore:
             del by_status[old][job_id]
             by_status[status][job_id] = None
             if status in TERMINAL_STATUSES:
-                self._finished.append((now, job_id))
-                self.prune(now)
+                finished = self._finished
+                finished.append((now, job_id))
+                if len(finished) > self.finished_max or finished[0][0] < now - self.finished_ttl_s:
+                    self.prune(now)
 
     def prune(self, now: float) -> int:
         """Drop finished jobs past their TTL or beyond the cap; returns how many went."""
