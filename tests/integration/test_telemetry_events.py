@@ -378,7 +378,7 @@ class RecordingBus(Telemetry):
         super()._rebuild()
         self._by_event = _EveryName(self._by_event)
 
-    def deliver(
+    def _deliver(
         self,
         handlers: tuple[HandlerInfo, ...],
         event: tuple[str, ...],
@@ -386,7 +386,7 @@ class RecordingBus(Telemetry):
         metadata: Mapping[str, Any],
     ) -> None:
         self.names.append(tuple(event))
-        super().deliver(handlers, event, measurements, metadata)
+        super()._deliver(handlers, event, measurements, metadata)
 
 
 def test_the_library_emits_only_catalogued_events(handlers: Register, tools: Register) -> None:

@@ -10,25 +10,7 @@ import pytest
 
 import nsai_work as work
 from nsai_work.altar import FunctionDeclaration, ToolLimits, ToolRegistry
-
-SEARCH: dict[str, Any] = {
-    "type": "OBJECT",
-    "properties": {
-        "query": {"type": "STRING", "description": "Search query"},
-        "limit": {"type": "NUMBER", "description": "Max results"},
-        "filters": {
-            "type": "OBJECT",
-            "properties": {
-                "category": {"type": "STRING"},
-                "date_range": {
-                    "type": "OBJECT",
-                    "properties": {"start": {"type": "STRING"}, "end": {"type": "STRING"}},
-                },
-            },
-        },
-    },
-    "required": ["query"],
-}
+from tests._adm_schemas import SEARCH
 
 
 def noop(args: dict[str, Any]) -> None:

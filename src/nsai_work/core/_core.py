@@ -302,11 +302,6 @@ class SchedulingCore:
             self._limit_changed(event)  # type: ignore[arg-type]
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
-        queues = self._queues
-        if self._guard is None and not self._hold_released:
-            queues.dispatch(self)  # the common case: one pass
-            if not self._hold_released:
-                return out
         self._dispatch()
         return out
 
@@ -316,13 +311,13 @@ class SchedulingCore:
         if guard is not None:
             for rank in guard.owed(queues.counts):
                 queues.dispatch_level(rank, self, limit=1)
-        while True:
-            self._hold_released = False
-            queues.dispatch(self)
-            if not self._hold_released:
-                return
+        self._hold_released = False
+        queues.dispatch(self)
+        while self._hold_released:
             # a held job started or left during the pass: capacity it held is free for heads
             # that were declined before that happened
+            self._hold_released = False
+            queues.dispatch(self)
 
     # ---- queries (no decisions) --------------------------------------------------------------
 

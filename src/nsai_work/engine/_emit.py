@@ -55,38 +55,35 @@ def _label(value: object) -> object:
 _VALUE: dict[object, str] = {member: member.value for member in (*Priority, *Status)}
 
 
-def _metadata(job: Job) -> dict[str, Any]:
-    """The metadata of an admitted (validated) job's events."""
-    error = job.error
+def _describe(job: Job, priority: object, status: object, error_type: object) -> dict[str, Any]:
+    """The metadata every job event carries."""
     return {
         "job_id": job.id,
         "tenant_id": job.tenant_id,
         "namespace": job.namespace,
         "kind": job.kind,
-        "priority": _VALUE[job.priority],
+        "priority": priority,
         "backend": job.backend,
-        "status": _VALUE[job.status],
+        "status": status,
         "attempt": job.attempt,
-        "error_type": None if error is None else error.type,
+        "error_type": error_type,
         "job": job,
     }
+
+
+def _metadata(job: Job) -> dict[str, Any]:
+    """The metadata of an admitted (validated) job's events."""
+    error = job.error
+    return _describe(
+        job, _VALUE[job.priority], _VALUE[job.status], None if error is None else error.type
+    )
 
 
 def _rejected_metadata(job: Job, **extra: Any) -> dict[str, Any]:
     """The metadata of a rejected job's events: its fields may not have been validated."""
-    error = job.error
-    meta: dict[str, Any] = {
-        "job_id": job.id,
-        "tenant_id": job.tenant_id,
-        "namespace": job.namespace,
-        "kind": job.kind,
-        "priority": _label(job.priority),
-        "backend": job.backend,
-        "status": _label(job.status),
-        "attempt": job.attempt,
-        "error_type": getattr(error, "type", None),
-        "job": job,
-    }
+    meta = _describe(
+        job, _label(job.priority), _label(job.status), getattr(job.error, "type", None)
+    )
     meta.update(extra)
     return meta
 
@@ -105,14 +102,14 @@ class Emitter:
     ) -> None:
         handlers = self.bus._by_event.get(event)
         if handlers is not None:
-            self.bus.deliver(handlers, event, measurements, _rejected_metadata(job, **extra))
+            self.bus._deliver(handlers, event, measurements, _rejected_metadata(job, **extra))
 
     def record(self, decision: Record) -> None:
         """Events of one transition."""
         by_event = self.bus._by_event
         if not by_event:
             return
-        deliver, listeners = self.bus.deliver, by_event.get
+        deliver, listeners = self.bus._deliver, by_event.get
         job, previous, status = decision.job, decision.previous, decision.job.status
         meta = _metadata(job)
         if previous is None:
@@ -157,7 +154,7 @@ class Emitter:
         by_event = self.bus._by_event
         if not by_event:
             return
-        deliver, listeners = self.bus.deliver, by_event.get
+        deliver, listeners = self.bus._deliver, by_event.get
         meta = _metadata(decision.job)
         meta["pool"] = decision.pool
         measurements = {"queue_time_ms": decision.queue_time_ms}

@@ -154,9 +154,9 @@ class Telemetry:
         """Call every handler attached to ``event``; a handler that raises is detached."""
         handlers = self._by_event.get(event)
         if handlers is not None:
-            self.deliver(handlers, event, measurements, metadata)
+            self._deliver(handlers, event, measurements, metadata)
 
-    def deliver(
+    def _deliver(
         self,
         handlers: tuple[HandlerInfo, ...],
         event: Event,
