@@ -24,7 +24,6 @@ machine can take minutes).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import heapq
 import os
 import random
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -79,6 +78,8 @@ from nsai_work.core import (
     TimerFired,
 )
 from nsai_work.core._capacity import Hold
+
+from ._machines import check_live_jobs, milli, normalized, phases, step
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 TENANTS = ("t0", "t1", "t2", "t3")
@@ -141,10 +142,6 @@ class Usage:
         if ask.gpu is not None and ask.gpus:
             gpus[ask.gpu] = gpus.get(ask.gpu, 0) + ask.gpus
         return Usage(self.slots + 1, self.cpu + ask.cpu, self.memory_mb + ask.memory_mb, gpus)
-
-
-def milli(amount: float) -> int:
-    return round(amount * 1000)
 
 
 def ask_of(resources: Resources) -> Ask:
@@ -296,30 +293,6 @@ def outcome_of(kind: str, job_id: str, attempt: int) -> Outcome:
         return Stopped()
     error = JobError(type="RuntimeError", message=f"boom {attempt}", traceback="tb")
     return Failed(error, retryable=kind == "failed")
-
-
-def normalized(decisions: list[Decision]) -> list[object]:
-    """Decisions as comparable values (an error inside a Reject compares by type and text)."""
-    out: list[object] = []
-    for d in decisions:
-        if isinstance(d, Reject):
-            out.append(("Reject", type(d.error), str(d.error), d.index))
-        else:
-            out.append(d)
-    return out
-
-
-def step(fn: Callable[..., None]) -> Callable[..., None]:
-    """Mark the machine unclean while a rule or invariant runs, so that teardown (which drains
-    and replays) only runs after steps that all passed."""
-
-    @functools.wraps(fn)
-    def wrapper(self: CoreMachine, *args: Any, **kwargs: Any) -> None:
-        self.clean = False
-        fn(self, *args, **kwargs)
-        self.clean = True
-
-    return wrapper
 
 
 # ---- the model engine ------------------------------------------------------------------------
@@ -539,20 +512,12 @@ class CoreMachine(RuleBasedStateMachine):
     def check_at_rest(self) -> None:
         assert self.core is not None
         core = self.core
-        live = 0
         # I1: live in the core, or exactly one terminal Record.
+        check_live_jobs(core, self.admitted, self.jobs, len(self.runs))
         for job_id in self.admitted:
             info = self.jobs[job_id]
-            snapshot = core.get(job_id)
             if info.status in TERMINAL_STATUSES:
-                assert snapshot is None, f"{job_id} is terminal but still live in the core"
                 assert info.terminal_records == 1
-            else:
-                live += 1
-                assert snapshot is not None, f"{job_id} lost: not live, no terminal Record"
-                assert snapshot.status is info.status, (snapshot.status, info.status)
-        assert core.live_jobs == live
-        assert core.active_runs == len(self.runs)
         waiting = sum(1 for i in self.jobs.values() if i.status in (Status.PENDING, Status.QUEUED))
         assert core.waiting == waiting
         # I2: reservations match the runs the engine has not reported ended, and fit.
@@ -845,9 +810,9 @@ class CoreMachine(RuleBasedStateMachine):
             rand=random.Random(self.seed).random,
             max_waiting=self.max_waiting,
         )
-        for step, (event, now, expected) in enumerate(self.history):
+        for index, (event, now, expected) in enumerate(self.history):
             again = normalized(fresh.handle(event, now))
-            assert again == expected, f"replay diverged at step {step}: {event}"
+            assert again == expected, f"replay diverged at step {index}: {event}"
 
     def teardown(self) -> None:
         if self.core is None or not self.clean:
@@ -857,17 +822,13 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 def _settings() -> Any:
-    # Shrinking a failing run of this machine can take minutes; by default the file stays well
-    # under a minute and reports the failing run as found (the fixed examples below give
-    # minimal cases). Set CORE_MACHINE_SHRINK=1 to get a shrunk counterexample.
-    phases = list(Phase)
-    if not os.environ.get("CORE_MACHINE_SHRINK"):
-        phases.remove(Phase.shrink)
+    # By default the file stays well under a minute and reports a failing run as found (the
+    # fixed examples below give minimal cases). Set CORE_MACHINE_SHRINK=1 to shrink it.
     return settings(
         max_examples=int(os.environ.get("CORE_MACHINE_EXAMPLES", "200")),
         stateful_step_count=50,
         report_multiple_bugs=False,
-        phases=phases,
+        phases=phases("CORE_MACHINE_SHRINK"),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )

@@ -46,17 +46,15 @@ A failing run is reported unshrunk unless ``TENANCY_MACHINE_SHRINK=1`` (or
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import heapq
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -97,16 +95,14 @@ from nsai_work.core import (
 )
 from nsai_work.core._queues import Entry
 
+from ._machines import check_live_jobs, milli, normalized, phases, step
+
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 BACKEND = "b"
 WEIGHTS = (0.5, 1.0, 2.0, 4.0)
 NAMESPACES = ("default", "ns1")  # only ns1 ever has limits of its own
 GROUPS = ("g1", "g2")
 LIMITED_NS = "ns1"
-
-
-def milli(amount: float) -> int:
-    return round(amount * 1000)
 
 
 # ---- the core under test, with the fair-share selection check -----------------------------
@@ -243,27 +239,6 @@ job_specs = st.builds(
     route=st.integers(0, 7),
 )
 OUTCOMES = ("succeeded", "failed", "non-retryable")
-
-
-def normalized(decisions: list[Decision]) -> list[object]:
-    """Decisions as comparable values (an error inside a Reject compares by type and text)."""
-    return [
-        ("Reject", type(d.error), str(d.error), d.index) if isinstance(d, Reject) else d
-        for d in decisions
-    ]
-
-
-def step(fn: Callable[..., None]) -> Callable[..., None]:
-    """Mark the machine unclean while a rule runs, so that teardown (drain and replay) only
-    runs after steps that all passed."""
-
-    @functools.wraps(fn)
-    def wrapper(self: TenancyMachine, *args: Any, **kwargs: Any) -> None:
-        self.clean = False
-        fn(self, *args, **kwargs)
-        self.clean = True
-
-    return wrapper
 
 
 def _diff(before: Any, after: Any, path: str = "") -> list[str]:
@@ -587,23 +562,7 @@ class TenancyMachine(RuleBasedStateMachine):
         assert self.core is not None
         core = self.core
         # I1 and statuses: live in the core, or terminal exactly once.
-        live = 0
-        for job_id in self.admitted:
-            info = self.jobs[job_id]
-            snapshot = core.get(job_id)
-            if info.status in TERMINAL_STATUSES:
-                assert snapshot is None, f"{job_id} is terminal but still live in the core"
-            else:
-                live += 1
-                assert snapshot is not None, f"{job_id} lost: not live, no terminal Record"
-                assert snapshot.status is info.status, (
-                    f"{job_id} is {snapshot.status} in the core, {info.status} in the model"
-                )
-        assert core.live_jobs == live, f"{core.live_jobs} live jobs in the core, {live} expected"
-        assert core.active_runs == len(self.runs), (
-            f"the core has {core.active_runs} runs holding capacity; the engine has not yet "
-            f"reported the end of {len(self.runs)}"
-        )
+        check_live_jobs(core, self.admitted, self.jobs, len(self.runs))
         waiting = sum(self.waiting(t) for t in self.tenant_ids)
         assert core.waiting == waiting, f"{core.waiting} waiting in the core, {waiting} expected"
         # Public queries agree with the model.
@@ -974,26 +933,15 @@ class TenancyMachine(RuleBasedStateMachine):
         self.replay()
 
 
-def _phases() -> list[Phase]:
-    # Shrinking a failing run of the machine or of a simulation can take minutes; by default
-    # it is reported as found. Set TENANCY_MACHINE_SHRINK=1 (or CORE_MACHINE_SHRINK=1) to
-    # shrink it.
-    phases = list(Phase)
-    if not (os.environ.get("TENANCY_MACHINE_SHRINK") or os.environ.get("CORE_MACHINE_SHRINK")):
-        phases.remove(Phase.shrink)
-    return phases
-
-
 def _settings(max_examples: int) -> Any:
     # Long runs find more than many short ones for the same time: the bugs below each need a
     # limit changed, a backlog, and then the right cancel or run end (80 steps x 200 runs found
     # each of them more often than 40 x 400, in about 10 s).
-    phases = _phases()
     return settings(
         max_examples=int(os.environ.get("TENANCY_MACHINE_EXAMPLES", str(max_examples))),
         stateful_step_count=80,
         report_multiple_bugs=False,
-        phases=phases,
+        phases=phases("TENANCY_MACHINE_SHRINK", "CORE_MACHINE_SHRINK"),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
@@ -1079,7 +1027,7 @@ def saturate(
 
 simulation_settings = settings(
     max_examples=int(os.environ.get("TENANCY_SIMULATION_EXAMPLES", "25")),
-    phases=_phases(),
+    phases=phases("TENANCY_MACHINE_SHRINK", "CORE_MACHINE_SHRINK"),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
