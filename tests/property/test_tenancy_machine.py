@@ -140,22 +140,29 @@ class CheckedCore(SchedulingCore):
         ``entry`` no other active tenant with a strictly smaller virtual time may have a head
         that would start now.
 
-        Heap keys follow corrected charges lazily: an extra charge is picked up when the key
-        reaches the top (so the tenant competes at its virtual time), a refund only re-keys once
-        it exceeds about one job (so it competes at its key). A tenant therefore competes at
-        the larger of the two, and the tenant served is keyed at its virtual time exactly."""
+        Heap keys follow corrected charges lazily: an extra charge of more than one typical
+        job (``slack``) is picked up when the key reaches the top (so the tenant competes at its
+        virtual time), a smaller one at the next key; a refund only re-keys once it exceeds
+        about one job. A tenant therefore competes at its key unless its virtual time is more
+        than ``slack`` above it, and the tenant served is keyed no more than ``slack`` below its
+        virtual time."""
         self.probes += 1
         queue = self._queues.queue_of(entry)
         keys, vtimes = queue.keys, queue.vtimes
+        slack = queue.capacity.slot_share * queue.expected_run_s
         key = keys.get(entry.tenant)
         assert key is not None, f"{entry.job.id} started while its tenant has no key"
         assert entry.tenant not in queue.parked, f"{entry.job.id} started from a parked tenant"
         assert self.passes_limits(entry), f"{entry.job.id} offered while a limit holds it back"
-        mine = vtimes[entry.tenant]
-        assert key[0] == mine, f"{entry.tenant} served at key {key[0]}, virtual time {mine}"
+        mine = key[0]
+        assert vtimes[entry.tenant] <= mine + slack, (
+            f"{entry.tenant} served at key {mine}, more than {slack} below its virtual time "
+            f"{vtimes[entry.tenant]}"
+        )
         competing = False
         for other, other_key in list(keys.items()):
-            ahead = max(other_key[0], vtimes[other])
+            actual = vtimes[other]
+            ahead = other_key[0] if actual <= other_key[0] + slack else actual
             if other == entry.tenant or other in queue.parked or ahead >= mine:
                 continue
             competing = True
@@ -170,9 +177,10 @@ class CheckedCore(SchedulingCore):
             ]
             assert not fits, (
                 f"fair share broken at level {queue.rank}, pools {queue.group}: "
-                f"{entry.job.id} of {entry.tenant} (virtual time {mine:.6g}) starts while "
-                f"{head.job.id} of {other} (virtual time {vtimes[other]:.6g}, keyed at "
-                f"{other_key[0]:.6g}: smaller) passes its limits and fits {fits}"
+                f"{entry.job.id} of {entry.tenant} (keyed at {mine:.6g}) starts while "
+                f"{head.job.id} of {other} (virtual time {actual:.6g}, keyed at "
+                f"{other_key[0]:.6g}: competes at {ahead:.6g}, smaller) passes its limits and "
+                f"fits {fits}"
             )
         self.contested += competing
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 from collections import deque
@@ -526,15 +527,15 @@ class ProcessBackend:
         await until_exited(worker)
         if kind is MemoryExceeded:
             raise MemoryLimitError(
-                f"memory limit exceeded: used {reply.used_mb:.0f} MB of {reply.limit_mb} MB - an "
-                f"allocation past resources.memory_mb was refused in the worker process "
+                f"memory limit exceeded: used {_over(reply.used_mb)} MB of {reply.limit_mb} MB - "
+                f"an allocation past resources.memory_mb was refused in the worker process "
                 f"(MemoryError); ask for more memory_mb or use less"
             ) from RemoteTraceback(reply.traceback)
         if kind is MemoryKilled:
             raise MemoryLimitError(
-                f"memory limit exceeded: used {reply.used_mb:.0f} MB of {reply.limit_mb} MB - the "
-                f"resident memory of the job's processes went over resources.memory_mb and they "
-                f"were killed; ask for more memory_mb or use less"
+                f"memory limit exceeded: used {_over(reply.used_mb)} MB of {reply.limit_mb} MB - "
+                f"the resident memory of the job's processes went over resources.memory_mb and "
+                f"they were killed; ask for more memory_mb or use less"
             )
         assert isinstance(reply, Exited)
         what = (
@@ -559,3 +560,8 @@ class ProcessBackend:
         if reply.crash_report:
             raise error from RemoteTraceback(reply.crash_report)
         raise error
+
+
+def _over(used_mb: float) -> str:
+    """Memory in use past a limit, to 0.1 MB rounded up (so it never reads as the limit)."""
+    return f"{math.ceil(used_mb * 10) / 10:.1f}"

@@ -91,6 +91,7 @@ _UTC: Final = _dt.UTC
 # Counter slots, by status; then cumulative submitted and rejected.
 _SLOT: Final = {status: i for i, status in enumerate(Status)}
 _QUEUED_SLOT: Final = _SLOT[Status.QUEUED]
+_RANK: Final = {p: p.rank for p in Priority}
 _SUBMITTED: Final = len(_SLOT)
 _REJECTED: Final = _SUBMITTED + 1
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
@@ -256,15 +257,13 @@ class SchedulingCore:
         self._default_cgroup_limit = default_concurrency_limit
         self._limits: dict[LimitKey, _Limit] = {}
         self._guard = None if guard is None or not guard.min_share else _Guard(guard)
-        # Counters by status (then submitted, rejected): per level, per backend and per (tenant,
-        # level); totals and per-tenant figures are their sums. Rejections of jobs too invalid
-        # to have a level are counted apart.
-        self._by_level = [self._new_counter() for _ in range(LEVELS)]
-        self._by_backend: dict[str, list[int]] = {}
-        self._by_tenant_level: dict[tuple[str, int], list[int]] = {}
+        # Counters by status (then submitted, rejected): one per (tenant, level, backend),
+        # which a job's transitions update (backend None: rejections, which have none); stats()
+        # sums them by level, tenant and backend. Rejections of jobs too invalid to have a level
+        # are counted apart.
+        self._cells: dict[tuple[str, int, str | None], list[int]] = {}
         self._rejected_unleveled = 0
         self._tenant_rejected_unleveled: dict[str, int] = {}
-        self._counter_sets: dict[tuple[str, int, str], tuple[list[int], ...]] = {}
         # Per handle() call: the clock reading, its datetime, and where decisions go.
         self._now = 0.0
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
@@ -416,7 +415,16 @@ class SchedulingCore:
     def stats(self) -> Stats:
         """Counts by status, per priority, tenant and backend; pools; waiting reasons."""
         reasons: dict[str, int] = {}
-        totals = _sum(self._by_level)
+        by_level = [self._new_counter() for _ in range(LEVELS)]
+        by_backend: dict[str, list[int]] = {}
+        by_tenant_level: dict[tuple[str, int], list[int]] = {}
+        for (tenant_id, rank, backend), cell in self._cells.items():
+            _add(by_level[rank], cell)
+            if backend is not None:
+                _add(by_backend.setdefault(backend, self._new_counter()), cell)
+            if tenant_id:  # "": rejections without a valid tenant (in the totals only)
+                _add(by_tenant_level.setdefault((tenant_id, rank), self._new_counter()), cell)
+        totals = _sum(by_level)
         totals[_REJECTED] += self._rejected_unleveled
         if totals[_SLOT[_PENDING]]:
             for entry in self._jobs.values():
@@ -427,7 +435,7 @@ class SchedulingCore:
             reason = self._queued_reason(entry)
             reasons[reason] = reasons.get(reason, 0) + 1
         per_tenant: dict[str, list[list[int]]] = {}
-        for (tenant_id, _), counter in self._by_tenant_level.items():
+        for (tenant_id, _), counter in by_tenant_level.items():
             per_tenant.setdefault(tenant_id, []).append(counter)
         for tenant_id in self._tenant_rejected_unleveled:
             per_tenant.setdefault(tenant_id, [])
@@ -435,12 +443,12 @@ class SchedulingCore:
         for tenant_id, counters in per_tenant.items():
             counter = _sum(counters)
             counter[_REJECTED] += self._tenant_rejected_unleveled.get(tenant_id, 0)
-            by_tenant[tenant_id] = self._tenant_stats(tenant_id, counter)
+            by_tenant[tenant_id] = self._tenant_stats(tenant_id, counter, by_tenant_level)
         return Stats(
             totals=_counts(totals),
-            by_priority={p.value: _counts(self._by_level[p.rank]) for p in Priority},
+            by_priority={p.value: _counts(by_level[p.rank]) for p in Priority},
             by_tenant=by_tenant,
-            by_backend={b: _counts(c) for b, c in self._by_backend.items()},
+            by_backend={b: _counts(c) for b, c in by_backend.items()},
             pools={
                 name: PoolStats(
                     backend=pool.backend,
@@ -452,12 +460,17 @@ class SchedulingCore:
             waiting_reasons=reasons,
         )
 
-    def _tenant_stats(self, tenant_id: str, counter: list[int]) -> TenantStats:
+    def _tenant_stats(
+        self,
+        tenant_id: str,
+        counter: list[int],
+        by_tenant_level: dict[tuple[str, int], list[int]],
+    ) -> TenantStats:
         base = _counts(counter)
         by_priority = {
             p.value: _counts(c)
             for p in Priority
-            if (c := self._by_tenant_level.get((tenant_id, p.rank))) is not None
+            if (c := by_tenant_level.get((tenant_id, p.rank))) is not None
         }
         state = self._tenants.get(tenant_id)
         if state is None:
@@ -652,7 +665,7 @@ class SchedulingCore:
                 namespace=job.namespace,
                 limits=keys,
                 subkey=(job.namespace, keys),
-                rank=job.priority.rank,
+                rank=_RANK[job.priority],
                 needs=needs,
                 backend=backend,
                 group=choice.group,
@@ -664,11 +677,10 @@ class SchedulingCore:
             )
             if estimate is not None:
                 tenant.committed += estimate
-            entry.counters = self._counters(entry)
+            counter = entry.counter = self._cell(entry.tenant, entry.rank, backend)
             self._jobs[job.id] = entry
-            for counter in entry.counters:
-                counter[_SUBMITTED] += 1
-                counter[_QUEUED_SLOT] += 1
+            counter[_SUBMITTED] += 1
+            counter[_QUEUED_SLOT] += 1
             tenant.waiting += 1
             if tenant.namespaces:
                 namespace = tenant.namespaces.get(entry.namespace)
@@ -1039,31 +1051,22 @@ class SchedulingCore:
     def _new_counter() -> list[int]:
         return [0] * (_REJECTED + 1)
 
-    def _counters(self, entry: Entry) -> tuple[list[int], ...]:
-        """The counters a job's transitions update: its level, its backend and its (tenant,
-        level) (one shared tuple per combination)."""
-        key = (entry.tenant, entry.rank, entry.backend)
-        found = self._counter_sets.get(key)
-        if found is not None:
-            return found
-        backend = self._by_backend.get(entry.backend)
-        if backend is None:
-            backend = self._by_backend[entry.backend] = self._new_counter()
-        tenant_level = self._by_tenant_level.get((entry.tenant, entry.rank))
-        if tenant_level is None:
-            tenant_level = self._by_tenant_level[(entry.tenant, entry.rank)] = self._new_counter()
-        found = self._counter_sets[key] = (self._by_level[entry.rank], backend, tenant_level)
-        return found
+    def _cell(self, tenant: str, rank: int, backend: str | None) -> list[int]:
+        """The counter of (tenant, level, backend): what a job's transitions update."""
+        key = (tenant, rank, backend)
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._cells[key] = self._new_counter()
+        return cell
 
     def _move(self, entry: Entry, status: Status, job: Job) -> None:
         """The one place a live job changes status: checks the edge, counts, keeps the job."""
         previous = entry.status
         if status not in ALLOWED_TRANSITIONS[previous]:
             check_transition(job.id, previous, status)  # raises, saying which edge
-        old, new = _SLOT[previous], _SLOT[status]
-        for counter in entry.counters:
-            counter[old] -= 1
-            counter[new] += 1
+        counter = entry.counter
+        counter[_SLOT[previous]] -= 1
+        counter[_SLOT[status]] += 1
         was_waiting, is_waiting = previous in _WAITING, status in _WAITING
         if was_waiting is not is_waiting:
             step = 1 if is_waiting else -1
@@ -1089,13 +1092,8 @@ class SchedulingCore:
             raw_tenant = getattr(job, "tenant_id", None)
             tenant_id = raw_tenant if isinstance(raw_tenant, str) and raw_tenant else None
             if isinstance(priority, Priority):
-                self._by_level[priority.rank][_REJECTED] += 1
-                if tenant_id is not None:
-                    key = (tenant_id, priority.rank)
-                    counter = self._by_tenant_level.get(key)
-                    if counter is None:
-                        counter = self._by_tenant_level[key] = self._new_counter()
-                    counter[_REJECTED] += 1
+                # a job without a valid tenant counts in its level only (tenant "")
+                self._cell(tenant_id or "", priority.rank, None)[_REJECTED] += 1
             else:
                 self._rejected_unleveled += 1
                 if tenant_id is not None:
@@ -1105,6 +1103,11 @@ class SchedulingCore:
                 state = self._tenants.get(tenant_id)
                 if state is not None:
                     state.rejections[reason] = state.rejections.get(reason, 0) + 1
+
+
+def _add(total: list[int], counter: list[int]) -> None:
+    for i, value in enumerate(counter):
+        total[i] += value
 
 
 def _sum(counters: Sequence[list[int]]) -> list[int]:

@@ -86,7 +86,7 @@ class Entry(Struct, gc=False):
     rate: float = 0.0  # $/h of the current attempt's pool
     held: PoolState | None = None  # the pool holding capacity for it, if any
     seq: int = 0
-    counters: tuple[list[int], ...] = ()
+    counter: list[int] = []  # its (tenant, level, backend) counter, by status
 
 
 class Selector(Protocol):
@@ -298,6 +298,9 @@ class GroupQueue:
         started = 0
         first = True  # the first head offered in a pass is first in line
         epoch = selector.release_epoch
+        # a typical job's charge (one slot for the expected run time, weight 1): how far a key
+        # may lag its tenant's virtual time before it is re-keyed
+        slack = self.capacity.slot_share * self.expected_run_s
         while heap and started != limit:
             if declined and selector.release_epoch != epoch:
                 # held capacity was released during this pass: heads set aside get another
@@ -320,7 +323,10 @@ class GroupQueue:
                     del tenants[tenant]
                 continue
             actual = self.vtimes[tenant]
-            if head.seq != seq or actual != vtime:  # a new head, or a corrected charge: re-key
+            if head.seq != seq or actual > vtime + slack:
+                # a new head, or a charge corrected upwards by more than about one typical job:
+                # re-key (a smaller correction is kept exactly in vtimes and counts from the
+                # next key on, so the order is never off by more than one job)
                 key = keys[tenant] = (actual, head.seq, tenant)
                 heapreplace(heap, key)
                 continue
@@ -348,7 +354,7 @@ class GroupQueue:
                 self.count -= 1
                 if vtime > self.clock:
                     self.clock = vtime
-                vtime = self.vtimes[tenant] = vtime + selector.charge(head, self)
+                vtime = self.vtimes[tenant] = actual + selector.charge(head, self)
                 following = queue.peek()
                 if following is None:
                     heappop(heap)

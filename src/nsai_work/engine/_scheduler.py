@@ -753,7 +753,16 @@ class Scheduler:
                 if yield_first:
                     await asyncio.sleep(0)
                     slice_start = clock()
-                outcome = await self._execute(info, job, ctx)
+                try:  # one attempt on its backend (inlined: no extra coroutine per run)
+                    if info.async_execute:
+                        result = await info.backend.execute(job, ctx)
+                    else:
+                        result = await run_in_thread(self._executor, info.backend.execute, job, ctx)
+                    outcome = _SUCCEEDED_NONE if result is None else self._succeeded(result, job)
+                except NonRetryableError as exc:
+                    outcome = Failed(_job_error(exc, job.attempt), retryable=False)
+                except Exception as exc:
+                    outcome = Failed(_job_error(exc, job.attempt), retryable=True)
                 taker = handoff
             except asyncio.CancelledError:
                 if not ctx.cancelled:
@@ -811,20 +820,9 @@ class Scheduler:
         while inbox:
             inbox.popleft()()
 
-    async def _execute(self, info: _BackendInfo, job: Job, ctx: JobContext) -> Outcome:
-        """Run one attempt on its backend and turn what happened into an outcome (a
-        cancellation propagates)."""
-        try:
-            if info.async_execute:
-                result = await info.backend.execute(job, ctx)
-            else:
-                result = await run_in_thread(self._executor, info.backend.execute, job, ctx)
-        except NonRetryableError as exc:
-            return Failed(_job_error(exc, job.attempt), retryable=False)
-        except Exception as exc:
-            return Failed(_job_error(exc, job.attempt), retryable=True)
-        if result is None:
-            return _SUCCEEDED_NONE
+    def _succeeded(self, result: Any, job: Job) -> Outcome:
+        """A handler's return value as an outcome: not JSON-encodable (or too large) fails the
+        attempt for good."""
         try:
             return Succeeded(normalize_result(result, self._max_result_bytes))
         except ValidationError as exc:
