@@ -278,6 +278,48 @@ class PriorityGuard(
     window: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
 
 
+# ---------------------------------------------------------------------------------------------
+# Time-ordered ids (UUIDv7, RFC 9562): 48 bits of Unix milliseconds, a 12-bit counter that keeps
+# ids monotonic within a millisecond in this process, and 62 random bits.
+
+_id_state: list[Any] = [0, 0, ""]  # last millisecond, counter, the text of that millisecond
+# A private generator seeded from the OS (and again in a forked child): fast, unaffected by
+# random.seed() in user code, and never shared by two processes.
+_id_random: Final = _random.Random(_os.urandom(16))
+_os.register_at_fork(after_in_child=lambda: _id_random.seed(_os.urandom(16)))
+
+
+def new_job_id() -> str:
+    """A new UUIDv7 string; ids sort by creation time."""
+    ms = _time.time_ns() // 1_000_000
+    # No lock: two threads in the same millisecond may share (ms, counter) and order loosely;
+    # the 62 random bits keep their ids apart.
+    last_ms, counter, prefix = _id_state
+    if ms <= last_ms:
+        ms = last_ms
+        counter += 1
+        if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next millisecond
+            ms += 1
+            counter = 0
+    else:
+        counter = 0
+    if ms != last_ms:  # 48 bits of milliseconds, then the version nibble
+        h = f"{ms:012x}"
+        prefix = _id_state[2] = f"{h[:8]}-{h[8:]}-7"
+    _id_state[0] = ms
+    _id_state[1] = counter
+    rand = _id_random.getrandbits(62) | (1 << 63)  # the variant bits (0b10), then 62 random
+    return f"{prefix}{counter:03x}-{rand >> 48:04x}-{rand & 0xFFFFFFFFFFFF:012x}"
+
+
+_UTC: Final = _dt.UTC
+
+
+def utc_now() -> _dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return _dt.datetime.now(_UTC)
+
+
 class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A unit of work and its state.
 
@@ -295,8 +337,8 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     constraints: Constraints = DEFAULT_CONSTRAINTS
     metadata: dict[str, Any] = {}
     tags: tuple[NonEmptyStr, ...] = ()
-    id: NonEmptyStr = field(default_factory=lambda: new_job_id())
-    created_at: AwareDatetime = field(default_factory=lambda: utc_now())
+    id: NonEmptyStr = field(default_factory=new_job_id)
+    created_at: AwareDatetime = field(default_factory=utc_now)
     # ---- set by the scheduler ----
     status: Status = Status.PENDING
     backend: str | None = None
@@ -321,47 +363,6 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     def is_terminal(self) -> bool:
         """True once the job succeeded, failed, timed out or was canceled."""
         return self.status in TERMINAL_STATUSES
-
-
-# ---------------------------------------------------------------------------------------------
-# Time-ordered ids (UUIDv7, RFC 9562): 48 bits of Unix milliseconds, a 12-bit counter that keeps
-# ids monotonic within a millisecond in this process, and 62 random bits.
-
-_id_state = [0, 0]  # last millisecond, counter
-# A private generator seeded from the OS (and again in a forked child): fast, unaffected by
-# random.seed() in user code, and never shared by two processes.
-_id_random: Final = _random.Random(_os.urandom(16))
-_os.register_at_fork(after_in_child=lambda: _id_random.seed(_os.urandom(16)))
-
-
-def new_job_id() -> str:
-    """A new UUIDv7 string; ids sort by creation time."""
-    ms = _time.time_ns() // 1_000_000
-    # No lock: two threads in the same millisecond may share (ms, counter) and order loosely;
-    # the 62 random bits keep their ids apart.
-    last_ms, counter = _id_state
-    if ms <= last_ms:
-        ms = last_ms
-        counter += 1
-        if counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next millisecond
-            ms += 1
-            counter = 0
-    else:
-        counter = 0
-    _id_state[0] = ms
-    _id_state[1] = counter
-    rand = _id_random.getrandbits(62)
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-_UTC: Final = _dt.UTC
-
-
-def utc_now() -> _dt.datetime:
-    """The current time, timezone-aware UTC."""
-    return _dt.datetime.now(_UTC)
 
 
 # One reused encoder and decoder per type: the edge of the system (submit, HTTP, stores).

@@ -273,6 +273,28 @@ def test_a_timeout_stops_the_run_and_keeps_its_slot_until_the_run_ended() -> Non
     assert d.core.active_runs == 1
 
 
+def test_a_retry_may_start_while_the_timed_out_attempt_still_holds_a_slot() -> None:
+    d = Driver({"b1": [Pool(name="p1", slots=2)]}, rand=never)
+    policy = RetryPolicy(max_attempts=2, backoff=Backoff.CONSTANT, base_delay_ms=0, jitter=False)
+    d.submit([make_job("j", timeout_ms=100, policy=policy)], R)
+    out = d.fire(ArmTimer(d.now + 0.1, ("timeout", "j", 1)))
+    (dispatch,) = of_type(out, Dispatch)
+    assert (dispatch.job.id, dispatch.job.attempt) == ("j", 2)
+    assert d.core.active_runs == 2  # the first attempt's thread has not returned yet
+    assert d.core.pool_states()["p1"].used_slots == 2
+
+    out = d.end("j", 1, Succeeded("late"))  # the outlived run ends: only its slot comes back
+    assert records_of(out, "j") == []
+    assert d.core.active_runs == 1
+    assert d.core.pool_states()["p1"].used_slots == 1
+    assert d.end("j", 1, Succeeded("again")) == []  # reported twice: nothing more
+
+    (record,) = records_of(d.end("j", 2, Succeeded("ok")), "j")
+    assert (record.job.status, record.job.result, record.job.attempt) == (Status.SUCCEEDED, "ok", 2)
+    assert d.core.active_runs == 0
+    assert d.core.pool_states()["p1"].used_slots == 0
+
+
 def test_a_run_that_finishes_after_its_timeout_does_not_change_the_job() -> None:
     d = Driver(POOLS, rand=never)
     d.submit([make_job("j", timeout_ms=100, policy=RetryPolicy(max_attempts=1))], R)

@@ -109,6 +109,7 @@ class _Run(Struct, gc=False):
     collector: nothing it refers to refers back to it."""
 
     reservation: Reservation
+    attempt: int
     backend: str
     tenant: TenantState
     namespace: str
@@ -247,7 +248,10 @@ class SchedulingCore:
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
         self._jobs: dict[str, Entry] = {}
-        self._runs: dict[tuple[str, int], _Run] = {}
+        # Runs holding capacity: by job id, and (rarely) a run an attempt of the same job
+        # outlived, e.g. a timed-out sync thread, by (job id, attempt).
+        self._runs: dict[str, _Run] = {}
+        self._outlived: dict[tuple[str, int], _Run] = {}
         self._queues = ReadyQueues()
         self._waiting = 0
         self._tenant_specs = {t.id: t for t in tenants}
@@ -374,7 +378,7 @@ class SchedulingCore:
     @property
     def active_runs(self) -> int:
         """Executions dispatched whose end has not been reported (they hold reservations)."""
-        return len(self._runs)
+        return len(self._runs) + len(self._outlived)
 
     def pool_states(self) -> Mapping[str, PoolState]:
         """Every pool's state, by name (read-only use: for checks and stats)."""
@@ -594,8 +598,11 @@ class SchedulingCore:
                     limit.tokens -= 1.0
         if self._guard is not None:
             self._guard.record(entry.rank)
-        run = self._runs[(job.id, number)] = _Run(
-            reservation, entry.backend, tenant, entry.namespace, limits, self._now, rate
+        earlier = self._runs.get(job.id)
+        if earlier is not None:  # an earlier attempt's run still holds capacity
+            self._outlived[(job.id, earlier.attempt)] = earlier
+        run = self._runs[job.id] = _Run(
+            reservation, number, entry.backend, tenant, entry.namespace, limits, self._now, rate
         )
         self._last_run = run
         queue_time_ms = (self._now - entry.since) * 1000.0
@@ -787,9 +794,13 @@ class SchedulingCore:
     # ---- the end of a run --------------------------------------------------------------------
 
     def _run_ended(self, event: RunEnded) -> None:
-        run = self._runs.pop((event.job_id, event.attempt), None)
-        if run is None:
-            return  # already reported: ending a run is idempotent
+        run = self._runs.get(event.job_id)
+        if run is not None and run.attempt == event.attempt:
+            del self._runs[event.job_id]
+        else:
+            run = self._outlived.pop((event.job_id, event.attempt), None)
+            if run is None:
+                return  # already reported: ending a run is idempotent
         run.reservation.pool.release(run.reservation)
         self._released(run)
         entry = self._jobs.get(event.job_id)
@@ -1005,7 +1016,7 @@ class SchedulingCore:
         for entry in self._jobs.values():
             if entry.tenant == tenant_id and entry.namespace in wanted and entry.status in _WAITING:
                 tenant.namespaces[entry.namespace].waiting += 1
-        for run in self._runs.values():
+        for run in (*self._runs.values(), *self._outlived.values()):
             if run.tenant is tenant and run.namespace in wanted:
                 namespace = tenant.namespaces[run.namespace]
                 namespace.running += 1

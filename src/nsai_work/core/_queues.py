@@ -120,9 +120,13 @@ class Selector(Protocol):
 
 
 class TenantQueue:
-    """One tenant's queued jobs in one GroupQueue."""
+    """One tenant's queued jobs in one GroupQueue.
 
-    __slots__ = ("count", "fifos", "heads", "parked", "queue", "tenant")
+    ``only`` is the tenant's FIFO when it has exactly one and it is not parked (the common
+    case): its head is the tenant's head, with no look at ``heads``.
+    """
+
+    __slots__ = ("count", "fifos", "heads", "only", "parked", "queue", "tenant")
 
     def __init__(self, tenant: str, queue: GroupQueue) -> None:
         self.tenant = tenant
@@ -130,6 +134,7 @@ class TenantQueue:
         self.fifos: dict[SubKey, deque[Entry]] = {}
         self.heads: list[tuple[int, SubKey]] = []
         self.parked: dict[SubKey, str] = {}
+        self.only: deque[Entry] | None = None
         self.count = 0
 
     def push(self, entry: Entry) -> None:
@@ -140,11 +145,22 @@ class TenantQueue:
             fifo = self.fifos[sub] = deque()
             if sub not in self.parked:
                 heappush(self.heads, (entry.seq, sub))
+            self._find_only()
         fifo.append(entry)
         self.count += 1
 
+    def _find_only(self) -> None:
+        fifos = self.fifos
+        self.only = next(iter(fifos.values())) if len(fifos) == 1 and not self.parked else None
+
     def peek(self) -> Entry | None:
         """The oldest live head among the FIFOs that are not parked."""
+        only = self.only
+        if only is not None:
+            while only and only[0].status is not _QUEUED:
+                only.popleft()
+            if only:
+                return only[0]
         heads, fifos = self.heads, self.fifos
         while heads:
             seq, sub = heads[0]
@@ -154,6 +170,7 @@ class TenantQueue:
             if not fifo:
                 heappop(heads)
                 del fifos[sub]
+                self._find_only()
                 continue
             head = fifo[0]
             if head.seq != seq:
@@ -171,6 +188,7 @@ class TenantQueue:
         """Take the FIFO whose head ``peek`` just returned out of the heads."""
         heappop(self.heads)
         self.parked[sub] = reason
+        self.only = None
 
     def unpark(self, sub: SubKey) -> bool:
         """Put a parked FIFO back; True if it has jobs."""
@@ -179,8 +197,10 @@ class TenantQueue:
         fifo = self.fifos.get(sub)
         if not fifo:
             self.fifos.pop(sub, None)
+            self._find_only()
             return False
         heappush(self.heads, (fifo[0].seq, sub))
+        self._find_only()
         return True
 
     def entries(self) -> Iterator[Entry]:
