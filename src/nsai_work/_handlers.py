@@ -64,6 +64,9 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_kind: dict[str, RegisteredFunction] = {}
+        #: ``get(kind)``: the handler of ``kind``, or None (the dict's own lookup: no Python
+        #: frame per job on the hot path).
+        self.get: Callable[[str], RegisteredFunction | None] = self._by_kind.get
 
     def register(self, kind: str, fn: Callable[..., Any], *, replace: bool = False) -> None:
         """Run ``fn`` for jobs of ``kind``; registering a kind twice needs ``replace=True``."""
@@ -92,10 +95,6 @@ class HandlerRegistry:
         with self._lock:
             if self._by_kind.pop(kind, None) is None:
                 raise NotFoundError(f"no handler is registered for kind {kind!r}")
-
-    def get(self, kind: str) -> RegisteredFunction | None:
-        """The handler of ``kind``, or None."""
-        return self._by_kind.get(kind)
 
     def __contains__(self, kind: object) -> bool:
         return kind in self._by_kind

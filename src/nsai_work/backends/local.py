@@ -42,7 +42,7 @@ class LocalBackend(FunctionBackend):
 
     def supports(self, job: Job) -> bool:
         """True when a handler is registered for the job's kind."""
-        return job.kind in self.handlers
+        return self.handlers.get(job.kind) is not None
 
     def explain(self, job: Job) -> str:
         """Why this backend does not run ``job``."""

@@ -684,7 +684,12 @@ class SchedulingCore:
             )
             if estimate is not None:
                 tenant.committed += estimate
-            counter = entry.counter = self._cell(entry.tenant, entry.rank, backend)
+            last = tenant.last_cell  # a tenant's jobs mostly share one (level, backend)
+            if last is not None and last[0] == entry.rank and last[1] == backend:
+                counter = entry.counter = last[2]
+            else:
+                counter = entry.counter = self._cell(entry.tenant, entry.rank, backend)
+                tenant.last_cell = (entry.rank, backend, counter)
             self._jobs[job.id] = entry
             counter[_SUBMITTED] += 1
             counter[_QUEUED_SLOT] += 1
@@ -693,7 +698,7 @@ class SchedulingCore:
                 namespace = tenant.namespaces.get(entry.namespace)
                 if namespace is not None:
                     namespace.waiting += 1
-            tenant.groups.add(queues.push(entry, self._group_pools))
+            queues.push(entry, self._group_pools)
             out.append(Record(job, None))
         self._waiting += count
         return True
@@ -980,7 +985,7 @@ class SchedulingCore:
         job = replace(entry.job, status=_QUEUED, queued_at=self._now_dt, waiting_reason=None)
         elapsed_ms = (self._now - entry.since) * 1000.0
         self._move(entry, _QUEUED, job)
-        entry.tenant_state.groups.add(self._queues.push(entry, self._group_pools))
+        self._queues.push(entry, self._group_pools)
         self._out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
 
     def _cancel(self, event: Cancel) -> None:

@@ -86,7 +86,7 @@ class TenantState:
 
     __slots__ = (
         "committed",
-        "groups",
+        "last_cell",
         "last_refill",
         "limited",
         "namespaces",
@@ -122,7 +122,8 @@ class TenantState:
         self.spend_period = 0.0  # USD, in the current budget period
         self.period_start = now
         self.committed = 0.0  # estimated maximum cost of admitted, unfinished jobs
-        self.groups: set[GroupQueue] = set()
+        # the status counter of its last submitted job's (level, backend), and that pair
+        self.last_cell: tuple[int, str, list[int]] | None = None
         self.parked_in: set[GroupQueue] = set()
 
     def update(self, spec: Tenant) -> None:

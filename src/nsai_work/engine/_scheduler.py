@@ -101,6 +101,10 @@ class Page(Struct, kw_only=True):
         return self.jobs[index]
 
 
+#: A run in flight: its task, its context, its backend.
+_RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
+
+
 class _WaitGroup:
     """A ``wait_many`` in progress: the jobs it still waits for, what finished, its future.
     One per call (checked at every terminal transition), not one per job: a batch of 50,000
@@ -270,7 +274,10 @@ class Scheduler:
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
         self._timers = TimerHeap(self._loop, self._on_timer)
-        self._runs: dict[tuple[str, int], tuple[asyncio.Task[None], JobContext, _BackendInfo]] = {}
+        # Runs in flight (task, context, backend): by job id, and (rarely) a run an attempt of
+        # the same job outlived, e.g. a timed-out sync thread, by (job id, attempt).
+        self._runs: dict[str, _RunTuple] = {}
+        self._outlived: dict[tuple[str, int], _RunTuple] = {}
         self._waiters: dict[str, list[Callable[[Job], None]]] = {}  # as_completed
         self._groups: list[_WaitGroup] = []  # wait and wait_many
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -295,15 +302,15 @@ class Scheduler:
         loop = self._loop
         deadline = loop.time() + max(0.0, timeout)
         self._cancel_live(lambda status: status is not _RUNNING)
-        while self._runs:
+        while self._runs or self._outlived:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            tasks = [task for task, _, _ in self._runs.values()]
+            tasks = [task for task, _, _ in self._in_flight()]
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             self._cancel_live(lambda status: status is not _RUNNING)  # retries scheduled meanwhile
         self._cancel_live(lambda status: True)
-        tasks = [task for task, _, _ in self._runs.values()]
+        tasks = [task for task, _, _ in self._in_flight()]
         if tasks:  # runs in threads end when their thread returns; do not wait forever
             await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE_S)
         self._timers.close()
@@ -430,7 +437,7 @@ class Scheduler:
         released its capacity). Useful in tests; ``WaitTimeoutError`` after ``timeout``."""
         self._require_started()
         _check_timeout(timeout)
-        if not self._runs:
+        if not self._runs and not self._outlived:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         self._idle_waiters.append(future)
@@ -438,7 +445,7 @@ class Scheduler:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise WaitTimeoutError(
-                f"{len(self._runs)} runs still in flight after {timeout} s"
+                f"{len(self._runs) + len(self._outlived)} runs still in flight after {timeout} s"
             ) from None
 
     async def stats(self) -> Stats:
@@ -535,7 +542,7 @@ class Scheduler:
             if reason is not None and reason != job.waiting_reason:
                 return replace(job, waiting_reason=reason)
         elif status is _RUNNING:
-            run = self._runs.get((job.id, job.attempt))
+            run = self._run_of(job.id, job.attempt)
             if run is not None and run[1].last_progress is not None:
                 return replace(job, progress=run[1].last_progress)
         return job
@@ -728,10 +735,22 @@ class Scheduler:
             # A worker is reporting its run's end: it takes this job itself (no new task, and an
             # urgent job starts in this very loop step).
             handoff.next = (info, job, ctx)
-            self._runs[(job.id, job.attempt)] = (handoff.task, ctx, info)
-            return
-        task = self._loop.create_task(self._worker(info, job, ctx))
-        self._runs[(job.id, job.attempt)] = (task, ctx, info)
+            task = handoff.task
+        else:
+            task = self._loop.create_task(self._worker(info, job, ctx))
+        earlier = self._runs.get(job.id)
+        if earlier is not None:  # an earlier attempt's run is still in flight
+            self._outlived[(job.id, earlier[1].attempt)] = earlier
+        self._runs[job.id] = (task, ctx, info)
+
+    def _run_of(self, job_id: str, attempt: int) -> _RunTuple | None:
+        run = self._runs.get(job_id)
+        if run is not None and run[1].attempt == attempt:
+            return run
+        return self._outlived.get((job_id, attempt))
+
+    def _in_flight(self) -> builtins.list[_RunTuple]:
+        return [*self._runs.values(), *self._outlived.values()]
 
     async def _worker(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
         """Run a job; then the job that its end dispatched first, if any, and so on.
@@ -769,7 +788,7 @@ class Scheduler:
                     raise  # not our StopRun: the task itself is being cancelled
                 taker = handoff
             finally:  # whatever happened, the run has ended: report it exactly once
-                if ctx.cancelled:
+                if ctx._cancelled:  # (the attribute: no property call per run)
                     while task.cancelling():  # our StopRun was delivered: the worker goes on
                         task.uncancel()
                 handoff.next = None
@@ -787,7 +806,11 @@ class Scheduler:
                 inline = 0
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
-        del self._runs[(job.id, job.attempt)]
+        run = self._runs.get(job.id)
+        if run is not None and run[1].attempt == job.attempt:
+            del self._runs[job.id]
+        else:
+            del self._outlived[(job.id, job.attempt)]
         if self._inbox:  # calls from other threads first: a realtime submit gets this slot
             self._drain_inbox()
         self._handoff = handoff
@@ -798,7 +821,7 @@ class Scheduler:
             _log.exception("nsai-work engine failed to record the end of job %s", job.id)
         finally:
             self._handoff = None
-        if not self._runs and self._idle_waiters:
+        if self._idle_waiters and not self._runs and not self._outlived:
             for future in self._idle_waiters:
                 if not future.done():
                     future.set_result(None)
@@ -831,7 +854,7 @@ class Scheduler:
             return Failed(_job_error(exc, job.attempt), retryable=False)
 
     def _stop_run(self, decision: StopRun) -> None:
-        run = self._runs.get((decision.job_id, decision.attempt))
+        run = self._run_of(decision.job_id, decision.attempt)
         if run is None:
             return
         task, ctx, info = run
