@@ -109,6 +109,7 @@ class _Run(Struct, gc=False):
     collector: nothing it refers to refers back to it."""
 
     reservation: Reservation
+    entry: Entry  # the job's (its status and attempt say whether the run is still current)
     attempt: int
     backend: str
     tenant: TenantState
@@ -602,7 +603,15 @@ class SchedulingCore:
         if earlier is not None:  # an earlier attempt's run still holds capacity
             self._outlived[(job.id, earlier.attempt)] = earlier
         run = self._runs[job.id] = _Run(
-            reservation, number, entry.backend, tenant, entry.namespace, limits, self._now, rate
+            reservation,
+            entry,
+            number,
+            entry.backend,
+            tenant,
+            entry.namespace,
+            limits,
+            self._now,
+            rate,
         )
         self._last_run = run
         queue_time_ms = (self._now - entry.since) * 1000.0
@@ -808,8 +817,8 @@ class SchedulingCore:
                 return  # already reported: ending a run is idempotent
         run.reservation.pool.release(run.reservation)
         self._released(run)
-        entry = self._jobs.get(event.job_id)
-        if entry is None or entry.status is not _RUNNING or entry.job.attempt != event.attempt:
+        entry = run.entry
+        if entry.status is not _RUNNING or entry.job.attempt != event.attempt:
             return  # the job already moved on (timeout, cancel): only the capacity comes back
         outcome = event.outcome
         if type(outcome) is Succeeded:

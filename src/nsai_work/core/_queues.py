@@ -181,7 +181,7 @@ class TenantQueue:
 
     def pop(self, head: Entry) -> None:
         """Remove the head ``peek`` returned (it started)."""
-        self.fifos[head.subkey].popleft()
+        (self.only or self.fifos[head.subkey]).popleft()
         self.count -= 1
 
     def park(self, sub: SubKey, reason: str) -> None:
