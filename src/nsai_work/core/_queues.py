@@ -321,6 +321,8 @@ class GroupQueue:
         # a typical job's charge (one slot for the expected run time, weight 1): how far a key
         # may lag its tenant's virtual time before it is re-keyed
         slack = self.capacity.slot_share * self.expected_run_s
+        pools = self.pools
+        pool = pools[0] if len(pools) == 1 else None  # one pool (the usual case): no call to ask
         while heap and started != limit:
             if declined and selector.release_epoch != epoch:
                 # held capacity was released during this pass: heads set aside get another
@@ -335,7 +337,8 @@ class GroupQueue:
                 heappop(heap)  # stale
                 continue
             queue = tenants[tenant]
-            head = queue.peek()
+            only = queue.only  # (TenantQueue.peek's fast path, without the call)
+            head = only[0] if only and only[0].status is _QUEUED else queue.peek()
             if head is None:
                 heappop(heap)
                 del keys[tenant]
@@ -375,7 +378,8 @@ class GroupQueue:
                 if vtime > self.clock:
                     self.clock = vtime
                 vtime = self.vtimes[tenant] = actual + selector.charge(head, self)
-                following = queue.peek()
+                only = queue.only
+                following = only[0] if only and only[0].status is _QUEUED else queue.peek()
                 if following is None:
                     heappop(heap)
                     del keys[tenant]
@@ -389,7 +393,10 @@ class GroupQueue:
                     selector.hold(head, self)
                 declined.append(heappop(heap))
             first = False
-            if not self.any_free_slot():
+            if pool is not None:
+                if pool.used_slots >= pool.cap_slots or pool.overcommitted:
+                    break
+            elif not self.any_free_slot():
                 break
         for key in declined:
             heappush(heap, key)
