@@ -143,7 +143,7 @@ class CheckedCore(SchedulingCore):
         Heap keys follow corrected charges lazily: an extra charge of more than one typical
         job (``slack``) is picked up when the key reaches the top (so the tenant competes at its
         virtual time), a smaller one at the next key; a refund only re-keys once it exceeds
-        about one job. A tenant therefore competes at its key unless its virtual time is more
+        about two jobs. A tenant therefore competes at its key unless its virtual time is more
         than ``slack`` above it, and the tenant served is keyed no more than ``slack`` below its
         virtual time."""
         self.probes += 1
@@ -1063,8 +1063,9 @@ def test_backlogged_tenants_share_in_proportion_to_weight(
     m, so every tenant i stays within m <= x_i <= m + c/w_i. In jobs, n_i = w_i * x_i / c lies
     in [w_i*m/c, w_i*m/c + 1]; summing over the k tenants pins m, so n_i - N*w_i/W lies in
     [-k*w_i/W, 1]. Charges are estimated at dispatch (a moving average of run times) and
-    corrected when runs end, and a refund reaches the heap key only once it exceeds about one
-    job, so in-flight runs and pending refunds add one more job either way; a window that
+    corrected when runs end, and a refund reaches the heap key at the tenant's next dispatch or
+    once it exceeds about two jobs; with equal run times the refunds are small, so in-flight
+    runs and pending refunds add one more job either way; a window that
     starts mid-run (the tenant back from idle) adds the bound at its start once more.
     """
     counts, _ = saturate(weights, slots, cpu, [run_s] * len(weights), seed, late)

@@ -290,8 +290,9 @@ class GroupQueue:
         """Correct a tenant's charge once a run's real time is known. The virtual time is exact
         at once; the heap key follows lazily: an extra charge is picked up when the key next
         reaches the top (a key too low is corrected before it wins), a refund re-keys when the
-        key has become more than one typical job's charge too high (so it never holds a tenant
-        back by more than about one job)."""
+        key has become more than two typical jobs' charges too high (so it never holds a tenant
+        back by more than about two jobs; the refund of a single run, the common case, waits
+        for the tenant's next dispatch and costs no heap operation)."""
         if self.runs_seen:
             self.expected_run_s += (run_s - self.expected_run_s) * 0.2
         else:  # the first real run time replaces the prior
@@ -302,7 +303,7 @@ class GroupQueue:
         vtime = self.vtimes[tenant] = self.vtimes[tenant] + delta
         if delta < 0:
             key = self.keys.get(tenant)
-            if key is not None and key[0] - vtime > share * self.expected_run_s / weight:
+            if key is not None and key[0] - vtime > 2.0 * share * self.expected_run_s / weight:
                 self.activate(tenant)
 
     def unpark(self, tenant: str) -> None:
