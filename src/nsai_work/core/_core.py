@@ -25,6 +25,7 @@ from msgspec.structs import replace
 
 from .._errors import ConfigurationError
 from .._ir import (
+    _PRIORITY_RANK,
     UNLIMITED,
     Attempt,
     Job,
@@ -91,7 +92,6 @@ _UTC: Final = _dt.UTC
 # Counter slots, by status; then cumulative submitted and rejected.
 _SLOT: Final = {status: i for i, status in enumerate(Status)}
 _QUEUED_SLOT: Final = _SLOT[Status.QUEUED]
-_RANK: Final = {p: p.rank for p in Priority}
 _SUBMITTED: Final = len(_SLOT)
 _REJECTED: Final = _SUBMITTED + 1
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
@@ -110,7 +110,6 @@ class _Run(Struct, gc=False):
 
     reservation: Reservation
     entry: Entry  # the job's (its status and attempt say whether the run is still current)
-    attempt: int
     backend: str
     tenant: TenantState
     namespace: str
@@ -249,10 +248,7 @@ class SchedulingCore:
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
         self._jobs: dict[str, Entry] = {}
-        # Runs holding capacity: by job id, and (rarely) a run an attempt of the same job
-        # outlived, e.g. a timed-out sync thread, by (job id, attempt).
-        self._runs: dict[str, _Run] = {}
-        self._outlived: dict[tuple[str, int], _Run] = {}
+        self._runs: dict[tuple[str, int], _Run] = {}
         self._queues = ReadyQueues()
         self._waiting = 0
         self._tenant_specs = {t.id: t for t in tenants}
@@ -379,7 +375,7 @@ class SchedulingCore:
     @property
     def active_runs(self) -> int:
         """Executions dispatched whose end has not been reported (they hold reservations)."""
-        return len(self._runs) + len(self._outlived)
+        return len(self._runs)
 
     def pool_states(self) -> Mapping[str, PoolState]:
         """Every pool's state, by name (read-only use: for checks and stats)."""
@@ -599,13 +595,9 @@ class SchedulingCore:
                     limit.tokens -= 1.0
         if self._guard is not None:
             self._guard.record(entry.rank)
-        earlier = self._runs.get(job.id)
-        if earlier is not None:  # an earlier attempt's run still holds capacity
-            self._outlived[(job.id, earlier.attempt)] = earlier
-        run = self._runs[job.id] = _Run(
+        run = self._runs[(job.id, number)] = _Run(
             reservation,
             entry,
-            number,
             entry.backend,
             tenant,
             entry.namespace,
@@ -681,7 +673,7 @@ class SchedulingCore:
                 namespace=job.namespace,
                 limits=keys,
                 subkey=(job.namespace, keys),
-                rank=_RANK[job.priority],
+                rank=_PRIORITY_RANK[job.priority],  # (Priority.rank without the property)
                 needs=needs,
                 backend=backend,
                 group=choice.group,
@@ -808,13 +800,9 @@ class SchedulingCore:
     # ---- the end of a run --------------------------------------------------------------------
 
     def _run_ended(self, event: RunEnded) -> None:
-        run = self._runs.get(event.job_id)
-        if run is not None and run.attempt == event.attempt:
-            del self._runs[event.job_id]
-        else:
-            run = self._outlived.pop((event.job_id, event.attempt), None)
-            if run is None:
-                return  # already reported: ending a run is idempotent
+        run = self._runs.pop((event.job_id, event.attempt), None)
+        if run is None:
+            return  # already reported: ending a run is idempotent
         run.reservation.pool.release(run.reservation)
         self._released(run)
         entry = run.entry
@@ -1030,7 +1018,7 @@ class SchedulingCore:
         for entry in self._jobs.values():
             if entry.tenant == tenant_id and entry.namespace in wanted and entry.status in _WAITING:
                 tenant.namespaces[entry.namespace].waiting += 1
-        for run in (*self._runs.values(), *self._outlived.values()):
+        for run in self._runs.values():
             if run.tenant is tenant and run.namespace in wanted:
                 namespace = tenant.namespaces[run.namespace]
                 namespace.running += 1
@@ -1138,8 +1126,7 @@ def _add(total: list[int], counter: list[int]) -> None:
 def _sum(counters: Sequence[list[int]]) -> list[int]:
     total = [0] * (_REJECTED + 1)
     for counter in counters:
-        for i, value in enumerate(counter):
-            total[i] += value
+        _add(total, counter)
     return total
 
 

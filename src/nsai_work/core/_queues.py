@@ -338,8 +338,7 @@ class GroupQueue:
                 heappop(heap)  # stale
                 continue
             queue = tenants[tenant]
-            only = queue.only  # (TenantQueue.peek's fast path, without the call)
-            head = only[0] if only and only[0].status is _QUEUED else queue.peek()
+            head = queue.peek()
             if head is None:
                 heappop(heap)
                 del keys[tenant]
@@ -379,8 +378,7 @@ class GroupQueue:
                 if vtime > self.clock:
                     self.clock = vtime
                 vtime = self.vtimes[tenant] = actual + selector.charge(head, self)
-                only = queue.only
-                following = only[0] if only and only[0].status is _QUEUED else queue.peek()
+                following = queue.peek()
                 if following is None:
                     heappop(heap)
                     del keys[tenant]

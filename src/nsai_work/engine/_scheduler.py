@@ -274,10 +274,7 @@ class Scheduler:
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
         self._timers = TimerHeap(self._loop, self._on_timer)
-        # Runs in flight (task, context, backend): by job id, and (rarely) a run an attempt of
-        # the same job outlived, e.g. a timed-out sync thread, by (job id, attempt).
-        self._runs: dict[str, _RunTuple] = {}
-        self._outlived: dict[tuple[str, int], _RunTuple] = {}
+        self._runs: dict[tuple[str, int], _RunTuple] = {}  # by (job id, attempt)
         self._waiters: dict[str, list[Callable[[Job], None]]] = {}  # as_completed
         self._groups: list[_WaitGroup] = []  # wait and wait_many
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -302,15 +299,15 @@ class Scheduler:
         loop = self._loop
         deadline = loop.time() + max(0.0, timeout)
         self._cancel_live(lambda status: status is not _RUNNING)
-        while self._runs or self._outlived:
+        while self._runs:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            tasks = [task for task, _, _ in self._in_flight()]
+            tasks = [task for task, _, _ in self._runs.values()]
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             self._cancel_live(lambda status: status is not _RUNNING)  # retries scheduled meanwhile
         self._cancel_live(lambda status: True)
-        tasks = [task for task, _, _ in self._in_flight()]
+        tasks = [task for task, _, _ in self._runs.values()]
         if tasks:  # runs in threads end when their thread returns; do not wait forever
             await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE_S)
         self._timers.close()
@@ -437,7 +434,7 @@ class Scheduler:
         released its capacity). Useful in tests; ``WaitTimeoutError`` after ``timeout``."""
         self._require_started()
         _check_timeout(timeout)
-        if not self._runs and not self._outlived:
+        if not self._runs:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         self._idle_waiters.append(future)
@@ -445,7 +442,7 @@ class Scheduler:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise WaitTimeoutError(
-                f"{len(self._runs) + len(self._outlived)} runs still in flight after {timeout} s"
+                f"{len(self._runs)} runs still in flight after {timeout} s"
             ) from None
 
     async def stats(self) -> Stats:
@@ -542,7 +539,7 @@ class Scheduler:
             if reason is not None and reason != job.waiting_reason:
                 return replace(job, waiting_reason=reason)
         elif status is _RUNNING:
-            run = self._run_of(job.id, job.attempt)
+            run = self._runs.get((job.id, job.attempt))
             if run is not None and run[1].last_progress is not None:
                 return replace(job, progress=run[1].last_progress)
         return job
@@ -738,19 +735,7 @@ class Scheduler:
             task = handoff.task
         else:
             task = self._loop.create_task(self._worker(info, job, ctx))
-        earlier = self._runs.get(job.id)
-        if earlier is not None:  # an earlier attempt's run is still in flight
-            self._outlived[(job.id, earlier[1].attempt)] = earlier
-        self._runs[job.id] = (task, ctx, info)
-
-    def _run_of(self, job_id: str, attempt: int) -> _RunTuple | None:
-        run = self._runs.get(job_id)
-        if run is not None and run[1].attempt == attempt:
-            return run
-        return self._outlived.get((job_id, attempt))
-
-    def _in_flight(self) -> builtins.list[_RunTuple]:
-        return [*self._runs.values(), *self._outlived.values()]
+        self._runs[(job.id, job.attempt)] = (task, ctx, info)
 
     async def _worker(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
         """Run a job; then the job that its end dispatched first, if any, and so on.
@@ -806,11 +791,7 @@ class Scheduler:
                 inline = 0
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
-        run = self._runs.get(job.id)
-        if run is not None and run[1].attempt == job.attempt:
-            del self._runs[job.id]
-        else:
-            del self._outlived[(job.id, job.attempt)]
+        del self._runs[(job.id, job.attempt)]
         if self._inbox:  # calls from other threads first: a realtime submit gets this slot
             self._drain_inbox()
         self._handoff = handoff
@@ -821,7 +802,7 @@ class Scheduler:
             _log.exception("nsai-work engine failed to record the end of job %s", job.id)
         finally:
             self._handoff = None
-        if self._idle_waiters and not self._runs and not self._outlived:
+        if self._idle_waiters and not self._runs:
             for future in self._idle_waiters:
                 if not future.done():
                     future.set_result(None)
@@ -854,7 +835,7 @@ class Scheduler:
             return Failed(_job_error(exc, job.attempt), retryable=False)
 
     def _stop_run(self, decision: StopRun) -> None:
-        run = self._run_of(decision.job_id, decision.attempt)
+        run = self._runs.get((decision.job_id, decision.attempt))
         if run is None:
             return
         task, ctx, info = run
