@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -348,13 +348,17 @@ def test_the_default_bus_is_used_when_none_is_given(handlers: Register) -> None:
 # ---- the library emits no other events ----------------------------------------------------------
 
 
-def _nobody(*args: Any) -> None:
-    return None
-
-
 class _EveryName(dict[tuple[str, ...], Any]):
     """A handler table that claims a listener for every event name, so the engine emits every
-    event it would ever emit (it skips events nobody listens to)."""
+    event it would ever emit (it skips events nobody listens to); that listener records the
+    name."""
+
+    def __init__(self, names: list[tuple[str, ...]], *args: Any) -> None:
+        super().__init__(*args)
+        self.names = names
+
+    def _record(self, event: tuple[str, ...], *args: Any) -> None:
+        self.names.append(tuple(event))
 
     def __contains__(self, key: object) -> bool:
         return True
@@ -363,7 +367,7 @@ class _EveryName(dict[tuple[str, ...], Any]):
         return True
 
     def get(self, key: tuple[str, ...], default: Any = None) -> Any:
-        return super().get(key) or (HandlerInfo("nobody", key, _nobody, None),)
+        return (HandlerInfo("recorder", key, self._record, None), *(super().get(key) or ()))
 
 
 class RecordingBus(Telemetry):
@@ -372,21 +376,11 @@ class RecordingBus(Telemetry):
     def __init__(self) -> None:
         super().__init__()
         self.names: list[tuple[str, ...]] = []
-        self._by_event = _EveryName()
+        self._by_event = _EveryName(self.names)
 
     def _rebuild(self) -> None:
         super()._rebuild()
-        self._by_event = _EveryName(self._by_event)
-
-    def _deliver(
-        self,
-        handlers: tuple[HandlerInfo, ...],
-        event: tuple[str, ...],
-        measurements: Mapping[str, float],
-        metadata: Mapping[str, Any],
-    ) -> None:
-        self.names.append(tuple(event))
-        super()._deliver(handlers, event, measurements, metadata)
+        self._by_event = _EveryName(self.names, self._by_event)
 
 
 def test_the_library_emits_only_catalogued_events(handlers: Register, tools: Register) -> None:
@@ -672,3 +666,34 @@ def test_console_logger_logs_ids_not_payloads_or_results(
     assert any(f"tenant_id={TENANT}" in line for line in lines)
     assert any("run_time_ms=" in line for line in lines)
     assert "SECRET" not in caplog.text
+
+
+def test_a_handler_raising_mid_decision_leaves_the_other_events_of_it_to_others(
+    handlers: Register, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dispatch emits dequeue, select_backend and started: the handler that raises on the
+    first is detached, and another handler still gets all three, in order."""
+    kind = handlers(lambda job: None)
+    bus = Telemetry()
+    raised: list[str] = []
+
+    def bad(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        raised.append(metadata["job_id"])
+        raise RuntimeError("telemetry handler bug")
+
+    bus.attach_many("bad", [QUEUE_DEQUEUE, JOB_STARTED], bad)
+    with (
+        caplog.at_level(logging.ERROR, logger="nsai_work.telemetry"),
+        capture_events(bus=bus) as log,
+        work.SyncScheduler(telemetry=bus) as s,
+    ):
+        job = s.wait(s.submit(work.Job(kind=kind, tenant_id=TENANT)).id, timeout=5)
+    assert job.status == "succeeded"
+    assert raised == [job.id]  # detached at once: not called again for started
+    assert log.for_job(job.id)[-4:] == [
+        QUEUE_DEQUEUE,
+        SCHEDULER_SELECT_BACKEND,
+        JOB_STARTED,
+        JOB_COMPLETED,
+    ]
+    assert "'bad'" in caplog.text

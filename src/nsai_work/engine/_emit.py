@@ -31,6 +31,8 @@ from ..telemetry.events import (
 __all__ = ["Emitter", "rejection_reason"]
 
 _EMPTY: dict[str, float] = {}
+#: The events of one decision, in order: (name, measurements); they share one metadata dict.
+_Events = tuple[tuple[tuple[str, ...], dict[str, float]], ...]
 _RUNNING, _PENDING, _QUEUED = Status.RUNNING, Status.PENDING, Status.QUEUED
 _CANCELED, _FAILED, _TIMEOUT = Status.CANCELED, Status.FAILED, Status.TIMEOUT
 
@@ -104,66 +106,72 @@ class Emitter:
         if handlers is not None:
             self.bus._deliver(handlers, event, measurements, _rejected_metadata(job, **extra))
 
+    def _send(self, events: _Events, meta: dict[str, Any]) -> None:
+        """Deliver ``events`` (name, measurements), in order, each with ``meta``. A handler that
+        raises is detached at once: it gets none of the decision's later events."""
+        bus = self.bus
+        table = bus._by_event
+        for event, measurements in events:
+            handlers = table.get(event)
+            if handlers is not None:
+                for info in handlers:
+                    try:
+                        info.function(event, measurements, meta, info.config)
+                    except Exception:
+                        bus._handler_failed(info, event)
+                        table = bus._by_event
+
     def record(self, decision: Record) -> None:
         """Events of one transition."""
-        by_event = self.bus._by_event
-        if not by_event:
+        table = self.bus._by_event
+        if not table:
             return
-        deliver, listeners = self.bus._deliver, by_event.get
         job, previous, status = decision.job, decision.previous, decision.job.status
         meta = _metadata(job)
+        events: _Events
         if previous is None:
-            if handlers := listeners(SCHEDULER_ADMIT):
-                deliver(
-                    handlers,
-                    SCHEDULER_ADMIT,
-                    _EMPTY,
-                    {**meta, "decision": "accept", "reason": "accepted"},
-                )
-            if handlers := listeners(JOB_SUBMITTED):
-                deliver(handlers, JOB_SUBMITTED, _EMPTY, meta)
+            if SCHEDULER_ADMIT in table:
+                admit = {**meta, "decision": "accept", "reason": "accepted"}
+                self._send(((SCHEDULER_ADMIT, _EMPTY),), admit)
             if status is _QUEUED:
-                if handlers := listeners(JOB_QUEUED):
-                    deliver(handlers, JOB_QUEUED, {"wait_ms": 0.0}, meta)
-                if handlers := listeners(QUEUE_ENQUEUE):
-                    deliver(handlers, QUEUE_ENQUEUE, _EMPTY, meta)
+                events = (
+                    (JOB_SUBMITTED, _EMPTY),
+                    (JOB_QUEUED, {"wait_ms": 0.0}),
+                    (QUEUE_ENQUEUE, _EMPTY),
+                )
+            else:
+                events = ((JOB_SUBMITTED, _EMPTY),)
         elif status is _QUEUED:
-            if handlers := listeners(JOB_QUEUED):
-                deliver(handlers, JOB_QUEUED, {"wait_ms": decision.elapsed_ms}, meta)
-            if handlers := listeners(QUEUE_ENQUEUE):
-                deliver(handlers, QUEUE_ENQUEUE, _EMPTY, meta)
+            events = ((JOB_QUEUED, {"wait_ms": decision.elapsed_ms}), (QUEUE_ENQUEUE, _EMPTY))
         elif status is _PENDING:
-            if handlers := listeners(JOB_RETRY):
-                measurements = {
-                    "run_time_ms": decision.elapsed_ms,
-                    "backoff_ms": decision.backoff_ms,
-                }
-                deliver(handlers, JOB_RETRY, measurements, meta)
+            measurements = {"run_time_ms": decision.elapsed_ms, "backoff_ms": decision.backoff_ms}
+            events = ((JOB_RETRY, measurements),)
         elif status is _CANCELED:
-            if handlers := listeners(JOB_CANCELED):
-                deliver(handlers, JOB_CANCELED, _EMPTY, {**meta, "reason": job.cancel_reason})
+            meta["reason"] = job.cancel_reason
+            events = ((JOB_CANCELED, _EMPTY),)
         else:
             measurements = {"run_time_ms": decision.elapsed_ms, "total_time_ms": decision.total_ms}
-            if handlers := listeners(JOB_COMPLETED):
-                deliver(handlers, JOB_COMPLETED, measurements, meta)
-            if (status is _FAILED or status is _TIMEOUT) and (handlers := listeners(JOB_FAILED)):
-                deliver(handlers, JOB_FAILED, measurements, meta)
+            if status is _FAILED or status is _TIMEOUT:
+                events = ((JOB_COMPLETED, measurements), (JOB_FAILED, measurements))
+            else:
+                events = ((JOB_COMPLETED, measurements),)
+        self._send(events, meta)
 
     def dispatch(self, decision: Dispatch) -> None:
         """Events of queued -> running."""
-        by_event = self.bus._by_event
-        if not by_event:
+        if not self.bus._by_event:
             return
-        deliver, listeners = self.bus._deliver, by_event.get
         meta = _metadata(decision.job)
         meta["pool"] = decision.pool
         measurements = {"queue_time_ms": decision.queue_time_ms}
-        if handlers := listeners(QUEUE_DEQUEUE):
-            deliver(handlers, QUEUE_DEQUEUE, measurements, meta)
-        if handlers := listeners(SCHEDULER_SELECT_BACKEND):
-            deliver(handlers, SCHEDULER_SELECT_BACKEND, _EMPTY, meta)
-        if handlers := listeners(JOB_STARTED):
-            deliver(handlers, JOB_STARTED, measurements, meta)
+        self._send(
+            (
+                (QUEUE_DEQUEUE, measurements),
+                (SCHEDULER_SELECT_BACKEND, _EMPTY),
+                (JOB_STARTED, measurements),
+            ),
+            meta,
+        )
 
     def rejected(self, jobs: Sequence[Job], error: WorkError) -> None:
         """Admit events (decision ``reject``) for a refused submit, then overflow if a queue

@@ -169,12 +169,14 @@ class Telemetry:
             try:
                 info.function(event, measurements, metadata, info.config)
             except Exception:
-                _log.exception(
-                    "telemetry handler %r raised on event %s and was detached",
-                    info.id,
-                    ".".join(event),
-                )
-                self.detach(info.id)
+                self._handler_failed(info, event)
+
+    def _handler_failed(self, info: HandlerInfo, event: Event) -> None:
+        """Log the exception being handled and detach the handler that raised it."""
+        _log.exception(
+            "telemetry handler %r raised on event %s and was detached", info.id, ".".join(event)
+        )
+        self.detach(info.id)
 
     @contextmanager
     def span(self, prefix: Event, metadata: Mapping[str, Any] | None = None) -> Iterator[None]:
