@@ -697,3 +697,30 @@ def test_a_handler_raising_mid_decision_leaves_the_other_events_of_it_to_others(
         JOB_COMPLETED,
     ]
     assert "'bad'" in caplog.text
+
+
+def test_metadata_is_built_only_for_transitions_someone_listens_to(
+    handlers: Register, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler on job.completed alone: the submit and dispatch transitions build nothing, the
+    end builds one metadata dict per job."""
+    from nsai_work.engine import _emit
+
+    built: list[str] = []
+    original = _emit._metadata
+
+    def counting(job: work.Job) -> dict[str, Any]:
+        built.append(job.id)
+        return original(job)
+
+    monkeypatch.setattr(_emit, "_metadata", counting)
+    kind = handlers(lambda job: None)
+    bus = Telemetry()
+    seen: list[str] = []
+    bus.attach("completed-only", JOB_COMPLETED, lambda e, m, meta, c: seen.append(meta["job_id"]))
+    with work.SyncScheduler(telemetry=bus) as s:
+        jobs = s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(3)])
+        s.wait_many([job.id for job in jobs], timeout=5)
+    ids = [job.id for job in jobs]
+    assert sorted(seen) == sorted(ids)
+    assert sorted(built) == sorted(ids)  # one per job: its completed event

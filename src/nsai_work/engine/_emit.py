@@ -1,7 +1,8 @@
 """Decisions to telemetry events, exactly as DESIGN.md's event table orders them.
 
 With no handler attached at all, each call costs one attribute read; otherwise each event costs
-a dict lookup, and metadata is built only for events someone listens to.
+a dict lookup, and a transition builds its metadata (once, shared by its events) only when one of
+its events has a listener.
 """
 
 from __future__ import annotations
@@ -122,17 +123,13 @@ class Emitter:
                         table = bus._by_event
 
     def record(self, decision: Record) -> None:
-        """Events of one transition."""
+        """Events of one transition; nothing is built unless one of them has a listener."""
         table = self.bus._by_event
         if not table:
             return
         job, previous, status = decision.job, decision.previous, decision.job.status
-        meta = _metadata(job)
         events: _Events
         if previous is None:
-            if SCHEDULER_ADMIT in table:
-                admit = {**meta, "decision": "accept", "reason": "accepted"}
-                self._send(((SCHEDULER_ADMIT, _EMPTY),), admit)
             if status is _QUEUED:
                 events = (
                     (JOB_SUBMITTED, _EMPTY),
@@ -141,13 +138,20 @@ class Emitter:
                 )
             else:
                 events = ((JOB_SUBMITTED, _EMPTY),)
+            if SCHEDULER_ADMIT in table:
+                meta = _metadata(job)
+                self._send(
+                    ((SCHEDULER_ADMIT, _EMPTY),),
+                    {**meta, "decision": "accept", "reason": "accepted"},
+                )
+                self._send(events, meta)
+                return
         elif status is _QUEUED:
             events = ((JOB_QUEUED, {"wait_ms": decision.elapsed_ms}), (QUEUE_ENQUEUE, _EMPTY))
         elif status is _PENDING:
             measurements = {"run_time_ms": decision.elapsed_ms, "backoff_ms": decision.backoff_ms}
             events = ((JOB_RETRY, measurements),)
         elif status is _CANCELED:
-            meta["reason"] = job.cancel_reason
             events = ((JOB_CANCELED, _EMPTY),)
         else:
             measurements = {"run_time_ms": decision.elapsed_ms, "total_time_ms": decision.total_ms}
@@ -155,11 +159,22 @@ class Emitter:
                 events = ((JOB_COMPLETED, measurements), (JOB_FAILED, measurements))
             else:
                 events = ((JOB_COMPLETED, measurements),)
+        for event, _ in events:
+            if event in table:
+                break
+        else:
+            return  # nobody listens to this transition
+        meta = _metadata(job)
+        if status is _CANCELED:
+            meta["reason"] = job.cancel_reason
         self._send(events, meta)
 
     def dispatch(self, decision: Dispatch) -> None:
-        """Events of queued -> running."""
-        if not self.bus._by_event:
+        """Events of queued -> running; nothing is built unless one of them has a listener."""
+        table = self.bus._by_event
+        if not (
+            QUEUE_DEQUEUE in table or SCHEDULER_SELECT_BACKEND in table or JOB_STARTED in table
+        ):
             return
         meta = _metadata(decision.job)
         meta["pool"] = decision.pool
