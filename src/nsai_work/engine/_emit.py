@@ -1,19 +1,22 @@
 """Decisions to telemetry events, exactly as DESIGN.md's event table orders them.
 
-With no handler attached at all, each call costs one attribute read; otherwise each event costs
-a dict lookup, and a transition builds its metadata (once, shared by its events) only when one of
-its events has a listener.
+With no handler attached at all, each call costs one attribute read. Otherwise the emitter keeps,
+per kind of transition, a plan: the (event, handler) calls it makes, in order, rebuilt whenever
+the bus's handler table changes (the bus replaces the table on every attach and detach). A
+transition whose plan is empty builds nothing; the others build their metadata once, shared by
+their events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
 
 from .._errors import AdmissionError, ConflictError, ValidationError, WorkError
 from .._ir import Job, Priority, Status
 from ..core import Dispatch, Record
-from ..telemetry import Telemetry
+from ..telemetry import HandlerInfo, Telemetry
+from ..telemetry._bus import HandlerFn
 from ..telemetry.events import (
     JOB_CANCELED,
     JOB_COMPLETED,
@@ -32,8 +35,6 @@ from ..telemetry.events import (
 __all__ = ["Emitter", "rejection_reason"]
 
 _EMPTY: dict[str, float] = {}
-#: The events of one decision, in order: (name, measurements); they share one metadata dict.
-_Events = tuple[tuple[tuple[str, ...], dict[str, float]], ...]
 _RUNNING, _PENDING, _QUEUED = Status.RUNNING, Status.PENDING, Status.QUEUED
 _CANCELED, _FAILED, _TIMEOUT = Status.CANCELED, Status.FAILED, Status.TIMEOUT
 
@@ -56,6 +57,22 @@ def _label(value: object) -> object:
 
 #: Enum members to their values (``.value`` on an enum member is a slow descriptor).
 _VALUE: dict[object, str] = {member: member.value for member in (*Priority, *Status)}
+
+# Kinds of transition, and the events each emits in order, with what each carries: the
+# transition's measurements (1) or none (0), and the admit metadata (1) or the shared one (0).
+_SUBMIT_QUEUED, _SUBMIT_PENDING, _REQUEUED, _RETRY, _CANCEL, _SUCCEED, _FAIL, _DISPATCH = range(8)
+_KINDS: Final = (
+    ((SCHEDULER_ADMIT, 0, 1), (JOB_SUBMITTED, 0, 0), (JOB_QUEUED, 1, 0), (QUEUE_ENQUEUE, 0, 0)),
+    ((SCHEDULER_ADMIT, 0, 1), (JOB_SUBMITTED, 0, 0)),
+    ((JOB_QUEUED, 1, 0), (QUEUE_ENQUEUE, 0, 0)),
+    ((JOB_RETRY, 1, 0),),
+    ((JOB_CANCELED, 0, 0),),
+    ((JOB_COMPLETED, 1, 0),),
+    ((JOB_COMPLETED, 1, 0), (JOB_FAILED, 1, 0)),
+    ((QUEUE_DEQUEUE, 1, 0), (SCHEDULER_SELECT_BACKEND, 0, 0), (JOB_STARTED, 1, 0)),
+)
+#: One call of a plan: event, measurements slot, metadata slot, function, config, handler.
+_Step = tuple[tuple[str, ...], int, int, HandlerFn, Any, HandlerInfo]
 
 
 def _describe(job: Job, priority: object, status: object, error_type: object) -> dict[str, Any]:
@@ -95,10 +112,12 @@ class Emitter:
     """Turns the core's decisions into events on one bus. The metadata of a decision's events is
     built once and shared by them (handlers must not mutate it)."""
 
-    __slots__ = ("bus",)
+    __slots__ = ("bus", "plans", "table")
 
     def __init__(self, bus: Telemetry) -> None:
         self.bus = bus
+        self.table: object = None  # the handler table the plans were built from
+        self.plans: list[tuple[_Step, ...]] = []
 
     def _emit(
         self, event: tuple[str, ...], measurements: dict[str, float], job: Job, **extra: Any
@@ -107,86 +126,98 @@ class Emitter:
         if handlers is not None:
             self.bus._deliver(handlers, event, measurements, _rejected_metadata(job, **extra))
 
-    def _send(self, events: _Events, meta: dict[str, Any]) -> None:
-        """Deliver ``events`` (name, measurements), in order, each with ``meta``. A handler that
-        raises is detached at once: it gets none of the decision's later events."""
-        bus = self.bus
-        table = bus._by_event
-        for event, measurements in events:
-            handlers = table.get(event)
-            if handlers is not None:
-                for info in handlers:
-                    try:
-                        info.function(event, measurements, meta, info.config)
-                    except Exception:
-                        bus._handler_failed(info, event)
-                        table = bus._by_event
+    def _plan(self, table: Mapping[tuple[str, ...], tuple[HandlerInfo, ...]]) -> None:
+        """Build the plans from the bus's handler table (the one the bus uses now)."""
+        self.table = table
+        self.plans = [
+            tuple(
+                (event, measured, admit, info.function, info.config, info)
+                for event, measured, admit in kind
+                for info in table.get(event) or ()
+            )
+            for kind in _KINDS
+        ]
+
+    def _run(
+        self,
+        plan: tuple[_Step, ...],
+        measurements: dict[str, float],
+        meta: dict[str, Any],
+        admit: dict[str, Any] | None = None,
+    ) -> None:
+        """Make a plan's calls. A handler that raises is detached at once: it gets none of the
+        transition's later events; the other handlers get all of them."""
+        carried = (_EMPTY, measurements)
+        metas = (meta, meta if admit is None else admit)
+        steps: Iterator[_Step] = iter(plan)
+        while True:
+            try:
+                # (``info`` names the handler if the call raises)
+                for event, measured, which, fn, config, info in steps:  # noqa: B007
+                    fn(event, carried[measured], metas[which], config)
+                return
+            except Exception:
+                self.bus._handler_failed(info, event)
+                steps = _without(steps, info.id)
 
     def record(self, decision: Record) -> None:
-        """Events of one transition; nothing is built unless one of them has a listener."""
+        """Events of one transition."""
         table = self.bus._by_event
         if not table:
             return
+        if table is not self.table:
+            self._plan(table)
+        plans = self.plans
         job, previous, status = decision.job, decision.previous, decision.job.status
-        events: _Events
         if previous is None:
-            if status is _QUEUED:
-                events = (
-                    (JOB_SUBMITTED, _EMPTY),
-                    (JOB_QUEUED, {"wait_ms": 0.0}),
-                    (QUEUE_ENQUEUE, _EMPTY),
-                )
-            else:
-                events = ((JOB_SUBMITTED, _EMPTY),)
-            if SCHEDULER_ADMIT in table:
+            plan = plans[_SUBMIT_QUEUED if status is _QUEUED else _SUBMIT_PENDING]
+            if plan:
                 meta = _metadata(job)
-                self._send(
-                    ((SCHEDULER_ADMIT, _EMPTY),),
-                    {**meta, "decision": "accept", "reason": "accepted"},
+                admit = (
+                    {**meta, "decision": "accept", "reason": "accepted"}
+                    if SCHEDULER_ADMIT in table
+                    else None
                 )
-                self._send(events, meta)
-                return
+                self._run(plan, {"wait_ms": 0.0}, meta, admit)
         elif status is _QUEUED:
-            events = ((JOB_QUEUED, {"wait_ms": decision.elapsed_ms}), (QUEUE_ENQUEUE, _EMPTY))
+            plan = plans[_REQUEUED]
+            if plan:
+                self._run(plan, {"wait_ms": decision.elapsed_ms}, _metadata(job))
         elif status is _PENDING:
-            measurements = {"run_time_ms": decision.elapsed_ms, "backoff_ms": decision.backoff_ms}
-            events = ((JOB_RETRY, measurements),)
+            plan = plans[_RETRY]
+            if plan:
+                measurements = {
+                    "run_time_ms": decision.elapsed_ms,
+                    "backoff_ms": decision.backoff_ms,
+                }
+                self._run(plan, measurements, _metadata(job))
         elif status is _CANCELED:
-            events = ((JOB_CANCELED, _EMPTY),)
+            plan = plans[_CANCEL]
+            if plan:
+                meta = _metadata(job)
+                meta["reason"] = job.cancel_reason
+                self._run(plan, _EMPTY, meta)
         else:
-            measurements = {"run_time_ms": decision.elapsed_ms, "total_time_ms": decision.total_ms}
-            if status is _FAILED or status is _TIMEOUT:
-                events = ((JOB_COMPLETED, measurements), (JOB_FAILED, measurements))
-            else:
-                events = ((JOB_COMPLETED, measurements),)
-        for event, _ in events:
-            if event in table:
-                break
-        else:
-            return  # nobody listens to this transition
-        meta = _metadata(job)
-        if status is _CANCELED:
-            meta["reason"] = job.cancel_reason
-        self._send(events, meta)
+            plan = plans[_FAIL if status is _FAILED or status is _TIMEOUT else _SUCCEED]
+            if plan:
+                measurements = {
+                    "run_time_ms": decision.elapsed_ms,
+                    "total_time_ms": decision.total_ms,
+                }
+                self._run(plan, measurements, _metadata(job))
 
     def dispatch(self, decision: Dispatch) -> None:
-        """Events of queued -> running; nothing is built unless one of them has a listener."""
+        """Events of queued -> running."""
         table = self.bus._by_event
-        if not (
-            QUEUE_DEQUEUE in table or SCHEDULER_SELECT_BACKEND in table or JOB_STARTED in table
-        ):
+        if not table:
             return
-        meta = _metadata(decision.job)
-        meta["pool"] = decision.pool
-        measurements = {"queue_time_ms": decision.queue_time_ms}
-        self._send(
-            (
-                (QUEUE_DEQUEUE, measurements),
-                (SCHEDULER_SELECT_BACKEND, _EMPTY),
-                (JOB_STARTED, measurements),
-            ),
-            meta,
-        )
+        if table is not self.table:
+            self._plan(table)
+        plan = self.plans[_DISPATCH]
+        if plan:
+            meta = _metadata(decision.job)
+            meta["pool"] = decision.pool
+            self._run(plan, {"queue_time_ms": decision.queue_time_ms}, meta)
 
     def rejected(self, jobs: Sequence[Job], error: WorkError) -> None:
         """Admit events (decision ``reject``) for a refused submit, then overflow if a queue
@@ -201,3 +232,8 @@ class Emitter:
             )
             if overflow:
                 self._emit(QUEUE_OVERFLOW, _EMPTY, job, reason=reason)
+
+
+def _without(steps: Iterator[_Step], handler_id: str) -> Iterator[_Step]:
+    """The rest of a plan without the calls of a handler that was just detached."""
+    return (step for step in steps if step[5].id != handler_id)
