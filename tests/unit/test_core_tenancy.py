@@ -365,3 +365,27 @@ def test_a_tool_rate_limit_waits_for_tokens_with_a_timer() -> None:
     assert len(started(after)) == 1
     [again] = [d for d in after if isinstance(d, ArmTimer)]
     assert again.at == pytest.approx(11.0)
+
+
+def test_a_start_that_uses_up_a_quota_releases_capacity_held_for_that_tenant() -> None:
+    """a's big batch job waits for cpu on p1 with capacity held for it. An offline job of a then
+    starts on p2 and takes a to max_running, so the big job cannot start whatever frees up: the
+    capacity held for it goes to b's job in that same decision, not at the next event."""
+    core = SchedulingCore(
+        pools={"b": [Pool(name="p1", slots=2, cpu=2.0), Pool(name="p2", slots=1)]},
+        rand=random.Random(0).random,
+        tenants=[Tenant("a", quota=Quota(max_running=2)), Tenant("b")],
+    )
+
+    def on(pool: str, jobs: Sequence[Job]) -> list[Decision]:
+        return core.handle(Submit(tuple(jobs), ((("b", (pool,)),),) * len(jobs)), 0.0)
+
+    small = job("a", resources=Resources(cpu=1.0))
+    assert [j.id for j in started(on("p1", [small]))] == [small.id]
+    big = job("a", resources=Resources(cpu=2.0))
+    assert started(on("p1", [big])) == []
+    assert core.waiting_reason(big.id) == "capacity_held:p1"
+    other = job("b")
+    assert started(on("p1", [other])) == []  # the held capacity is not b's
+    offline = job("a", priority=Priority.OFFLINE)
+    assert [j.id for j in started(on("p2", [offline]))] == [offline.id, other.id]

@@ -510,38 +510,57 @@ class SchedulingCore:
             run.queue, run.charged, run.share, run.weight = queue, charged, share, weight
         return charged
 
-    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
-        """The limit holding a head back, recording where it is parked; None if none does."""
+    def _holding_back(self, head: Entry) -> tuple[str, str, LimitKey | None] | None:
+        """The first limit that holds a head back now, as (scope, reason, limit key) with scope
+        "tenant", "namespace" or "limit"; None if none does. No side effects."""
         state = head.tenant_state
         if state.quota is not UNLIMITED:
             reason = quota_gate(state.quota, state.running, state.usage, head.needs)
             if reason is not None:
-                held = queue.queue.held
-                if held is not None and held.tenant == head.tenant:
-                    self._unhold(held)  # a parked tenant holds no capacity
-                state.parked_in.add(queue.queue)
-                return (TENANT, f"tenant_{reason}")
+                return ("tenant", f"tenant_{reason}", None)
         if state.namespaces:
             namespace = state.namespaces.get(head.namespace)
             if namespace is not None and namespace.quota is not UNLIMITED:
                 reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
                 if reason is not None:
-                    self._unhold_fifo(queue, head)
-                    namespace.parked.append((queue, head.subkey))
-                    return (FIFO, f"namespace_{reason}")
+                    return ("namespace", f"namespace_{reason}", None)
         for key in head.limits:
-            limit = self._limits[key]
-            reason = limit.reason(self._now)
+            reason = self._limits[key].reason(self._now)
             if reason is not None:
-                self._unhold_fifo(queue, head)
-                limit.parked.append((queue, head.subkey))
-                if reason.startswith("tool_rate") and not limit.timer_armed:
-                    limit.timer_armed = True
-                    self._out.append(
-                        ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, key[1], 0))
-                    )
-                return (FIFO, reason)
+                return ("limit", reason, key)
         return None
+
+    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
+        """The limit holding a head back, recording where it is parked; None if none does."""
+        found = self._holding_back(head)
+        if found is None:
+            return None
+        scope, reason, key = found
+        if scope == "tenant":
+            held = queue.queue.held
+            if held is not None and held.tenant == head.tenant:
+                self._unhold(held)  # a parked tenant holds no capacity
+            head.tenant_state.parked_in.add(queue.queue)
+            return (TENANT, reason)
+        self._unhold_fifo(queue, head)
+        if key is None:
+            head.tenant_state.namespaces[head.namespace].parked.append((queue, head.subkey))
+            return (FIFO, reason)
+        limit = self._limits[key]
+        limit.parked.append((queue, head.subkey))
+        if reason.startswith("tool_rate") and not limit.timer_armed:
+            limit.timer_armed = True
+            self._out.append(ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, key[1], 0)))
+        return (FIFO, reason)
+
+    def _release_stopped_holds(self) -> None:
+        """A start used up some of a quota or limit: capacity held for a head that it now holds
+        back is released at once (drain parks that head when it next offers it; until then the
+        held capacity would sit idle while others could use it)."""
+        for queue in self._queues.groups():
+            held = queue.held
+            if held is not None and self._holding_back(held) is not None:
+                self._unhold(held)
 
     def try_start(self, entry: Entry) -> bool:
         """Reserve a pool for the job and dispatch it there: among its pools that fit now, the
@@ -593,6 +612,8 @@ class SchedulingCore:
                 limit.running += 1
                 if limit.rate is not None:
                     limit.tokens -= 1.0
+        if tenant.limited or limits:
+            self._release_stopped_holds()
         if self._guard is not None:
             self._guard.record(entry.rank)
         run = self._runs[(job.id, number)] = _Run(
