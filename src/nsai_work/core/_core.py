@@ -661,7 +661,7 @@ class SchedulingCore:
                 if tenant is None:
                     rejection = unknown_tenant(job.tenant_id, index)
                     break
-                limited = limited or tenant.quota is not UNLIMITED or bool(tenant.namespaces)
+                limited = limited or tenant.limited
                 plans.append((job, needs, choice, tenant))
         if rejection is None and limited:
             rejection = (

@@ -456,12 +456,9 @@ class ReadyQueues:
     def dispatch(self, selector: Selector) -> None:
         """Offer queued jobs: levels in strict priority order, then each pool group of a level
         with a free slot, tenants by fair share."""
-        counts = self.counts
-        for rank, level in enumerate(self.levels):
-            if counts[rank]:
-                for queue in level.values():
-                    if queue.count and queue.any_free_slot():
-                        counts[rank] -= queue.drain(selector)
+        for rank in range(LEVELS):
+            if self.counts[rank]:
+                self.dispatch_level(rank, selector)
 
     def queue_of(self, entry: Entry) -> GroupQueue:
         """The GroupQueue of a queued entry."""

@@ -1,10 +1,10 @@
 """Decisions to telemetry events, exactly as DESIGN.md's event table orders them.
 
-With no handler attached at all, each call costs one attribute read. Otherwise the emitter keeps,
-per kind of transition, a plan: the (event, handler) calls it makes, in order, rebuilt whenever
-the bus's handler table changes (the bus replaces the table on every attach and detach). A
-transition whose plan is empty builds nothing; the others build their metadata once, shared by
-their events.
+With no handler attached at all, the engine does not call it (one attribute read per batch of
+decisions). Otherwise the emitter keeps, per kind of transition, a plan: the (event, handler)
+calls it makes, in order, rebuilt whenever the bus's handler table changes (the bus replaces the
+table on every attach and detach). A transition whose plan is empty builds nothing; the others
+build their metadata once, shared by their events.
 """
 
 from __future__ import annotations
@@ -163,8 +163,6 @@ class Emitter:
     def record(self, decision: Record) -> None:
         """Events of one transition."""
         table = self.bus._by_event
-        if not table:
-            return
         if table is not self.table:
             self._plan(table)
         plans = self.plans
@@ -209,8 +207,6 @@ class Emitter:
     def dispatch(self, decision: Dispatch) -> None:
         """Events of queued -> running."""
         table = self.bus._by_event
-        if not table:
-            return
         if table is not self.table:
             self._plan(table)
         plan = self.plans[_DISPATCH]

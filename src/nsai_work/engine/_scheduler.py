@@ -796,8 +796,7 @@ class Scheduler:
             self._drain_inbox()
         self._handoff = handoff
         try:
-            now = time.time()
-            self._apply(self._core.handle(RunEnded(job.id, job.attempt, outcome), now), now)
+            self._feed(RunEnded(job.id, job.attempt, outcome))
         except Exception:  # pragma: no cover - an engine bug must not go unnoticed
             _log.exception("nsai-work engine failed to record the end of job %s", job.id)
         finally:
