@@ -699,6 +699,34 @@ def test_a_handler_raising_mid_decision_leaves_the_other_events_of_it_to_others(
     assert "'bad'" in caplog.text
 
 
+def test_a_lone_handler_that_raises_is_detached_and_the_jobs_still_succeed(
+    handlers: Register, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One handler on one event (a one-call plan): its first exception detaches it; the later
+    jobs run as usual and it is not called again."""
+    kind = handlers(lambda job: None)
+    bus = Telemetry()
+    calls: list[str] = []
+
+    def bad(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        calls.append(metadata["job_id"])
+        raise RuntimeError("telemetry handler bug")
+
+    bus.attach("bad-completed", JOB_COMPLETED, bad)
+    with (
+        caplog.at_level(logging.ERROR, logger="nsai_work.telemetry"),
+        work.SyncScheduler(telemetry=bus) as s,
+    ):
+        first = s.wait(s.submit(work.Job(kind=kind, tenant_id=TENANT)).id, timeout=5)
+        rest = s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(3)])
+        done = s.wait_many([job.id for job in rest], timeout=5)
+    assert first.status == "succeeded"
+    assert [job.status for job in done] == ["succeeded"] * 3
+    assert calls == [first.id]
+    assert bus.list_handlers() == []
+    assert "'bad-completed'" in caplog.text
+
+
 def test_metadata_is_built_only_for_transitions_someone_listens_to(
     handlers: Register, monkeypatch: pytest.MonkeyPatch
 ) -> None:

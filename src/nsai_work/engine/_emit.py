@@ -75,37 +75,38 @@ _KINDS: Final = (
 _Step = tuple[tuple[str, ...], int, int, HandlerFn, Any, HandlerInfo]
 
 
-def _describe(job: Job, priority: object, status: object, error_type: object) -> dict[str, Any]:
-    """The metadata every job event carries."""
+def _metadata(job: Job) -> dict[str, Any]:
+    """The metadata every event of an admitted (validated) job carries."""
+    error = job.error
     return {
         "job_id": job.id,
         "tenant_id": job.tenant_id,
         "namespace": job.namespace,
         "kind": job.kind,
-        "priority": priority,
+        "priority": _VALUE[job.priority],
         "backend": job.backend,
-        "status": status,
+        "status": _VALUE[job.status],
         "attempt": job.attempt,
-        "error_type": error_type,
+        "error_type": None if error is None else error.type,
         "job": job,
     }
 
 
-def _metadata(job: Job) -> dict[str, Any]:
-    """The metadata of an admitted (validated) job's events."""
-    error = job.error
-    return _describe(
-        job, _VALUE[job.priority], _VALUE[job.status], None if error is None else error.type
-    )
-
-
 def _rejected_metadata(job: Job, **extra: Any) -> dict[str, Any]:
     """The metadata of a rejected job's events: its fields may not have been validated."""
-    meta = _describe(
-        job, _label(job.priority), _label(job.status), getattr(job.error, "type", None)
-    )
-    meta.update(extra)
-    return meta
+    return {
+        "job_id": job.id,
+        "tenant_id": job.tenant_id,
+        "namespace": job.namespace,
+        "kind": job.kind,
+        "priority": _label(job.priority),
+        "backend": job.backend,
+        "status": _label(job.status),
+        "attempt": job.attempt,
+        "error_type": getattr(job.error, "type", None),
+        "job": job,
+        **extra,
+    }
 
 
 class Emitter:
@@ -147,6 +148,18 @@ class Emitter:
     ) -> None:
         """Make a plan's calls. A handler that raises is detached at once: it gets none of the
         transition's later events; the other handlers get all of them."""
+        if len(plan) == 1:  # the common case: one handler on one of the events
+            event, measured, which, fn, config, info = plan[0]
+            try:
+                fn(
+                    event,
+                    measurements if measured else _EMPTY,
+                    admit if which and admit is not None else meta,
+                    config,
+                )
+            except Exception:
+                self.bus._handler_failed(info, event)
+            return
         carried = (_EMPTY, measurements)
         metas = (meta, meta if admit is None else admit)
         steps: Iterator[_Step] = iter(plan)
