@@ -61,7 +61,7 @@ def render(results: list[ScenarioResult], console: Console) -> None:
     table.add_column("median", justify="right")
     table.add_column("target")
     table.add_column("verdict")
-    styles = {"FAIL": "bold red", "info": "dim"}
+    styles = {"FAIL": "bold red", "info": "dim", "missed (stretch)": "yellow"}
     for result in results:
         for figure in result.figures:
             verdict = figure.verdict

@@ -67,7 +67,9 @@ class Figure:
     """One reported number: the value of every run, its median, and a verdict on its target.
 
     ``check(median)`` returns True (target met), False (missed) or None (no target: info only);
-    ``aim`` optionally returns whether a stretch goal is met too.
+    ``aim`` optionally returns whether a stretch goal is met too. A ``stretch`` figure measures
+    beyond what its target was set for (a harder configuration): its verdict reads "met" or
+    "missed" instead of pass or FAIL.
     """
 
     id: str
@@ -79,6 +81,7 @@ class Figure:
     aim: Callable[[float], bool] | None = None
     note: str = ""
     digits: int = 1
+    stretch: bool = False
 
     @property
     def median(self) -> float:
@@ -93,6 +96,8 @@ class Figure:
         passed = self.passed
         if passed is None:
             return "info"
+        if self.stretch:
+            return "met (stretch)" if passed else "missed (stretch)"
         if not passed:
             return "FAIL"
         if self.aim is not None:
