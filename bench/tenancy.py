@@ -149,7 +149,8 @@ def run(params: Params, runs: int) -> ScenarioResult:
         name="tenancy",
         description=(
             f"Fairness: {tenants:,} tenants x {jobs_each} one-second jobs on a 64-slot pool in the "
-            f"pure core with a simulated clock, measured over the first 60% of the backlog. "
+            f"pure core with a simulated clock, measured while every tenant is still backlogged "
+            f"(80% of the time the heaviest tenant needs for all of its jobs). "
             f"Throughput: {n:,} no-op jobs end to end through work.Scheduler, from one tenant "
             f"and from {tenants:,} tenants round-robin; {runs} run(s)."
         ),
