@@ -148,26 +148,29 @@ class CheckedCore(SchedulingCore):
         virtual time."""
         self.probes += 1
         queue = self._queues.queue_of(entry)
-        keys, vtimes = queue.keys, queue.vtimes
         slack = queue.capacity.slot_share * queue.expected_run_s
-        key = keys.get(entry.tenant)
+        served = queue.tenants.get(entry.tenant)
+        assert served is not None, f"{entry.job.id} started while its tenant has no queue"
+        key = served.key
         assert key is not None, f"{entry.job.id} started while its tenant has no key"
         assert entry.tenant not in queue.parked, f"{entry.job.id} started from a parked tenant"
         assert self.passes_limits(entry), f"{entry.job.id} offered while a limit holds it back"
         mine = key[0]
-        assert vtimes[entry.tenant] <= mine + slack, (
+        assert served.vtime <= mine + slack, (
             f"{entry.tenant} served at key {mine}, more than {slack} below its virtual time "
-            f"{vtimes[entry.tenant]}"
+            f"{served.vtime}"
         )
         competing = False
-        for other, other_key in list(keys.items()):
-            actual = vtimes[other]
+        for other, tenant_queue in list(queue.tenants.items()):
+            other_key = tenant_queue.key
+            if other_key is None:
+                continue
+            actual = tenant_queue.vtime
             ahead = other_key[0] if actual <= other_key[0] + slack else actual
             if other == entry.tenant or other in queue.parked or ahead >= mine:
                 continue
             competing = True
-            tenant_queue = queue.tenants.get(other)
-            head = None if tenant_queue is None else tenant_queue.peek()
+            head = tenant_queue.peek()
             if head is None or not self.passes_limits(head):
                 continue
             fits = [

@@ -116,9 +116,9 @@ class _Run(Struct, gc=False):
     limits: tuple[_Limit, ...]
     started: float
     rate: float  # USD per hour
-    # Set by charge(): the group it was picked from, what it was charged, its dominant share of
-    # the group's capacity and its tenant's weight then.
-    queue: GroupQueue | None = None
+    # Set by charge(): its tenant's queue in the group it was picked from, what it was charged,
+    # its dominant share of the group's capacity and its tenant's weight then.
+    queue: TenantQueue | None = None
     charged: float = 0.0
     share: float = 0.0
     weight: float = 1.0
@@ -354,11 +354,11 @@ class SchedulingCore:
         guard = self._guard
         if guard is not None and any(rank > entry.rank for rank in guard.owed(self._queues.counts)):
             return "priority_guard"
-        mine = queue.keys.get(entry.tenant)
-        heap, keys = queue.heap, queue.keys
-        while heap and keys.get(heap[0][2]) is not heap[0]:
+        mine = None if tenant_queue is None else tenant_queue.key
+        heap = queue.heap
+        while heap and heap[0][2].key is not heap[0]:
             heappop(heap)  # stale keys (a query may drop them)
-        if mine is not None and heap and heap[0][2] != entry.tenant and heap[0][0] < mine[0]:
+        if mine is not None and heap and heap[0][2] is not tenant_queue and heap[0][0] < mine[0]:
             return "fair_share"
         return "no_capacity"
 
@@ -497,15 +497,16 @@ class SchedulingCore:
 
     # ---- what a GroupQueue asks while it picks (the Selector protocol) ----------------------
 
-    def charge(self, head: Entry, queue: GroupQueue) -> float:
+    def charge(self, head: Entry, queue: TenantQueue) -> float:
         """What the dispatch of ``head`` (just started) costs its tenant in virtual time: its
         dominant share of the group's capacity times the expected run time, over the tenant's
         weight. Corrected with the real run time when the run ends."""
         run = self._last_run
         needs = head.needs
-        share = queue.capacity.slot_share if needs is NO_NEEDS else job_share(needs, queue.capacity)
+        group = queue.queue
+        share = group.capacity.slot_share if needs is NO_NEEDS else job_share(needs, group.capacity)
         weight = head.tenant_state.weight
-        charged = share * queue.expected_run_s / weight
+        charged = share * group.expected_run_s / weight
         if run is not None:
             run.queue, run.charged, run.share, run.weight = queue, charged, share, weight
         return charged
@@ -687,13 +688,16 @@ class SchedulingCore:
                 estimated_cost_usd=estimate,
             )
             keys = self._limit_keys(job, backend_limits[index] if backend_limits else ())
+            subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
+            if subkey is None or subkey[0] != job.namespace or subkey[1] != keys:
+                subkey = tenant.last_subkey = (job.namespace, keys)
             entry = Entry(
                 job=job,
                 tenant=job.tenant_id,
                 tenant_state=tenant,
                 namespace=job.namespace,
                 limits=keys,
-                subkey=(job.namespace, keys),
+                subkey=subkey,
                 rank=_PRIORITY_RANK[job.priority],  # (Priority.rank without the property)
                 needs=needs,
                 backend=backend,
@@ -849,10 +853,11 @@ class SchedulingCore:
         tenant.release(run.reservation, run.namespace)
         if run.rate:
             tenant.spend(run.rate * (self._now - run.started) / 3600.0, self._now)
-        if run.queue is not None:
+        queue = run.queue
+        if queue is not None:
             run_s = self._now - run.started
-            run.queue.adjust(
-                tenant.spec.id,
+            queue.queue.adjust(
+                queue,
                 run.share * run_s / run.weight - run.charged,
                 run_s,
                 run.share,

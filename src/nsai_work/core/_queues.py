@@ -92,8 +92,9 @@ class Entry(Struct, gc=False):
 class Selector(Protocol):
     """What a GroupQueue asks the core while it picks jobs."""
 
-    def charge(self, head: Entry, queue: GroupQueue) -> float:
-        """The virtual time a dispatch of ``head`` costs its tenant (estimated)."""
+    def charge(self, head: Entry, queue: TenantQueue) -> float:
+        """The virtual time a dispatch of ``head`` (from ``queue``) costs its tenant
+        (estimated)."""
         ...
 
     def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
@@ -119,27 +120,57 @@ class Selector(Protocol):
         ...
 
 
+#: A tenant's place in its GroupQueue's heap: (virtual time, seq of its head, its queue). A seq
+#: belongs to one job of one queue, so keys equal in their first two items hold the same queue
+#: (compared by identity): queues are never ordered.
+Key = tuple[float, int, "TenantQueue"]
+_NEVER = float("-inf")  # the virtual time of a tenant never served here
+
+
 class TenantQueue:
     """One tenant's queued jobs in one GroupQueue.
 
     ``only`` is the tenant's FIFO when it has exactly one and it is not parked (the common
-    case): its head is the tenant's head, with no look at ``heads``.
+    case): its head is the tenant's head, with no look at ``heads``; ``only_sub`` is its key.
+    ``vtime`` is the tenant's virtual time in the GroupQueue and ``key`` its live heap key (None
+    when it is not in the heap); keys in the heap that are not their queue's live key are stale.
     """
 
-    __slots__ = ("count", "fifos", "heads", "only", "parked", "queue", "tenant")
+    __slots__ = (
+        "count",
+        "fifos",
+        "heads",
+        "key",
+        "live",
+        "only",
+        "only_sub",
+        "parked",
+        "queue",
+        "tenant",
+        "vtime",
+    )
 
-    def __init__(self, tenant: str, queue: GroupQueue) -> None:
+    def __init__(self, tenant: str, queue: GroupQueue, vtime: float = _NEVER) -> None:
         self.tenant = tenant
         self.queue = queue
+        self.vtime = vtime
+        self.key: Key | None = None
+        self.live = True  # False once its GroupQueue dropped it (it emptied)
         self.fifos: dict[SubKey, deque[Entry]] = {}
         self.heads: list[tuple[int, SubKey]] = []
         self.parked: dict[SubKey, str] = {}
         self.only: deque[Entry] | None = None
+        self.only_sub: SubKey | None = None
         self.count = 0
 
     def push(self, entry: Entry) -> None:
         """Append at the tail of its FIFO."""
         sub = entry.subkey
+        only = self.only
+        if only is not None and sub is self.only_sub:  # (the core shares a tenant's subkeys)
+            only.append(entry)
+            self.count += 1
+            return
         fifo = self.fifos.get(sub)
         if fifo is None:
             fifo = self.fifos[sub] = deque()
@@ -151,7 +182,10 @@ class TenantQueue:
 
     def _find_only(self) -> None:
         fifos = self.fifos
-        self.only = next(iter(fifos.values())) if len(fifos) == 1 and not self.parked else None
+        if len(fifos) == 1 and not self.parked:
+            self.only_sub, self.only = next(iter(fifos.items()))
+        else:
+            self.only_sub = self.only = None
 
     def peek(self) -> Entry | None:
         """The oldest live head among the FIFOs that are not parked."""
@@ -188,7 +222,7 @@ class TenantQueue:
         """Take the FIFO whose head ``peek`` just returned out of the heads."""
         heappop(self.heads)
         self.parked[sub] = reason
-        self.only = None
+        self.only_sub = self.only = None
 
     def unpark(self, sub: SubKey) -> bool:
         """Put a parked FIFO back; True if it has jobs."""
@@ -222,13 +256,12 @@ class GroupQueue:
         "group",
         "heap",
         "held",
-        "keys",
+        "idle_vtimes",
         "parked",
         "pools",
         "rank",
         "runs_seen",
         "tenants",
-        "vtimes",
     )
 
     def __init__(self, rank: int, group: tuple[str, ...], pools: list[PoolState]) -> None:
@@ -237,11 +270,11 @@ class GroupQueue:
         self.pools = pools
         self.capacity = Capacity(pools)
         self.tenants: dict[str, TenantQueue] = {}
-        self.heap: list[tuple[float, int, str]] = []
-        self.keys: dict[str, tuple[float, int, str]] = {}
+        self.heap: list[Key] = []
         self.parked: dict[str, str] = {}
         self.count = 0
-        self.vtimes: dict[str, float] = {}
+        # the virtual times of tenants served here whose queue went away when it emptied
+        self.idle_vtimes: dict[str, float] = {}
         self.clock = 0.0  # the virtual time of the last tenant served
         self.expected_run_s = 1.0  # moving average of run times here (for charges)
         self.runs_seen = 0
@@ -256,13 +289,15 @@ class GroupQueue:
 
     def push(self, entry: Entry) -> TenantQueue:
         """Enqueue; the tenant joins the heap if it was not in it (and is not parked)."""
-        queue = self.tenants.get(entry.tenant)
+        tenant = entry.tenant
+        queue = self.tenants.get(tenant)
         if queue is None:
-            queue = self.tenants[entry.tenant] = TenantQueue(entry.tenant, self)
+            vtime = self.idle_vtimes.pop(tenant, _NEVER) if self.idle_vtimes else _NEVER
+            queue = self.tenants[tenant] = TenantQueue(tenant, self, vtime)
         queue.push(entry)
         self.count += 1
-        if entry.tenant not in self.keys and entry.tenant not in self.parked:
-            self.activate(entry.tenant)
+        if queue.key is None and tenant not in self.parked:
+            self._rekey(queue)
         return queue
 
     def activate(self, tenant: str) -> None:
@@ -271,22 +306,35 @@ class GroupQueue:
         if tenant in self.parked:
             return
         queue = self.tenants.get(tenant)
-        head = None if queue is None else queue.peek()
-        if head is None:
-            self.keys.pop(tenant, None)
-            return
-        vtime = self.vtimes.get(tenant, self.clock)
-        if tenant not in self.keys and vtime < self.clock:
-            vtime = self.clock
-        self.vtimes[tenant] = vtime
-        key = (vtime, head.seq, tenant)
-        self.keys[tenant] = key
-        heappush(self.heap, key)
-        if len(self.heap) > 2 * len(self.keys) + 16:  # drop stale keys now and then
-            self.heap = list(self.keys.values())
-            heapify(self.heap)
+        if queue is not None:
+            self._rekey(queue)
 
-    def adjust(self, tenant: str, delta: float, run_s: float, share: float, weight: float) -> None:
+    def _rekey(self, queue: TenantQueue) -> None:
+        """Push a new key for a tenant that is not parked (``activate`` without the lookups)."""
+        head = queue.peek()
+        if head is None:
+            queue.key = None
+            return
+        vtime = queue.vtime
+        if queue.key is None and vtime < self.clock:
+            vtime = queue.vtime = self.clock
+        key = queue.key = (vtime, head.seq, queue)
+        heap = self.heap
+        heappush(heap, key)
+        if len(heap) > 2 * len(self.tenants) + 16:  # drop stale keys now and then
+            heap = self.heap = [q.key for q in self.tenants.values() if q.key is not None]
+            heapify(heap)
+
+    def _forget(self, queue: TenantQueue) -> None:
+        """Drop an empty tenant queue (out of the heap), keeping the tenant's virtual time."""
+        del self.tenants[queue.tenant]
+        queue.live = False
+        if queue.vtime != _NEVER:
+            self.idle_vtimes[queue.tenant] = queue.vtime
+
+    def adjust(
+        self, queue: TenantQueue, delta: float, run_s: float, share: float, weight: float
+    ) -> None:
         """Correct a tenant's charge once a run's real time is known. The virtual time is exact
         at once; the heap key follows lazily: an extra charge is picked up when the key next
         reaches the top (a key too low is corrected before it wins), a refund re-keys when the
@@ -298,13 +346,23 @@ class GroupQueue:
         else:  # the first real run time replaces the prior
             self.expected_run_s = run_s
         self.runs_seen += 1
-        if not delta or tenant not in self.vtimes:
+        if not delta:
             return
-        vtime = self.vtimes[tenant] = self.vtimes[tenant] + delta
+        if not queue.live:  # it emptied since: its tenant may have a new queue here
+            tenant = queue.tenant
+            found = self.tenants.get(tenant)
+            if found is None:
+                if tenant in self.idle_vtimes:
+                    self.idle_vtimes[tenant] += delta
+                return
+            queue = found
+        if queue.vtime == _NEVER:
+            return
+        vtime = queue.vtime = queue.vtime + delta
         if delta < 0:
-            key = self.keys.get(tenant)
+            key = queue.key
             if key is not None and key[0] - vtime > 2.0 * share * self.expected_run_s / weight:
-                self.activate(tenant)
+                self.activate(queue.tenant)
 
     def unpark(self, tenant: str) -> None:
         """A tenant parked here may compete again."""
@@ -314,8 +372,8 @@ class GroupQueue:
     def drain(self, selector: Selector, limit: int = -1) -> int:
         """Start heads, least-served tenant first, until the pools are full, every tenant is
         parked or declined, or ``limit`` jobs started. Returns how many started."""
-        heap, keys, tenants = self.heap, self.keys, self.tenants
-        declined: list[tuple[float, int, str]] = []
+        heap = self.heap
+        declined: list[Key] = []
         started = 0
         first = True  # the first head offered in a pass is first in line
         epoch = selector.release_epoch
@@ -333,24 +391,23 @@ class GroupQueue:
                     heappush(heap, item)
                 declined.clear()
             key = heap[0]
-            vtime, seq, tenant = key
-            if keys.get(tenant) is not key:
+            vtime, seq, queue = key
+            if queue.key is not key:
                 heappop(heap)  # stale
                 continue
-            queue = tenants[tenant]
             head = queue.peek()
             if head is None:
                 heappop(heap)
-                del keys[tenant]
+                queue.key = None
                 if not queue.count and not queue.parked:
-                    del tenants[tenant]
+                    self._forget(queue)
                 continue
-            actual = self.vtimes[tenant]
+            actual = queue.vtime
             if head.seq != seq or actual > vtime + slack:
                 # a new head, or a charge corrected upwards by more than about one typical job:
-                # re-key (a smaller correction is kept exactly in vtimes and counts from the
+                # re-key (a smaller correction is kept exactly in vtime and counts from the
                 # next key on, so the order is never off by more than one job)
-                key = keys[tenant] = (actual, head.seq, tenant)
+                key = queue.key = (actual, head.seq, queue)
                 heapreplace(heap, key)
                 continue
             if self.held is not None:
@@ -366,8 +423,8 @@ class GroupQueue:
                 scope, reason = held
                 if scope == TENANT:
                     heappop(heap)
-                    del keys[tenant]
-                    self.parked[tenant] = reason
+                    queue.key = None
+                    self.parked[queue.tenant] = reason
                 else:
                     queue.park(head.subkey, reason)
                 continue
@@ -377,15 +434,15 @@ class GroupQueue:
                 self.count -= 1
                 if vtime > self.clock:
                     self.clock = vtime
-                vtime = self.vtimes[tenant] = actual + selector.charge(head, self)
+                vtime = queue.vtime = actual + selector.charge(head, queue)
                 following = queue.peek()
                 if following is None:
                     heappop(heap)
-                    del keys[tenant]
+                    queue.key = None
                     if not queue.count and not queue.parked:
-                        del tenants[tenant]
+                        self._forget(queue)
                 else:
-                    key = keys[tenant] = (vtime, following.seq, tenant)
+                    key = queue.key = (vtime, following.seq, queue)
                     heapreplace(heap, key)
             else:
                 if first and self.held is None:

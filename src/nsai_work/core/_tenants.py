@@ -88,6 +88,7 @@ class TenantState:
         "committed",
         "last_cell",
         "last_refill",
+        "last_subkey",
         "limited",
         "namespaces",
         "parked_in",
@@ -124,6 +125,7 @@ class TenantState:
         self.committed = 0.0  # estimated maximum cost of admitted, unfinished jobs
         # the status counter of its last submitted job's (level, backend), and that pair
         self.last_cell: tuple[int, str, list[int]] | None = None
+        self.last_subkey: SubKey | None = None  # the FIFO key of its last submitted job
         self.parked_in: set[GroupQueue] = set()
 
     def update(self, spec: Tenant) -> None:
