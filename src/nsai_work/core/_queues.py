@@ -326,8 +326,10 @@ class GroupQueue:
             heapify(heap)
 
     def _forget(self, queue: TenantQueue) -> None:
-        """Drop an empty tenant queue (out of the heap), keeping the tenant's virtual time."""
+        """Drop an empty tenant queue, keeping the tenant's virtual time; any key of it left in
+        the heap is stale from now on."""
         del self.tenants[queue.tenant]
+        queue.key = None
         queue.live = False
         if queue.vtime != _NEVER:
             self.idle_vtimes[queue.tenant] = queue.vtime
