@@ -1194,3 +1194,41 @@ def test_list_is_newest_first_even_with_caller_chosen_ids(handlers: Register) ->
         newer = s.submit(work.Job(kind=kind, tenant_id=tenant, id="aaa-submitted-second"))
         listed = [j.id for j in s.list(tenant)]
     assert listed == [newer.id, older.id]
+
+
+def test_a_large_batch_pauses_the_garbage_collector_only_while_it_is_admitted(
+    handlers: Register,
+) -> None:
+    """submit_many of 1,000 jobs or more runs with the cyclic GC paused (a telemetry handler
+    sees it off during admission), and it is on again afterwards, also after a rejected batch;
+    a GC the caller had turned off stays off."""
+    import gc
+
+    kind = handlers(lambda job: None)
+    bus = Telemetry()
+    seen: list[bool] = []
+    bus.attach(
+        unique("gc"),
+        ("work", "job", "submitted"),
+        lambda event, measurements, metadata, config: seen.append(gc.isenabled()),
+    )
+    with work.SyncScheduler(telemetry=bus) as s:
+        jobs = s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(1000)])
+        assert gc.isenabled()
+        assert seen == [False] * 1000
+        seen.clear()
+        s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(10)])
+        assert seen == [True] * 10  # a small batch leaves it alone
+        bad = [work.Job(kind=kind, tenant_id=TENANT) for _ in range(1500)]
+        bad[700] = work.Job(kind="no.such.kind", tenant_id=TENANT)
+        with pytest.raises(work.UnschedulableError, match=r"\[700\]|index 700|700"):
+            s.submit_many(bad)
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(1000)])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        done = s.wait_many([job.id for job in jobs], timeout=30)
+    assert {job.status for job in done} == {work.Status.SUCCEEDED}

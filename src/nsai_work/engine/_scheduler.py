@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import gc
 import inspect
 import logging
 import random
@@ -82,6 +83,8 @@ _INLINE_LIMIT: Final = 8
 _URGENT: Final = frozenset({Priority.REALTIME, Priority.INTERACTIVE})
 #: How long a worker may chain short jobs before it yields the loop to other tasks.
 _SLICE_S: Final = 0.0001
+#: A submit of at least this many jobs runs with the cyclic garbage collector paused.
+_GC_PAUSE_MIN: Final = 1000
 
 
 class Page(Struct, kw_only=True):
@@ -468,8 +471,22 @@ class Scheduler:
     # ---- the same verbs, synchronous, for the loop thread (the blocking facade calls these) ---
 
     def submit_now(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
-        """``submit``/``submit_many`` without awaiting; call on the loop thread only."""
+        """``submit``/``submit_many`` without awaiting; call on the loop thread only.
+
+        A large batch is admitted with the cyclic garbage collector paused: it only allocates
+        objects that outlive it, so a collection in the middle would scan them for nothing (and
+        their number triggers full collections). It is resumed before returning, unless it was
+        off already."""
         self._require_running()
+        if len(jobs) < _GC_PAUSE_MIN or not gc.isenabled():
+            return self._submit_now(jobs, batch)
+        gc.disable()
+        try:
+            return self._submit_now(jobs, batch)
+        finally:
+            gc.enable()
+
+    def _submit_now(self, jobs: Sequence[Job], batch: bool) -> builtins.list[Job]:
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
         limits: builtins.list[tuple[Limit, ...]] = []
