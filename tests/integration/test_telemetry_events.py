@@ -668,6 +668,16 @@ def test_console_logger_logs_ids_not_payloads_or_results(
     assert "SECRET" not in caplog.text
 
 
+def raising_handler(calls: list[str]) -> Callable[..., None]:
+    """A telemetry handler that records the job id of each call, then raises."""
+
+    def bad(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        calls.append(metadata["job_id"])
+        raise RuntimeError("telemetry handler bug")
+
+    return bad
+
+
 def test_a_handler_raising_mid_decision_leaves_the_other_events_of_it_to_others(
     handlers: Register, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -676,12 +686,7 @@ def test_a_handler_raising_mid_decision_leaves_the_other_events_of_it_to_others(
     kind = handlers(lambda job: None)
     bus = Telemetry()
     raised: list[str] = []
-
-    def bad(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
-        raised.append(metadata["job_id"])
-        raise RuntimeError("telemetry handler bug")
-
-    bus.attach_many("bad", [QUEUE_DEQUEUE, JOB_STARTED], bad)
+    bus.attach_many("bad", [QUEUE_DEQUEUE, JOB_STARTED], raising_handler(raised))
     with (
         caplog.at_level(logging.ERROR, logger="nsai_work.telemetry"),
         capture_events(bus=bus) as log,
@@ -707,12 +712,7 @@ def test_a_lone_handler_that_raises_is_detached_and_the_jobs_still_succeed(
     kind = handlers(lambda job: None)
     bus = Telemetry()
     calls: list[str] = []
-
-    def bad(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
-        calls.append(metadata["job_id"])
-        raise RuntimeError("telemetry handler bug")
-
-    bus.attach("bad-completed", JOB_COMPLETED, bad)
+    bus.attach("bad-completed", JOB_COMPLETED, raising_handler(calls))
     with (
         caplog.at_level(logging.ERROR, logger="nsai_work.telemetry"),
         work.SyncScheduler(telemetry=bus) as s,

@@ -75,38 +75,37 @@ _KINDS: Final = (
 _Step = tuple[tuple[str, ...], int, int, HandlerFn, Any, HandlerInfo]
 
 
-def _metadata(job: Job) -> dict[str, Any]:
-    """The metadata every event of an admitted (validated) job carries."""
-    error = job.error
+def _describe(job: Job, priority: object, status: object, error_type: object) -> dict[str, Any]:
+    """The metadata every job event carries."""
     return {
         "job_id": job.id,
         "tenant_id": job.tenant_id,
         "namespace": job.namespace,
         "kind": job.kind,
-        "priority": _VALUE[job.priority],
+        "priority": priority,
         "backend": job.backend,
-        "status": _VALUE[job.status],
+        "status": status,
         "attempt": job.attempt,
-        "error_type": None if error is None else error.type,
+        "error_type": error_type,
         "job": job,
     }
+
+
+def _metadata(job: Job) -> dict[str, Any]:
+    """The metadata of an admitted (validated) job's events."""
+    error = job.error
+    return _describe(
+        job, _VALUE[job.priority], _VALUE[job.status], None if error is None else error.type
+    )
 
 
 def _rejected_metadata(job: Job, **extra: Any) -> dict[str, Any]:
     """The metadata of a rejected job's events: its fields may not have been validated."""
-    return {
-        "job_id": job.id,
-        "tenant_id": job.tenant_id,
-        "namespace": job.namespace,
-        "kind": job.kind,
-        "priority": _label(job.priority),
-        "backend": job.backend,
-        "status": _label(job.status),
-        "attempt": job.attempt,
-        "error_type": getattr(job.error, "type", None),
-        "job": job,
-        **extra,
-    }
+    meta = _describe(
+        job, _label(job.priority), _label(job.status), getattr(job.error, "type", None)
+    )
+    meta.update(extra)
+    return meta
 
 
 class Emitter:
