@@ -74,6 +74,7 @@ from nsai_work._ir import (
 )
 from nsai_work.core import (
     ALLOWED_TRANSITIONS,
+    DEFAULT_FAIR_SHARE_RESOLUTION_S,
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
@@ -140,15 +141,16 @@ class CheckedCore(SchedulingCore):
         ``entry`` no other active tenant with a strictly smaller virtual time may have a head
         that would start now.
 
-        Heap keys follow corrected charges lazily: an extra charge of more than one typical
-        job (``slack``) is picked up when the key reaches the top (so the tenant competes at its
-        virtual time), a smaller one at the next key; a refund only re-keys once it exceeds
-        about two jobs. A tenant therefore competes at its key unless its virtual time is more
-        than ``slack`` above it, and the tenant served is keyed no more than ``slack`` below its
-        virtual time."""
+        Keys hold virtual times rounded down to the fair-share resolution (``queue.step``) and
+        follow corrected charges lazily: a virtual time that passed its key's step by more than
+        one typical job (``slack``) is re-keyed when the key reaches the top (so the tenant
+        competes at its virtual time), a smaller correction at the next key; a refund only
+        re-keys once it exceeds a step and about two jobs. A tenant therefore competes at its
+        key unless its virtual time is more than ``step + slack`` above it, and the tenant
+        served is keyed no more than ``step + slack`` below its virtual time."""
         self.probes += 1
         queue = self._queues.queue_of(entry)
-        slack = queue.capacity.slot_share * queue.expected_run_s
+        slack = queue.step + queue.capacity.slot_share * queue.expected_run_s
         served = queue.tenants.get(entry.tenant)
         assert served is not None, f"{entry.job.id} started while its tenant has no queue"
         key = served.key
@@ -334,6 +336,7 @@ class TenancyMachine(RuleBasedStateMachine):
         levels=st.sampled_from(LEVEL_SETS),
         group_limits=st.fixed_dictionaries({g: st.sampled_from([None, 1, 2, 3]) for g in GROUPS}),
         default_limit=st.sampled_from([1, 2]),
+        resolution=st.sampled_from([DEFAULT_FAIR_SHARE_RESOLUTION_S, 0.05, 0.5]),
         seed=st.integers(0, 2**32 - 1),
     )
     def setup(
@@ -345,8 +348,10 @@ class TenancyMachine(RuleBasedStateMachine):
         levels: tuple[Priority, ...],
         group_limits: dict[str, int | None],
         default_limit: int,
+        resolution: float,
         seed: int,
     ) -> None:
+        self.resolution = resolution
         self.specs: dict[str, Tenant] = {
             f"t{i}": make_tenant(f"t{i}", *params[i]) for i in range(count)
         }
@@ -384,6 +389,7 @@ class TenancyMachine(RuleBasedStateMachine):
             tenants=self.initial,
             concurrency_limits=self.configured_limits,
             default_concurrency_limit=self.default_limit,
+            fair_share_resolution_s=self.resolution,
         )
 
     # -- the model's view of limits and use ------------------------------------------------
@@ -974,6 +980,7 @@ def saturate(
     run_times: list[float],
     seed: int,
     late: bool,
+    resolution: float = DEFAULT_FAIR_SHARE_RESOLUTION_S,
 ) -> tuple[Counter[str], Counter[str]]:
     """Run a core on one pool (``slots`` slots, 4 cpu) where every tenant stays backlogged
     with alike jobs; tenant i's jobs run ``run_times[i]`` seconds. With ``late``, the last
@@ -985,6 +992,7 @@ def saturate(
         pools={BACKEND: [Pool(name="p", slots=slots, cpu=4.0)]},
         rand=random.Random(0).random,
         tenants=[Tenant(t, weight=w) for t, w in zip(tenants, weights, strict=True)],
+        fair_share_resolution_s=resolution,
     )
     duration = dict(zip(tenants, run_times, strict=True))
     route: Route = ((BACKEND, ("p",)),)
@@ -1051,10 +1059,17 @@ simulation_settings = settings(
     cpu=st.sampled_from([None, 1.0, 2.0]),
     run_s=st.sampled_from([1.0, 0.3, 2.5]),
     late=st.booleans(),
+    resolution=st.sampled_from([DEFAULT_FAIR_SHARE_RESOLUTION_S, 0.1, 1.0]),
     seed=st.integers(0, 2**16),
 )
 def test_backlogged_tenants_share_in_proportion_to_weight(
-    weights: list[float], slots: int, cpu: float | None, run_s: float, late: bool, seed: int
+    weights: list[float],
+    slots: int,
+    cpu: float | None,
+    run_s: float,
+    late: bool,
+    resolution: float,
+    seed: int,
 ) -> None:
     """I5: tenants that stay backlogged on one saturated pool, with equal jobs and equal run
     times, are dispatched resource-time (here: jobs, all alike) in proportion to their weights;
@@ -1070,14 +1085,19 @@ def test_backlogged_tenants_share_in_proportion_to_weight(
     once it exceeds about two jobs; with equal run times the refunds are small, so in-flight
     runs and pending refunds add one more job either way; a window that
     starts mid-run (the tenant back from idle) adds the bound at its start once more.
+    Keys are virtual times rounded down to the resolution r, so the tenant served has the
+    smallest rounded value and every x_i lies in [m, m + r + c/w_i]: each bound widens by
+    w_i*r/c jobs.
     """
-    counts, _ = saturate(weights, slots, cpu, [run_s] * len(weights), seed, late)
+    counts, _ = saturate(weights, slots, cpu, [run_s] * len(weights), seed, late, resolution)
     total, weight_sum, k = sum(counts.values()), sum(weights), len(weights)
+    charge = max(1 / slots, (cpu or 0.0) / 4.0) * run_s  # c: dominant share x run time
     for i, weight in enumerate(weights):
         tenant = f"t{i}"
         lag = counts[tenant] - total * weight / weight_sum
-        spread = k * weight / weight_sum + 1.0
-        low, high = (-2 * spread, 4.0) if late else (-spread, 2.0)
+        step = weight * resolution / charge
+        spread = k * weight / weight_sum + 1.0 + step
+        low, high = (-2 * spread, 4.0 + 2 * step) if late else (-spread, 2.0 + step)
         assert low <= lag <= high, (
             f"{tenant} (weight {weight} of {weights}{', late' if late and i == k - 1 else ''}) "
             f"got {counts[tenant]} of {total} dispatches, {lag:+.2f} from its share; allowed "
@@ -1090,23 +1110,25 @@ def test_backlogged_tenants_share_in_proportion_to_weight(
     weights=st.lists(st.sampled_from(WEIGHTS), min_size=2, max_size=4),
     slots=st.integers(1, 8),
     run_times=st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=4, max_size=4),
+    resolution=st.sampled_from([DEFAULT_FAIR_SHARE_RESOLUTION_S, 0.1, 1.0]),
     seed=st.integers(0, 2**16),
 )
 def test_resource_time_follows_weights_when_run_times_differ(
-    weights: list[float], slots: int, run_times: list[float], seed: int
+    weights: list[float], slots: int, run_times: list[float], resolution: float, seed: int
 ) -> None:
     """I5 counts resource-time, not jobs: tenants whose jobs run 0.5, 1 or 2 s get slot-seconds
     in proportion to their weights (a tenant with 4x longer jobs gets 1/4 of the jobs). Charges
     use a shared estimate of run time and are corrected when a run ends, so only runs in flight
     are charged wrong: the bound of the test above, in jobs' worth of the longest job, plus the
-    runs in flight (at most ``slots``)."""
+    runs in flight (at most ``slots``), plus the resolution step (``w_i * r`` of the whole
+    pool's time: ``w_i * r * slots`` slot-seconds)."""
     k = len(weights)
-    _, seconds = saturate(weights, slots, None, run_times[:k], seed, late=False)
+    _, seconds = saturate(weights, slots, None, run_times[:k], seed, False, resolution)
     total, weight_sum, longest = sum(seconds.values()), sum(weights), max(run_times[:k])
     for i, weight in enumerate(weights):
         tenant = f"t{i}"
         lag = (seconds[tenant] - total * weight / weight_sum) / longest
-        bound = k * weight / weight_sum + 2.0 + slots
+        bound = k * weight / weight_sum + 2.0 + slots + weight * resolution * slots / longest
         assert -bound <= lag <= bound, (
             f"{tenant} (weight {weight} of {weights}, runs {run_times[i]} s of "
             f"{run_times[:k]}) got {seconds[tenant]:.1f} of {total:.1f} slot-seconds, "

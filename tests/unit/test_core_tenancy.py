@@ -389,3 +389,37 @@ def test_a_start_that_uses_up_a_quota_releases_capacity_held_for_that_tenant() -
     assert started(on("p1", [other])) == []  # the held capacity is not b's
     offline = job("a", priority=Priority.OFFLINE)
     assert [j.id for j in started(on("p2", [offline]))] == [offline.id, other.id]
+
+
+def _serve_one_slot(resolution: float, run_s: float) -> str:
+    """Two backlogged tenants on one slot, acme's jobs submitted first: the order in which
+    their jobs start (a letter each) when every run takes ``run_s`` seconds."""
+    core = make_core(pool=Pool(name="p", slots=1), fair_share_resolution_s=resolution)
+    now = 0.0
+    running = started(submit(core, [job("acme") for _ in range(12)]))
+    submit(core, [job("beta") for _ in range(12)])
+    order = ""
+    while running and len(order) < 20:
+        finished = running.pop()
+        order += finished.tenant_id[0]
+        now += run_s
+        running += started(end(core, finished, now))
+    return order
+
+
+def test_the_fair_share_resolution_is_how_finely_tenants_are_told_apart() -> None:
+    # 1 ms runs on one slot, resolution finer than a run: the tenants take turns (a float
+    # rounding may give one of them two in a row, never three)
+    fine = _serve_one_slot(0.0001, 0.001)
+    assert fine.count("a") == fine.count("b") == 10
+    assert "aaa" not in fine
+    assert "bbb" not in fine
+    # resolution 5 ms: a tenant is served until it is 5 ms of the slot ahead; within a step the
+    # oldest job goes first (acme's), so the two take turns of five 1 ms runs
+    assert _serve_one_slot(0.005, 0.001) == "aaaaabbbbbaaaaabbbbb"
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), True, "1ms"])
+def test_a_fair_share_resolution_that_is_not_a_positive_number_is_refused(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="fair_share_resolution_s must be a finite"):
+        make_core(fair_share_resolution_s=bad)

@@ -30,10 +30,12 @@ from ._messages import (
     TimerFired,
     TimerKey,
 )
+from ._queues import DEFAULT_FAIR_SHARE_RESOLUTION_S, check_resolution
 from ._retry import backoff_delay_ms, base_delay_ms
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "DEFAULT_FAIR_SHARE_RESOLUTION_S",
     "NO_NEEDS",
     "ArmTimer",
     "Cancel",
@@ -61,6 +63,7 @@ __all__ = [
     "TimerKey",
     "backoff_delay_ms",
     "base_delay_ms",
+    "check_resolution",
     "check_transition",
     "needs_of",
 ]

@@ -71,6 +71,7 @@ from ._messages import (
     TimerFired,
 )
 from ._queues import (
+    DEFAULT_FAIR_SHARE_RESOLUTION_S,
     FIFO,
     LEVELS,
     TENANT,
@@ -80,6 +81,7 @@ from ._queues import (
     ReadyQueues,
     SubKey,
     TenantQueue,
+    check_resolution,
 )
 from ._retry import backoff_delay_ms
 from ._tenants import Capacity, TenantState, dominant_share, job_share, quota_gate
@@ -221,6 +223,9 @@ class SchedulingCore:
     is admitted as ``default_tenant`` (its weight and quota, under its own id), or rejected when
     that is None. ``concurrency_limits`` sets limits per concurrency group (others get
     ``default_concurrency_limit``). ``guard`` is the opt-in starvation guard.
+    ``fair_share_resolution_s`` is how finely fair share tells tenants apart, in seconds of a
+    pool group's whole capacity per unit of weight: tenants whose weighted dominant-resource
+    time served differs by less than that are served oldest job first.
     """
 
     def __init__(
@@ -234,7 +239,9 @@ class SchedulingCore:
         concurrency_limits: Mapping[str, int] | None = None,
         default_concurrency_limit: int = 1,
         guard: PriorityGuard | None = None,
+        fair_share_resolution_s: float = DEFAULT_FAIR_SHARE_RESOLUTION_S,
     ) -> None:
+        check_resolution(fair_share_resolution_s)
         if max_waiting is not None and max_waiting < 0:
             raise ConfigurationError(f"max_waiting must be >= 0 or None, got {max_waiting}")
         if default_concurrency_limit < 1:
@@ -249,7 +256,7 @@ class SchedulingCore:
         self._router = Router(self._pools)
         self._jobs: dict[str, Entry] = {}
         self._runs: dict[tuple[str, int], _Run] = {}
-        self._queues = ReadyQueues()
+        self._queues = ReadyQueues(fair_share_resolution_s)
         self._waiting = 0
         self._tenant_specs = {t.id: t for t in tenants}
         self._default_tenant = default_tenant

@@ -5,9 +5,10 @@ group), with weighted dominant-resource fair share between tenants.
   that may use the same pools. Levels are served in strict priority order.
 - In a GroupQueue, each tenant has a ``TenantQueue`` and a virtual time: the dominant-resource
   time it was served here, divided by its weight (dominant-resource fair queuing). A heap orders
-  the tenants by ``(virtual time, enqueue sequence of their head)``: the next job is the head of
-  the least-served tenant, oldest first on ties. Picking it costs O(log tenants), never a scan of
-  queued jobs. A dispatch charges the job's dominant share of the group's capacity times its
+  the tenants by ``(virtual time rounded down to the fair-share resolution, enqueue sequence of
+  their head)``: the next job is the head of the least-served tenant, and among tenants within
+  the same resolution step the oldest head goes first. Picking it costs O(log tenants), never a
+  scan of queued jobs. A dispatch charges the job's dominant share of the group's capacity times its
   expected run time; when the run ends the core corrects the charge with the real run time. A
   tenant that comes back after being idle starts at the group's virtual clock (no banked
   credit), so backlogged tenants get dispatched resource-time in proportion to their weights.
@@ -25,6 +26,7 @@ Canceled entries are dropped lazily when they reach the head of their FIFO.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from heapq import heapify, heappop, heappush, heapreplace
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from msgspec import Struct
 
+from .._errors import ConfigurationError
 from .._ir import Job, Status
 from ._capacity import Needs, PoolState
 from ._tenants import Capacity
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from ._tenants import TenantState
 
 __all__ = [
+    "DEFAULT_FAIR_SHARE_RESOLUTION_S",
     "LEVELS",
     "Entry",
     "GroupQueue",
@@ -48,10 +52,30 @@ __all__ = [
     "Selector",
     "SubKey",
     "TenantQueue",
+    "check_resolution",
 ]
 
 #: Number of strict priority levels (realtime, interactive, batch, offline).
 LEVELS = 4
+#: Fair share's default resolution: 1 ms of a pool group's whole capacity (per unit of weight).
+#: Tenants whose virtual times fall in the same step are served oldest head first.
+DEFAULT_FAIR_SHARE_RESOLUTION_S = 0.001
+
+
+def check_resolution(value: object) -> None:
+    """Raise ``ConfigurationError`` unless ``value`` is a fair-share resolution: a finite number
+    of seconds > 0."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"fair_share_resolution_s must be a finite number of seconds > 0, got {value!r}"
+        )
+
+
 _QUEUED = Status.QUEUED
 #: A limit a job is subject to: ("group", concurrency group) or ("tool", tool name).
 LimitKey = tuple[str, str]
@@ -120,9 +144,10 @@ class Selector(Protocol):
         ...
 
 
-#: A tenant's place in its GroupQueue's heap: (virtual time, seq of its head, its queue). A seq
-#: belongs to one job of one queue, so keys equal in their first two items hold the same queue
-#: (compared by identity): queues are never ordered.
+#: A tenant's place in its GroupQueue's heap: (virtual time rounded down to a multiple of the
+#: fair-share resolution, seq of its head, its queue). A seq belongs to one job of one queue, so
+#: keys equal in their first two items hold the same queue (compared by identity): queues are
+#: never ordered.
 Key = tuple[float, int, "TenantQueue"]
 _NEVER = float("-inf")  # the virtual time of a tenant never served here
 
@@ -261,10 +286,13 @@ class GroupQueue:
         "pools",
         "rank",
         "runs_seen",
+        "step",
         "tenants",
     )
 
-    def __init__(self, rank: int, group: tuple[str, ...], pools: list[PoolState]) -> None:
+    def __init__(
+        self, rank: int, group: tuple[str, ...], pools: list[PoolState], step: float
+    ) -> None:
         self.rank = rank
         self.group = group
         self.pools = pools
@@ -275,10 +303,11 @@ class GroupQueue:
         self.count = 0
         # the virtual times of tenants served here whose queue went away when it emptied
         self.idle_vtimes: dict[str, float] = {}
-        self.clock = 0.0  # the virtual time of the last tenant served
+        self.clock = 0.0  # the virtual time of the last tenant served (when it was served)
         self.expected_run_s = 1.0  # moving average of run times here (for charges)
         self.runs_seen = 0
         self.held: Entry | None = None  # the head capacity is held for, if any
+        self.step = step  # the fair-share resolution, in virtual time
 
     def any_free_slot(self) -> bool:
         """Whether one of the group's pools could start one more run."""
@@ -318,7 +347,7 @@ class GroupQueue:
         vtime = queue.vtime
         if queue.key is None and vtime < self.clock:
             vtime = queue.vtime = self.clock
-        key = queue.key = (vtime, head.seq, queue)
+        key = queue.key = (vtime - vtime % self.step, head.seq, queue)
         heap = self.heap
         heappush(heap, key)
         if len(heap) > 2 * len(self.tenants) + 16:  # drop stale keys now and then
@@ -340,9 +369,9 @@ class GroupQueue:
         """Correct a tenant's charge once a run's real time is known. The virtual time is exact
         at once; the heap key follows lazily: an extra charge is picked up when the key next
         reaches the top (a key too low is corrected before it wins), a refund re-keys when the
-        key has become more than two typical jobs' charges too high (so it never holds a tenant
-        back by more than about two jobs; the refund of a single run, the common case, waits
-        for the tenant's next dispatch and costs no heap operation)."""
+        key has become more than one resolution step plus two typical jobs' charges too high
+        (so it never holds a tenant back by more than that; the refund of a single run, the
+        common case, waits for the tenant's next dispatch and costs no heap operation)."""
         if self.runs_seen:
             self.expected_run_s += (run_s - self.expected_run_s) * 0.2
         else:  # the first real run time replaces the prior
@@ -363,7 +392,9 @@ class GroupQueue:
         vtime = queue.vtime = queue.vtime + delta
         if delta < 0:
             key = queue.key
-            if key is not None and key[0] - vtime > 2.0 * share * self.expected_run_s / weight:
+            if key is not None and key[0] - vtime > (
+                self.step + 2.0 * share * self.expected_run_s / weight
+            ):
                 self.activate(queue.tenant)
 
     def unpark(self, tenant: str) -> None:
@@ -379,9 +410,11 @@ class GroupQueue:
         started = 0
         first = True  # the first head offered in a pass is first in line
         epoch = selector.release_epoch
-        # a typical job's charge (one slot for the expected run time, weight 1): how far a key
-        # may lag its tenant's virtual time before it is re-keyed
-        slack = self.capacity.slot_share * self.expected_run_s
+        # how far a tenant's virtual time may pass its key before it is re-keyed: the key's
+        # resolution step plus a typical job's charge (one slot for the expected run time,
+        # weight 1)
+        step = self.step
+        reach = step + self.capacity.slot_share * self.expected_run_s
         pools = self.pools
         pool = pools[0] if len(pools) == 1 else None  # one pool (the usual case): no call to ask
         while heap and started != limit:
@@ -405,11 +438,12 @@ class GroupQueue:
                     self._forget(queue)
                 continue
             actual = queue.vtime
-            if head.seq != seq or actual > vtime + slack:
-                # a new head, or a charge corrected upwards by more than about one typical job:
-                # re-key (a smaller correction is kept exactly in vtime and counts from the
-                # next key on, so the order is never off by more than one job)
-                key = queue.key = (actual, head.seq, queue)
+            if head.seq != seq or actual > vtime + reach:
+                # a new head, or a charge corrected upwards past the key's step by more than
+                # about one typical job: re-key (a smaller correction is kept exactly in vtime
+                # and counts from the next key on, so the order is never off by more than one
+                # step and one job)
+                key = queue.key = (actual - actual % step, head.seq, queue)
                 heapreplace(heap, key)
                 continue
             if self.held is not None:
@@ -434,8 +468,8 @@ class GroupQueue:
                 started += 1
                 queue.pop(head)
                 self.count -= 1
-                if vtime > self.clock:
-                    self.clock = vtime
+                if actual > self.clock:
+                    self.clock = actual
                 vtime = queue.vtime = actual + selector.charge(head, queue)
                 following = queue.peek()
                 if following is None:
@@ -444,7 +478,7 @@ class GroupQueue:
                     if not queue.count and not queue.parked:
                         self._forget(queue)
                 else:
-                    key = queue.key = (vtime, following.seq, queue)
+                    key = queue.key = (vtime - vtime % step, following.seq, queue)
                     heapreplace(heap, key)
             else:
                 if first and self.held is None:
@@ -469,12 +503,13 @@ class GroupQueue:
 class ReadyQueues:
     """All queued jobs: ``levels[rank][group]``."""
 
-    __slots__ = ("counts", "levels", "next_seq")
+    __slots__ = ("counts", "levels", "next_seq", "step")
 
-    def __init__(self) -> None:
+    def __init__(self, step: float) -> None:
         self.levels: list[dict[tuple[str, ...], GroupQueue]] = [{} for _ in range(LEVELS)]
         self.counts = [0] * LEVELS
         self.next_seq = 0
+        self.step = step  # the fair-share resolution (virtual time)
 
     def push(
         self,
@@ -487,7 +522,9 @@ class ReadyQueues:
         level = self.levels[entry.rank]
         queue = level.get(entry.group)
         if queue is None:
-            queue = level[entry.group] = GroupQueue(entry.rank, entry.group, pools(entry.group))
+            queue = level[entry.group] = GroupQueue(
+                entry.rank, entry.group, pools(entry.group), self.step
+            )
         queue.push(entry)
         self.counts[entry.rank] += 1
         return queue

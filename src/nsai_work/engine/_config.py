@@ -12,6 +12,7 @@ from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
+from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, check_resolution
 from ..telemetry import Telemetry
 
 __all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
@@ -47,6 +48,9 @@ class Config(Struct, kw_only=True, frozen=True):
       ``unknown_tenants="reject"`` rejects them instead.
     - ``concurrency_limits``: ``{group: n}`` for ``constraints.concurrency_group`` (default 1).
     - ``priority_guard``: the opt-in starvation guard (``work.PriorityGuard``).
+    - ``fair_share_resolution_s``: how finely fair share tells tenants apart, in seconds of a
+      pool group's whole capacity per unit of weight (default 0.001): tenants closer than that
+      are served oldest job first.
     - ``enable_altar``: False makes the built-in "altar" backend refuse tool calls (the seed's
       ``enable_altar``).
     - ``exit_timeout_s``: how long the default scheduler (``work.start``) lets running jobs
@@ -67,6 +71,7 @@ class Config(Struct, kw_only=True, frozen=True):
     unknown_tenants: str = "admit"
     concurrency_limits: dict[str, int] = {}
     priority_guard: PriorityGuard | None = None
+    fair_share_resolution_s: float = DEFAULT_FAIR_SHARE_RESOLUTION_S
     enable_altar: bool = True
     exit_timeout_s: float = 10.0
 
@@ -86,6 +91,7 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"telemetry must be a work.telemetry.Telemetry, got {type(self.telemetry).__name__}"
             )
+        check_resolution(self.fair_share_resolution_s)
         if not self.backends:
             raise ConfigurationError("backends is empty: give at least one backend")
         if not isinstance(self.enable_altar, bool):

@@ -269,6 +269,7 @@ class Scheduler:
             default_tenant=config.default_tenant if config.unknown_tenants == "admit" else None,
             concurrency_limits=config.concurrency_limits,
             guard=config.priority_guard,
+            fair_share_resolution_s=config.fair_share_resolution_s,
         )
         self._store = MemoryStore(
             finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max
