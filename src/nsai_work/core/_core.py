@@ -17,7 +17,6 @@ import datetime as _dt
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from heapq import heappop
 from typing import Any, Final
 
 from msgspec import Struct
@@ -362,10 +361,8 @@ class SchedulingCore:
         if guard is not None and any(rank > entry.rank for rank in guard.owed(self._queues.counts)):
             return "priority_guard"
         mine = None if tenant_queue is None else tenant_queue.key
-        heap = queue.heap
-        while heap and heap[0][2].key is not heap[0]:
-            heappop(heap)  # stale keys (a query may drop them)
-        if mine is not None and heap and heap[0][2] is not tenant_queue and heap[0][0] < mine[0]:
+        top = queue.top()  # (drops stale keys)
+        if mine is not None and top is not None and top[2] is not tenant_queue and top[0] < mine[0]:
             return "fair_share"
         return "no_capacity"
 
@@ -727,7 +724,7 @@ class SchedulingCore:
             counter[_SUBMITTED] += 1
             counter[_QUEUED_SLOT] += 1
             tenant.waiting += 1
-            if tenant.namespaces:
+            if tenant.limited:
                 namespace = tenant.namespaces.get(entry.namespace)
                 if namespace is not None:
                     namespace.waiting += 1
@@ -873,12 +870,12 @@ class SchedulingCore:
         for limit in run.limits:
             limit.running -= 1
             self._unpark_fifos(limit.parked)
-        if tenant.namespaces:
+        if tenant.limited:  # (only a limited tenant has namespace limits or is parked)
             namespace = tenant.namespaces.get(run.namespace)
             if namespace is not None:
                 self._unpark_fifos(namespace.parked)
-        if tenant.parked_in:
-            self._refresh_tenant(tenant)
+            if tenant.parked_in:
+                self._refresh_tenant(tenant)
 
     def _refresh_tenant(self, tenant: TenantState) -> None:
         """Unpark the tenant where it was parked."""
@@ -1119,7 +1116,7 @@ class SchedulingCore:
             self._waiting += step
             tenant = entry.tenant_state
             tenant.waiting += step
-            if tenant.namespaces:
+            if tenant.limited:
                 namespace = tenant.namespaces.get(entry.namespace)
                 if namespace is not None:
                     namespace.waiting += step

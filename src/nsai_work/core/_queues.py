@@ -85,31 +85,32 @@ SubKey = tuple[str, tuple[LimitKey, ...]]
 TENANT, FIFO = "tenant", "fifo"
 
 
-class Entry(Struct, gc=False):
+class Entry(Struct, kw_only=True, gc=False):
     """The core's record of one live (non-terminal) job.
 
     Not tracked by the garbage collector (it holds no cycles), so a large backlog costs the
-    collector nothing.
+    collector nothing. ``status`` and ``seq`` come first: peeking at a tenant's next head reads
+    only them, and they then share the cache line of the object's header.
     """
 
+    status: Status
+    seq: int = 0
+    limits: tuple[LimitKey, ...]  # its concurrency group and backend limits (ALTAR tools)
+    tenant_state: TenantState
     job: Job
     tenant: str
-    tenant_state: TenantState
     namespace: str
-    limits: tuple[LimitKey, ...]  # its concurrency group and backend limits (ALTAR tools)
     subkey: SubKey  # (namespace, limits): the FIFO it waits in, within its tenant's queue
     rank: int
     needs: Needs
     backend: str
     group: tuple[str, ...]
-    status: Status
     since: float  # when the current status began
     submitted: float
     placement: tuple[tuple[float, PoolState], ...] = ()  # its pools, cheapest first, $/h
     estimate: float | None = None  # estimated maximum cost of one attempt (USD)
     rate: float = 0.0  # $/h of the current attempt's pool
     held: PoolState | None = None  # the pool holding capacity for it, if any
-    seq: int = 0
     counter: list[int] = []  # its (tenant, level, backend) counter, by status
 
 
@@ -161,18 +162,19 @@ class TenantQueue:
     when it is not in the heap); keys in the heap that are not their queue's live key are stale.
     """
 
-    __slots__ = (
+    # what a dispatch and a run end read first, so that it shares a cache line
+    __slots__ = (  # noqa: RUF023
+        "key",
+        "vtime",
+        "only",
         "count",
+        "live",
+        "queue",
+        "only_sub",
         "fifos",
         "heads",
-        "key",
-        "live",
-        "only",
-        "only_sub",
         "parked",
-        "queue",
         "tenant",
-        "vtime",
     )
 
     def __init__(self, tenant: str, queue: GroupQueue, vtime: float = _NEVER) -> None:
@@ -285,6 +287,7 @@ class GroupQueue:
         "parked",
         "pools",
         "rank",
+        "run",
         "runs_seen",
         "step",
         "tenants",
@@ -298,7 +301,13 @@ class GroupQueue:
         self.pools = pools
         self.capacity = Capacity(pools)
         self.tenants: dict[str, TenantQueue] = {}
+        # The tenants' keys: ``run``, a deque of keys in ascending order, and a heap for the
+        # others; the next tenant is the smaller of the two fronts. A new key goes at the end
+        # of ``run``, after moving the keys there that are larger to the heap. Tenants served in
+        # turn (round robin within a resolution step) get ascending keys, so a dispatch then
+        # costs a popleft and an append instead of a sift through a heap of all tenants.
         self.heap: list[Key] = []
+        self.run: deque[Key] = deque()
         self.parked: dict[str, str] = {}
         self.count = 0
         # the virtual times of tenants served here whose queue went away when it emptied
@@ -348,11 +357,25 @@ class GroupQueue:
         if queue.key is None and vtime < self.clock:
             vtime = queue.vtime = self.clock
         key = queue.key = (vtime - vtime % self.step, head.seq, queue)
-        heap = self.heap
-        heappush(heap, key)
-        if len(heap) > 2 * len(self.tenants) + 16:  # drop stale keys now and then
-            heap = self.heap = [q.key for q in self.tenants.values() if q.key is not None]
-            heapify(heap)
+        run = self.run
+        while run and key < run[-1]:
+            heappush(self.heap, run.pop())
+        run.append(key)
+        if len(self.heap) + len(run) > 2 * len(self.tenants) + 16:  # drop stale keys now and then
+            self.heap = [q.key for q in self.tenants.values() if q.key is not None]
+            heapify(self.heap)
+            run.clear()
+
+    def top(self) -> Key | None:
+        """The live key of the tenant that would be offered next (dropping stale keys)."""
+        heap, run = self.heap, self.run
+        while heap and heap[0][2].key is not heap[0]:
+            heappop(heap)
+        while run and run[0][2].key is not run[0]:
+            run.popleft()
+        if run and (not heap or run[0] < heap[0]):
+            return run[0]
+        return heap[0] if heap else None
 
     def _forget(self, queue: TenantQueue) -> None:
         """Drop an empty tenant queue, keeping the tenant's virtual time; any key of it left in
@@ -405,7 +428,7 @@ class GroupQueue:
     def drain(self, selector: Selector, limit: int = -1) -> int:
         """Start heads, least-served tenant first, until the pools are full, every tenant is
         parked or declined, or ``limit`` jobs started. Returns how many started."""
-        heap = self.heap
+        heap, run = self.heap, self.run
         declined: list[Key] = []
         started = 0
         first = True  # the first head offered in a pass is first in line
@@ -417,7 +440,7 @@ class GroupQueue:
         reach = step + self.capacity.slot_share * self.expected_run_s
         pools = self.pools
         pool = pools[0] if len(pools) == 1 else None  # one pool (the usual case): no call to ask
-        while heap and started != limit:
+        while (run or heap) and started != limit:
             if declined and selector.release_epoch != epoch:
                 # held capacity was released during this pass: heads set aside get another
                 # chance, in their order, before the tenants after them
@@ -425,14 +448,13 @@ class GroupQueue:
                 for item in declined:
                     heappush(heap, item)
                 declined.clear()
-            key = heap[0]
+            # the next tenant, taken off the front (a key that stays is put back below)
+            key = run.popleft() if run and (not heap or run[0] < heap[0]) else heappop(heap)
             vtime, seq, queue = key
             if queue.key is not key:
-                heappop(heap)  # stale
-                continue
+                continue  # stale
             head = queue.peek()
             if head is None:
-                heappop(heap)
                 queue.key = None
                 if not queue.count and not queue.parked:
                     self._forget(queue)
@@ -444,11 +466,14 @@ class GroupQueue:
                 # and counts from the next key on, so the order is never off by more than one
                 # step and one job)
                 key = queue.key = (actual - actual % step, head.seq, queue)
-                heapreplace(heap, key)
+                while run and key < run[-1]:
+                    heappush(heap, run.pop())
+                run.append(key)
                 continue
             if self.held is not None:
                 selector.release_hold_of_other_than(head, self)
                 if declined and selector.release_epoch != epoch:
+                    heappush(heap, key)
                     continue  # capacity was freed: heads set aside go first (top of the loop)
             held = (
                 selector.gate(head, queue)
@@ -458,11 +483,11 @@ class GroupQueue:
             if held is not None:
                 scope, reason = held
                 if scope == TENANT:
-                    heappop(heap)
                     queue.key = None
                     self.parked[queue.tenant] = reason
                 else:
                     queue.park(head.subkey, reason)
+                    heappush(heap, key)  # offered again at once: re-keyed at its next head
                 continue
             if selector.try_start(head):
                 started += 1
@@ -473,17 +498,18 @@ class GroupQueue:
                 vtime = queue.vtime = actual + selector.charge(head, queue)
                 following = queue.peek()
                 if following is None:
-                    heappop(heap)
                     queue.key = None
                     if not queue.count and not queue.parked:
                         self._forget(queue)
                 else:
                     key = queue.key = (vtime - vtime % step, following.seq, queue)
-                    heapreplace(heap, key)
+                    while run and key < run[-1]:
+                        heappush(heap, run.pop())
+                    run.append(key)
             else:
                 if first and self.held is None:
                     selector.hold(head, self)
-                declined.append(heappop(heap))
+                declined.append(key)
             first = False
             if pool is not None:
                 if pool.used_slots >= pool.cap_slots or pool.overcommitted:

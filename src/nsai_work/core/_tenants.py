@@ -84,25 +84,27 @@ class NamespaceState:
 class TenantState:
     """Everything the core knows about one tenant."""
 
-    __slots__ = (
-        "committed",
-        "last_cell",
-        "last_refill",
-        "last_subkey",
+    # What every submit, dispatch and run end reads comes first, so that it shares one or two
+    # cache lines (with 1,000 tenants this object is rarely still in cache).
+    __slots__ = (  # noqa: RUF023
         "limited",
+        "running",
+        "usage",
+        "waiting",
+        "weight",
+        "last_cell",
+        "last_subkey",
+        "quota",
+        "committed",
+        "last_refill",
         "namespaces",
         "parked_in",
         "period_start",
-        "quota",
         "rejections",
-        "running",
         "spec",
         "spend_period",
         "spend_total",
         "tokens",
-        "usage",
-        "waiting",
-        "weight",
     )
 
     def __init__(self, spec: Tenant, now: float) -> None:
@@ -115,6 +117,8 @@ class TenantState:
         self.namespaces: dict[str, NamespaceState] = {
             name: NamespaceState(quota) for name, quota in spec.namespaces.items()
         }
+        # False: no quota and no namespace state, so never parked (the hot paths look no
+        # further than this flag, which is in the object they already touch)
         self.limited = spec.quota is not UNLIMITED or bool(spec.namespaces)
         self.tokens = float(self.burst)
         self.last_refill = now
@@ -187,19 +191,21 @@ class TenantState:
         """Count a dispatched run."""
         self.running += 1
         self.usage.add(reservation)
-        state = self.namespaces.get(namespace)
-        if state is not None:
-            state.running += 1
-            state.usage.add(reservation)
+        if self.limited:  # (an unlimited tenant has no namespace limits: no dict to look in)
+            state = self.namespaces.get(namespace)
+            if state is not None:
+                state.running += 1
+                state.usage.add(reservation)
 
     def release(self, reservation: Reservation, namespace: str) -> None:
         """Forget a run that has ended."""
         self.running -= 1
         self.usage.remove(reservation)
-        state = self.namespaces.get(namespace)
-        if state is not None:
-            state.running -= 1
-            state.usage.remove(reservation)
+        if self.limited:
+            state = self.namespaces.get(namespace)
+            if state is not None:
+                state.running -= 1
+                state.usage.remove(reservation)
 
 
 def dominant_share(tenant: TenantState, capacity: Capacity) -> float:
