@@ -4,7 +4,7 @@ group), with weighted dominant-resource fair share between tenants.
 - ``ReadyQueues.levels[rank][group]`` is a ``GroupQueue``: the queued jobs of one priority level
   that may use the same pools. Levels are served in strict priority order.
 - In a GroupQueue, each tenant has a ``TenantQueue`` and a virtual time: the dominant-resource
-  time it was served here, divided by its weight (dominant-resource fair queuing). A heap orders
+  time it was served here, divided by its weight (dominant-resource fair queuing). Keys order
   the tenants by ``(virtual time rounded down to the fair-share resolution, enqueue sequence of
   their head)``: the next job is the head of the least-served tenant, and among tenants within
   the same resolution step the oldest head goes first. Picking it costs O(log tenants), never a
@@ -357,14 +357,19 @@ class GroupQueue:
         if queue.key is None and vtime < self.clock:
             vtime = queue.vtime = self.clock
         key = queue.key = (vtime - vtime % self.step, head.seq, queue)
+        self._insert(key)
+        if len(self.heap) + len(self.run) > 2 * len(self.tenants) + 16:  # drop stale keys
+            self.heap = [q.key for q in self.tenants.values() if q.key is not None]
+            heapify(self.heap)
+            self.run.clear()
+
+    def _insert(self, key: Key) -> None:
+        """Add a key: at the end of ``run``, after moving the keys there that are larger to the
+        heap (``drain`` does the same inline when it re-keys the tenant it just served)."""
         run = self.run
         while run and key < run[-1]:
             heappush(self.heap, run.pop())
         run.append(key)
-        if len(self.heap) + len(run) > 2 * len(self.tenants) + 16:  # drop stale keys now and then
-            self.heap = [q.key for q in self.tenants.values() if q.key is not None]
-            heapify(self.heap)
-            run.clear()
 
     def top(self) -> Key | None:
         """The live key of the tenant that would be offered next (dropping stale keys)."""
@@ -466,9 +471,7 @@ class GroupQueue:
                 # and counts from the next key on, so the order is never off by more than one
                 # step and one job)
                 key = queue.key = (actual - actual % step, head.seq, queue)
-                while run and key < run[-1]:
-                    heappush(heap, run.pop())
-                run.append(key)
+                self._insert(key)
                 continue
             if self.held is not None:
                 selector.release_hold_of_other_than(head, self)
@@ -503,7 +506,7 @@ class GroupQueue:
                         self._forget(queue)
                 else:
                     key = queue.key = (vtime - vtime % step, following.seq, queue)
-                    while run and key < run[-1]:
+                    while run and key < run[-1]:  # (_insert, inlined: once per dispatch)
                         heappush(heap, run.pop())
                     run.append(key)
             else:
