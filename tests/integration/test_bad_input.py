@@ -352,6 +352,8 @@ def test_get_and_cancel_of_unknown_ids(scheduler: work.SyncScheduler) -> None:
         {"default_backend": "nope"},
         {"pools": {"nope": [work.Pool(name="x")]}},
         {"no_such_option": 1},
+        {"fair_share_resolution_s": 0},
+        {"fair_share_resolution_s": float("inf")},
     ],
 )
 def test_bad_configuration(options: dict[str, Any]) -> None:
@@ -359,6 +361,11 @@ def test_bad_configuration(options: dict[str, Any]) -> None:
         s = work.SyncScheduler(**options)
         s.start()
         s.stop()
+
+
+def test_a_bad_fair_share_resolution_is_named_with_its_rule() -> None:
+    with pytest.raises(work.ConfigurationError, match=r"fair_share_resolution_s .* > 0, got -1"):
+        work.SyncScheduler(fair_share_resolution_s=-1)
 
 
 # ---- telemetry listening must not change what a bad submit raises -------------------------------

@@ -36,6 +36,29 @@ def test_fair_share_end_to_end_counts_starts_per_tenant(
     assert window["c"] / 800 == pytest.approx(0.50, abs=0.03)
 
 
+@pytest.mark.parametrize(("resolution", "expected"), [(None, "ab"), (3600.0, "aaaa")])
+def test_the_fair_share_resolution_reaches_the_engine(
+    handlers: Callable[..., str], resolution: float | None, expected: str
+) -> None:
+    """One slot, 20 ms jobs, acme's submitted first: at the default resolution (1 ms of the
+    pool) acme's first run puts it 20 steps ahead, so beta goes next; at an hour, both stay in
+    one step and the older jobs (acme's) go first."""
+    starts: list[str] = []
+
+    async def record(job: work.Job) -> None:
+        starts.append(job.tenant_id[0])
+        await asyncio.sleep(0.02)
+
+    kind = handlers(record)
+    options = {} if resolution is None else {"fair_share_resolution_s": resolution}
+    with work.SyncScheduler(
+        pools={"local": [work.Pool(name="local:async", slots=1)]}, **options
+    ) as s:
+        jobs = [work.Job(kind=kind, tenant_id=t) for t in ("acme", "beta") for _ in range(4)]
+        s.wait_many([j.id for j in s.submit_many(jobs)], timeout=30)
+    assert "".join(starts[: len(expected)]) == expected
+
+
 def test_a_tenant_handle_sees_and_changes_only_its_jobs(handlers: Callable[..., str]) -> None:
     kind = handlers(lambda job: job.payload["n"])
     with work.SyncScheduler() as s:
