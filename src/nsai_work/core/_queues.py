@@ -14,7 +14,7 @@ group), with weighted dominant-resource fair share between tenants.
   credit), so backlogged tenants get dispatched resource-time in proportion to their weights.
 - In a TenantQueue, jobs wait in one FIFO per (namespace, concurrency group); the tenant's head
   is the oldest head among the FIFOs that are not parked.
-- Parking: a tenant at one of its limits leaves the heap (``GroupQueue.parked``); a FIFO whose
+- Parking: a tenant at one of its limits leaves the keys (``GroupQueue.parked``); a FIFO whose
   namespace or concurrency group is at its limit leaves the tenant's heads
   (``TenantQueue.parked``). The core unparks them when what blocked them is released, so a
   blocked tenant costs nothing per dispatch.
@@ -145,7 +145,7 @@ class Selector(Protocol):
         ...
 
 
-#: A tenant's place in its GroupQueue's heap: (virtual time rounded down to a multiple of the
+#: A tenant's place among its GroupQueue's keys: (virtual time rounded down to a multiple of the
 #: fair-share resolution, seq of its head, its queue). A seq belongs to one job of one queue, so
 #: keys equal in their first two items hold the same queue (compared by identity): queues are
 #: never ordered.
@@ -158,8 +158,8 @@ class TenantQueue:
 
     ``only`` is the tenant's FIFO when it has exactly one and it is not parked (the common
     case): its head is the tenant's head, with no look at ``heads``; ``only_sub`` is its key.
-    ``vtime`` is the tenant's virtual time in the GroupQueue and ``key`` its live heap key (None
-    when it is not in the heap); keys in the heap that are not their queue's live key are stale.
+    ``vtime`` is the tenant's virtual time in the GroupQueue and ``key`` its live key (None when
+    it has none); keys in ``run`` or the heap that are not their queue's live key are stale.
     """
 
     # what a dispatch and a run end read first, so that it shares a cache line
@@ -326,7 +326,7 @@ class GroupQueue:
         return False
 
     def push(self, entry: Entry) -> TenantQueue:
-        """Enqueue; the tenant joins the heap if it was not in it (and is not parked)."""
+        """Enqueue; the tenant gets a key if it had none (and is not parked)."""
         tenant = entry.tenant
         queue = self.tenants.get(tenant)
         if queue is None:
@@ -384,7 +384,7 @@ class GroupQueue:
 
     def _forget(self, queue: TenantQueue) -> None:
         """Drop an empty tenant queue, keeping the tenant's virtual time; any key of it left in
-        the heap is stale from now on."""
+        ``run`` or the heap is stale from now on."""
         del self.tenants[queue.tenant]
         queue.key = None
         queue.live = False
@@ -395,11 +395,11 @@ class GroupQueue:
         self, queue: TenantQueue, delta: float, run_s: float, share: float, weight: float
     ) -> None:
         """Correct a tenant's charge once a run's real time is known. The virtual time is exact
-        at once; the heap key follows lazily: an extra charge is picked up when the key next
+        at once; the key follows lazily: an extra charge is picked up when the key next
         reaches the top (a key too low is corrected before it wins), a refund re-keys when the
         key has become more than one resolution step plus two typical jobs' charges too high
         (so it never holds a tenant back by more than that; the refund of a single run, the
-        common case, waits for the tenant's next dispatch and costs no heap operation)."""
+        common case, waits for the tenant's next dispatch and costs no key operation)."""
         if self.runs_seen:
             self.expected_run_s += (run_s - self.expected_run_s) * 0.2
         else:  # the first real run time replaces the prior
