@@ -3,11 +3,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test lint demo bench schema clean
+.PHONY: setup test lint demo bench schema lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml requirements/constraints.txt scripts/setup.sh
 	scripts/setup.sh
 	@touch $(STAMP)
 
@@ -31,6 +31,13 @@ bench: setup
 ## make schema: regenerate schema/*.json from the IR types.
 schema: setup
 	$(PY) -m nsai_work.cli schema --write schema
+
+## make lock: re-pin requirements/constraints.txt (every dependency and build tool) with uv.
+lock: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt uv
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/toolchain.in --all-extras \
+		--python-version 3.11 --upgrade --custom-compile-command "make lock" \
+		-o requirements/constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

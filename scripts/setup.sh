@@ -19,5 +19,9 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Every version comes from requirements/constraints.txt (`make lock` refreshes it), the build
+# tools included: they are installed first and the package is built without isolation, so a
+# new release of pip, setuptools or any dependency never changes what a fresh clone runs.
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt)
+"${PIP[@]}" pip setuptools wheel
+"${PIP[@]}" --no-build-isolation -e '.[test]'

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import json
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import nsai_work as work
 from nsai_work import _errors
 from nsai_work._ir import job_decoder
-from nsai_work.cli import schemas
+from nsai_work.cli import REGENERATE, render_schemas, schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schema"
@@ -207,23 +206,18 @@ def test_decoder_refuses_a_naive_datetime() -> None:
 # ---- the committed JSON Schemas -----------------------------------------------------------------
 
 
-def _render(schema: dict[str, object]) -> str:
-    """As the CLI renders a schema file."""
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
-
-
 def stale_schema_message(directory: Path) -> str | None:
     """Why the schema files under ``directory`` differ from the IR types, or None."""
     problems = []
-    for name, schema in schemas().items():
+    for name, text in render_schemas().items():
         path = directory / name
         if not path.exists():
             problems.append(f"{path} is missing")
-        elif path.read_text() != _render(schema):
+        elif path.read_text() != text:
             problems.append(f"{path} is stale")
     if not problems:
         return None
-    return "; ".join(problems) + " - the IR types changed: run `make schema` and commit the result"
+    return "; ".join(problems) + f" - the IR types changed: {REGENERATE}"
 
 
 def test_the_cli_renders_these_two_schemas() -> None:
@@ -236,8 +230,8 @@ def test_committed_schemas_match_the_ir_types() -> None:
 
 
 def test_a_stale_schema_is_reported_with_the_fix(tmp_path: Path) -> None:
-    for name, schema in schemas().items():
-        (tmp_path / name).write_text(_render(schema))
+    for name, text in render_schemas().items():
+        (tmp_path / name).write_text(text)
     assert stale_schema_message(tmp_path) is None
     (tmp_path / "pool.schema.json").write_text("{}\n")
     message = stale_schema_message(tmp_path)
@@ -252,7 +246,7 @@ def test_cli_schema_write_produces_the_committed_files(tmp_path: Path) -> None:
     assert main(["schema", "--write", str(tmp_path)]) == 0
     for name in schemas():
         assert (tmp_path / name).read_text() == (SCHEMA_DIR / name).read_text(), (
-            f"schema/{name} is stale: run `make schema`"
+            f"schema/{name} is stale: {REGENERATE}"
         )
 
 

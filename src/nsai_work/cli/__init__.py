@@ -8,6 +8,7 @@ nsai-work demo [--quick]     run the multi-tenant demo (what `make demo` runs)
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -16,25 +17,49 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["main", "schemas"]
+__all__ = ["main", "render_schemas", "schemas"]
+
+REGENERATE = "run `make schema` (or `nsai-work schema --write schema`) and commit the result"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schemas generated from the IR types, by file name."""
+    """The JSON Schemas generated from the IR types, by file name.
+
+    Descriptions are docstrings cleaned with ``inspect.cleandoc``: msgspec 0.23 started to
+    dedent them itself and earlier releases did not, so cleaning them here gives the same
+    text on every msgspec release the pins allow.
+    """
     from .._ir import Job, Pool
 
     return {
-        "job.schema.json": msgspec.json.schema(Job),
-        "pool.schema.json": msgspec.json.schema(Pool),
+        "job.schema.json": _clean_descriptions(msgspec.json.schema(Job)),
+        "pool.schema.json": _clean_descriptions(msgspec.json.schema(Pool)),
     }
 
 
-def _render(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+def render_schemas() -> dict[str, str]:
+    """The text of each schema file, by file name, as ``nsai-work schema --write`` writes it."""
+    return {
+        name: json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in schemas().items()
+    }
+
+
+def _clean_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 def _schema(args: argparse.Namespace) -> int:
-    rendered = {name: _render(schema) for name, schema in schemas().items()}
+    rendered = render_schemas()
     if args.write is None:
         sys.stdout.write(rendered["job.schema.json"])
         return 0
