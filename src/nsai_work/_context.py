@@ -24,12 +24,21 @@ class JobContext:
     a sync handler (which cannot be interrupted in its thread) should check it and return early.
     """
 
-    __slots__ = ("_cancelled", "_heartbeat", "_logger", "_progress", "attempt", "job")
+    __slots__ = (
+        "_cancelled",
+        "_heartbeat",
+        "_logger",
+        "_progress",
+        "_running",
+        "attempt",
+        "job",
+    )
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.attempt = job.attempt
         self._cancelled = False
+        self._running = False  # set by the engine when the backend is called
         self._progress: Progress | None = None
         self._heartbeat: float | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None

@@ -145,8 +145,9 @@ class Emitter:
         meta: dict[str, Any],
         admit: dict[str, Any] | None = None,
     ) -> None:
-        """Make a plan's calls. A handler that raises is detached at once: it gets none of the
-        transition's later events; the other handlers get all of them."""
+        """Make a plan's calls. A handler that raises (anything, ``BaseException`` included) is
+        detached at once: it gets none of the transition's later events; the other handlers get
+        all of them."""
         if len(plan) == 1:  # the common case: one handler on one of the events
             event, measured, which, fn, config, info = plan[0]
             try:
@@ -156,7 +157,7 @@ class Emitter:
                     admit if which and admit is not None else meta,
                     config,
                 )
-            except Exception:
+            except BaseException:  # even SystemExit: a handler never stops the engine
                 self.bus._handler_failed(info, event)
             return
         carried = (_EMPTY, measurements)
@@ -168,7 +169,7 @@ class Emitter:
                 for event, measured, which, fn, config, info in steps:  # noqa: B007
                     fn(event, carried[measured], metas[which], config)
                 return
-            except Exception:
+            except BaseException:  # even SystemExit: a handler never stops the engine
                 self.bus._handler_failed(info, event)
                 steps = _without(steps, info.id)
 

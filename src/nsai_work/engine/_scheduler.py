@@ -327,6 +327,11 @@ class Scheduler:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
 
+    def abandon(self) -> None:
+        """Give up without stopping, because the loop is gone (the blocking facade calls this
+        when its loop thread died): runs that end later report nothing."""
+        self._state = "stopped"
+
     def _cancel_live(self, which: Any) -> None:
         ids = [e.job.id for e in self._core.live_entries() if which(e.status)]
         for job_id in ids:
@@ -760,6 +765,9 @@ class Scheduler:
 
         Realtime and interactive jobs handed over this way start at once (up to
         ``_INLINE_LIMIT`` in a row); others first yield to the loop, like a new task would.
+        A run stopped before it began (a cancel in the same loop step as its dispatch) never
+        calls the backend; whatever user code raises (``BaseException`` too: ``SystemExit``,
+        ``KeyboardInterrupt``) fails that attempt and the worker goes on.
         """
         task = asyncio.current_task()
         assert task is not None
@@ -775,23 +783,33 @@ class Scheduler:
                 if yield_first:
                     await asyncio.sleep(0)
                     slice_start = clock()
-                try:  # one attempt on its backend (inlined: no extra coroutine per run)
-                    if info.async_execute:
-                        result = await info.backend.execute(job, ctx)
-                    else:
-                        result = await run_in_thread(self._executor, info.backend.execute, job, ctx)
-                    outcome = _SUCCEEDED_NONE if result is None else self._succeeded(result, job)
-                except NonRetryableError as exc:
-                    outcome = Failed(_job_error(exc, job.attempt), retryable=False)
-                except Exception as exc:
-                    outcome = Failed(_job_error(exc, job.attempt), retryable=True)
+                if not ctx._cancelled:  # (the attribute: no property call per run)
+                    ctx._running = True  # from now on a stop cancels this task
+                    try:  # one attempt (inlined: no extra coroutine per run)
+                        if info.async_execute:
+                            result = await info.backend.execute(job, ctx)
+                        else:
+                            result = await run_in_thread(
+                                self._executor, info.backend.execute, job, ctx
+                            )
+                        outcome = (
+                            _SUCCEEDED_NONE if result is None else self._succeeded(result, job)
+                        )
+                    except NonRetryableError as exc:
+                        outcome = Failed(_job_error(exc, job.attempt), retryable=False)
+                    except Exception as exc:
+                        outcome = Failed(_job_error(exc, job.attempt), retryable=True)
+                    except asyncio.CancelledError:
+                        raise  # a stop, not a failure
+                    except BaseException as exc:  # SystemExit, KeyboardInterrupt: not retried
+                        outcome = Failed(_job_error(exc, job.attempt), retryable=False)
                 taker = handoff
             except asyncio.CancelledError:
-                if not ctx.cancelled:
+                if not ctx._cancelled:
                     raise  # not our StopRun: the task itself is being cancelled
                 taker = handoff
             finally:  # whatever happened, the run has ended: report it exactly once
-                if ctx._cancelled:  # (the attribute: no property call per run)
+                if ctx._cancelled:
                     while task.cancelling():  # our StopRun was delivered: the worker goes on
                         task.uncancel()
                 handoff.next = None
@@ -810,6 +828,8 @@ class Scheduler:
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
         del self._runs[(job.id, job.attempt)]
+        if self._state == "stopped":
+            return  # a run abandoned at stop ended after all: nobody is told any more
         if self._inbox:  # calls from other threads first: a realtime submit gets this slot
             self._drain_inbox()
         self._handoff = handoff
@@ -857,11 +877,13 @@ class Scheduler:
             return
         task, ctx, info = run
         ctx.cancel()
+        if not ctx._running:
+            return  # not begun: the worker sees the flag and reports the end without running
         try:
             result = info.backend.cancel(decision.job_id)
             if inspect.isawaitable(result):
                 self._loop.create_task(_quietly(result, info.name))
-        except Exception:
+        except BaseException:
             _log.exception("backend %r failed to cancel job %s", info.name, decision.job_id)
         task.cancel()
 
@@ -893,7 +915,9 @@ def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:
 async def _quietly(awaitable: Any, backend: str) -> None:
     try:
         await awaitable
-    except Exception:
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
         _log.exception("backend %r failed to cancel a job", backend)
 
 

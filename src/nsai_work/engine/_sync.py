@@ -3,12 +3,17 @@
 Each call is one hand-off into the loop (``submit_many`` moves a whole batch in one hop); it never
 runs ``asyncio.run()`` per call. Calling it from the engine's own loop (an async handler) would
 deadlock, so that raises a clear error pointing to the async API instead.
+
+Nothing hangs if the loop thread dies (say user code scheduled a callback on it that raised
+``SystemExit``): every call waiting for an answer, and every later call, raises
+``NotStartedError`` saying so, with the exception that killed the loop as its ``__cause__``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -39,6 +44,10 @@ class SyncScheduler:
         self._engine: Scheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Calls waiting for the loop, by what fails them if it dies; guarded by _waiting_lock.
+        self._waiting: dict[int, Callable[[BaseException], None]] = {}
+        self._waiting_lock = threading.Lock()
+        self._death: BaseException | None = None  # what killed the loop thread, if it died
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -51,8 +60,8 @@ class SyncScheduler:
 
     @property
     def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
-        return self._engine is not None and self._engine.running
+        """True between ``start()`` and ``stop()``, unless the loop thread died."""
+        return self._engine is not None and self._engine.running and self._death is None
 
     @property
     def engine(self) -> Scheduler:
@@ -67,6 +76,7 @@ class SyncScheduler:
             if self._engine is not None:
                 return self
             loop = asyncio.new_event_loop()
+            self._death = None
             thread = threading.Thread(
                 target=self._run_loop, args=(loop,), name="nsai-work-engine", daemon=True
             )
@@ -82,11 +92,45 @@ class SyncScheduler:
             self._loop, self._thread, self._engine = loop, thread, engine
             return self
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
-        loop.run_forever()
-        loop.run_until_complete(loop.shutdown_asyncgens())
+        try:
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except BaseException as exc:  # the loop died: fail every waiting call, never hang
+            self._died(exc)
+
+    def _died(self, cause: BaseException) -> None:
+        with self._waiting_lock:
+            self._death = cause
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+        error = self._dead_error()
+        for fail in waiting:
+            fail(error)
+
+    def _dead_error(self) -> NotStartedError:
+        cause = self._death
+        error = NotStartedError(
+            f"the scheduler's event loop thread died ({type(cause).__name__}: {cause}); it runs "
+            f"no jobs any more: call stop() and start a new scheduler (the cause is attached)"
+        )
+        error.__cause__ = cause
+        return error
+
+    def _register(self, fail: Callable[[BaseException], None]) -> int:
+        """Remember how to fail a call that waits for the loop (at once if the loop is dead)."""
+        with self._waiting_lock:
+            token = id(fail)
+            if self._death is None:
+                self._waiting[token] = fail
+                return token
+        fail(self._dead_error())
+        return token
+
+    def _unregister(self, token: int) -> None:
+        with self._waiting_lock:
+            self._waiting.pop(token, None)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the engine (see ``Scheduler.stop``) and its thread (idempotent)."""
@@ -96,10 +140,14 @@ class SyncScheduler:
                 return
             self._guard()
             try:
-                asyncio.run_coroutine_threadsafe(engine.stop(timeout), loop).result()
+                if self._death is None:
+                    self._wait_for(asyncio.run_coroutine_threadsafe(engine.stop(timeout), loop))
             finally:
-                loop.call_soon_threadsafe(loop.stop)
+                if self._death is None:
+                    loop.call_soon_threadsafe(loop.stop)
                 thread.join()
+                if self._death is not None:
+                    self._abandon(engine, loop)
                 loop.close()
                 self._engine = self._loop = self._thread = None
 
@@ -115,6 +163,29 @@ class SyncScheduler:
                 "work.Scheduler, or run the blocking call in a thread"
             )
 
+    @staticmethod
+    def _abandon(engine: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
+        """After the loop died: its tasks can never end. Close their coroutines now (so their
+        clean-up runs here, not in some later garbage collection) and let them go quietly."""
+        engine.abandon()
+        for task in asyncio.all_tasks(loop):
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            with contextlib.suppress(BaseException):
+                task.get_coro().close()
+
+    def _wait_for(self, future: Future[T]) -> T:
+        """The answer of a call handed to the loop; ``NotStartedError`` if the loop dies."""
+
+        def fail(error: BaseException) -> None:
+            if not future.done():
+                future.set_exception(error)
+
+        token = self._register(fail)
+        try:
+            return future.result()
+        finally:
+            self._unregister(token)
+
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         engine = self._engine
         if engine is None:
@@ -124,12 +195,18 @@ class SyncScheduler:
 
         def run() -> None:
             try:
-                future.set_result(fn(*args, **kwargs))
+                result = fn(*args, **kwargs)
             except BaseException as exc:
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
 
+        if self._death is not None:
+            raise self._dead_error()
         engine.call_threadsafe(run)
-        return future.result()
+        return self._wait_for(future)
 
     def _await(self, coroutine: Coroutine[Any, Any, T]) -> T:
         loop = self._loop
@@ -139,10 +216,12 @@ class SyncScheduler:
                     "this SyncScheduler is not started: call start() or use `with`"
                 )
             self._guard()
+            if self._death is not None:
+                raise self._dead_error()
         except BaseException:
             coroutine.close()
             raise
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        return self._wait_for(asyncio.run_coroutine_threadsafe(coroutine, loop))
 
     # ---- verbs --------------------------------------------------------------------------------
 
@@ -189,6 +268,8 @@ class SyncScheduler:
         """Yield each job as it finishes."""
         engine = self.engine
         self._guard()
+        if self._death is not None:
+            raise self._dead_error()
         ids = list(job_ids)
         results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
@@ -202,15 +283,19 @@ class SyncScheduler:
             results.put(("done", None))
 
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(pump(), self._loop)
-        while True:
-            what, value = results.get()
-            if what == "job":
-                yield value
-            elif what == "error":
-                raise value
-            else:
-                return
+        token = self._register(lambda error: results.put(("error", error)))
+        try:
+            asyncio.run_coroutine_threadsafe(pump(), self._loop)
+            while True:
+                what, value = results.get()
+                if what == "job":
+                    yield value
+                elif what == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            self._unregister(token)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until no execution is in flight (see ``Scheduler.wait_idle``)."""

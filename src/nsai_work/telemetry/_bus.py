@@ -1,10 +1,10 @@
 """The event bus, shaped like Erlang's ``:telemetry``.
 
 Handlers are attached to exact event names (tuples of strings) and called inline as
-``fn(event, measurements, metadata, config)``; they must be quick. A handler that raises is
-detached (every event of its id) and reported through ``logging``; it never breaks the caller.
-Emitting an event nobody listens to costs one dict lookup: the handler table is copied on write,
-so ``execute`` takes no lock.
+``fn(event, measurements, metadata, config)``; they must be quick. A handler that raises
+anything (``BaseException`` included) is detached (every event of its id) and reported through
+``logging``; it never breaks the caller. Emitting an event nobody listens to costs one dict
+lookup: the handler table is copied on write, so ``execute`` takes no lock.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Telemetry:
         for info in handlers:
             try:
                 info.function(event, measurements, metadata, info.config)
-            except Exception:
+            except BaseException:  # even SystemExit or KeyboardInterrupt: the caller goes on
                 self._handler_failed(info, event)
 
     def _handler_failed(self, info: HandlerInfo, event: Event) -> None:

@@ -1,0 +1,235 @@
+"""A run's capacity comes back exactly once on every path, and nothing user code does stops the
+engine: cancels racing the dispatch on every built-in backend, ``BaseException`` from handlers,
+tools and telemetry handlers, and a loop thread that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import nsai_work as work
+from nsai_work.backends import AltarBackend, LocalBackend, MockBackend, ProcessBackend
+from nsai_work.telemetry import Telemetry
+from nsai_work.telemetry.events import JOB_COMPLETED, JOB_SUBMITTED
+
+from . import _process_handlers
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+Register = Callable[..., str]
+
+SLOTS = 4
+
+
+async def _noop_async(job: work.Job) -> None:
+    return None
+
+
+def _noop_sync(job: work.Job) -> None:
+    return None
+
+
+def _backend_cases(handlers: Register, tools: Register) -> dict[str, tuple[Any, Callable[[], Any]]]:
+    """Per built-in backend: a backend with SLOTS slots, and how to build a job it runs."""
+    async_kind = handlers(_noop_async)
+    sync_kind = handlers(_noop_sync)
+    tool = tools(lambda args: args)
+    process_kind = handlers(_process_handlers.echo)
+    return {
+        "local:async": (
+            LocalBackend(async_slots=SLOTS),
+            lambda: work.Job(kind=async_kind, tenant_id="race"),
+        ),
+        "local:threads": (
+            LocalBackend(threads=SLOTS),
+            lambda: work.Job(kind=sync_kind, tenant_id="race"),
+        ),
+        "altar:threads": (
+            AltarBackend(threads=SLOTS),
+            lambda: work.Job(kind="tool_call", tenant_id="race", payload={"tool": tool}),
+        ),
+        "process": (
+            ProcessBackend(workers=SLOTS),
+            lambda: work.Job(kind=process_kind, tenant_id="race"),
+        ),
+        "mock": (
+            MockBackend(),
+            lambda: work.Job(
+                kind="anything", tenant_id="race", constraints=work.Constraints(backend="mock")
+            ),
+        ),
+    }
+
+
+POOLS = ["local:async", "local:threads", "altar:threads", "process", "mock"]
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_cancel_in_the_dispatch_step_gives_the_slot_back(
+    pool: str, handlers: Register, tools: Register, arun: Run
+) -> None:
+    """Submit then cancel in the same loop step (the run task has not started): the slot comes
+    back, later jobs run, and stop does not wait for the lost runs."""
+    backend, make = _backend_cases(handlers, tools)[pool]
+    pools = {"mock": [work.Pool(name="mock", slots=SLOTS)]} if pool == "mock" else {}
+
+    async def main() -> None:
+        async with work.Scheduler(backends=[backend], pools=pools) as s:
+            for _ in range(3):  # three rounds of filling every slot and canceling at once
+                for _ in range(SLOTS):
+                    job = await s.submit(make())
+                    assert job.status == "running"  # dispatched; its task has not started
+                    canceled = await s.cancel(job.id)
+                    assert canceled.status == "canceled"
+                await s.wait_idle(timeout=10)
+            stats = await s.stats()
+            assert stats.pools[pool].used.slots == 0
+            assert stats.totals.canceled == 3 * SLOTS
+            last = await s.submit(make())
+            done = await s.wait(last.id, timeout=10)
+            assert done.status == "succeeded"
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await s.stop(timeout=5)
+            assert loop.time() - started < 4  # not the whole timeout: no run was lost
+
+    arun(main())
+
+
+def test_threads_submitting_and_canceling_leak_no_slot(handlers: Register) -> None:
+    kind = handlers(_noop_async)
+    with work.SyncScheduler(backends=[LocalBackend(async_slots=16)]) as s:
+        stop = threading.Event()
+
+        def churn() -> None:
+            while not stop.is_set():
+                job = s.submit(work.Job(kind=kind, tenant_id="race"))
+                s.cancel(job.id)
+
+        threads = [threading.Thread(target=churn) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        finish = threading.Timer(1.5, stop.set)
+        finish.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        s.wait_idle(timeout=10)
+        stats = s.stats()
+        assert stats.pools["local:async"].used.slots == 0
+        assert stats.totals.submitted == stats.totals.finished
+        assert stats.totals.submitted > 0
+        jobs = s.submit_many([work.Job(kind=kind, tenant_id="race") for _ in range(32)])
+        assert {j.status for j in s.wait_many([j.id for j in jobs], timeout=10)} == {"succeeded"}
+
+
+# ---- BaseException from user code ---------------------------------------------------------------
+
+
+def _raise(exc: BaseException) -> Callable[..., Any]:
+    def sync_handler(job: work.Job) -> None:
+        raise exc
+
+    return sync_handler
+
+
+def _raise_async(exc: BaseException) -> Callable[..., Any]:
+    async def async_handler(job: work.Job) -> None:
+        raise exc
+
+    return async_handler
+
+
+@pytest.mark.parametrize("style", ["sync", "async", "tool"])
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_base_exception_fails_the_attempt_without_retry(
+    style: str, exc: BaseException, handlers: Register, tools: Register
+) -> None:
+    fn = _raise_async(exc) if style == "async" else _raise(exc)
+    retries = work.Constraints(retry_policy=work.RetryPolicy(max_attempts=3, base_delay_ms=1))
+    if style == "tool":
+        job = work.Job(
+            kind="tool_call", tenant_id="t", payload={"tool": tools(fn)}, constraints=retries
+        )
+    else:
+        job = work.Job(kind=handlers(fn), tenant_id="t", constraints=retries)
+    ok = handlers(lambda job: "still alive")
+    with work.SyncScheduler() as s:
+        failed = s.wait(s.submit(job).id, timeout=10)
+        after = s.wait(s.submit(work.Job(kind=ok, tenant_id="t")).id, timeout=10)
+    assert failed.status == "failed"
+    assert failed.attempt == 1  # not retried
+    assert failed.error is not None
+    assert failed.error.type == type(exc).__name__
+    assert after.status == "succeeded"
+    assert after.result == "still alive"
+
+
+def test_a_telemetry_handler_raising_keyboard_interrupt_does_not_fail_the_submit(
+    handlers: Register,
+) -> None:
+    kind = handlers(lambda job: 42)
+    bus = Telemetry()
+    calls: list[str] = []
+
+    def interrupt(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        calls.append(metadata["job_id"])
+        raise KeyboardInterrupt
+
+    bus.attach("interrupt", JOB_SUBMITTED, interrupt)
+    with work.SyncScheduler(telemetry=bus) as s:
+        first = s.submit(work.Job(kind=kind, tenant_id="t"))  # no error for an admitted job
+        second = s.submit(work.Job(kind=kind, tenant_id="t"))
+        done = s.wait_many([first.id, second.id], timeout=10)
+    assert [j.status for j in done] == ["succeeded", "succeeded"]
+    assert calls == [first.id]  # detached after its first call
+    assert bus.list_handlers() == []
+
+
+def test_a_telemetry_handler_raising_system_exit_on_completion_is_detached(
+    handlers: Register,
+) -> None:
+    kind = handlers(lambda job: 1)
+    bus = Telemetry()
+    bus.attach("exit", JOB_COMPLETED, lambda *args: (_ for _ in ()).throw(SystemExit(1)))
+    with work.SyncScheduler(telemetry=bus) as s:
+        jobs = s.submit_many([work.Job(kind=kind, tenant_id="t") for _ in range(5)])
+        done = s.wait_many([j.id for j in jobs], timeout=10)
+        assert s.running
+    assert {j.status for j in done} == {"succeeded"}
+    assert bus.list_handlers() == []
+
+
+# ---- a loop thread that dies --------------------------------------------------------------------
+
+
+def test_when_the_loop_thread_dies_every_call_raises_with_the_cause(handlers: Register) -> None:
+    async def kill_the_loop(job: work.Job) -> None:
+        def boom() -> None:
+            raise SystemExit(7)
+
+        asyncio.get_running_loop().call_later(0.2, boom)  # not ours to catch: it kills the loop
+        await asyncio.sleep(30)
+
+    kind = handlers(kill_the_loop)
+    s = work.SyncScheduler().start()
+    try:
+        job = s.submit(work.Job(kind=kind, tenant_id="t"))
+        with pytest.raises(work.NotStartedError, match="died") as blocked:
+            s.wait(job.id, timeout=20)  # blocked when the loop dies
+        assert isinstance(blocked.value.__cause__, SystemExit)
+        for call in (
+            lambda: s.get(job.id),
+            lambda: s.wait(job.id, timeout=1),
+            lambda: s.submit(work.Job(kind=kind, tenant_id="t")),
+            lambda: list(s.as_completed([job.id])),
+            s.stats,
+        ):
+            with pytest.raises(work.NotStartedError, match="died") as later:
+                call()
+            assert isinstance(later.value.__cause__, SystemExit)
+        assert not s.running
+    finally:
+        s.stop(timeout=1)
