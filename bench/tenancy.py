@@ -68,7 +68,11 @@ def fairness_error(tenants: int, jobs_each: int, slots: int, seed: int) -> tuple
     take(core.handle(Submit(tuple(jobs), (route,) * len(jobs)), now))
     while ends and ends[0][0] <= horizon:
         now, _, finished = heapq.heappop(ends)
-        take(core.handle(RunEnded(finished.id, finished.attempt, Succeeded(None)), now))
+        take(
+            core.handle(
+                RunEnded(finished.tenant_id, finished.id, finished.attempt, Succeeded(None)), now
+            )
+        )
     total = sum(dispatched.values())
     gaps = [abs(dispatched[s.id] / total - s.weight / weight_sum) * 100 for s in specs]
     return max(gaps), sum(gaps) / 2

@@ -62,6 +62,15 @@ def route(backend: str, *pools: str) -> Route:
     return ((backend, pools),)
 
 
+def key_of(core: SchedulingCore, job_id: str, tenant: str = "acme") -> tuple[str, str]:
+    """The (tenant id, job id) of a live job with this id (tests use ids no two tenants
+    share), or ``(tenant, job_id)`` when none is live."""
+    for entry in core.live_entries():
+        if entry.job.id == job_id:
+            return entry.key
+    return (tenant, job_id)
+
+
 def of_type(decisions: Iterable[Decision], kind: type[D]) -> list[D]:
     """The decisions of one kind, in order."""
     return [d for d in decisions if isinstance(d, kind)]
@@ -92,6 +101,12 @@ class Driver:
             pools=pools, rand=rand or random.Random(0).random, max_waiting=max_waiting
         )
         self.now = now
+        self.tenants: dict[str, str] = {}  # job id -> its tenant, for every job submitted
+
+    def key(self, job_id: str) -> tuple[str, str]:
+        """(tenant id, job id) of a job submitted through this driver (tests keep ids unique
+        across tenants); tenant "acme" for an id never submitted."""
+        return (self.tenants.get(job_id, "acme"), job_id)
 
     def handle(self, event: Event, at: float | None = None) -> list[Decision]:
         if at is not None:
@@ -105,18 +120,20 @@ class Driver:
 
     def submit_each(self, jobs: Sequence[Job], routes: Sequence[Route]) -> list[Decision]:
         """Submit a batch with one route per job."""
+        for job in jobs:
+            self.tenants.setdefault(job.id, job.tenant_id)
         return self.handle(Submit(tuple(jobs), tuple(routes)))
 
     def end(self, job_id: str, attempt: int, outcome: Outcome) -> list[Decision]:
-        return self.handle(RunEnded(job_id, attempt, outcome))
+        return self.handle(RunEnded(*self.key(job_id), attempt, outcome))
 
     def cancel(self, job_id: str, reason: str = "requested") -> list[Decision]:
-        return self.handle(Cancel(job_id, reason))
+        return self.handle(Cancel(*self.key(job_id), reason))
 
     def fire(self, timer: ArmTimer) -> list[Decision]:
         """Advance the clock to the timer's time and feed it back."""
         return self.handle(TimerFired(timer.key), at=max(self.now, timer.at))
 
     def status(self, job_id: str) -> Status | None:
-        job = self.core.get(job_id)
+        job = self.core.get(*self.key(job_id))
         return None if job is None else job.status

@@ -82,6 +82,90 @@ def test_a_tenant_handle_sees_and_changes_only_its_jobs(handlers: Callable[..., 
         assert globex.get(theirs.id).tenant_id == "globex"
 
 
+def test_job_ids_tell_a_tenant_nothing_about_another_tenants_jobs(
+    handlers: Callable[..., str], arun: Callable[..., object]
+) -> None:
+    """Jobs are keyed by (tenant_id, id): submitting another tenant's id is neither refused
+    (no existence oracle) nor a way to reach their job, and squatting an id blocks nobody."""
+    kind = handlers(lambda job: job.tenant_id)
+
+    async def main() -> None:
+        async with work.Scheduler() as s:
+            acme, globex = s.as_tenant("acme"), s.as_tenant("globex")
+            theirs = await globex.submit(work.Job(kind=kind, tenant_id="globex"))
+            # acme reuses globex's id: accepted, exactly like an unknown id would be
+            mine = await acme.submit(work.Job(kind=kind, tenant_id="acme", id=theirs.id))
+            assert mine.id == theirs.id
+            assert (await acme.wait(mine.id, timeout=5)).result == "acme"
+            assert (await globex.wait(theirs.id, timeout=5)).result == "globex"
+            # a squatted id: acme takes an id first, globex still gets to use it
+            squat = work.new_job_id()
+            await acme.submit(work.Job(kind=kind, tenant_id="acme", id=squat))
+            later = await globex.submit(work.Job(kind=kind, tenant_id="globex", id=squat))
+            assert (await globex.wait(later.id, timeout=5)).tenant_id == "globex"
+            # the same id twice for one tenant is still a conflict
+            with pytest.raises(work.ConflictError, match="tenant 'acme'"):
+                await acme.submit(work.Job(kind=kind, tenant_id="acme", id=squat))
+            # the full-rights face needs tenant_id only when the id is ambiguous
+            with pytest.raises(work.ValidationError, match="2 tenants") as ambiguous:
+                await s.get(squat)
+            assert ambiguous.value.path == "$.tenant_id"
+            assert (await s.get(squat, tenant_id="globex")).tenant_id == "globex"
+            assert (await s.wait(squat, tenant_id="acme", timeout=5)).result == "acme"
+            unique = await s.submit(work.Job(kind=kind, tenant_id="initech"))
+            assert (await s.wait(unique.id, timeout=5)).tenant_id == "initech"
+            with pytest.raises(work.NotFoundError):
+                await s.get(unique.id, tenant_id="acme")
+            # canceling one tenant's job never touches the other's job with the same id
+            slow_kind = handlers(_sleep_a_while)
+            a = await acme.submit(work.Job(kind=slow_kind, tenant_id="acme"))
+            g = await globex.submit(work.Job(kind=slow_kind, tenant_id="globex", id=a.id))
+            await acme.cancel(a.id)
+            assert (await acme.get(a.id)).status == "canceled"
+            assert (await globex.get(g.id)).status in ("queued", "running")
+            await globex.cancel(g.id)
+
+    arun(main())
+
+
+async def _sleep_a_while(job: work.Job) -> None:
+    await asyncio.sleep(30)
+
+
+def test_a_tenant_handle_names_the_index_of_the_foreign_job_in_a_batch(
+    handlers: Callable[..., str],
+) -> None:
+    kind = handlers(lambda job: None)
+    with work.SyncScheduler() as s:
+        acme = s.as_tenant("acme")
+        for first, index in ((True, 0), (False, 1)):
+            jobs = [work.Job(kind=kind, tenant_id="acme"), work.Job(kind=kind, tenant_id="acme")]
+            jobs[0 if first else 1] = work.Job(kind=kind, tenant_id="globex")
+            with pytest.raises(work.ValidationError) as refused:
+                acme.submit_many(jobs)
+            assert refused.value.index == index
+            assert f"of job #{index}" in str(refused.value)
+        with pytest.raises(work.ValidationError) as single:
+            acme.submit(work.Job(kind=kind, tenant_id="globex"))
+        assert single.value.index is None
+
+
+@pytest.mark.parametrize("bad", [None, 42, "abc"])
+def test_batch_verbs_refuse_what_is_not_a_list_naming_the_argument(
+    handlers: Callable[..., str], bad: object
+) -> None:
+    with work.SyncScheduler() as s:
+        for verb, path in (
+            (s.submit_many, "$.jobs"),
+            (s.wait_many, "$.job_ids"),
+            (s.as_tenant("acme").submit_many, "$.jobs"),
+        ):
+            with pytest.raises(work.ValidationError) as refused:
+                verb(bad)  # type: ignore[operator]
+            assert refused.value.path == path
+        assert s.stats().totals.submitted == 0
+
+
 def test_module_functions_set_tenant_and_as_tenant(handlers: Callable[..., str]) -> None:
     release = threading.Event()
     kind = handlers(lambda job: release.wait(5))

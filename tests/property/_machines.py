@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from hypothesis import Phase
 
-from nsai_work._ir import TERMINAL_STATUSES, Status
+from nsai_work._ir import TERMINAL_STATUSES, Job, Status
 from nsai_work.core import Decision, Reject, SchedulingCore
 
 
@@ -20,6 +20,7 @@ class _Stepped(Protocol):
 
 class _Tracked(Protocol):
     status: Status
+    job: Job
 
 
 def milli(amount: float) -> int:
@@ -65,7 +66,7 @@ def check_live_jobs(
     live = 0
     for job_id in admitted:
         status = model[job_id].status
-        snapshot = core.get(job_id)
+        snapshot = core.get(model[job_id].job.tenant_id, job_id)
         if status in TERMINAL_STATUSES:
             assert snapshot is None, f"{job_id} is terminal but still live in the core"
         else:

@@ -204,9 +204,9 @@ def must_respect(hold: Hold, holds: list[Hold], rank: int, job_id: str) -> bool:
     """Whether a job of ``rank`` must leave a hold alone: holds of higher levels, and of its
     level other than its own (only the older ones if it holds capacity on the pool itself,
     so two holds never wait for each other)."""
-    if hold.job_id == job_id or hold.rank > rank:
+    if hold.job[1] == job_id or hold.rank > rank:
         return False
-    own = next((h.seq for h in holds if h.job_id == job_id), None)
+    own = next((h.seq for h in holds if h.job[1] == job_id), None)
     return own is None or hold.rank < rank or hold.seq < own
 
 
@@ -385,7 +385,7 @@ class CoreMachine(RuleBasedStateMachine):
             for spec in event.pools:
                 self.specs[spec.name] = spec
         dispatched: list[tuple[Info, str, Usage]] = []
-        holds_after = {n: {h.job_id for h in p.holds} for n, p in self.core.pool_states().items()}
+        holds_after = {n: {h.job[1] for h in p.holds} for n, p in self.core.pool_states().items()}
         rejects = [d for d in decisions if isinstance(d, Reject)]
         if rejects:
             assert decisions == rejects[:1], f"a Reject comes alone: {decisions}"
@@ -399,12 +399,12 @@ class CoreMachine(RuleBasedStateMachine):
                 # job's needs free from every other job of its level or lower.
                 pool_holds = holds_before.get(d.pool, [])
                 for hold in pool_holds:
-                    lasted = hold.job_id in holds_after.get(d.pool, set())
+                    lasted = hold.job[1] in holds_after.get(d.pool, set())
                     if lasted and must_respect(hold, pool_holds, info.level, d.job.id):
                         room = leaves_room_for(held_ask(hold), info.ask, self.specs[d.pool], before)
                         assert room, (
                             f"{d.job.id} (level {info.level}) took capacity held on {d.pool} "
-                            f"for {hold.job_id}"
+                            f"for {hold.job[1]}"
                         )
                 self.on_dispatch(d, before)
                 used[d.pool] = before.plus(info.ask)
@@ -644,7 +644,9 @@ class CoreMachine(RuleBasedStateMachine):
         self.runs.pop((job_id, attempt))
         info = self.jobs[job_id]
         current = info.status is Status.RUNNING and info.attempt == attempt
-        decisions = self.feed(RunEnded(job_id, attempt, outcome_of(kind, job_id, attempt)))
+        decisions = self.feed(
+            RunEnded(info.job.tenant_id, job_id, attempt, outcome_of(kind, job_id, attempt))
+        )
         mine = [d for d in decisions if isinstance(d, Record) and d.job.id == job_id]
         if not current:
             assert not mine, f"a stale RunEnded changed {job_id}: {mine}"
@@ -672,7 +674,9 @@ class CoreMachine(RuleBasedStateMachine):
         else:
             assert record.backoff_ms == delay
         ready = [
-            d for d in decisions if isinstance(d, ArmTimer) and d.key == ("ready", job.id, attempt)
+            d
+            for d in decisions
+            if isinstance(d, ArmTimer) and d.key == ("ready", job.tenant_id, job.id, attempt)
         ]
         if record.backoff_ms > 0:
             assert len(ready) == 1
@@ -697,7 +701,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.now = max(self.now, target)
 
     def fire(self, key: tuple[str, str, int]) -> None:
-        what, job_id, attempt = key
+        what, _, job_id, attempt = key
         info = self.jobs.get(job_id)
         live_run = (
             info is not None
@@ -710,7 +714,7 @@ class CoreMachine(RuleBasedStateMachine):
             return
         assert info is not None
         stops = [d for d in decisions if isinstance(d, StopRun)]
-        assert stops == [StopRun(job_id, attempt, info.backend, "timeout")]
+        assert stops == [StopRun(info.job.tenant_id, job_id, attempt, info.backend, "timeout")]
         mine = [d for d in decisions if isinstance(d, Record) and d.job.id == job_id]
         policy = info.job.constraints.retry_policy
         if policy.retry_on_timeout and attempt < policy.max_attempts:
@@ -728,7 +732,8 @@ class CoreMachine(RuleBasedStateMachine):
         info = self.jobs.get(job_id)
         before = None if info is None else info.status
         attempt = info.attempt if info is not None else 0
-        decisions = self.feed(Cancel(job_id, reason))
+        tenant = info.job.tenant_id if info is not None else TENANTS[0]
+        decisions = self.feed(Cancel(tenant, job_id, reason))
         if before is None or before in TERMINAL_STATUSES:
             assert decisions == [], f"cancel of a terminal/unknown job decided {decisions}"
             return
@@ -740,7 +745,7 @@ class CoreMachine(RuleBasedStateMachine):
         assert mine[0].job.cancel_reason == reason
         stops = [d for d in decisions if isinstance(d, StopRun)]
         if before is Status.RUNNING:
-            assert stops == [StopRun(job_id, attempt, info.backend, reason)]
+            assert stops == [StopRun(tenant, job_id, attempt, info.backend, reason)]
         else:
             assert not stops
 
@@ -795,7 +800,11 @@ class CoreMachine(RuleBasedStateMachine):
             else:
                 break
         assert self.core is not None
-        stuck = {j: self.jobs[j].status for j in self.admitted if self.core.get(j) is not None}
+        stuck = {
+            j: self.jobs[j].status
+            for j in self.admitted
+            if self.core.get(self.jobs[j].job.tenant_id, j) is not None
+        }
         assert not stuck, f"after draining these jobs are still live: {stuck}"
         assert self.core.live_jobs == 0
         assert self.core.active_runs == 0
@@ -888,6 +897,6 @@ def test_nothing_new_lands_on_a_pool_shrunk_below_what_it_holds(
         f"{newcomer} was placed on p1 ({shrunk}) while it holds {held}: over capacity, so "
         f"nothing new should land there; it now holds {state.usage()}"
     )
-    out = core.handle(RunEnded("hog", 1, Succeeded()), 4.0)
+    out = core.handle(RunEnded("t", "hog", 1, Succeeded()), 4.0)
     assert [d.job.id for d in out if isinstance(d, Dispatch)] == ["new"]
     assert state.within_capacity()

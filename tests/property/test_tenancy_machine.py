@@ -95,6 +95,7 @@ from nsai_work.core import (
     TimerFired,
 )
 from nsai_work.core._queues import Entry
+from tests._core_builders import key_of
 
 from ._machines import check_live_jobs, milli, normalized, phases, step
 
@@ -471,7 +472,7 @@ class TenancyMachine(RuleBasedStateMachine):
         assert self.core is not None
         slots, cpu = used
         for hold in self.core.pool_states()[pool].holds:
-            if hold.rank <= info.level and hold.job_id != info.job.id and hold.job_id not in ignore:
+            if hold.rank <= info.level and hold.job[1] != info.job.id and hold.job[1] not in ignore:
                 slots, cpu = slots + 1, cpu + hold.needs.cpu
         spec = self.pools[pool]
         if slots + 1 > spec.slots:
@@ -643,14 +644,15 @@ class TenancyMachine(RuleBasedStateMachine):
             assert self.runs, (
                 f"stuck: nothing runs, yet {info.job.id} of {info.tenant} (its oldest queued "
                 f"job at level {info.level} on {info.pools}) passes every limit and stays queued "
-                f"(waiting_reason {core.waiting_reason(info.job.id)!r}; holds "
-                f"{ {p: [h.job_id for h in s.holds] for p, s in core.pool_states().items()} })"
+                f"(waiting_reason {core.waiting_reason(info.job.tenant_id, info.job.id)!r}; holds "
+                f"{ {p: [h.job for h in s.holds] for p, s in core.pool_states().items()} })"
             )
             fitting = [p for p in info.pools if self.fits_now(info, p, used[p])]
             assert not fitting, (
                 f"stuck: {info.job.id} of {info.tenant} is its oldest queued job at level "
                 f"{info.level} on {info.pools}, passes every limit and fits {fitting}, but "
-                f"stays queued (waiting_reason {core.waiting_reason(info.job.id)!r})"
+                f"stays queued (waiting_reason "
+                f"{core.waiting_reason(info.job.tenant_id, info.job.id)!r})"
             )
             # Capacity is held for the head that is first in line; a younger job of the same
             # tenant and queue is not, so what is held for it must not keep this one out.
@@ -660,8 +662,8 @@ class TenancyMachine(RuleBasedStateMachine):
                 f"stuck: {info.job.id} of {info.tenant} is its oldest queued job at level "
                 f"{info.level} on {info.pools} and passes every limit; it would fit {fitting} "
                 f"but for capacity held there for younger jobs of its own tenant "
-                f"({ {p: [h.job_id for h in core.pool_states()[p].holds] for p in fitting} }; "
-                f"waiting_reason {core.waiting_reason(info.job.id)!r})"
+                f"({ {p: [h.job for h in core.pool_states()[p].holds] for p in fitting} }; "
+                f"waiting_reason {core.waiting_reason(info.job.tenant_id, info.job.id)!r})"
             )
 
     def footprint(self) -> object:
@@ -843,7 +845,7 @@ class TenancyMachine(RuleBasedStateMachine):
         else:
             error = JobError(type="RuntimeError", message="boom")
             outcome = Failed(error, retryable=kind == "failed")
-        self.feed(RunEnded(job_id, attempt, outcome))
+        self.feed(RunEnded(self.jobs[job_id].job.tenant_id, job_id, attempt, outcome))
 
     @rule(dt_ms=st.sampled_from([0, 50, 300, 1000, 2500]))
     @step
@@ -869,7 +871,8 @@ class TenancyMachine(RuleBasedStateMachine):
         job_id = ids[pick % len(ids)]
         info = self.jobs.get(job_id)
         before = None if info is None else info.status
-        decisions = self.feed(Cancel(job_id))
+        tenant = info.job.tenant_id if info is not None else "no-such-tenant"
+        decisions = self.feed(Cancel(tenant, job_id))
         if before is None or before in TERMINAL_STATUSES:
             assert decisions == [], f"cancel of a terminal or unknown job decided {decisions}"
             return
@@ -927,9 +930,9 @@ class TenancyMachine(RuleBasedStateMachine):
                 break
         assert self.core is not None
         stuck = {
-            j: (self.jobs[j].status, self.core.waiting_reason(j))
+            j: (self.jobs[j].status, self.core.waiting_reason(self.jobs[j].job.tenant_id, j))
             for j in self.admitted
-            if self.core.get(j) is not None
+            if self.core.get(self.jobs[j].job.tenant_id, j) is not None
         }
         assert not stuck, f"after draining these jobs are still live: {stuck}"
         assert (self.core.live_jobs, self.core.active_runs, self.core.waiting) == (0, 0, 0)
@@ -1034,13 +1037,13 @@ def saturate(
         take(core.handle(backlog(tenants[-1:], size=1), now))
         while total < HORIZON // 2:
             now, _, done = heapq.heappop(ends)
-            take(core.handle(RunEnded(done.id, done.attempt, Succeeded(None)), now))
+            take(core.handle(RunEnded(done.tenant_id, done.id, done.attempt, Succeeded(None)), now))
         counts.clear()
         seconds.clear()
         take(core.handle(backlog(tenants[-1:], first=1), now))
     while sum(counts.values()) < HORIZON:
         now, _, done = heapq.heappop(ends)
-        take(core.handle(RunEnded(done.id, done.attempt, Succeeded(None)), now))
+        take(core.handle(RunEnded(done.tenant_id, done.id, done.attempt, Succeeded(None)), now))
     return counts, seconds
 
 
@@ -1170,7 +1173,7 @@ def _submit(core: SchedulingCore, now: float, *jobs: Job, route: Route = ROUTE_P
 
 
 def _end(core: SchedulingCore, now: float, job_id: str) -> list[str]:
-    return _started(core.handle(RunEnded(job_id, 1, Succeeded(None)), now))
+    return _started(core.handle(RunEnded(*key_of(core, job_id), 1, Succeeded(None)), now))
 
 
 def test_namespace_limits_set_at_runtime_count_the_runs_already_there() -> None:
@@ -1208,10 +1211,11 @@ def test_a_tenant_parked_for_its_heads_needs_is_let_go_when_that_head_is_cancele
     assert _submit(core, 1.0, _job("other", tenant="o", cpu=2.0)) == ["other"]
     assert _submit(core, 2.0, _job("big", cpu=2.0), _job("small")) == []  # big waits for cpu
     core.handle(TenantChanged(Tenant("t", quota=Quota(cpu=1.0))), 3.0)  # big can never start
-    started = _started(core.handle(Cancel("big"), 4.0)) + _end(core, 5.0, "other")
+    canceled = core.handle(Cancel(*key_of(core, "big"), "requested"), 4.0)
+    started = _started(canceled) + _end(core, 5.0, "other")
     assert started == ["small"], (
         f"small asks no cpu, t uses none, its quota is cpu=1.0 and the pool is free, yet it "
-        f"stays queued: {core.waiting_reason('small')!r}"
+        f"stays queued: {core.waiting_reason(*key_of(core, 'small'))!r}"
     )
 
 
@@ -1227,7 +1231,7 @@ def test_a_tenant_parked_for_its_heads_needs_is_let_go_when_an_older_fifo_reopen
     core.handle(TenantChanged(Tenant("t", quota=Quota(cpu=1.0))), 4.0)  # heavy never starts
     assert _end(core, 5.0, "other") == ["light"], (
         f"light asks no cpu, its group g is free and t uses nothing, yet it stays queued: "
-        f"{core.waiting_reason('light')!r}"
+        f"{core.waiting_reason(*key_of(core, 'light'))!r}"
     )
 
 
@@ -1244,8 +1248,9 @@ def test_capacity_held_for_a_younger_job_never_blocks_its_tenants_older_head() -
     _end(core, 5.0, "grouped")
     started = _end(core, 6.0, "other")
     assert started, (
-        f"nothing runs and the pool is empty, yet head waits ({core.waiting_reason('head')!r}) "
-        f"and held waits ({core.waiting_reason('held')!r})"
+        f"nothing runs and the pool is empty, yet head waits "
+        f"({core.waiting_reason(*key_of(core, 'head'))!r}) "
+        f"and held waits ({core.waiting_reason(*key_of(core, 'held'))!r})"
     )
 
 
@@ -1263,7 +1268,7 @@ def test_capacity_held_by_two_queues_on_one_pool_does_not_deadlock() -> None:
     started = _end(core, 3.0, "r1") + _end(core, 4.0, "r2")
     assert len(started) == 2, (
         f"p and q are empty and each could run one of a-d, yet {started} started; holds: "
-        f"{ {n: [h.job_id for h in s.holds] for n, s in core.pool_states().items()} }"
+        f"{ {n: [h.job for h in s.holds] for n, s in core.pool_states().items()} }"
     )
 
 
@@ -1304,5 +1309,5 @@ def test_capacity_released_for_a_tenants_head_goes_to_the_least_served_tenant_fi
     started = _end(core, 5.0, "g")  # g's cpu and group are free; t1's head is "head" again
     assert started == ["k"], (
         f"t2 (virtual time 0) is served before t1 (1.0) once the hold is let go, but {started} "
-        f"started ({core.waiting_reason('k')!r})"
+        f"started ({core.waiting_reason(*key_of(core, 'k'))!r})"
     )

@@ -23,6 +23,7 @@ from nsai_work.core import (
 from tests._core_builders import (
     Driver,
     dispatched_ids,
+    key_of,
     make_job,
     of_type,
     records_of,
@@ -127,7 +128,7 @@ def test_one_bad_job_admits_none_of_the_batch() -> None:
     assert isinstance(reject.error, UnschedulableError)
     assert reject.index == 2
     for job in batch:
-        assert d.core.get(job.id) is None
+        assert d.core.get(job.tenant_id, job.id) is None
     assert d.core.live_jobs == 1
     after = d.core.stats()
     assert after.totals.rejected == 4
@@ -156,7 +157,7 @@ def test_queue_full_when_max_waiting_would_be_exceeded() -> None:
     assert isinstance(reject.error, QueueFullError)
     assert reject.index is None
     assert "max_waiting" in str(reject.error)
-    assert d.core.get("q3") is None
+    assert d.core.get("acme", "q3") is None
     assert d.core.stats().totals.rejected == 1
     # Once one waiting job starts, there is room for exactly one more.
     d.end("run", 1, Succeeded())
@@ -174,7 +175,7 @@ def test_a_duplicate_of_a_live_job_is_a_conflict() -> None:
     assert isinstance(reject.error, ConflictError)
     assert reject.index == 1
     assert "same" in str(reject.error)
-    assert d.core.get("other") is None
+    assert d.core.get("acme", "other") is None
 
 
 def test_a_duplicate_inside_one_batch_is_a_conflict() -> None:
@@ -298,7 +299,7 @@ def test_cancel_a_queued_job() -> None:
     assert isinstance(record, Record)
     assert (record.previous, record.job.status) == (Status.QUEUED, Status.CANCELED)
     assert record.job.cancel_reason == "no longer needed"
-    assert d.core.get("q") is None
+    assert d.core.get("acme", "q") is None
     assert d.core.waiting == 0
     assert dispatched_ids(d.end("run", 1, Succeeded())) == [], "a canceled job never starts"
 
@@ -307,7 +308,7 @@ def test_cancel_a_running_job_stops_it_and_keeps_its_slot_until_it_ended() -> No
     d = Driver(ONE_SLOT)
     d.submit([make_job("run"), make_job("next")], P1)
     out = d.cancel("run")
-    assert out[0] == StopRun("run", 1, "b1", "requested")
+    assert out[0] == StopRun("acme", "run", 1, "b1", "requested")
     (record,) = records_of(out, "run")
     assert (record.previous, record.job.status) == (Status.RUNNING, Status.CANCELED)
     assert record.job.cancel_reason == "requested"
@@ -355,17 +356,17 @@ def test_waiting_reasons() -> None:
     policy = RetryPolicy(max_attempts=2, base_delay_ms=1000, jitter=False)
     d.submit([make_job("r1"), make_job("retrying", policy=policy)], route("b1", "p1", "p2"))
     d.submit([make_job("waits", tenant="t2")], route("b1", "p1"))
-    assert d.core.waiting_reason("waits") == "no_capacity"
+    assert d.core.waiting_reason(*key_of(d.core, "waits")) == "no_capacity"
     d.submit([make_job("urgent", priority="realtime")], route("b1", "p1"))
-    assert d.core.waiting_reason("urgent") == "no_capacity"
-    assert d.core.waiting_reason("waits") == "higher_priority_backlog"
+    assert d.core.waiting_reason(*key_of(d.core, "urgent")) == "no_capacity"
+    assert d.core.waiting_reason(*key_of(d.core, "waits")) == "higher_priority_backlog"
     d.end("retrying", 1, Failed(JobError(type="E", message="m")))
-    assert d.core.waiting_reason("retrying") == "backoff"
-    job = d.core.get("retrying")
+    assert d.core.waiting_reason(*key_of(d.core, "retrying")) == "backoff"
+    job = d.core.get("acme", "retrying")
     assert job is not None
     assert job.waiting_reason == "backoff"
-    assert d.core.waiting_reason("r1") is None  # running
-    assert d.core.waiting_reason("unknown") is None
+    assert d.core.waiting_reason(*key_of(d.core, "r1")) is None  # running
+    assert d.core.waiting_reason(*key_of(d.core, "unknown")) is None
     # p2 freed: "urgent" may only use p1, so it still waits.
     assert d.core.stats().waiting_reasons == {
         "backoff": 1,
@@ -379,7 +380,7 @@ def test_a_lower_level_on_other_pools_has_no_higher_priority_backlog() -> None:
     d = Driver(pools)
     d.submit([make_job("a"), make_job("b")], route("b1", "p1"))  # b queued on p1
     d.submit([make_job("c"), make_job("d", priority="offline")], route("b1", "p2"))
-    assert d.core.waiting_reason("d") == "no_capacity"
+    assert d.core.waiting_reason(*key_of(d.core, "d")) == "no_capacity"
 
 
 # ---- counters --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from nsai_work import (
     UnschedulableError,
 )
 from nsai_work.core import (
+    Cancel,
     Decision,
     Dispatch,
     Record,
@@ -30,6 +31,7 @@ from nsai_work.core import (
     Submit,
     Succeeded,
 )
+from tests._core_builders import key_of
 
 #: A known price table: $1 per cpu-hour, $0.5 per GB-hour, $10 per A100-hour, nothing per slot.
 PRICES = Prices(
@@ -61,7 +63,7 @@ def job(job_id: str, **fields: object) -> Job:
 
 
 def end(core: SchedulingCore, d: Dispatch, now: float) -> list[Decision]:
-    return core.handle(RunEnded(d.job.id, d.job.attempt, Succeeded(None)), now)
+    return core.handle(RunEnded(d.job.tenant_id, d.job.id, d.job.attempt, Succeeded(None)), now)
 
 
 # ---- placement ------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ def test_backfill_lets_fitting_jobs_pass_a_blocked_head_without_starving_it() ->
     running = dispatched(submit(core, small, ("p",), now=0.0))  # 3 of 4 cpu in use
     big = job("big", resources=Resources(cpu=4))
     assert not dispatched(submit(core, [big], ("p",), now=1.0))
-    assert core.waiting_reason("big") == "capacity_held:p"
+    assert core.waiting_reason(*key_of(core, "big")) == "capacity_held:p"
     # a stream of small jobs: they may not take the capacity held for big
     stream = [job(f"x{i}", tenant="other", resources=Resources(cpu=1)) for i in range(5)]
     assert not dispatched(submit(core, stream, ("p",), now=2.0))
@@ -147,9 +149,8 @@ def test_canceling_a_held_job_releases_its_hold() -> None:
     submit(core, [job("big", resources=Resources(cpu=4))], ("p",), 1.0)
     submit(core, [job("small", resources=Resources(cpu=1))], ("p",), 2.0)
     assert core.pool_states()["p"].holds
-    from nsai_work.core import Cancel
 
-    after = core.handle(Cancel("big"), 3.0)
+    after = core.handle(Cancel(*key_of(core, "big")), 3.0)
     assert [d.job.id for d in dispatched(after)] == ["small"]
     assert not core.pool_states()["p"].holds
 

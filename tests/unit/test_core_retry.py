@@ -140,7 +140,7 @@ def test_the_core_waits_the_formula_delay_between_attempts(kind: Backoff) -> Non
         assert record.backoff_ms == delay
         assert record.elapsed_ms == pytest.approx(250.0)
         (timer,) = of_type(out, ArmTimer)
-        assert timer.key == ("ready", "j", attempt)
+        assert timer.key == ("ready", "acme", "j", attempt)
         assert timer.at - d.now == pytest.approx(delay / 1000.0)
         assert record.job.next_attempt_at == dt.datetime.fromtimestamp(timer.at, dt.UTC)
         assert not of_type(out, Dispatch), "nothing runs before the backoff is over"
@@ -195,7 +195,7 @@ def test_after_the_last_attempt_the_job_fails_with_every_error_kept() -> None:
     ]
     assert all(a.error and a.error.attempt == a.number for a in job.attempts)
     assert all(a.finished_at is not None for a in job.attempts)
-    assert d.core.get("j") is None
+    assert d.core.get("acme", "j") is None
     assert d.core.live_jobs == 0
     assert d.core.active_runs == 0
 
@@ -250,11 +250,11 @@ def test_a_timeout_stops_the_run_and_keeps_its_slot_until_the_run_ended() -> Non
     out = d.submit([slow, waiting], R)
     assert [x.job.id for x in of_type(out, Dispatch)] == ["slow"]
     (timer,) = of_type(out, ArmTimer)
-    assert timer.key == ("timeout", "slow", 1)
+    assert timer.key == ("timeout", "acme", "slow", 1)
     assert timer.at - d.now == pytest.approx(0.5)
 
     out = d.fire(timer)
-    assert of_type(out, StopRun) == [StopRun("slow", 1, "b1", "timeout")]
+    assert of_type(out, StopRun) == [StopRun("acme", "slow", 1, "b1", "timeout")]
     (record,) = records_of(out, "slow")
     assert (record.previous, record.job.status) == (Status.RUNNING, Status.TIMEOUT)
     assert record.job.error is not None
@@ -277,7 +277,7 @@ def test_a_retry_may_start_while_the_timed_out_attempt_still_holds_a_slot() -> N
     d = Driver({"b1": [Pool(name="p1", slots=2)]}, rand=never)
     policy = RetryPolicy(max_attempts=2, backoff=Backoff.CONSTANT, base_delay_ms=0, jitter=False)
     d.submit([make_job("j", timeout_ms=100, policy=policy)], R)
-    out = d.fire(ArmTimer(d.now + 0.1, ("timeout", "j", 1)))
+    out = d.fire(ArmTimer(d.now + 0.1, ("timeout", "acme", "j", 1)))
     (dispatch,) = of_type(out, Dispatch)
     assert (dispatch.job.id, dispatch.job.attempt) == ("j", 2)
     assert d.core.active_runs == 2  # the first attempt's thread has not returned yet
@@ -298,7 +298,7 @@ def test_a_retry_may_start_while_the_timed_out_attempt_still_holds_a_slot() -> N
 def test_a_run_that_finishes_after_its_timeout_does_not_change_the_job() -> None:
     d = Driver(POOLS, rand=never)
     d.submit([make_job("j", timeout_ms=100, policy=RetryPolicy(max_attempts=1))], R)
-    d.fire(ArmTimer(d.now + 0.1, ("timeout", "j", 1)))
+    d.fire(ArmTimer(d.now + 0.1, ("timeout", "acme", "j", 1)))
     out = d.end("j", 1, Succeeded("late"))
     assert out == []
     assert d.core.live_jobs == 0
@@ -310,7 +310,7 @@ def test_a_timeout_is_retried_like_a_failure() -> None:
     d = Driver({"b1": [Pool(name="p1", slots=2)]}, rand=never)
     out = d.submit([make_job("j", timeout_ms=1000, policy=policy)], R)
     out = d.fire(of_type(out, ArmTimer)[0])
-    assert of_type(out, StopRun) == [StopRun("j", 1, "b1", "timeout")]
+    assert of_type(out, StopRun) == [StopRun("acme", "j", 1, "b1", "timeout")]
     (record,) = records_of(out, "j")
     assert (record.previous, record.job.status) == (Status.RUNNING, Status.PENDING)
     assert record.backoff_ms == 200.0
@@ -331,11 +331,11 @@ def test_retry_on_timeout_false_makes_a_timeout_final() -> None:
     d = Driver(POOLS, rand=never)
     out = d.submit([make_job("j", timeout_ms=1000, policy=policy)], R)
     out = d.fire(of_type(out, ArmTimer)[0])
-    assert of_type(out, StopRun) == [StopRun("j", 1, "b1", "timeout")]
+    assert of_type(out, StopRun) == [StopRun("acme", "j", 1, "b1", "timeout")]
     (record,) = records_of(out, "j")
     assert record.job.status is Status.TIMEOUT
     assert not of_type(out, ArmTimer)
-    assert d.core.get("j") is None
+    assert d.core.get("acme", "j") is None
 
 
 def test_a_stale_timeout_timer_changes_nothing() -> None:
@@ -345,7 +345,7 @@ def test_a_stale_timeout_timer_changes_nothing() -> None:
     first_timeout = of_type(out, ArmTimer)[0]
     d.end("j", 1, fail(1))  # retried at once: attempt 2 runs
     assert d.fire(first_timeout) == []
-    job = d.core.get("j")
+    job = d.core.get("acme", "j")
     assert job is not None
     assert (job.status, job.attempt) == (Status.RUNNING, 2)
 

@@ -66,7 +66,9 @@ def started(decisions: Sequence[Decision]) -> list[Job]:
 
 
 def end(core: SchedulingCore, finished: Job, now: float = 0.0) -> list[Decision]:
-    return core.handle(RunEnded(finished.id, finished.attempt, Succeeded(None)), now)
+    return core.handle(
+        RunEnded(finished.tenant_id, finished.id, finished.attempt, Succeeded(None)), now
+    )
 
 
 class Simulation:
@@ -167,7 +169,7 @@ def test_max_running_keeps_a_tenants_jobs_queued_while_others_proceed() -> None:
     free = [job("free") for _ in range(3)]
     first = started(submit(core, [*capped, *free]))
     assert Counter(j.tenant_id for j in first) == {"capped": 1, "free": 3}
-    assert core.waiting_reason(capped[1].id) == "tenant_max_running"
+    assert core.waiting_reason(capped[1].tenant_id, capped[1].id) == "tenant_max_running"
     # when the capped tenant's job ends, its next one starts
     nxt = started(end(core, next(j for j in first if j.tenant_id == "capped")))
     assert [j.tenant_id for j in nxt] == ["capped"]
@@ -179,7 +181,7 @@ def test_a_resource_quota_holds_and_names_the_resource() -> None:
     )
     jobs = [job("t", resources=Resources(cpu=2)) for _ in range(3)]
     assert len(started(submit(core, jobs))) == 2
-    assert core.waiting_reason(jobs[2].id) == "tenant_quota:cpu"
+    assert core.waiting_reason(jobs[2].tenant_id, jobs[2].id) == "tenant_quota:cpu"
 
 
 def test_a_job_the_quota_could_never_allow_is_rejected_with_the_figures() -> None:
@@ -237,7 +239,7 @@ def test_unknown_tenants_get_the_default_weight_and_quota() -> None:
     core = make_core(default_tenant=Tenant("*", quota=Quota(max_running=1)))
     jobs = [job("anyone") for _ in range(2)]
     assert len(started(submit(core, jobs))) == 1
-    assert core.waiting_reason(jobs[1].id) == "tenant_max_running"
+    assert core.waiting_reason(jobs[1].tenant_id, jobs[1].id) == "tenant_max_running"
 
 
 def test_namespaces_share_the_tenant_quota_and_may_be_tighter() -> None:
@@ -247,8 +249,8 @@ def test_namespaces_share_the_tenant_quota_and_may_be_tighter() -> None:
     prod = [job("t", namespace="prod") for _ in range(3)]
     first = started(submit(core, [*ci, *prod]))
     assert Counter(j.namespace for j in first) == {"ci": 1, "prod": 2}
-    assert core.waiting_reason(ci[1].id) == "namespace_max_running"
-    assert core.waiting_reason(prod[2].id) == "tenant_max_running"
+    assert core.waiting_reason(ci[1].tenant_id, ci[1].id) == "namespace_max_running"
+    assert core.waiting_reason(prod[2].tenant_id, prod[2].id) == "tenant_max_running"
 
 
 def test_set_tenant_below_current_use_stops_nothing_and_new_dispatches_wait() -> None:
@@ -274,7 +276,10 @@ def test_a_concurrency_group_runs_one_at_a_time_in_order_across_tenants() -> Non
     free = job("lab")
     first = started(submit(core, [*stages, other, free]))
     assert [j.payload.get("stage") for j in first] == [0, None]
-    assert core.waiting_reason(stages[1].id) == "concurrency_group:experiment:exp-1"
+    assert (
+        core.waiting_reason(stages[1].tenant_id, stages[1].id)
+        == "concurrency_group:experiment:exp-1"
+    )
     order = [first[0]]
     running = first[0]
     while True:
@@ -322,8 +327,8 @@ def test_fair_share_reason_and_stats() -> None:
     first = started(submit(core, a_jobs))
     b_jobs = [job("b") for _ in range(2)]
     submit(core, b_jobs)
-    assert core.waiting_reason(a_jobs[2].id) == "fair_share"
-    assert core.waiting_reason(b_jobs[0].id) == "no_capacity"
+    assert core.waiting_reason(a_jobs[2].tenant_id, a_jobs[2].id) == "fair_share"
+    assert core.waiting_reason(b_jobs[0].tenant_id, b_jobs[0].id) == "no_capacity"
     # the next slot goes to b, whose share is lower
     assert [j.tenant_id for j in started(end(core, first[0], now=1.0))] == ["b"]
     stats = core.stats()
@@ -345,7 +350,7 @@ def test_a_tool_limit_caps_running_calls_across_tenants() -> None:
     first = started(decisions)
     assert len(first) == 2
     waiting = next(j for j in jobs if j.id not in {s.id for s in first})
-    assert core.waiting_reason(waiting.id) == "tool_concurrency:geocode"
+    assert core.waiting_reason(waiting.tenant_id, waiting.id) == "tool_concurrency:geocode"
     assert len(started(end(core, first[0], 1.0))) == 1
     assert core.limit_usage("geocode") == (2, 2, None)
 
@@ -360,7 +365,7 @@ def test_a_tool_rate_limit_waits_for_tokens_with_a_timer() -> None:
     assert len(started(decisions)) == 1
     [timer] = [d for d in decisions if isinstance(d, ArmTimer)]
     assert timer.at == pytest.approx(10.5)  # one token every 0.5 s
-    assert core.waiting_reason(jobs[1].id) == "tool_rate:api"
+    assert core.waiting_reason(jobs[1].tenant_id, jobs[1].id) == "tool_rate:api"
     after = core.handle(TimerFired(timer.key), 10.5)
     assert len(started(after)) == 1
     [again] = [d for d in after if isinstance(d, ArmTimer)]
@@ -384,7 +389,7 @@ def test_a_start_that_uses_up_a_quota_releases_capacity_held_for_that_tenant() -
     assert [j.id for j in started(on("p1", [small]))] == [small.id]
     big = job("a", resources=Resources(cpu=2.0))
     assert started(on("p1", [big])) == []
-    assert core.waiting_reason(big.id) == "capacity_held:p1"
+    assert core.waiting_reason(big.tenant_id, big.id) == "capacity_held:p1"
     other = job("b")
     assert started(on("p1", [other])) == []  # the held capacity is not b's
     offline = job("a", priority=Priority.OFFLINE)

@@ -37,12 +37,13 @@ def check_indexes(store: MemoryStore, model: dict[str, work.Job]) -> None:
     """What the store answers equals what a plain dict of jobs says."""
     assert len(store) == len(model)
     for job_id, job in model.items():
-        assert job_id in store
-        assert store.get(job_id) is job
+        assert (job.tenant_id, job_id) in store
+        assert store.get(job.tenant_id, job_id) is job
+        assert store.owners(job_id) == [job.tenant_id]
     for status in S:
-        expected = {i for i, j in model.items() if j.status is status}
+        expected = {(j.tenant_id, i) for i, j in model.items() if j.status is status}
         assert store.count(status) == len(expected)
-        assert set(store.ids_with_status(status)) == expected
+        assert set(store.keys_with_status(status)) == expected
     tenants = {j.tenant_id for j in model.values()} | {"nobody"}
     namespaces = {j.namespace for j in model.values()} | {"nowhere"}
     for tenant in tenants:
@@ -92,19 +93,40 @@ def test_a_put_without_a_status_change_keeps_the_status_index() -> None:
     store.insert(job)
     progressed = replace(job, progress=work.Progress(fraction=0.5))
     store.put(progressed, 1.0)
-    assert store.get(job.id) is progressed
-    assert store.ids_with_status(S.RUNNING) == [job.id]
+    assert store.get(job.tenant_id, job.id) is progressed
+    assert store.keys_with_status(S.RUNNING) == [(job.tenant_id, job.id)]
     assert store.count(S.RUNNING) == 1
 
 
-def test_duplicate_insert_is_a_conflict() -> None:
+def test_duplicate_insert_for_the_same_tenant_is_a_conflict() -> None:
     store = MemoryStore()
     job = new_job()
     store.insert(job)
     with pytest.raises(work.ConflictError, match=job.id):
-        store.insert(replace(job, tenant_id="other"))
-    assert everything(store, "other") == []
+        store.insert(replace(job, namespace="elsewhere"))
     assert len(store) == 1
+
+
+def test_jobs_are_keyed_by_tenant_and_id() -> None:
+    """Two tenants may use the same id: each sees only its own job, and the id index names
+    both owners until their jobs are pruned."""
+    store = MemoryStore(finished_max=0)
+    mine = new_job(tenant="t1", id="shared")
+    theirs = new_job(tenant="t2", id="shared")
+    store.insert(mine)
+    store.insert(theirs)
+    assert store.get("t1", "shared") is mine
+    assert store.get("t2", "shared") is theirs
+    assert store.get("t3", "shared") is None
+    assert sorted(store.owners("shared")) == ["t1", "t2"]
+    assert everything(store, "t1") == ["shared"]
+    assert everything(store, "t2") == ["shared"]
+    store.put(replace(mine, status=S.CANCELED), 1.0)  # finished_max=0: pruned at once
+    assert store.get("t1", "shared") is None
+    assert store.owners("shared") == ["t2"]
+    store.put(replace(theirs, status=S.CANCELED), 2.0)
+    assert store.owners("shared") == []
+    assert len(store) == 0
 
 
 def test_pages_cover_everything_exactly_once_newest_first() -> None:
@@ -181,10 +203,11 @@ def _finish(
 
 
 def assert_gone(store: MemoryStore, job: work.Job) -> None:
-    assert store.get(job.id) is None
-    assert job.id not in store
+    assert store.get(job.tenant_id, job.id) is None
+    assert (job.tenant_id, job.id) not in store
+    assert store.owners(job.id) == []
     for status in S:
-        assert job.id not in store.ids_with_status(status)
+        assert (job.tenant_id, job.id) not in store.keys_with_status(status)
     assert job.id not in everything(store, job.tenant_id)
     assert job.id not in everything(store, job.tenant_id, namespace=job.namespace)
     assert job.id not in everything(store, job.tenant_id, status=job.status)
@@ -205,8 +228,8 @@ def test_retention_by_count_drops_the_oldest_finished() -> None:
     for index in order[:2]:
         assert_gone(store, finished[index])
     for index in order[2:]:
-        assert store.get(jobs[index].id) is finished[index]
-    assert store.get(live.id) is live  # live jobs are never pruned
+        assert store.get(jobs[index].tenant_id, jobs[index].id) is finished[index]
+    assert store.get(live.tenant_id, live.id) is live  # live jobs are never pruned
     assert len(store) == 4
     total = sum(store.count(status) for status in S)
     assert total == 4
@@ -223,11 +246,11 @@ def test_retention_by_age() -> None:
     assert store.prune(110.0) == 0  # exactly ttl old: still kept
     assert store.prune(110.5) == 1
     assert_gone(store, old_done)
-    assert store.get(young.id) is young_done
+    assert store.get(young.tenant_id, young.id) is young_done
     assert store.list("t9") == ([], None)
     assert store.prune(1000.0) == 1
     assert_gone(store, young_done)
-    assert store.get(live.id) is live
+    assert store.get(live.tenant_id, live.id) is live
     assert store.prune(10_000.0) == 0
 
 
@@ -239,7 +262,7 @@ def test_a_later_transition_prunes_what_has_expired() -> None:
     first_done = _finish(store, first, 0.0)
     _finish(store, second, 100.0)  # finishing another job prunes the expired one
     assert_gone(store, first_done)
-    assert second.id in store
+    assert (second.tenant_id, second.id) in store
 
 
 def test_finished_max_zero_keeps_no_finished_job() -> None:

@@ -203,20 +203,24 @@ def check_max_waiting(waiting: int, cap: int | None, count: int) -> Rejection | 
     return None
 
 
-def check_duplicates(jobs: Sequence[Job], live: Mapping[str, object]) -> Rejection | None:
-    """Ids already live, or twice in the batch."""
-    seen: set[str] = set()
+def check_duplicates(
+    jobs: Sequence[Job], live: Mapping[tuple[str, str], object]
+) -> Rejection | None:
+    """Ids already live for the same tenant, or twice for one tenant in the batch (jobs are
+    keyed by (tenant_id, id): another tenant's ids are neither seen nor blocked)."""
+    seen: set[tuple[str, str]] = set()
     for index, job in enumerate(jobs):
-        if job.id in live or job.id in seen:
+        key = (job.tenant_id, job.id)
+        if key in live or key in seen:
             return (
                 ConflictError(
-                    f"duplicate job id {job.id!r}: a job with this id already exists; omit id to "
-                    f"get a fresh one"
+                    f"duplicate job id {job.id!r}: tenant {job.tenant_id!r} already has a job "
+                    f"with this id; omit id to get a fresh one"
                 ),
                 index,
                 "duplicate_id",
             )
-        seen.add(job.id)
+        seen.add(key)
     return None
 
 

@@ -6,6 +6,7 @@ drifts and "reserved never exceeds capacity" (I2) is an exact comparison.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Final
 
 from msgspec import Struct
@@ -86,12 +87,12 @@ class Hold:
     ordered by ``seq``: a held job leaves alone only the holds older than its own, so two holds
     on one pool never wait for each other."""
 
-    __slots__ = ("gpu_type", "job_id", "needs", "rank", "seq")
+    __slots__ = ("gpu_type", "job", "needs", "rank", "seq")
 
     def __init__(
-        self, job_id: str, rank: int, needs: Needs, gpu_type: str | None, seq: int = 0
+        self, job: Hashable, rank: int, needs: Needs, gpu_type: str | None, seq: int = 0
     ) -> None:
-        self.job_id = job_id
+        self.job = job  # the job's key (tenant id, id)
         self.rank = rank
         self.needs = needs
         self.gpu_type = gpu_type
@@ -269,14 +270,14 @@ class PoolState:
         """Whether at least one more run could start here, resources permitting."""
         return self.used_slots < self.cap_slots and not self.overcommitted
 
-    def _held_against(self, rank: int, job_id: str) -> Usage | None:
+    def _held_against(self, rank: int, job: Hashable) -> Usage | None:
         """What is held here that a job of ``rank`` must leave alone: the holds of higher
         levels, and those of its level other than its own (only the older ones, if it holds
         capacity here itself)."""
-        own = next((h.seq for h in self.holds if h.job_id == job_id), None)
+        own = next((h.seq for h in self.holds if h.job == job), None)
         held: Usage | None = None
         for hold in self.holds:
-            if hold.job_id == job_id or hold.rank > rank:
+            if hold.job == job or hold.rank > rank:
                 continue
             if own is not None and hold.rank == rank and hold.seq > own:
                 continue
@@ -285,19 +286,19 @@ class PoolState:
             held.add(hold)
         return held
 
-    def fits_now(self, needs: Needs, rank: int = 0, job_id: str = "") -> bool:
+    def fits_now(self, needs: Needs, rank: int = 0, job: Hashable = None) -> bool:
         """Whether ``try_reserve`` would succeed now."""
         if self.overcommitted:
             return False
-        held = self._held_against(rank, job_id) if self.holds else None
+        held = self._held_against(rank, job) if self.holds else None
         return self._fits(needs, free=True, held=held) is not False
 
-    def try_reserve(self, needs: Needs, rank: int = 0, job_id: str = "") -> Reservation | None:
+    def try_reserve(self, needs: Needs, rank: int = 0, job: Hashable = None) -> Reservation | None:
         """Reserve one run's needs if they fit what is free now (less what is held for other
-        jobs of its level or higher)."""
+        jobs of its level or higher; ``job`` is the key of the job asking)."""
         if self.overcommitted:
             return None
-        held = self._held_against(rank, job_id) if self.holds else None
+        held = self._held_against(rank, job) if self.holds else None
         if needs is NO_NEEDS and held is None:
             if self.used_slots >= self.cap_slots:
                 return None
@@ -315,16 +316,16 @@ class PoolState:
             self.used_custom[name] = self.used_custom.get(name, 0) + amount
         return Reservation(self, needs, gpu_type if isinstance(gpu_type, str) else None)
 
-    def hold_for(self, job_id: str, rank: int, needs: Needs, seq: int) -> Hold:
-        """Start holding capacity for a job (see ``Hold``)."""
+    def hold_for(self, job: Hashable, rank: int, needs: Needs, seq: int) -> Hold:
+        """Start holding capacity for a job, by its key (see ``Hold``)."""
         gpu_type = self._gpu_type_for(needs, free=False)
-        hold = Hold(job_id, rank, needs, gpu_type if isinstance(gpu_type, str) else None, seq)
+        hold = Hold(job, rank, needs, gpu_type if isinstance(gpu_type, str) else None, seq)
         self.holds.append(hold)
         return hold
 
-    def unhold(self, job_id: str) -> None:
-        """Stop holding capacity for a job."""
-        self.holds = [h for h in self.holds if h.job_id != job_id]
+    def unhold(self, job: Hashable) -> None:
+        """Stop holding capacity for a job (by its key)."""
+        self.holds = [h for h in self.holds if h.job != job]
 
     # -- prices ----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
+    JobKey,
     Limit,
     PoolsChanged,
     Record,
@@ -253,8 +254,8 @@ class SchedulingCore:
         for backend, specs in pools.items():
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
-        self._jobs: dict[str, Entry] = {}
-        self._runs: dict[tuple[str, int], _Run] = {}
+        self._jobs: dict[JobKey, Entry] = {}  # by (tenant id, job id)
+        self._runs: dict[tuple[str, str, int], _Run] = {}  # by (tenant id, job id, attempt)
         self._queues = ReadyQueues(fair_share_resolution_s)
         self._waiting = 0
         self._tenant_specs = {t.id: t for t in tenants}
@@ -327,14 +328,14 @@ class SchedulingCore:
 
     # ---- queries (no decisions) --------------------------------------------------------------
 
-    def get(self, job_id: str) -> Job | None:
-        """The current snapshot of a live job, or None if it is not live here."""
-        entry = self._jobs.get(job_id)
+    def get(self, tenant_id: str, job_id: str) -> Job | None:
+        """The current snapshot of a tenant's live job, or None if it is not live here."""
+        entry = self._jobs.get((tenant_id, job_id))
         return None if entry is None else entry.job
 
-    def waiting_reason(self, job_id: str) -> str | None:
-        """Why a pending or queued job is not running now; None for any other."""
-        entry = self._jobs.get(job_id)
+    def waiting_reason(self, tenant_id: str, job_id: str) -> str | None:
+        """Why a tenant's pending or queued job is not running now; None for any other."""
+        entry = self._jobs.get((tenant_id, job_id))
         if entry is None:
             return None
         if entry.status is _PENDING:
@@ -555,7 +556,7 @@ class SchedulingCore:
         limit.parked.append((queue, head.subkey))
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
-            self._out.append(ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, key[1], 0)))
+            self._out.append(ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, "", key[1], 0)))
         return (FIFO, reason)
 
     def _release_stopped_holds(self) -> None:
@@ -572,10 +573,10 @@ class SchedulingCore:
         cheapest for its needs, then the least loaded (capacity held for other jobs of its level
         or higher is left alone)."""
         placement = entry.placement
-        needs, rank, job_id = entry.needs, entry.rank, entry.job.id
+        needs, rank, job_key = entry.needs, entry.rank, entry.key
         if len(placement) == 1:
             rate, pool = placement[0]
-            reservation = pool.try_reserve(needs, rank, job_id)
+            reservation = pool.try_reserve(needs, rank, job_key)
             if reservation is None:
                 return False
         else:
@@ -583,14 +584,14 @@ class SchedulingCore:
             if chosen is None:
                 return False
             rate, pool = chosen
-            reservation = pool.try_reserve(needs, rank, job_id)
+            reservation = pool.try_reserve(needs, rank, job_key)
             if reservation is None:  # pragma: no cover - _place checked the fit
                 return False
         name = pool.name
         if entry.held is not None:
             self._hold_released = True
             self.release_epoch += 1
-            entry.held.unhold(job_id)
+            entry.held.unhold(job_key)
             entry.held = None
             self._queues.queue_of(entry).held = None
         entry.rate = rate
@@ -621,7 +622,7 @@ class SchedulingCore:
             self._release_stopped_holds()
         if self._guard is not None:
             self._guard.record(entry.rank)
-        run = self._runs[(job.id, number)] = _Run(
+        run = self._runs[(entry.tenant, job.id, number)] = _Run(
             reservation,
             entry,
             entry.backend,
@@ -638,7 +639,9 @@ class SchedulingCore:
         timeout_ms = job.resources.timeout_ms
         if timeout_ms is not None:
             self._out.append(
-                ArmTimer(self._now + timeout_ms / 1000.0, (_TIMEOUT_KEY, job.id, number))
+                ArmTimer(
+                    self._now + timeout_ms / 1000.0, (_TIMEOUT_KEY, entry.tenant, job.id, number)
+                )
             )
         return True
 
@@ -650,7 +653,9 @@ class SchedulingCore:
         if len(event.routes) != count:
             raise ValueError("Submit: one route per job is required")
         rejection = check_max_waiting(self._waiting, self._max_waiting, count) or (
-            check_duplicates(jobs, self._jobs) if count > 1 or jobs[0].id in self._jobs else None
+            check_duplicates(jobs, self._jobs)
+            if count > 1 or (jobs[0].tenant_id, jobs[0].id) in self._jobs
+            else None
         )
         plans: list[Plan] = []
         limited = False  # does any tenant of the batch have a quota or namespace limits?
@@ -695,8 +700,10 @@ class SchedulingCore:
             subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
             if subkey is None or subkey[0] != job.namespace or subkey[1] != keys:
                 subkey = tenant.last_subkey = (job.namespace, keys)
+            key = (job.tenant_id, job.id)
             entry = Entry(
                 job=job,
+                key=key,
                 tenant=job.tenant_id,
                 tenant_state=tenant,
                 namespace=job.namespace,
@@ -720,7 +727,7 @@ class SchedulingCore:
             else:
                 counter = entry.counter = self._cell(entry.tenant, entry.rank, backend)
                 tenant.last_cell = (entry.rank, backend, counter)
-            self._jobs[job.id] = entry
+            self._jobs[key] = entry
             counter[_SUBMITTED] += 1
             counter[_QUEUED_SLOT] += 1
             tenant.waiting += 1
@@ -756,7 +763,7 @@ class SchedulingCore:
         for rate, pool in entry.placement:
             if best is not None and rate > best[0]:
                 break  # sorted by rate: the rest cost more
-            if not pool.fits_now(entry.needs, entry.rank, entry.job.id):
+            if not pool.fits_now(entry.needs, entry.rank, entry.key):
                 continue
             load = pool.used_slots / pool.cap_slots if pool.cap_slots else 1.0
             if best is None or load < best_load:
@@ -770,7 +777,7 @@ class SchedulingCore:
         for _, pool in head.placement:
             if pool.could_ever_hold(head.needs):
                 self._hold_seq += 1
-                pool.hold_for(head.job.id, head.rank, head.needs, self._hold_seq)
+                pool.hold_for(head.key, head.rank, head.needs, self._hold_seq)
                 head.held = pool
                 queue.held = head
                 return
@@ -792,7 +799,7 @@ class SchedulingCore:
         if entry.held is not None:
             self._hold_released = True
             self.release_epoch += 1
-            entry.held.unhold(entry.job.id)
+            entry.held.unhold(entry.key)
             entry.held = None
             queue = self._queues.levels[entry.rank].get(entry.group)
             if queue is not None and queue.held is entry:
@@ -829,7 +836,7 @@ class SchedulingCore:
     # ---- the end of a run --------------------------------------------------------------------
 
     def _run_ended(self, event: RunEnded) -> None:
-        run = self._runs.pop((event.job_id, event.attempt), None)
+        run = self._runs.pop((event.tenant_id, event.job_id, event.attempt), None)
         if run is None:
             return  # already reported: ending a run is idempotent
         run.reservation.pool.release(run.reservation)
@@ -926,7 +933,7 @@ class SchedulingCore:
         self._move(entry, _PENDING, job)
         self._out.append(Record(job, _RUNNING, elapsed_ms=elapsed_ms, backoff_ms=delay_ms))
         if delay_ms > 0:
-            self._out.append(ArmTimer(ready_at, (_READY_KEY, job.id, job.attempt)))
+            self._out.append(ArmTimer(ready_at, (_READY_KEY, entry.tenant, job.id, job.attempt)))
         else:
             self._enqueue_pending(entry)
 
@@ -962,7 +969,7 @@ class SchedulingCore:
         )
         now = self._now
         self._move(entry, status, job)
-        del self._jobs[job.id]
+        del self._jobs[entry.key]
         self._out.append(
             Record(
                 job,
@@ -986,14 +993,14 @@ class SchedulingCore:
     # ---- timers, cancellation, configuration -----------------------------------------------
 
     def _timer(self, event: TimerFired) -> None:
-        what, job_id, attempt = event.key
+        what, tenant_id, job_id, attempt = event.key
         if what == _LIMIT_KEY:  # a rate-limited tool has a token again
             limit = self._limits.get(("tool", job_id))
             if limit is not None:
                 limit.timer_armed = False
                 self._unpark_fifos(limit.parked)
             return
-        entry = self._jobs.get(job_id)
+        entry = self._jobs.get((tenant_id, job_id))
         if entry is None or entry.job.attempt != attempt:
             return  # stale: the job moved on
         if what == _READY_KEY and entry.status is _PENDING:
@@ -1005,7 +1012,7 @@ class SchedulingCore:
                 message=f"timed out after {timeout_ms} ms (resources.timeout_ms)",
                 attempt=attempt,
             )
-            self._out.append(StopRun(job_id, attempt, entry.backend, "timeout"))
+            self._out.append(StopRun(tenant_id, job_id, attempt, entry.backend, "timeout"))
             self._attempt_failed(entry, error, True, Status.TIMEOUT)
 
     def _enqueue_pending(self, entry: Entry) -> None:
@@ -1016,11 +1023,15 @@ class SchedulingCore:
         self._out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
 
     def _cancel(self, event: Cancel) -> None:
-        entry = self._jobs.get(event.job_id)
+        entry = self._jobs.get((event.tenant_id, event.job_id))
         if entry is None:
             return  # unknown or already terminal: nothing changes
         if entry.status is _RUNNING:
-            self._out.append(StopRun(event.job_id, entry.job.attempt, entry.backend, event.reason))
+            self._out.append(
+                StopRun(
+                    event.tenant_id, event.job_id, entry.job.attempt, entry.backend, event.reason
+                )
+            )
         elif entry.status is _QUEUED:
             self._queues.discard(entry)
             queue = self._queues.queue_of(entry)

@@ -20,6 +20,7 @@ __all__ = [
     "Dispatch",
     "Event",
     "Failed",
+    "JobKey",
     "Limit",
     "Outcome",
     "PoolsChanged",
@@ -38,8 +39,12 @@ __all__ = [
 
 #: Where a job may run, in order of preference: (backend name, its pools the job may use).
 Route = tuple[tuple[str, tuple[str, ...]], ...]
-#: (what, job id, attempt): "timeout" ends a run, "ready" ends a backoff.
-TimerKey = tuple[str, str, int]
+#: A job, as the core knows it: jobs are keyed by (tenant_id, id), so tenants never see or
+#: block each other's ids.
+JobKey = tuple[str, str]
+#: (what, tenant id, job id, attempt): "timeout" ends a run, "ready" ends a backoff; "limit"
+#: (tenant "", a tool's name, 0) refills a rate-limited tool.
+TimerKey = tuple[str, str, str, int]
 
 
 # ---- outcomes of a run ------------------------------------------------------------------------
@@ -87,6 +92,7 @@ class Submit(Struct, frozen=True, gc=False):
 class RunEnded(Struct, frozen=True, gc=False):
     """The execution of ``attempt`` of a job has really ended (its reservation can go)."""
 
+    tenant_id: str
     job_id: str
     attempt: int
     outcome: Outcome
@@ -95,6 +101,7 @@ class RunEnded(Struct, frozen=True, gc=False):
 class Cancel(Struct, frozen=True, gc=False):
     """Cancel a job (pending, queued or running)."""
 
+    tenant_id: str
     job_id: str
     reason: str = "requested"
 
@@ -174,6 +181,7 @@ class StopRun(Struct, frozen=True, gc=False):
     """Stop the execution of ``attempt`` of a job (kill, cancel the task); its ``RunEnded``
     still follows, and only then is its reservation released."""
 
+    tenant_id: str
     job_id: str
     attempt: int
     backend: str

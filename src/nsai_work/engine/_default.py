@@ -129,9 +129,9 @@ def submit_many(jobs: Iterable[Job]) -> list[Job]:
     return default_scheduler().submit_many(jobs)
 
 
-def get(job_id: str) -> Job:
-    """The job as it is now."""
-    return default_scheduler().get(job_id)
+def get(job_id: str, *, tenant_id: str | None = None) -> Job:
+    """The job as it is now (``tenant_id`` only when two tenants use this id)."""
+    return default_scheduler().get(job_id, tenant_id=tenant_id)
 
 
 def list_jobs(
@@ -148,29 +148,33 @@ def list_jobs(
     )
 
 
-def wait(job_id: str, timeout: float | None = None) -> Job:
+def wait(job_id: str, timeout: float | None = None, *, tenant_id: str | None = None) -> Job:
     """Block until the job is terminal."""
-    return default_scheduler().wait(job_id, timeout)
+    return default_scheduler().wait(job_id, timeout, tenant_id=tenant_id)
 
 
-def wait_many(job_ids: Iterable[str], timeout: float | None = None) -> list[Job]:
+def wait_many(
+    job_ids: Iterable[str], timeout: float | None = None, *, tenant_id: str | None = None
+) -> list[Job]:
     """Block until every job is terminal."""
-    return default_scheduler().wait_many(job_ids, timeout)
+    return default_scheduler().wait_many(job_ids, timeout, tenant_id=tenant_id)
 
 
-def as_completed(job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Job]:
+def as_completed(
+    job_ids: Iterable[str], timeout: float | None = None, *, tenant_id: str | None = None
+) -> Iterator[Job]:
     """Yield jobs as they finish."""
-    return default_scheduler().as_completed(job_ids, timeout)
+    return default_scheduler().as_completed(job_ids, timeout, tenant_id=tenant_id)
 
 
-def cancel(job_id: str, reason: str | None = None) -> Job:
+def cancel(job_id: str, reason: str | None = None, *, tenant_id: str | None = None) -> Job:
     """Cancel a job."""
-    return default_scheduler().cancel(job_id, reason)
+    return default_scheduler().cancel(job_id, reason, tenant_id=tenant_id)
 
 
-def retry(job_id: str) -> Job:
+def retry(job_id: str, *, tenant_id: str | None = None) -> Job:
     """Submit a copy of a terminal job."""
-    return default_scheduler().retry(job_id)
+    return default_scheduler().retry(job_id, tenant_id=tenant_id)
 
 
 def stats() -> Stats:

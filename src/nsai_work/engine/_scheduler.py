@@ -47,6 +47,7 @@ from ..core import (
     Dispatch,
     Event,
     Failed,
+    JobKey,
     Limit,
     Outcome,
     Record,
@@ -110,13 +111,13 @@ _RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
 
 class _WaitGroup:
     """A ``wait_many`` in progress: the jobs it still waits for, what finished, its future.
-    One per call (checked at every terminal transition), not one per job: a batch of 50,000
-    costs one set."""
+    It watches each job it waits for (``Scheduler._watch``), so a finished job wakes only the
+    calls waiting for it."""
 
     __slots__ = ("finished", "future", "remaining")
 
     def __init__(
-        self, remaining: set[str], finished: dict[str, Job], future: asyncio.Future[None]
+        self, remaining: set[JobKey], finished: dict[JobKey, Job], future: asyncio.Future[None]
     ) -> None:
         self.remaining = remaining
         self.finished = finished
@@ -124,9 +125,10 @@ class _WaitGroup:
 
     def done(self, job: Job) -> None:
         remaining = self.remaining
-        if job.id in remaining:
-            remaining.discard(job.id)
-            self.finished[job.id] = job
+        key = (job.tenant_id, job.id)
+        if key in remaining:
+            remaining.discard(key)
+            self.finished[key] = job
             if not remaining and not self.future.done():
                 self.future.set_result(None)
 
@@ -278,9 +280,9 @@ class Scheduler:
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
         self._timers = TimerHeap(self._loop, self._on_timer)
-        self._runs: dict[tuple[str, int], _RunTuple] = {}  # by (job id, attempt)
-        self._waiters: dict[str, list[Callable[[Job], None]]] = {}  # as_completed
-        self._groups: list[_WaitGroup] = []  # wait and wait_many
+        self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
+        # what to call when a job is terminal (wait, wait_many, as_completed), by its key
+        self._watchers: dict[JobKey, list[Callable[[Job], None]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._handoff: _Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
@@ -333,9 +335,9 @@ class Scheduler:
         self._state = "stopped"
 
     def _cancel_live(self, which: Any) -> None:
-        ids = [e.job.id for e in self._core.live_entries() if which(e.status)]
-        for job_id in ids:
-            self._feed(Cancel(job_id, "shutdown"))
+        keys = [e.key for e in self._core.live_entries() if which(e.status)]
+        for tenant_id, job_id in keys:
+            self._feed(Cancel(tenant_id, job_id, "shutdown"))
 
     def _require_running(self) -> None:
         if self._state != "running":
@@ -352,11 +354,15 @@ class Scheduler:
 
     async def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
         """Admit a batch, all or nothing (the error names the index of the bad job)."""
-        return self.submit_now(list(jobs), batch=True)
+        return self.submit_now(job_list(jobs), batch=True)
 
-    async def get(self, job_id: str) -> Job:
-        """The job as it is now (``NotFoundError`` if unknown or pruned)."""
-        return self.get_now(job_id)
+    async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job:
+        """The job as it is now (``NotFoundError`` if unknown or pruned).
+
+        Jobs are keyed by (tenant_id, id): ``tenant_id`` is needed only when two tenants have a
+        job with this id (``ValidationError`` says so); the same holds for every verb that
+        takes job ids."""
+        return self.get_now(job_id, tenant_id=tenant_id)
 
     async def list(
         self,
@@ -372,54 +378,70 @@ class Scheduler:
             tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
         )
 
-    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+    async def wait(
+        self, job_id: str, timeout: float | None = None, *, tenant_id: str | None = None
+    ) -> Job:
         """The job once terminal, whatever its status (a failed job is returned, not raised);
         ``WaitTimeoutError`` after ``timeout`` seconds."""
-        return (await self.wait_many([job_id], timeout))[0]
+        return (await self.wait_many([job_id], timeout, tenant_id=tenant_id))[0]
 
     async def wait_many(
-        self, job_ids: Iterable[str], timeout: float | None = None
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        tenant_id: str | None = None,
     ) -> builtins.list[Job]:
         """Every job once terminal, in the order given (one wake-up for the whole set)."""
-        ids = [*job_ids]
+        keys = [self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
         _check_timeout(timeout)
-        finished: dict[str, Job] = {}
-        for job_id in ids:
-            job = self._stored(job_id)
+        finished: dict[JobKey, Job] = {}
+        for key in keys:
+            job = self._stored(key)
             if job.status in TERMINAL_STATUSES:
-                finished[job_id] = job
-        waiting = {job_id for job_id in ids if job_id not in finished}
+                finished[key] = job
+        waiting = {key for key in keys if key not in finished}
         if waiting:
             future: asyncio.Future[None] = self._loop.create_future()
-            group = _WaitGroup(waiting, finished, future)
-            self._groups.append(group)
+            group = _WaitGroup(set(waiting), finished, future)
+            for key in waiting:
+                self._watch(key, group.done)
             try:
                 await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise WaitTimeoutError(
                     f"{len(group.remaining)} of {len(waiting)} jobs are not finished after "
                     f"{timeout} s"
-                    + (f" (job {ids[0]} is {self.get_now(ids[0]).status})" if len(ids) == 1 else "")
+                    + (
+                        f" (job {keys[0][1]} is {self._stored(keys[0]).status})"
+                        if len(keys) == 1
+                        else ""
+                    )
                 ) from None
             finally:
-                self._groups.remove(group)
-        return [finished[job_id] for job_id in ids]
+                for key in group.remaining:
+                    self._unwatch(key, group.done)
+        return [finished[key] for key in keys]
 
     async def as_completed(
-        self, job_ids: Iterable[str], timeout: float | None = None
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        tenant_id: str | None = None,
     ) -> AsyncIterator[Job]:
         """Yield each job as it reaches a terminal state."""
-        ids = [*job_ids]
+        keys = [self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
         _check_timeout(timeout)
         done: asyncio.Queue[Job] = asyncio.Queue()
-        watched: set[str] = set()
-        for job_id in ids:
-            job = self._stored(job_id)
+        watched: set[JobKey] = set()
+        for key in keys:
+            job = self._stored(key)
             if job.status in TERMINAL_STATUSES:
                 done.put_nowait(job)
-            elif job_id not in watched:
-                watched.add(job_id)
-                self._watch(job_id, done.put_nowait)
+            elif key not in watched:
+                watched.add(key)
+                self._watch(key, done.put_nowait)
         try:
             async with asyncio.timeout(timeout):
                 for _ in range(len(watched) + done.qsize()):
@@ -427,16 +449,18 @@ class Scheduler:
         except TimeoutError:
             raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
         finally:
-            for job_id in watched:
-                self._unwatch(job_id, done.put_nowait)
+            for key in watched:
+                self._unwatch(key, done.put_nowait)
 
-    async def cancel(self, job_id: str, reason: str | None = None) -> Job:
+    async def cancel(
+        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
+    ) -> Job:
         """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
-        return self.cancel_now(job_id, reason)
+        return self.cancel_now(job_id, reason, tenant_id=tenant_id)
 
-    async def retry(self, job_id: str) -> Job:
+    async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
-        return self.retry_now(job_id)
+        return self.retry_now(job_id, tenant_id=tenant_id)
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until no execution is in flight (every dispatched run has really ended and
@@ -501,10 +525,10 @@ class Scheduler:
         try:
             for index, job in enumerate(jobs):
                 checked = validate_new_job(job, index if batch else None)
-                if checked.id in self._store:
+                if (checked.tenant_id, checked.id) in self._store:
                     raise ConflictError(
-                        f"duplicate job id {checked.id!r}: a job with this id exists; omit id to "
-                        f"get a fresh one"
+                        f"duplicate job id {checked.id!r}: tenant {checked.tenant_id!r} already "
+                        f"has a job with this id; omit id to get a fresh one"
                     )
                 route, shared = self._route(checked)
                 routes.append(route)
@@ -530,21 +554,42 @@ class Scheduler:
             raise error
         self._apply(decisions, now)
         store = self._store
-        return [store.get(job.id) for job in validated]  # type: ignore[misc]
+        return [store.get(job.tenant_id, job.id) for job in validated]  # type: ignore[misc]
 
-    def get_now(self, job_id: str) -> Job:
+    def get_now(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """``get`` without awaiting."""
-        return self._current(self._stored(job_id))
+        return self._current(self._stored(self._key(job_id, tenant_id)))
 
-    def _stored(self, job_id: str) -> Job:
-        """The stored snapshot (without the live overlay of ``get``)."""
+    def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
+        """The (tenant id, job id) a caller means: the tenant is looked up when not given, and
+        must be given when two tenants have a job with this id."""
         if not isinstance(job_id, str):
             raise ValidationError(
                 f"a job id is a string, got {type(job_id).__name__}", path="$.job_id"
             )
-        job = self._store.get(job_id) if self._state != "new" else None
-        if job is None:
+        if tenant_id is not None:
+            if not isinstance(tenant_id, str):
+                raise ValidationError(
+                    f"tenant_id is a string or None, got {type(tenant_id).__name__}",
+                    path="$.tenant_id",
+                )
+            return (tenant_id, job_id)
+        owners = self._store.owners(job_id) if self._state != "new" else []
+        if len(owners) == 1:
+            return (owners[0], job_id)
+        if not owners:
             raise self.not_found(job_id)
+        raise ValidationError(
+            f"job id {job_id!r} exists under {len(owners)} tenants; say whose with "
+            f"tenant_id=... (or use a tenant-scoped handle, as_tenant(...))",
+            path="$.tenant_id",
+        )
+
+    def _stored(self, key: JobKey) -> Job:
+        """The stored snapshot (without the live overlay of ``get``)."""
+        job = self._store.get(*key) if self._state != "new" else None
+        if job is None:
+            raise self.not_found(key[1])
         return job
 
     def not_found(self, job_id: str) -> NotFoundError:
@@ -558,11 +603,11 @@ class Scheduler:
         """A stored snapshot with what changes between transitions filled in."""
         status = job.status
         if status is _QUEUED or status is _PENDING:
-            reason = self._core.waiting_reason(job.id)
+            reason = self._core.waiting_reason(job.tenant_id, job.id)
             if reason is not None and reason != job.waiting_reason:
                 return replace(job, waiting_reason=reason)
         elif status is _RUNNING:
-            run = self._runs.get((job.id, job.attempt))
+            run = self._runs.get((job.tenant_id, job.id, job.attempt))
             if run is not None and run[1].last_progress is not None:
                 return replace(job, progress=run[1].last_progress)
         return job
@@ -604,19 +649,22 @@ class Scheduler:
         )
         return Page(jobs=[self._current(job) for job in jobs], next_cursor=next_cursor)
 
-    def cancel_now(self, job_id: str, reason: str | None = None) -> Job:
+    def cancel_now(
+        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
+    ) -> Job:
         """``cancel`` without awaiting."""
-        job = self.get_now(job_id)
+        key = self._key(job_id, tenant_id)
+        job = self._stored(key)
         if job.status in TERMINAL_STATUSES:
             return job
         if reason is not None and not isinstance(reason, str):
             raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
-        self._feed(Cancel(job_id, reason or "requested"))
-        return self.get_now(job_id)
+        self._feed(Cancel(key[0], key[1], reason or "requested"))
+        return self._current(self._stored(key))
 
-    def retry_now(self, job_id: str) -> Job:
+    def retry_now(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """``retry`` without awaiting."""
-        job = self.get_now(job_id)
+        job = self._stored(self._key(job_id, tenant_id))
         if job.status not in TERMINAL_STATUSES:
             raise ConflictError(
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
@@ -732,15 +780,11 @@ class Scheduler:
                     store.put(job, now)
                 if emitter is not None:
                     emitter.record(decision)
-                if job.status in TERMINAL_STATUSES:
-                    if self._groups:
-                        for group in self._groups:
-                            group.done(job)
-                    if self._waiters:
-                        waiters = self._waiters.pop(job.id, None)
-                        if waiters:
-                            for notify in waiters:
-                                notify(job)
+                if job.status in TERMINAL_STATUSES and self._watchers:
+                    watchers = self._watchers.pop((job.tenant_id, job.id), None)
+                    if watchers:
+                        for notify in watchers:
+                            notify(job)
             elif kind is ArmTimer:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
@@ -758,7 +802,7 @@ class Scheduler:
             task = handoff.task
         else:
             task = self._loop.create_task(self._worker(info, job, ctx))
-        self._runs[(job.id, job.attempt)] = (task, ctx, info)
+        self._runs[(job.tenant_id, job.id, job.attempt)] = (task, ctx, info)
 
     async def _worker(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
         """Run a job; then the job that its end dispatched first, if any, and so on.
@@ -827,14 +871,14 @@ class Scheduler:
                 inline = 0
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
-        del self._runs[(job.id, job.attempt)]
+        del self._runs[(job.tenant_id, job.id, job.attempt)]
         if self._state == "stopped":
             return  # a run abandoned at stop ended after all: nobody is told any more
         if self._inbox:  # calls from other threads first: a realtime submit gets this slot
             self._drain_inbox()
         self._handoff = handoff
         try:
-            self._feed(RunEnded(job.id, job.attempt, outcome))
+            self._feed(RunEnded(job.tenant_id, job.id, job.attempt, outcome))
         except Exception:  # pragma: no cover - an engine bug must not go unnoticed
             _log.exception("nsai-work engine failed to record the end of job %s", job.id)
         finally:
@@ -872,7 +916,7 @@ class Scheduler:
             return Failed(_job_error(exc, job.attempt), retryable=False)
 
     def _stop_run(self, decision: StopRun) -> None:
-        run = self._runs.get((decision.job_id, decision.attempt))
+        run = self._runs.get((decision.tenant_id, decision.job_id, decision.attempt))
         if run is None:
             return
         task, ctx, info = run
@@ -890,20 +934,20 @@ class Scheduler:
     def _on_timer(self, key: TimerKey, now: float) -> None:
         self._apply(self._core.handle(TimerFired(key), now), now)
 
-    def _watch(self, job_id: str, notify: Callable[[Job], None]) -> None:
+    def _watch(self, key: JobKey, notify: Callable[[Job], None]) -> None:
         """Call ``notify(job)`` when the job reaches a terminal state."""
-        waiters = self._waiters.get(job_id)
-        if waiters is None:
-            self._waiters[job_id] = [notify]
+        watchers = self._watchers.get(key)
+        if watchers is None:
+            self._watchers[key] = [notify]
         else:
-            waiters.append(notify)
+            watchers.append(notify)
 
-    def _unwatch(self, job_id: str, notify: Callable[[Job], None]) -> None:
-        waiters = self._waiters.get(job_id)
-        if waiters is not None and notify in waiters:
-            waiters.remove(notify)
-            if not waiters:
-                del self._waiters[job_id]
+    def _unwatch(self, key: JobKey, notify: Callable[[Job], None]) -> None:
+        watchers = self._watchers.get(key)
+        if watchers is not None and notify in watchers:
+            watchers.remove(notify)
+            if not watchers:
+                del self._watchers[key]
 
 
 def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:
@@ -919,6 +963,27 @@ async def _quietly(awaitable: Any, backend: str) -> None:
         raise
     except BaseException:
         _log.exception("backend %r failed to cancel a job", backend)
+
+
+def job_list(jobs: object) -> builtins.list[Job]:
+    """The jobs a ``submit_many`` caller passed, as a list (each is checked at submit)."""
+    if isinstance(jobs, str | bytes) or not isinstance(jobs, Iterable):
+        raise ValidationError(
+            f"submit_many takes a list (or other iterable) of work.Job, got {type(jobs).__name__}",
+            path="$.jobs",
+        )
+    return [*jobs]
+
+
+def _ids(job_ids: object) -> builtins.list[object]:
+    """The job ids a ``wait_many``/``as_completed`` caller passed, as a list."""
+    if isinstance(job_ids, str) or not isinstance(job_ids, Iterable):
+        raise ValidationError(
+            f"job_ids is a list (or other iterable) of job id strings, got "
+            f"{type(job_ids).__name__}",
+            path="$.job_ids",
+        )
+    return [*job_ids]
 
 
 def _check_timeout(timeout: float | None) -> None:

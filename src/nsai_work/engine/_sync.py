@@ -24,7 +24,7 @@ from .._errors import NotStartedError, WorkError
 from .._ir import Job, Status, Tenant
 from .._stats import Stats
 from ._config import Config, make_config
-from ._scheduler import Page, Scheduler
+from ._scheduler import Page, Scheduler, job_list
 from ._tenants import SyncTenantScope
 
 __all__ = ["SyncScheduler"]
@@ -231,11 +231,11 @@ class SyncScheduler:
 
     def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
         """Admit a batch in one hand-off, all or nothing."""
-        return self._call(self.engine.submit_now, list(jobs), batch=True)
+        return self._call(self.engine.submit_now, job_list(jobs), batch=True)
 
-    def get(self, job_id: str) -> Job:
-        """The job as it is now."""
-        return self._call(self.engine.get_now, job_id)
+    def get(self, job_id: str, *, tenant_id: str | None = None) -> Job:
+        """The job as it is now (``tenant_id``: see ``Scheduler.get``)."""
+        return self._call(self.engine.get_now, job_id, tenant_id=tenant_id)
 
     def list(
         self,
@@ -256,26 +256,40 @@ class SyncScheduler:
             cursor=cursor,
         )
 
-    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+    def wait(
+        self, job_id: str, timeout: float | None = None, *, tenant_id: str | None = None
+    ) -> Job:
         """Block until the job is terminal; returns it whatever its status."""
-        return self._await(self.engine.wait(job_id, timeout))
+        return self._await(self.engine.wait(job_id, timeout, tenant_id=tenant_id))
 
-    def wait_many(self, job_ids: Iterable[str], timeout: float | None = None) -> builtins.list[Job]:
+    def wait_many(
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        tenant_id: str | None = None,
+    ) -> builtins.list[Job]:
         """Block until every job is terminal."""
-        return self._await(self.engine.wait_many(list(job_ids), timeout))
+        return self._await(self.engine.wait_many(job_ids, timeout, tenant_id=tenant_id))
 
-    def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Job]:
+    def as_completed(
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        tenant_id: str | None = None,
+    ) -> Iterator[Job]:
         """Yield each job as it finishes."""
         engine = self.engine
         self._guard()
         if self._death is not None:
             raise self._dead_error()
-        ids = list(job_ids)
+        ids = job_ids
         results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
         async def pump() -> None:
             try:
-                async for job in engine.as_completed(ids, timeout):
+                async for job in engine.as_completed(ids, timeout, tenant_id=tenant_id):
                     results.put(("job", job))
             except BaseException as exc:
                 results.put(("error", exc))
@@ -301,13 +315,15 @@ class SyncScheduler:
         """Block until no execution is in flight (see ``Scheduler.wait_idle``)."""
         self._await(self.engine.wait_idle(timeout))
 
-    def cancel(self, job_id: str, reason: str | None = None) -> Job:
+    def cancel(
+        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
+    ) -> Job:
         """Cancel a job; a terminal one is returned unchanged."""
-        return self._call(self.engine.cancel_now, job_id, reason)
+        return self._call(self.engine.cancel_now, job_id, reason, tenant_id=tenant_id)
 
-    def retry(self, job_id: str) -> Job:
+    def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job."""
-        return self._call(self.engine.retry_now, job_id)
+        return self._call(self.engine.retry_now, job_id, tenant_id=tenant_id)
 
     def stats(self) -> Stats:
         """Counts by status per priority, tenant and backend; pools; waiting reasons."""

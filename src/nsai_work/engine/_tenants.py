@@ -1,9 +1,10 @@
 """Tenant-scoped handles: the verbs of a scheduler, narrowed to one tenant's jobs.
 
 ``scheduler.as_tenant("acme")`` (async), ``sync_scheduler.as_tenant("acme")`` and
-``work.as_tenant("acme")`` see and change only acme's jobs: another tenant's job id behaves
-exactly like an unknown one (``NotFoundError``, same message), and a job of another tenant
-cannot be submitted through it.
+``work.as_tenant("acme")`` see and change only acme's jobs: jobs are keyed by (tenant_id, id),
+so another tenant's job id behaves exactly like an unknown one (``NotFoundError``, same
+message), a job with the id of another tenant's job is simply acme's own, and a job of another
+tenant cannot be submitted through it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from .._errors import ValidationError
 from .._ir import Job, Status
 from .._stats import TenantStats
+from ._scheduler import job_list
 
 if TYPE_CHECKING:
     from ._scheduler import Page, Scheduler
@@ -31,7 +33,7 @@ def _check_tenant_id(tenant_id: object) -> str:
     return tenant_id
 
 
-def _own(tenant_id: str, jobs: Iterable[Job]) -> builtins.list[Job]:
+def _own(tenant_id: str, jobs: Iterable[Job], *, batch: bool) -> builtins.list[Job]:
     checked = []
     for index, job in enumerate(jobs):
         owner = getattr(job, "tenant_id", None)
@@ -39,7 +41,7 @@ def _own(tenant_id: str, jobs: Iterable[Job]) -> builtins.list[Job]:
             raise ValidationError(
                 f"this handle submits for tenant {tenant_id!r} only; the job is for {owner!r}",
                 path="$.tenant_id",
-                index=index if index else None,
+                index=index if batch else None,
             )
         checked.append(job)
     return checked
@@ -53,18 +55,17 @@ class TenantScope:
         self.tenant_id = _check_tenant_id(tenant_id)
 
     def _mine(self, job_id: str) -> Job:
-        job = self.scheduler.get_now(job_id)
-        if job.tenant_id != self.tenant_id:
-            raise self.scheduler.not_found(job_id)
-        return job
+        return self.scheduler.get_now(job_id, tenant_id=self.tenant_id)
 
     async def submit(self, job: Job) -> Job:
         """Submit one of this tenant's jobs."""
-        return self.scheduler.submit_now(_own(self.tenant_id, [job]), batch=False)[0]
+        return self.scheduler.submit_now(_own(self.tenant_id, [job], batch=False), batch=False)[0]
 
     async def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
         """Submit a batch of this tenant's jobs, all or nothing."""
-        return self.scheduler.submit_now(_own(self.tenant_id, jobs), batch=True)
+        return self.scheduler.submit_now(
+            _own(self.tenant_id, job_list(jobs), batch=True), batch=True
+        )
 
     async def get(self, job_id: str) -> Job:
         """One of this tenant's jobs, as it is now."""
@@ -85,37 +86,28 @@ class TenantScope:
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """One of this tenant's jobs once terminal."""
-        self._mine(job_id)
-        return await self.scheduler.wait(job_id, timeout)
+        return await self.scheduler.wait(job_id, timeout, tenant_id=self.tenant_id)
 
     async def wait_many(
         self, job_ids: Iterable[str], timeout: float | None = None
     ) -> builtins.list[Job]:
         """Several of this tenant's jobs once terminal."""
-        ids = [*job_ids]
-        for job_id in ids:
-            self._mine(job_id)
-        return await self.scheduler.wait_many(ids, timeout)
+        return await self.scheduler.wait_many(job_ids, timeout, tenant_id=self.tenant_id)
 
     async def as_completed(
         self, job_ids: Iterable[str], timeout: float | None = None
     ) -> AsyncIterator[Job]:
         """This tenant's jobs as they finish."""
-        ids = [*job_ids]
-        for job_id in ids:
-            self._mine(job_id)
-        async for job in self.scheduler.as_completed(ids, timeout):
+        async for job in self.scheduler.as_completed(job_ids, timeout, tenant_id=self.tenant_id):
             yield job
 
     async def cancel(self, job_id: str, reason: str | None = None) -> Job:
         """Cancel one of this tenant's jobs."""
-        self._mine(job_id)
-        return self.scheduler.cancel_now(job_id, reason)
+        return self.scheduler.cancel_now(job_id, reason, tenant_id=self.tenant_id)
 
     async def retry(self, job_id: str) -> Job:
         """Submit a copy of one of this tenant's terminal jobs."""
-        self._mine(job_id)
-        return self.scheduler.retry_now(job_id)
+        return self.scheduler.retry_now(job_id, tenant_id=self.tenant_id)
 
     async def stats(self) -> TenantStats:
         """This tenant's counts, use against quota, and share against fair share."""
@@ -129,21 +121,18 @@ class SyncTenantScope:
         self.scheduler = scheduler
         self.tenant_id = _check_tenant_id(tenant_id)
 
-    def _scope(self) -> TenantScope:
-        return TenantScope(self.scheduler.engine, self.tenant_id)
-
     def submit(self, job: Job) -> Job:
         """Submit one of this tenant's jobs."""
-        jobs = _own(self.tenant_id, [job])
+        jobs = _own(self.tenant_id, [job], batch=False)
         return self.scheduler.submit(jobs[0])
 
     def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
         """Submit a batch of this tenant's jobs, all or nothing."""
-        return self.scheduler.submit_many(_own(self.tenant_id, jobs))
+        return self.scheduler.submit_many(_own(self.tenant_id, job_list(jobs), batch=True))
 
     def get(self, job_id: str) -> Job:
         """One of this tenant's jobs, as it is now."""
-        return self.scheduler._call(self._scope()._mine, job_id)
+        return self.scheduler.get(job_id, tenant_id=self.tenant_id)
 
     def list(
         self,
@@ -160,28 +149,23 @@ class SyncTenantScope:
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """One of this tenant's jobs once terminal."""
-        return self.scheduler._await(self._scope().wait(job_id, timeout))
+        return self.scheduler.wait(job_id, timeout, tenant_id=self.tenant_id)
 
     def wait_many(self, job_ids: Iterable[str], timeout: float | None = None) -> builtins.list[Job]:
         """Several of this tenant's jobs once terminal."""
-        return self.scheduler._await(self._scope().wait_many(job_ids, timeout))
+        return self.scheduler.wait_many(job_ids, timeout, tenant_id=self.tenant_id)
 
     def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Job]:
         """This tenant's jobs as they finish."""
-        ids = [*job_ids]
-        for job_id in ids:
-            self.get(job_id)
-        return self.scheduler.as_completed(ids, timeout)
+        return self.scheduler.as_completed(job_ids, timeout, tenant_id=self.tenant_id)
 
     def cancel(self, job_id: str, reason: str | None = None) -> Job:
         """Cancel one of this tenant's jobs."""
-        self.get(job_id)
-        return self.scheduler.cancel(job_id, reason)
+        return self.scheduler.cancel(job_id, reason, tenant_id=self.tenant_id)
 
     def retry(self, job_id: str) -> Job:
         """Submit a copy of one of this tenant's terminal jobs."""
-        self.get(job_id)
-        return self.scheduler.retry(job_id)
+        return self.scheduler.retry(job_id, tenant_id=self.tenant_id)
 
     def stats(self) -> TenantStats:
         """This tenant's counts, use against quota, and share against fair share."""
