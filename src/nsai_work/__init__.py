@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import altar, backends, telemetry, testing
+from ._clock import Clock
 from ._context import JobContext
 from ._errors import (
     AdmissionError,
@@ -112,6 +113,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "Backoff",
+    "Clock",
     "Config",
     "ConfigurationError",
     "ConflictError",

@@ -13,6 +13,7 @@ from nsai_work._ir import JobError, Pool, Priority, RetryPolicy, Status
 from nsai_work._stats import Counts, Stats
 from nsai_work.core import (
     ArmTimer,
+    DisarmTimer,
     Dispatch,
     Failed,
     Record,
@@ -328,7 +329,8 @@ def test_cancel_a_pending_job_in_backoff() -> None:
     (timer,) = of_type(out, ArmTimer)
     assert d.status("j") is Status.PENDING
     out = d.cancel("j", "deadline")
-    (record,) = out
+    disarm, record = out
+    assert disarm == DisarmTimer(timer.key)  # its backoff timer is forgotten
     assert isinstance(record, Record)
     assert (record.previous, record.job.status) == (Status.PENDING, Status.CANCELED)
     assert record.job.cancel_reason == "deadline"

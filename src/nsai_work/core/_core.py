@@ -1,8 +1,11 @@
 """``SchedulingCore``: the pure scheduling state machine.
 
-``decisions = core.handle(event, now)``. The core reads no clock, does no I/O, starts no thread
-and owns no randomness (jitter comes from the injected ``rand``), so the same events, clock
-readings and random source give the same decisions. The engine carries the decisions out.
+``decisions = core.handle(event, now, wall)``. The core reads no clock, does no I/O, starts no
+thread and owns no randomness (jitter comes from the injected ``rand``), so the same events,
+clock readings and random source give the same decisions. The engine carries the decisions out.
+``now`` is a monotonic clock in seconds: every duration (run and queue times, timeouts, backoffs,
+token buckets, fair-share charges, budget periods) and every timer is on it; ``wall`` is the
+wall-clock UTC time in seconds, used only for the timestamps jobs carry.
 
 What it decides here: admission (a batch is admitted whole or not at all: routing, tenant
 quotas, queue caps, submit rates), strict priority between levels, weighted dominant-resource
@@ -55,6 +58,7 @@ from ._messages import (
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
+    DisarmTimer,
     Dispatch,
     Event,
     Failed,
@@ -88,7 +92,7 @@ from ._tenants import Capacity, TenantState, dominant_share, job_share, quota_ga
 
 __all__ = ["Decision", "SchedulingCore"]
 
-Decision = Reject | Record | Dispatch | ArmTimer | StopRun
+Decision = Reject | Record | Dispatch | ArmTimer | StopRun | DisarmTimer
 
 _UTC: Final = _dt.UTC
 # Counter slots, by status; then cumulative submitted and rejected.
@@ -272,8 +276,9 @@ class SchedulingCore:
         self._cells: dict[tuple[str, int, str | None], list[int]] = {}
         self._rejected_unleveled = 0
         self._tenant_rejected_unleveled: dict[str, int] = {}
-        # Per handle() call: the clock reading, its datetime, and where decisions go.
+        # Per handle() call: the clock readings, the wall clock's datetime, where decisions go.
         self._now = 0.0
+        self._wall = 0.0
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
         self._out: list[Decision] = []
         self._last_run: _Run | None = None  # the run try_start just made, for charge()
@@ -283,12 +288,16 @@ class SchedulingCore:
 
     # ---- the one entry point ---------------------------------------------------------------
 
-    def handle(self, event: Event, now: float) -> list[Decision]:
-        """Apply one event at time ``now`` (seconds, the engine's clock); return decisions in
-        the order the engine must carry them out."""
-        if now != self._now:
-            self._now = now
-            self._now_dt = _dt.datetime.fromtimestamp(now, _UTC)
+    def handle(self, event: Event, now: float, wall: float | None = None) -> list[Decision]:
+        """Apply one event at monotonic time ``now`` (seconds) and wall-clock time ``wall``
+        (UTC seconds; ``now`` when not given); return decisions in the order the engine must
+        carry them out."""
+        self._now = now
+        if wall is None:
+            wall = now
+        if wall != self._wall:
+            self._wall = wall
+            self._now_dt = _dt.datetime.fromtimestamp(wall, _UTC)
         out: list[Decision] = []
         self._out = out
         kind = type(event)
@@ -927,7 +936,7 @@ class SchedulingCore:
             cost_usd=job.cost_usd + cost,
             error=error,
             waiting_reason="backoff",
-            next_attempt_at=_dt.datetime.fromtimestamp(ready_at, _UTC),
+            next_attempt_at=_dt.datetime.fromtimestamp(self._wall + delay_ms / 1000.0, _UTC),
         )
         elapsed_ms = (self._now - entry.since) * 1000.0
         self._move(entry, _PENDING, job)
@@ -953,6 +962,8 @@ class SchedulingCore:
             attempts, cost = self._close_attempt(entry, status, error)
         elif previous is _QUEUED:
             self._unhold(entry)
+        elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
+            self._out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
         if entry.estimate is not None:
             entry.tenant_state.committed -= entry.estimate
         job = replace(
@@ -968,13 +979,14 @@ class SchedulingCore:
             cancel_reason=cancel_reason,
         )
         now = self._now
+        elapsed_ms = (now - entry.since) * 1000.0  # (before _move restarts the state's clock)
         self._move(entry, status, job)
         del self._jobs[entry.key]
         self._out.append(
             Record(
                 job,
                 previous,
-                elapsed_ms=(now - entry.since) * 1000.0,
+                elapsed_ms=elapsed_ms,
                 total_ms=(now - entry.submitted) * 1000.0,
             )
         )
@@ -982,8 +994,11 @@ class SchedulingCore:
     def _close_attempt(
         self, entry: Entry, status: Status, error: JobError | None
     ) -> tuple[tuple[Attempt, ...], float]:
-        """The job's attempts with the last one ended now, and what that attempt cost."""
+        """The job's attempts with the last one ended now, and what that attempt cost; its
+        timeout timer is no longer needed."""
         job = entry.job
+        if job.resources.timeout_ms is not None:
+            self._out.append(DisarmTimer((_TIMEOUT_KEY, entry.tenant, job.id, job.attempt)))
         cost = entry.rate * (self._now - entry.since) / 3600.0 if entry.rate else 0.0
         last = replace(
             job.attempts[-1], finished_at=self._now_dt, status=status, error=error, cost_usd=cost

@@ -17,6 +17,7 @@ __all__ = [
     "ArmTimer",
     "Cancel",
     "ConcurrencyLimitChanged",
+    "DisarmTimer",
     "Dispatch",
     "Event",
     "Failed",
@@ -171,9 +172,16 @@ class Dispatch(Struct, frozen=True, gc=False):
 
 
 class ArmTimer(Struct, frozen=True, gc=False):
-    """Feed ``TimerFired(key)`` back at time ``at`` (same clock as ``now``)."""
+    """Feed ``TimerFired(key)`` back at time ``at`` (the monotonic clock of ``now``)."""
 
     at: float
+    key: TimerKey
+
+
+class DisarmTimer(Struct, frozen=True, gc=False):
+    """The timer ``key`` is no longer needed (its job moved on): forget it, so timers held in
+    memory are bounded by the live ones. Disarming a timer that fired already is a no-op."""
+
     key: TimerKey
 
 

@@ -8,6 +8,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from msgspec import Struct
 
+from .._clock import Clock
 from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import validate_struct
@@ -55,6 +56,9 @@ class Config(Struct, kw_only=True, frozen=True):
       ``enable_altar``).
     - ``exit_timeout_s``: how long the default scheduler (``work.start``) lets running jobs
       finish when the interpreter exits or gets SIGTERM, before canceling them.
+    - ``clock``: the ``work.Clock`` the engine reads (monotonic time for durations and timers,
+      wall time for timestamps); default the system's. ``work.testing.FakeClock`` drives a
+      scheduler by hand in tests.
     """
 
     backends: tuple[Any, ...] = ("local", "altar", "mock")
@@ -74,6 +78,7 @@ class Config(Struct, kw_only=True, frozen=True):
     fair_share_resolution_s: float = DEFAULT_FAIR_SHARE_RESOLUTION_S
     enable_altar: bool = True
     exit_timeout_s: float = 10.0
+    clock: Any = None
 
     def check(self) -> None:
         """Raise ``ConfigurationError`` naming the first bad option."""
@@ -87,6 +92,11 @@ class Config(Struct, kw_only=True, frozen=True):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if self.clock is not None and not isinstance(self.clock, Clock):
+            raise ConfigurationError(
+                f"clock must have monotonic() and time() (a work.Clock, e.g. "
+                f"work.testing.FakeClock()), got {type(self.clock).__name__}"
+            )
         if self.telemetry is not None and not isinstance(self.telemetry, Telemetry):
             raise ConfigurationError(
                 f"telemetry must be a work.telemetry.Telemetry, got {type(self.telemetry).__name__}"

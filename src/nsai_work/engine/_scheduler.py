@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from msgspec import Struct
 from msgspec.structs import replace
 
+from .._clock import SYSTEM_CLOCK
 from .._context import JobContext
 from .._errors import (
     ConflictError,
@@ -44,6 +45,7 @@ from ..core import (
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
+    DisarmTimer,
     Dispatch,
     Event,
     Failed,
@@ -279,7 +281,8 @@ class Scheduler:
         self._max_result_bytes = config.max_result_bytes
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
-        self._timers = TimerHeap(self._loop, self._on_timer)
+        self._clock = config.clock if config.clock is not None else SYSTEM_CLOCK
+        self._timers = TimerHeap(self._loop, self._on_timer, self._clock)
         self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
         # what to call when a job is terminal (wait, wait_many, as_completed), by its key
         self._watchers: dict[JobKey, list[Callable[[Job], None]]] = {}
@@ -543,8 +546,9 @@ class Scheduler:
         if not validated:
             return []
         submit = Submit(tuple(validated), tuple(routes), tuple(limits) if any_limits else ())
-        now = time.time()
-        decisions = self._core.handle(submit, now)
+        clock = self._clock
+        now = clock.monotonic()
+        decisions = self._core.handle(submit, now, clock.time())
         rejection = decisions[0] if decisions else None
         if type(rejection) is Reject:
             error = rejection.error
@@ -759,8 +763,9 @@ class Scheduler:
     # ---- carrying out decisions -----------------------------------------------------------------
 
     def _feed(self, event: Event) -> None:
-        now = time.time()
-        self._apply(self._core.handle(event, now), now)
+        clock = self._clock
+        now = clock.monotonic()
+        self._apply(self._core.handle(event, now, clock.time()), now)
 
     def _apply(self, decisions: builtins.list[Any], now: float) -> None:
         store = self._store
@@ -789,6 +794,8 @@ class Scheduler:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
                 self._stop_run(decision)
+            elif kind is DisarmTimer:
+                self._timers.disarm(decision.key)
 
     def _start_run(self, decision: Dispatch) -> None:
         job = decision.job
@@ -931,8 +938,8 @@ class Scheduler:
             _log.exception("backend %r failed to cancel job %s", info.name, decision.job_id)
         task.cancel()
 
-    def _on_timer(self, key: TimerKey, now: float) -> None:
-        self._apply(self._core.handle(TimerFired(key), now), now)
+    def _on_timer(self, key: TimerKey) -> None:
+        self._feed(TimerFired(key))
 
     def _watch(self, key: JobKey, notify: Callable[[Job], None]) -> None:
         """Call ``notify(job)`` when the job reaches a terminal state."""
