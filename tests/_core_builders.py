@@ -98,7 +98,10 @@ class Driver:
         now: float = 1000.0,
     ) -> None:
         self.core = SchedulingCore(
-            pools=pools, rand=rand or random.Random(0).random, max_waiting=max_waiting
+            pools=pools,
+            rand=rand or random.Random(0).random,
+            max_waiting=max_waiting,
+            tenant_idle_ttl_s=None,  # (no idle-tenant sweep timers among the decisions)
         )
         self.now = now
         self.tenants: dict[str, str] = {}  # job id -> its tenant, for every job submitted

@@ -39,9 +39,12 @@ class Counts(Struct, kw_only=True, omit_defaults=True):
 
 
 class PoolUsage(Struct, kw_only=True):
-    """What runs hold on a pool now."""
+    """What runs hold on a pool now. ``stopping`` counts the slots (of ``slots``) held by runs
+    told to stop (cancel, timeout) that have not ended yet: a sync handler's thread, or an async
+    handler that ignores cancellation, keeps its capacity until it really returns."""
 
     slots: int = 0
+    stopping: int = 0
     cpu: float = 0.0
     memory_mb: int = 0
     gpus: dict[str, int] = {}

@@ -172,7 +172,7 @@ def test_timers_of_finished_jobs_are_forgotten(handlers: Register, arun: Run) ->
             )
             await s.wait_many([j.id for j in jobs], timeout=30)
             await s.wait_idle(timeout=10)
-            assert len(s._timers) == 0
+            assert [key[0] for key in s._timers._live] == ["sweep"]  # (the idle-tenant sweep)
             assert s._timers.held <= 65  # dead entries are compacted away
 
     arun(main())

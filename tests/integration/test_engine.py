@@ -324,7 +324,7 @@ def test_sync_job_past_its_timeout_holds_its_slot_until_its_thread_returns(
         assert a_done.status == "timeout"
         b_now = s.get(b.id)
         assert b_now.status == "queued"
-        assert b_now.waiting_reason == "no_capacity"
+        assert b_now.waiting_reason == "stopping_runs:local:threads"
         stats = s.stats()
         assert stats.pools["local:threads"].used.slots == 1  # A's thread still holds it
         assert (stats.totals.timeout, stats.totals.queued, stats.totals.running) == (1, 1, 0)
@@ -1196,12 +1196,9 @@ def test_list_is_newest_first_even_with_caller_chosen_ids(handlers: Register) ->
     assert listed == [newer.id, older.id]
 
 
-def test_a_large_batch_pauses_the_garbage_collector_only_while_it_is_admitted(
-    handlers: Register,
-) -> None:
-    """submit_many of 1,000 jobs or more runs with the cyclic GC paused (a telemetry handler
-    sees it off during admission), and it is on again afterwards, also after a rejected batch;
-    a GC the caller had turned off stays off."""
+def test_a_large_batch_leaves_the_garbage_collector_alone(handlers: Register) -> None:
+    """Library code does not change process-wide state: a large submit_many used to run with
+    the cyclic GC turned off, for the host application's other threads too."""
     import gc
 
     kind = handlers(lambda job: None)
@@ -1213,22 +1210,7 @@ def test_a_large_batch_pauses_the_garbage_collector_only_while_it_is_admitted(
         lambda event, measurements, metadata, config: seen.append(gc.isenabled()),
     )
     with work.SyncScheduler(telemetry=bus) as s:
-        jobs = s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(1000)])
-        assert gc.isenabled()
-        assert seen == [False] * 1000
-        seen.clear()
-        s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(10)])
-        assert seen == [True] * 10  # a small batch leaves it alone
-        bad = [work.Job(kind=kind, tenant_id=TENANT) for _ in range(1500)]
-        bad[700] = work.Job(kind="no.such.kind", tenant_id=TENANT)
-        with pytest.raises(work.UnschedulableError, match=r"\[700\]|index 700|700"):
-            s.submit_many(bad)
-        assert gc.isenabled()
-        gc.disable()
-        try:
-            s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(1000)])
-            assert not gc.isenabled()
-        finally:
-            gc.enable()
+        jobs = s.submit_many([work.Job(kind=kind, tenant_id=TENANT) for _ in range(2000)])
+        assert seen == [True] * 2000
         done = s.wait_many([job.id for job in jobs], timeout=30)
     assert {job.status for job in done} == {work.Status.SUCCEEDED}

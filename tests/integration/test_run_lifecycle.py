@@ -5,7 +5,9 @@ tools and telemetry handlers, and a loop thread that dies."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +17,7 @@ import nsai_work as work
 from nsai_work.backends import AltarBackend, LocalBackend, MockBackend, ProcessBackend
 from nsai_work.telemetry import Telemetry
 from nsai_work.telemetry.events import JOB_COMPLETED, JOB_SUBMITTED
+from nsai_work.testing import FakeClock
 
 from . import _process_handlers
 
@@ -233,3 +236,104 @@ def test_when_the_loop_thread_dies_every_call_raises_with_the_cause(handlers: Re
         assert not s.running
     finally:
         s.stop(timeout=1)
+
+
+# ---- handlers that ignore cancellation ----------------------------------------------------------
+
+
+def test_a_run_that_ignores_its_timeout_keeps_its_slot_visibly(
+    handlers: Register, arun: Run
+) -> None:
+    """The job ends ``timeout`` at once; its slot stays held until the handler really returns,
+    and stats and the waiting reasons say so."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def stubborn(job: work.Job) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await release.wait()  # swallows its cancellation until released
+        return "late"
+
+    stubborn_kind = handlers(stubborn)
+    quick_kind = handlers(_noop_async)
+    clock = FakeClock()
+
+    async def main() -> None:
+        async with work.Scheduler(
+            clock=clock, pools={"local": [work.Pool(name="local:async", slots=1)]}
+        ) as s:
+            first = await s.submit(
+                work.Job(
+                    kind=stubborn_kind,
+                    tenant_id="t",
+                    resources=work.Resources(timeout_ms=1000),
+                    constraints=work.Constraints(retry_policy=work.RetryPolicy(max_attempts=1)),
+                )
+            )
+            await started.wait()
+            second = await s.submit(work.Job(kind=quick_kind, tenant_id="t"))
+            clock.advance(1.0)
+            assert (await s.wait(first.id, timeout=10)).status == "timeout"
+            stats = await s.stats()
+            assert stats.pools["local:async"].used.slots == 1
+            assert stats.pools["local:async"].used.stopping == 1
+            waiting = await s.get(second.id)
+            assert waiting.status == "queued"
+            assert waiting.waiting_reason == "stopping_runs:local:async"
+            release.set()
+            assert (await s.wait(second.id, timeout=10)).status == "succeeded"
+            await s.wait_idle(timeout=10)
+            used = (await s.stats()).pools["local:async"].used
+            assert (used.slots, used.stopping) == (0, 0)
+
+    arun(main())
+
+
+def test_stop_waits_for_a_handler_that_swallows_its_cancellation_then_returns(
+    handlers: Register, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def swallows(job: work.Job) -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # cleans up for a while, then returns
+        return "cleaned up"
+
+    kind = handlers(swallows)
+    s = work.SyncScheduler().start()
+    job = s.submit(work.Job(kind=kind, tenant_id="t"))
+    started = time.monotonic()
+    s.stop(timeout=0)
+    assert time.monotonic() - started < 4  # the handler's 0.3 s, not the 5 s grace
+    del s
+    gc.collect()
+    assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
+    assert not [r for r in caplog.records if "abandoned" in r.getMessage()]
+    assert job.id
+
+
+@pytest.mark.slow
+def test_stop_abandons_a_handler_that_never_stops_without_asyncio_warnings(
+    handlers: Register, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def never_stops(job: work.Job) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue
+
+    kind = handlers(never_stops)
+    s = work.SyncScheduler().start()
+    job = s.submit(work.Job(kind=kind, tenant_id="t"))
+    started = time.monotonic()
+    s.stop(timeout=0)
+    assert time.monotonic() - started < 10  # the 5 s grace, then it gives up
+    del s
+    gc.collect()
+    assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
+    (abandoned,) = [r for r in caplog.records if "abandoned" in r.getMessage()]
+    assert job.id in abandoned.getMessage()

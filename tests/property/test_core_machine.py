@@ -880,7 +880,7 @@ def test_nothing_new_lands_on_a_pool_shrunk_below_what_it_holds(
     """I2 and ``PoolState.set_spec``: after a shrink below current use, nothing new is placed
     on the pool until enough is released."""
     pools = {"b1": [Pool(name="p1", slots=4, cpu=4.0, gpus={"A100": 2})]}
-    core = SchedulingCore(pools=pools, rand=random.Random(0).random)
+    core = SchedulingCore(pools=pools, rand=random.Random(0).random, tenant_idle_ttl_s=None)
     one = (("b1", ("p1",)),)
 
     def job(job_id: str, resources: Resources) -> Job:

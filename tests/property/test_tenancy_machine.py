@@ -338,6 +338,7 @@ class TenancyMachine(RuleBasedStateMachine):
         group_limits=st.fixed_dictionaries({g: st.sampled_from([None, 1, 2, 3]) for g in GROUPS}),
         default_limit=st.sampled_from([1, 2]),
         resolution=st.sampled_from([DEFAULT_FAIR_SHARE_RESOLUTION_S, 0.05, 0.5]),
+        idle_ttl=st.sampled_from([None, 1.0, 3600.0]),
         seed=st.integers(0, 2**32 - 1),
     )
     def setup(
@@ -350,9 +351,11 @@ class TenancyMachine(RuleBasedStateMachine):
         group_limits: dict[str, int | None],
         default_limit: int,
         resolution: float,
+        idle_ttl: float | None,
         seed: int,
     ) -> None:
         self.resolution = resolution
+        self.idle_ttl = idle_ttl
         self.specs: dict[str, Tenant] = {
             f"t{i}": make_tenant(f"t{i}", *params[i]) for i in range(count)
         }
@@ -391,6 +394,7 @@ class TenancyMachine(RuleBasedStateMachine):
             concurrency_limits=self.configured_limits,
             default_concurrency_limit=self.default_limit,
             fair_share_resolution_s=self.resolution,
+            tenant_idle_ttl_s=self.idle_ttl,
         )
 
     # -- the model's view of limits and use ------------------------------------------------
@@ -585,11 +589,23 @@ class TenancyMachine(RuleBasedStateMachine):
         assert core.waiting == waiting, f"{core.waiting} waiting in the core, {waiting} expected"
         # Public queries agree with the model.
         stats = core.stats()
+        # Totals count every admitted job once, also after idle tenants were dropped.
+        totals = stats.totals
+        assert totals.submitted == len(self.admitted), (totals, len(self.admitted))
+        by_status = Counter(self.jobs[j].status for j in self.admitted)
+        assert (totals.pending, totals.queued, totals.running) == (
+            by_status[Status.PENDING],
+            by_status[Status.QUEUED],
+            by_status[Status.RUNNING],
+        ), (totals, by_status)
+        assert totals.finished == sum(by_status[s] for s in TERMINAL_STATUSES), totals
         for t in self.tenant_ids:
             runs, cpu = self.use(("tenant", t))
             mine = stats.by_tenant.get(t)
-            if mine is None:
+            if mine is None:  # never seen, or dropped after being idle long enough
                 assert runs == 0, f"{t} holds {runs} runs but has no stats"
+                assert self.waiting(t) == 0, f"{t} has waiting jobs but no stats"
+                assert core.tenant(t) == self.specs[t], f"{t}: its configured spec was lost"
                 continue
             assert (mine.usage.running, milli(mine.usage.cpu)) == (runs, cpu), (
                 f"stats().by_tenant[{t!r}].usage is {mine.usage}; the model holds {runs} runs, "

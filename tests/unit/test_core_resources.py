@@ -41,7 +41,12 @@ CHEAP = Prices(cpu_hour=0.5, memory_gb_hour=0.25, gpu_hour={"A100": 5.0}, slot_h
 
 
 def core_with(*pools: Pool, tenants: Sequence[Tenant] = ()) -> SchedulingCore:
-    return SchedulingCore(pools={"b": list(pools)}, rand=random.Random(0).random, tenants=tenants)
+    return SchedulingCore(
+        pools={"b": list(pools)},
+        rand=random.Random(0).random,
+        tenants=tenants,
+        tenant_idle_ttl_s=None,
+    )
 
 
 def route(*names: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

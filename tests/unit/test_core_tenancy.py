@@ -45,6 +45,7 @@ def make_core(
     tenants: Sequence[Tenant] = (),
     **options: object,
 ) -> SchedulingCore:
+    options.setdefault("tenant_idle_ttl_s", None)  # (no sweep timers among the decisions)
     return SchedulingCore(
         pools={"b": [pool or Pool(name="p", slots=4)]},
         rand=random.Random(0).random,

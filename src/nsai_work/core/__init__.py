@@ -6,7 +6,7 @@ checks that nothing in this package imports asyncio, time, os, socket, random or
 """
 
 from ._capacity import NO_NEEDS, Needs, PoolState, needs_of
-from ._core import Decision, SchedulingCore
+from ._core import DEFAULT_TENANT_IDLE_TTL_S, Decision, SchedulingCore
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
@@ -22,6 +22,7 @@ from ._messages import (
     PoolsChanged,
     Record,
     Reject,
+    Rejected,
     Route,
     RunEnded,
     Stopped,
@@ -38,6 +39,7 @@ from ._retry import backoff_delay_ms, base_delay_ms
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "DEFAULT_FAIR_SHARE_RESOLUTION_S",
+    "DEFAULT_TENANT_IDLE_TTL_S",
     "NO_NEEDS",
     "ArmTimer",
     "Cancel",
@@ -55,6 +57,7 @@ __all__ = [
     "PoolsChanged",
     "Record",
     "Reject",
+    "Rejected",
     "Route",
     "RunEnded",
     "SchedulingCore",

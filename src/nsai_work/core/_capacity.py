@@ -166,6 +166,7 @@ class PoolState:
         "name",
         "overcommitted",
         "spec",
+        "stopping",
         "used_cpu",
         "used_custom",
         "used_gpus",
@@ -177,6 +178,7 @@ class PoolState:
         self.backend = backend
         self.name = spec.name
         self.used_slots = 0
+        self.stopping = 0  # slots held by runs told to stop that have not ended yet
         self.used_cpu = 0
         self.used_memory = 0
         self.used_gpus: dict[str, int] = {}

@@ -38,7 +38,7 @@ from .._ir import (
     Status,
     Tenant,
 )
-from .._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsage
+from .._stats import PoolStats, Stats, TenantStats, TenantUsage
 from ._admission import (
     Choice,
     Plan,
@@ -53,6 +53,19 @@ from ._admission import (
     unknown_tenant,
 )
 from ._capacity import NO_NEEDS, PoolState, Reservation, needs_of
+from ._counters import (
+    QUEUED_SLOT,
+    REJECTED,
+    SLOT,
+    SUBMITTED,
+    CellKey,
+    StatsBuilder,
+    TenantCounters,
+    add_counter,
+    counts,
+    new_counter,
+    pool_usage,
+)
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
@@ -67,6 +80,7 @@ from ._messages import (
     PoolsChanged,
     Record,
     Reject,
+    Rejected,
     RunEnded,
     StopRun,
     Submit,
@@ -95,16 +109,16 @@ __all__ = ["Decision", "SchedulingCore"]
 Decision = Reject | Record | Dispatch | ArmTimer | StopRun | DisarmTimer
 
 _UTC: Final = _dt.UTC
-# Counter slots, by status; then cumulative submitted and rejected.
-_SLOT: Final = {status: i for i, status in enumerate(Status)}
-_QUEUED_SLOT: Final = _SLOT[Status.QUEUED]
-_SUBMITTED: Final = len(_SLOT)
-_REJECTED: Final = _SUBMITTED + 1
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
 _WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 _TIMEOUT_KEY: Final = "timeout"
 _READY_KEY: Final = "ready"
 _LIMIT_KEY: Final = "limit"
+_SWEEP_KEY: Final = "sweep"
+#: How many idle tenants one sweep drops at most (the next sweep follows at once).
+_SWEEP_BATCH: Final = 512
+#: How long a tenant's state is kept once it has no waiting or running job, by default.
+DEFAULT_TENANT_IDLE_TTL_S: Final = 3600.0
 #: The tenant unknown tenants are admitted as, unless configured otherwise.
 DEFAULT_TENANT: Final = Tenant("*")
 
@@ -122,6 +136,7 @@ class _Run(Struct, gc=False):
     limits: tuple[_Limit, ...]
     started: float
     rate: float  # USD per hour
+    stopping: bool = False  # told to stop (cancel, timeout): counted in its pool's stopping
     # Set by charge(): its tenant's queue in the group it was picked from, what it was charged,
     # its dominant share of the group's capacity and its tenant's weight then.
     queue: TenantQueue | None = None
@@ -230,6 +245,9 @@ class SchedulingCore:
     ``fair_share_resolution_s`` is how finely fair share tells tenants apart, in seconds of a
     pool group's whole capacity per unit of weight: tenants whose weighted dominant-resource
     time served differs by less than that are served oldest job first.
+    ``tenant_idle_ttl_s`` is how long a tenant's state (usage, standing, counters) is kept once
+    it has no waiting or running job (None: forever); its configured spec is never dropped,
+    nor a tenant that still owes submit-rate tokens or has spent in its budget period.
     """
 
     def __init__(
@@ -244,8 +262,19 @@ class SchedulingCore:
         default_concurrency_limit: int = 1,
         guard: PriorityGuard | None = None,
         fair_share_resolution_s: float = DEFAULT_FAIR_SHARE_RESOLUTION_S,
+        tenant_idle_ttl_s: float | None = DEFAULT_TENANT_IDLE_TTL_S,
     ) -> None:
         check_resolution(fair_share_resolution_s)
+        if tenant_idle_ttl_s is not None and not (
+            isinstance(tenant_idle_ttl_s, int | float)
+            and not isinstance(tenant_idle_ttl_s, bool)
+            and math.isfinite(tenant_idle_ttl_s)
+            and tenant_idle_ttl_s > 0
+        ):
+            raise ConfigurationError(
+                f"tenant_idle_ttl_s must be a finite number of seconds > 0 or None, got "
+                f"{tenant_idle_ttl_s!r}"
+            )
         if max_waiting is not None and max_waiting < 0:
             raise ConfigurationError(f"max_waiting must be >= 0 or None, got {max_waiting}")
         if default_concurrency_limit < 1:
@@ -269,13 +298,20 @@ class SchedulingCore:
         self._default_cgroup_limit = default_concurrency_limit
         self._limits: dict[LimitKey, _Limit] = {}
         self._guard = None if guard is None or not guard.min_share else _Guard(guard)
-        # Counters by status (then submitted, rejected): one per (tenant, level, backend),
-        # which a job's transitions update (backend None: rejections, which have none); stats()
-        # sums them by level, tenant and backend. Rejections of jobs too invalid to have a level
-        # are counted apart.
-        self._cells: dict[tuple[str, int, str | None], list[int]] = {}
+        # Counters by status (then submitted, rejected): one per (tenant, level, backend), in the
+        # tenant's TenantCounters (tenant "": rejected jobs without a valid tenant); the cells of
+        # dropped tenants are summed in _retired; rejections without a tenant or a level apart.
+        self._counters: dict[str, TenantCounters] = {}
+        self._retired: dict[CellKey, list[int]] = {}
         self._rejected_unleveled = 0
-        self._tenant_rejected_unleveled: dict[str, int] = {}
+        # Tenants with waiting or running jobs: how many, and their weights' sum (fair share).
+        self._active_count = 0
+        self._active_weight = 0.0
+        # Tenants without live jobs, oldest idle first: tenant id -> when it became idle. A
+        # sweep drops those idle for tenant_idle_ttl_s (see _sweep).
+        self._idle: dict[str, float] = {}
+        self._idle_ttl = tenant_idle_ttl_s
+        self._sweep_armed = tenant_idle_ttl_s is None  # (never armed without a ttl)
         # Per handle() call: the clock readings, the wall clock's datetime, where decisions go.
         self._now = 0.0
         self._wall = 0.0
@@ -316,6 +352,10 @@ class SchedulingCore:
             self._tenant_changed(event.tenant)  # type: ignore[union-attr]
         elif kind is ConcurrencyLimitChanged:
             self._limit_changed(event)  # type: ignore[arg-type]
+        elif kind is Rejected:
+            self._count_rejected(event.jobs, event.reason)  # type: ignore[union-attr]
+            if not self._sweep_armed:
+                self._arm_sweep()
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
         self._dispatch()
@@ -353,7 +393,9 @@ class SchedulingCore:
             return self._queued_reason(entry)
         return None
 
-    def _queued_reason(self, entry: Entry) -> str:
+    def _queued_reason(self, entry: Entry, cache: dict[Any, Any] | None = None) -> str:
+        """Why a queued job waits. ``cache`` (one stats build's) keeps what is the same for
+        every job of a level and pool group."""
         if entry.held is not None:
             return f"capacity_held:{entry.held.name}"
         queue = self._queues.queue_of(entry)
@@ -365,15 +407,28 @@ class SchedulingCore:
         parked = queue.parked.get(entry.tenant)
         if parked is not None:
             return parked
-        if self._queues.competes_above(entry):
-            return "higher_priority_backlog"
-        guard = self._guard
-        if guard is not None and any(rank > entry.rank for rank in guard.owed(self._queues.counts)):
-            return "priority_guard"
+        above = None if cache is None else cache.get((entry.rank, entry.group))
+        if above is None:
+            guard = self._guard
+            above = (
+                "higher_priority_backlog"
+                if self._queues.competes_above(entry)
+                else "priority_guard"
+                if guard is not None
+                and any(rank > entry.rank for rank in guard.owed(self._queues.counts))
+                else ""
+            )
+            if cache is not None:
+                cache[(entry.rank, entry.group)] = above
+        if above:
+            return above
         mine = None if tenant_queue is None else tenant_queue.key
         top = queue.top()  # (drops stale keys)
         if mine is not None and top is not None and top[2] is not tenant_queue and top[0] < mine[0]:
             return "fair_share"
+        for _, pool in entry.placement:
+            if pool.stopping:
+                return f"stopping_runs:{pool.name}"
         return "no_capacity"
 
     @property
@@ -428,81 +483,72 @@ class SchedulingCore:
         return (state.running, state.max_running, state.tokens if state.rate else None)
 
     def stats(self) -> Stats:
-        """Counts by status, per priority, tenant and backend; pools; waiting reasons."""
-        reasons: dict[str, int] = {}
-        by_level = [self._new_counter() for _ in range(LEVELS)]
-        by_backend: dict[str, list[int]] = {}
-        by_tenant_level: dict[tuple[str, int], list[int]] = {}
-        for (tenant_id, rank, backend), cell in self._cells.items():
-            _add(by_level[rank], cell)
-            if backend is not None:
-                _add(by_backend.setdefault(backend, self._new_counter()), cell)
-            if tenant_id:  # "": rejections without a valid tenant (in the totals only)
-                _add(by_tenant_level.setdefault((tenant_id, rank), self._new_counter()), cell)
-        totals = _sum(by_level)
-        totals[_REJECTED] += self._rejected_unleveled
-        if totals[_SLOT[_PENDING]]:
-            for entry in self._jobs.values():
-                if entry.status is _PENDING:
-                    reason = entry.job.waiting_reason or "pending"
-                    reasons[reason] = reasons.get(reason, 0) + 1
-        for entry in self._queues.entries():
-            reason = self._queued_reason(entry)
-            reasons[reason] = reasons.get(reason, 0) + 1
-        per_tenant: dict[str, list[list[int]]] = {}
-        for (tenant_id, _), counter in by_tenant_level.items():
-            per_tenant.setdefault(tenant_id, []).append(counter)
-        for tenant_id in self._tenant_rejected_unleveled:
-            per_tenant.setdefault(tenant_id, [])
-        by_tenant = {}
-        for tenant_id, counters in per_tenant.items():
-            counter = _sum(counters)
-            counter[_REJECTED] += self._tenant_rejected_unleveled.get(tenant_id, 0)
-            by_tenant[tenant_id] = self._tenant_stats(tenant_id, counter, by_tenant_level)
-        return Stats(
-            totals=_counts(totals),
-            by_priority={p.value: _counts(by_level[p.rank]) for p in Priority},
-            by_tenant=by_tenant,
-            by_backend={b: _counts(c) for b, c in by_backend.items()},
-            pools={
-                name: PoolStats(
-                    backend=pool.backend,
-                    capacity=pool.spec,
-                    used=PoolUsage(**pool.usage()),  # type: ignore[arg-type]
-                )
-                for name, pool in self._pools.items()
-            },
-            waiting_reasons=reasons,
+        """Counts by status, per priority, tenant and backend; pools; waiting reasons (in one
+        go; ``stats_builder`` builds the same in steps)."""
+        return self.stats_builder().result()
+
+    def stats_builder(self) -> StatsBuilder:
+        """A ``StatsBuilder`` over the state as it is now, to build the Stats in steps of
+        bounded work (O(tenants + waiting jobs) in all)."""
+        return StatsBuilder(
+            self._counters,
+            self._retired,
+            self._rejected_unleveled,
+            list(self._jobs.values()) if self._waiting else [],
+            self._tenant_stats,
+            self._reason_of,
+            self._pool_stats,
         )
 
-    def _tenant_stats(
-        self,
-        tenant_id: str,
-        counter: list[int],
-        by_tenant_level: dict[tuple[str, int], list[int]],
-    ) -> TenantStats:
-        base = _counts(counter)
-        by_priority = {
-            p.value: _counts(c)
-            for p in Priority
-            if (c := by_tenant_level.get((tenant_id, p.rank))) is not None
+    def tenant_stats(self, tenant_id: str) -> TenantStats:
+        """One tenant's stats, from its own counters (O(1) in the number of tenants); zeros
+        with its weight and quota for a tenant with no counters."""
+        counters = self._counters.get(tenant_id)
+        if counters is not None:
+            return self._tenant_stats(tenant_id, counters)
+        spec = self.tenant(tenant_id)
+        if spec is None:
+            return TenantStats()
+        return TenantStats(weight=spec.weight, quota=spec.quota, budget_usd=spec.quota.budget_usd)
+
+    def _reason_of(self, entry: Entry, cache: dict[Any, Any]) -> str | None:
+        status = entry.status
+        if status is _PENDING:
+            return entry.job.waiting_reason or "pending"
+        if status is _QUEUED:
+            return self._queued_reason(entry, cache)
+        return None
+
+    def _pool_stats(self) -> dict[str, PoolStats]:
+        return {
+            name: PoolStats(
+                backend=pool.backend,
+                capacity=pool.spec,
+                used=pool_usage(pool.usage(), pool.stopping),
+            )
+            for name, pool in self._pools.items()
         }
+
+    def _tenant_stats(self, tenant_id: str, counters: TenantCounters) -> TenantStats:
+        counter, by_priority = counters.total()
+        base = counts(counter)
+        fields = {name: getattr(base, name) for name in base.__struct_fields__}
         state = self._tenants.get(tenant_id)
         if state is None:
-            return TenantStats(**_fields(base), by_priority=by_priority)
-        active_weight = sum(t.weight for t in self._tenants.values() if t.running or t.waiting)
+            return TenantStats(
+                **fields, by_priority=by_priority, rejections=dict(counters.rejections)
+            )
+        active_weight = self._active_weight
         return TenantStats(
-            **_fields(base),
+            **fields,
             weight=state.weight,
             quota=state.quota,
             usage=TenantUsage(**state.usage.as_dict()),  # type: ignore[arg-type]
             dominant_share=dominant_share(state, Capacity(list(self._pools.values())))
             * state.weight,
-            fair_share=(state.weight / active_weight)
-            if active_weight and (state.running or state.waiting)
-            else 0.0,
+            fair_share=state.weight / active_weight if active_weight and state.active else 0.0,
             by_priority=by_priority,
-            rejections=dict(state.rejections),
+            rejections=dict(counters.rejections),
             spend_usd=state.spend_period,
             spend_total_usd=state.spend_total,
             committed_usd=max(0.0, state.committed),
@@ -734,12 +780,14 @@ class SchedulingCore:
             if last is not None and last[0] == entry.rank and last[1] == backend:
                 counter = entry.counter = last[2]
             else:
-                counter = entry.counter = self._cell(entry.tenant, entry.rank, backend)
+                counter = entry.counter = tenant.counters.cell(entry.rank, backend)
                 tenant.last_cell = (entry.rank, backend, counter)
             self._jobs[key] = entry
-            counter[_SUBMITTED] += 1
-            counter[_QUEUED_SLOT] += 1
+            counter[SUBMITTED] += 1
+            counter[QUEUED_SLOT] += 1
             tenant.waiting += 1
+            if not tenant.active:
+                self._check_active(tenant)
             if tenant.limited:
                 namespace = tenant.namespaces.get(entry.namespace)
                 if namespace is not None:
@@ -747,6 +795,8 @@ class SchedulingCore:
             queues.push(entry, self._group_pools)
             out.append(Record(job, None))
         self._waiting += count
+        if not self._sweep_armed:
+            self._arm_sweep()
         return True
 
     def _reject(self, jobs: Sequence[Job], rejection: Rejection) -> None:
@@ -763,8 +813,16 @@ class SchedulingCore:
             if self._default_tenant is None:
                 return None
             spec = replace(self._default_tenant, id=tenant_id)
-        state = self._tenants[tenant_id] = TenantState(spec, self._now)
+        state = self._tenants[tenant_id] = TenantState(
+            spec, self._now, self._tenant_counters(tenant_id)
+        )
         return state
+
+    def _tenant_counters(self, tenant_id: str) -> TenantCounters:
+        counters = self._counters.get(tenant_id)
+        if counters is None:
+            counters = self._counters[tenant_id] = TenantCounters()
+        return counters
 
     def _place(self, entry: Entry) -> tuple[float, PoolState] | None:
         best: tuple[float, PoolState] | None = None
@@ -848,11 +906,19 @@ class SchedulingCore:
         run = self._runs.pop((event.tenant_id, event.job_id, event.attempt), None)
         if run is None:
             return  # already reported: ending a run is idempotent
-        run.reservation.pool.release(run.reservation)
+        pool = run.reservation.pool
+        pool.release(run.reservation)
+        if run.stopping:
+            pool.stopping -= 1
         self._released(run)
         entry = run.entry
         if entry.status is not _RUNNING or entry.job.attempt != event.attempt:
+            self._check_active(run.tenant)
             return  # the job already moved on (timeout, cancel): only the capacity comes back
+        self._run_outcome(entry, event)
+        self._check_active(run.tenant)
+
+    def _run_outcome(self, entry: Entry, event: RunEnded) -> None:
         outcome = event.outcome
         if type(outcome) is Succeeded:
             self._finish(entry, Status.SUCCEEDED, result=outcome.result)
@@ -1009,6 +1075,9 @@ class SchedulingCore:
 
     def _timer(self, event: TimerFired) -> None:
         what, tenant_id, job_id, attempt = event.key
+        if what == _SWEEP_KEY:
+            self._sweep()
+            return
         if what == _LIMIT_KEY:  # a rate-limited tool has a token again
             limit = self._limits.get(("tool", job_id))
             if limit is not None:
@@ -1027,8 +1096,19 @@ class SchedulingCore:
                 message=f"timed out after {timeout_ms} ms (resources.timeout_ms)",
                 attempt=attempt,
             )
-            self._out.append(StopRun(tenant_id, job_id, attempt, entry.backend, "timeout"))
+            self._stop_run(entry, "timeout")
             self._attempt_failed(entry, error, True, Status.TIMEOUT)
+
+    def _stop_run(self, entry: Entry, reason: str) -> None:
+        """Tell the engine to stop a job's current run. Until the run really ends it holds its
+        capacity, counted as ``stopping`` on its pool (stats; the waiting reason
+        ``stopping_runs:<pool>``), so a run that ignores cancellation stays visible."""
+        job = entry.job
+        run = self._runs.get((entry.tenant, job.id, job.attempt))
+        if run is not None and not run.stopping:
+            run.stopping = True
+            run.reservation.pool.stopping += 1
+        self._out.append(StopRun(entry.tenant, job.id, job.attempt, entry.backend, reason))
 
     def _enqueue_pending(self, entry: Entry) -> None:
         job = replace(entry.job, status=_QUEUED, queued_at=self._now_dt, waiting_reason=None)
@@ -1042,11 +1122,7 @@ class SchedulingCore:
         if entry is None:
             return  # unknown or already terminal: nothing changes
         if entry.status is _RUNNING:
-            self._out.append(
-                StopRun(
-                    event.tenant_id, event.job_id, entry.job.attempt, entry.backend, event.reason
-                )
-            )
+            self._stop_run(entry, event.reason)
         elif entry.status is _QUEUED:
             self._queues.discard(entry)
             queue = self._queues.queue_of(entry)
@@ -1060,6 +1136,8 @@ class SchedulingCore:
         if state is None:
             return
         new = [name for name in spec.namespaces if name not in state.namespaces]
+        if state.active:
+            self._active_weight += spec.weight - state.weight
         state.update(spec)
         if new:
             self._recount_namespaces(state, new)
@@ -1116,17 +1194,95 @@ class SchedulingCore:
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
-    @staticmethod
-    def _new_counter() -> list[int]:
-        return [0] * (_REJECTED + 1)
+    def _check_active(self, tenant: TenantState) -> None:
+        """Keep ``tenant.active`` (has waiting or running jobs), the count and weight of the
+        active tenants, and the idle list, right after its waiting or running count changed."""
+        active = tenant.waiting > 0 or tenant.running > 0
+        if active is tenant.active:
+            return
+        tenant.active = active
+        tenant_id = tenant.spec.id
+        if active:
+            self._active_count += 1
+            self._active_weight += tenant.weight
+            self._idle.pop(tenant_id, None)
+        else:
+            self._active_count -= 1
+            self._active_weight = self._active_weight - tenant.weight if self._active_count else 0.0
+            self._idle[tenant_id] = self._now
 
-    def _cell(self, tenant: str, rank: int, backend: str | None) -> list[int]:
-        """The counter of (tenant, level, backend): what a job's transitions update."""
-        key = (tenant, rank, backend)
-        cell = self._cells.get(key)
-        if cell is None:
-            cell = self._cells[key] = self._new_counter()
-        return cell
+    def _arm_sweep(self, soon: bool = False) -> None:
+        """Arm the idle-tenant sweep, one ``tenant_idle_ttl_s`` from now (or at once to go on
+        with a big sweep). It is armed by the first admitted submit (never with a Reject, which
+        comes alone) and re-armed by each sweep while tenants are idle."""
+        ttl = self._idle_ttl
+        if ttl is None:
+            return
+        self._sweep_armed = True
+        self._out.append(ArmTimer(self._now if soon else self._now + ttl, (_SWEEP_KEY, "", "", 0)))
+
+    def _sweep(self) -> None:
+        """Drop the state of tenants idle for ``tenant_idle_ttl_s`` (at most a batch at a
+        time): no waiting or running job, no submit-rate debt, nothing spent in the current
+        budget period. Their counters are folded into the retired cells (totals stay right);
+        their configured spec stays, so they come back as configured."""
+        self._sweep_armed = False
+        ttl = self._idle_ttl
+        if ttl is None:
+            return
+        horizon = self._now - ttl
+        idle = self._idle
+        dropped = 0
+        while idle and dropped < _SWEEP_BATCH:
+            tenant_id, since = next(iter(idle.items()))
+            if since > horizon:
+                break
+            del idle[tenant_id]
+            if self._droppable(tenant_id):
+                self._drop_tenant(tenant_id)
+                dropped += 1
+            else:
+                idle[tenant_id] = self._now  # look again after another ttl
+        if idle:
+            self._arm_sweep(soon=dropped >= _SWEEP_BATCH)
+
+    def _droppable(self, tenant_id: str) -> bool:
+        """Whether forgetting an idle tenant's state changes no later decision."""
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            return True  # only counters (rejections)
+        if state.active:
+            return False
+        if state.quota.submit_rate is not None:
+            state.refill(self._now)
+            if state.tokens < state.burst - 1e-9:
+                return False  # it still owes tokens: dropping would forgive them
+        if state.quota.budget_usd is not None:
+            state.roll_period(self._now)
+            if state.spend_period > 0.0:
+                return False  # spent in this budget period: dropping would refund it
+        self._refresh_tenant(state)  # parked with no job left (a quota lowered to 0)
+        return True
+
+    def _drop_tenant(self, tenant_id: str) -> None:
+        counters = self._counters.pop(tenant_id, None)
+        if counters is not None:
+            for key, cell in counters.cells.items():
+                retired = self._retired.get(key)
+                if retired is None:
+                    retired = self._retired[key] = new_counter()
+                add_counter(retired, cell)
+            self._rejected_unleveled += counters.rejected_unleveled
+        if self._tenants.pop(tenant_id, None) is not None:
+            for queue in self._queues.groups():
+                vtime = queue.idle_vtimes.get(tenant_id)
+                if vtime is not None and vtime <= queue.clock:  # no standing to remember
+                    del queue.idle_vtimes[tenant_id]
+
+    @property
+    def tenants_kept(self) -> int:
+        """Tenants the core keeps state or counters for now (bounded by the idle sweep)."""
+        return len(self._counters)
 
     def _move(self, entry: Entry, status: Status, job: Job) -> None:
         """The one place a live job changes status: checks the edge, counts, keeps the job."""
@@ -1134,8 +1290,8 @@ class SchedulingCore:
         if status not in ALLOWED_TRANSITIONS[previous]:
             check_transition(job.id, previous, status)  # raises, saying which edge
         counter = entry.counter
-        counter[_SLOT[previous]] -= 1
-        counter[_SLOT[status]] += 1
+        counter[SLOT[previous]] -= 1
+        counter[SLOT[status]] += 1
         was_waiting, is_waiting = previous in _WAITING, status in _WAITING
         if was_waiting is not is_waiting:
             step = 1 if is_waiting else -1
@@ -1146,59 +1302,42 @@ class SchedulingCore:
                 namespace = tenant.namespaces.get(entry.namespace)
                 if namespace is not None:
                     namespace.waiting += step
+            if not tenant.running:  # (with a run, the tenant stays active whatever happens)
+                self._check_active(tenant)
         entry.status = status
         entry.job = job
         entry.since = self._now
 
-    def count_rejected(self, jobs: Sequence[object], reason: str = "invalid") -> None:
-        """Count submits refused before they reached the core (invalid, unroutable...). A job
-        whose priority or tenant is itself invalid counts in the totals only."""
-        self._count_rejected(jobs, reason)
-
     def _count_rejected(self, jobs: Sequence[object], reason: str) -> None:
+        """Count refused submits: in their tenant's counters (its rejections by reason, and its
+        level's cell when the job has a valid priority), or apart when the tenant id itself is
+        not valid (then in the totals and its level only)."""
         for job in jobs:
             priority = getattr(job, "priority", None)
             raw_tenant = getattr(job, "tenant_id", None)
-            tenant_id = raw_tenant if isinstance(raw_tenant, str) and raw_tenant else None
+            tenant_id = raw_tenant if _countable_tenant(raw_tenant) else None
+            counters = None if tenant_id is None else self._tenant_counters(tenant_id)
             if isinstance(priority, Priority):
-                # a job without a valid tenant counts in its level only (tenant "")
-                self._cell(tenant_id or "", priority.rank, None)[_REJECTED] += 1
+                where = counters or self._tenant_counters("")
+                where.cell(priority.rank, None)[REJECTED] += 1
+            elif counters is not None:
+                counters.rejected_unleveled += 1
             else:
                 self._rejected_unleveled += 1
-                if tenant_id is not None:
-                    unleveled = self._tenant_rejected_unleveled
-                    unleveled[tenant_id] = unleveled.get(tenant_id, 0) + 1
-            if tenant_id is not None:
+            if counters is not None and tenant_id is not None:
+                counters.rejections[reason] = counters.rejections.get(reason, 0) + 1
                 state = self._tenants.get(tenant_id)
-                if state is not None:
-                    state.rejections[reason] = state.rejections.get(reason, 0) + 1
+                if state is None or not state.active:  # remembered until idle long enough
+                    self._idle.pop(tenant_id, None)
+                    self._idle[tenant_id] = self._now
 
 
-def _add(total: list[int], counter: list[int]) -> None:
-    for i, value in enumerate(counter):
-        total[i] += value
-
-
-def _sum(counters: Sequence[list[int]]) -> list[int]:
-    total = [0] * (_REJECTED + 1)
-    for counter in counters:
-        _add(total, counter)
-    return total
-
-
-def _counts(counter: list[int]) -> Counts:
-    return Counts(
-        pending=counter[_SLOT[Status.PENDING]],
-        queued=counter[_SLOT[Status.QUEUED]],
-        running=counter[_SLOT[Status.RUNNING]],
-        succeeded=counter[_SLOT[Status.SUCCEEDED]],
-        failed=counter[_SLOT[Status.FAILED]],
-        timeout=counter[_SLOT[Status.TIMEOUT]],
-        canceled=counter[_SLOT[Status.CANCELED]],
-        submitted=counter[_SUBMITTED],
-        rejected=counter[_REJECTED],
+def _countable_tenant(tenant_id: object) -> bool:
+    """Whether a refused job's tenant id is one to count rejections under (a short printable
+    ASCII string; anything else is counted apart rather than kept as a key)."""
+    return (
+        isinstance(tenant_id, str)
+        and 0 < len(tenant_id) <= 128
+        and tenant_id.isascii()
+        and tenant_id.isprintable()
     )
-
-
-def _fields(counts: Counts) -> dict[str, Any]:
-    return {name: getattr(counts, name) for name in Counts.__struct_fields__}

@@ -27,6 +27,7 @@ __all__ = [
     "PoolsChanged",
     "Record",
     "Reject",
+    "Rejected",
     "Route",
     "RunEnded",
     "StopRun",
@@ -107,6 +108,15 @@ class Cancel(Struct, frozen=True, gc=False):
     reason: str = "requested"
 
 
+class Rejected(Struct, frozen=True, gc=False):
+    """Submits the engine refused before they reached the core (invalid, unroutable...), to be
+    counted (by tenant and level where they have valid ones) under ``reason``. The jobs may be
+    anything a caller passed."""
+
+    jobs: tuple[Any, ...]
+    reason: str = "invalid"
+
+
 class TimerFired(Struct, frozen=True, gc=False):
     """A timer armed by an ``ArmTimer`` decision is due."""
 
@@ -135,7 +145,14 @@ class ConcurrencyLimitChanged(Struct, frozen=True, gc=False):
 
 
 Event = (
-    Submit | RunEnded | Cancel | TimerFired | PoolsChanged | TenantChanged | ConcurrencyLimitChanged
+    Submit
+    | RunEnded
+    | Cancel
+    | TimerFired
+    | PoolsChanged
+    | TenantChanged
+    | ConcurrencyLimitChanged
+    | Rejected
 )
 
 

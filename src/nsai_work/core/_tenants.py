@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from .._ir import UNLIMITED, Quota, Tenant
 from ._capacity import Needs, PoolState, Reservation, Usage
+from ._counters import TenantCounters
 
 if TYPE_CHECKING:
     from ._queues import GroupQueue, SubKey, TenantQueue
@@ -94,20 +95,21 @@ class TenantState:
         "weight",
         "last_cell",
         "last_subkey",
+        "active",
+        "counters",
         "quota",
         "committed",
         "last_refill",
         "namespaces",
         "parked_in",
         "period_start",
-        "rejections",
         "spec",
         "spend_period",
         "spend_total",
         "tokens",
     )
 
-    def __init__(self, spec: Tenant, now: float) -> None:
+    def __init__(self, spec: Tenant, now: float, counters: TenantCounters) -> None:
         self.spec = spec
         self.weight = spec.weight
         self.quota = spec.quota
@@ -122,7 +124,8 @@ class TenantState:
         self.limited = spec.quota is not UNLIMITED or bool(spec.namespaces)
         self.tokens = float(self.burst)
         self.last_refill = now
-        self.rejections: dict[str, int] = {}
+        self.counters = counters  # its status counters and rejections (kept by the core)
+        self.active = False  # has waiting or running jobs (the core keeps this and its weight)
         self.spend_total = 0.0  # USD, since the scheduler started
         self.spend_period = 0.0  # USD, in the current budget period
         self.period_start = now

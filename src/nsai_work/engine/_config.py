@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -13,7 +14,7 @@ from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
-from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, check_resolution
+from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, DEFAULT_TENANT_IDLE_TTL_S, check_resolution
 from ..telemetry import Telemetry
 
 __all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
@@ -56,6 +57,10 @@ class Config(Struct, kw_only=True, frozen=True):
       ``enable_altar``).
     - ``exit_timeout_s``: how long the default scheduler (``work.start``) lets running jobs
       finish when the interpreter exits or gets SIGTERM, before canceling them.
+    - ``tenant_idle_ttl_s``: how long the state of a tenant with no waiting or running job is
+      kept (usage, fair-share standing, counters); None keeps it forever. A configured tenant's
+      spec is never dropped, nor a tenant that owes submit-rate tokens or has spent in its
+      budget period; dropped tenants leave ``stats().by_tenant`` but still count in the totals.
     - ``clock``: the ``work.Clock`` the engine reads (monotonic time for durations and timers,
       wall time for timestamps); default the system's. ``work.testing.FakeClock`` drives a
       scheduler by hand in tests.
@@ -78,6 +83,7 @@ class Config(Struct, kw_only=True, frozen=True):
     fair_share_resolution_s: float = DEFAULT_FAIR_SHARE_RESOLUTION_S
     enable_altar: bool = True
     exit_timeout_s: float = 10.0
+    tenant_idle_ttl_s: float | None = DEFAULT_TENANT_IDLE_TTL_S
     clock: Any = None
 
     def check(self) -> None:
@@ -102,6 +108,16 @@ class Config(Struct, kw_only=True, frozen=True):
                 f"telemetry must be a work.telemetry.Telemetry, got {type(self.telemetry).__name__}"
             )
         check_resolution(self.fair_share_resolution_s)
+        ttl = self.tenant_idle_ttl_s
+        if ttl is not None and (
+            not isinstance(ttl, int | float)
+            or isinstance(ttl, bool)
+            or not math.isfinite(ttl)
+            or ttl <= 0
+        ):
+            raise ConfigurationError(
+                f"tenant_idle_ttl_s must be a finite number of seconds > 0 or None, got {ttl!r}"
+            )
         if not self.backends:
             raise ConfigurationError("backends is empty: give at least one backend")
         if not isinstance(self.enable_altar, bool):

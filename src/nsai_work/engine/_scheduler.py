@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
-import gc
 import inspect
 import logging
 import random
@@ -54,6 +53,7 @@ from ..core import (
     Outcome,
     Record,
     Reject,
+    Rejected,
     Route,
     RunEnded,
     SchedulingCore,
@@ -86,8 +86,10 @@ _INLINE_LIMIT: Final = 8
 _URGENT: Final = frozenset({Priority.REALTIME, Priority.INTERACTIVE})
 #: How long a worker may chain short jobs before it yields the loop to other tasks.
 _SLICE_S: Final = 0.0001
-#: A submit of at least this many jobs runs with the cyclic garbage collector paused.
-_GC_PAUSE_MIN: Final = 1000
+#: ``stats()`` is built in steps of this much work (tenants or waiting jobs) ...
+_STATS_STEP: Final = 64
+#: ... and yields to the loop after this long, so dispatch goes on while it is built.
+_STATS_SLICE_S: Final = 0.001
 
 
 class Page(Struct, kw_only=True):
@@ -274,6 +276,7 @@ class Scheduler:
             concurrency_limits=config.concurrency_limits,
             guard=config.priority_guard,
             fair_share_resolution_s=config.fair_share_resolution_s,
+            tenant_idle_ttl_s=config.tenant_idle_ttl_s,
         )
         self._store = MemoryStore(
             finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max
@@ -301,24 +304,31 @@ class Scheduler:
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop: waiting jobs are canceled (reason ``shutdown``: the memory store keeps nothing),
-        running ones may finish until ``timeout`` seconds, then they are canceled too."""
+        running ones may finish until ``timeout`` seconds, then they are canceled too and get
+        5 more seconds to end. A run still going then (a sync handler's thread, or an async
+        handler that ignores cancellation) is abandoned, with an error logged naming its job."""
         if self._state != "running":
             return
         self._state = "stopping"
         loop = self._loop
-        deadline = loop.time() + max(0.0, timeout)
-        self._cancel_live(lambda status: status is not _RUNNING)
-        while self._runs:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            tasks = [task for task, _, _ in self._runs.values()]
-            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            self._cancel_live(lambda status: status is not _RUNNING)  # retries scheduled meanwhile
+        waiting = lambda status: status is not _RUNNING  # noqa: E731
+        self._cancel_live(waiting)
+        # running jobs may finish; retries scheduled meanwhile are canceled as they come
+        await self._wait_runs(loop.time() + max(0.0, timeout), lambda: self._cancel_live(waiting))
         self._cancel_live(lambda status: True)
-        tasks = [task for task, _, _ in self._runs.values()]
-        if tasks:  # runs in threads end when their thread returns; do not wait forever
-            await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE_S)
+        await self._wait_runs(loop.time() + _SHUTDOWN_GRACE_S)
+        for _, ctx, info in self._runs.values():
+            job = ctx.job
+            _log.error(
+                "nsai-work: job %s (tenant %r, kind %r) on %r did not end within %.0f s of its "
+                "cancellation at stop (a sync handler still in its thread, or an async handler "
+                "that ignores cancellation); abandoned",
+                job.id,
+                job.tenant_id,
+                job.kind,
+                info.name,
+                _SHUTDOWN_GRACE_S,
+            )
         self._timers.close()
         for info in self._backends.values():
             hook = getattr(info.backend, "stop", None)
@@ -331,6 +341,24 @@ class Scheduler:
                     _log.exception("backend %r failed to stop", info.name)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
+
+    async def _wait_runs(self, deadline: float, between: Callable[[], None] | None = None) -> None:
+        """Wait until no run is in flight or ``deadline`` (loop time) has passed; ``between``
+        runs after each wake-up."""
+        loop = self._loop
+        while self._runs:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            tasks = {task for task, _, _ in self._runs.values() if not task.done()}
+            if not tasks:  # a task ended without reporting its run (never expected): report it
+                for key, (_, ctx, _) in list(self._runs.items()):
+                    if key in self._runs:
+                        self._end_run(ctx.job, _STOPPED, None)
+                continue
+            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if between is not None:
+                between()
 
     def abandon(self) -> None:
         """Give up without stopping, because the loop is gone (the blocking facade calls this
@@ -482,8 +510,20 @@ class Scheduler:
             ) from None
 
     async def stats(self) -> Stats:
-        """Counts by status per priority, tenant and backend; pools; waiting reasons."""
-        return self.stats_now()
+        """Counts by status per priority, tenant and backend; pools; waiting reasons.
+
+        It costs O(tenants + waiting jobs), built in slices of about a millisecond between
+        which the engine goes on dispatching (each tenant's counts are read at one instant, so
+        totals add up; a waiting job's reason is the one it has when its slice comes)."""
+        self._require_started()
+        builder = self._core.stats_builder()
+        clock = time.perf_counter
+        started = clock()
+        while not builder.step(_STATS_STEP):
+            if clock() - started >= _STATS_SLICE_S:
+                await asyncio.sleep(0)
+                started = clock()
+        return builder.result()
 
     async def set_tenant(self, tenant: Tenant) -> Tenant:
         """Add or change a tenant (weight, quota, namespace limits), effective for the next
@@ -504,22 +544,8 @@ class Scheduler:
     # ---- the same verbs, synchronous, for the loop thread (the blocking facade calls these) ---
 
     def submit_now(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
-        """``submit``/``submit_many`` without awaiting; call on the loop thread only.
-
-        A large batch is admitted with the cyclic garbage collector paused: it only allocates
-        objects that outlive it, so a collection in the middle would scan them for nothing (and
-        their number triggers full collections). It is resumed before returning, unless it was
-        off already."""
+        """``submit``/``submit_many`` without awaiting; call on the loop thread only."""
         self._require_running()
-        if len(jobs) < _GC_PAUSE_MIN or not gc.isenabled():
-            return self._submit_now(jobs, batch)
-        gc.disable()
-        try:
-            return self._submit_now(jobs, batch)
-        finally:
-            gc.enable()
-
-    def _submit_now(self, jobs: Sequence[Job], batch: bool) -> builtins.list[Job]:
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
         limits: builtins.list[tuple[Limit, ...]] = []
@@ -540,7 +566,7 @@ class Scheduler:
                 validated.append(checked)
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
-            self._core.count_rejected(jobs, rejection_reason(error))
+            self._feed(Rejected(tuple(jobs), rejection_reason(error)))
             self._emitter.rejected([j for j in jobs if type(j) is Job], error)
             raise error from None
         if not validated:
@@ -688,11 +714,6 @@ class Scheduler:
         )
         return self.submit_now([copy_of], batch=False)[0]
 
-    def stats_now(self) -> Stats:
-        """``stats`` without awaiting."""
-        self._require_started()
-        return self._core.stats()
-
     def set_tenant_now(self, tenant: Tenant) -> Tenant:
         """``set_tenant`` without awaiting."""
         checked = validate_struct(tenant, Tenant, "$.tenant")
@@ -714,15 +735,10 @@ class Scheduler:
         self._feed(ConcurrencyLimitChanged(group, limit))
 
     def tenant_stats_now(self, tenant_id: str) -> TenantStats:
-        """One tenant's stats (zeros for a tenant never seen)."""
+        """One tenant's stats, from its own counters: O(1) in the number of tenants (zeros for a
+        tenant never seen)."""
         self._require_started()
-        found = self._core.stats().by_tenant.get(tenant_id)
-        if found is not None:
-            return found
-        spec = self._core.tenant(tenant_id)
-        if spec is None:
-            return TenantStats()
-        return TenantStats(weight=spec.weight, quota=spec.quota)
+        return self._core.tenant_stats(tenant_id)
 
     def _require_started(self) -> None:
         if self._state == "new":

@@ -146,8 +146,7 @@ class SyncScheduler:
                 if self._death is None:
                     loop.call_soon_threadsafe(loop.stop)
                 thread.join()
-                if self._death is not None:
-                    self._abandon(engine, loop)
+                self._abandon(engine, loop)
                 loop.close()
                 self._engine = self._loop = self._thread = None
 
@@ -165,8 +164,10 @@ class SyncScheduler:
 
     @staticmethod
     def _abandon(engine: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
-        """After the loop died: its tasks can never end. Close their coroutines now (so their
-        clean-up runs here, not in some later garbage collection) and let them go quietly."""
+        """After the loop stopped (or died): tasks still pending on it can never end (runs that
+        ignored their cancellation, which stop() reported). Close their coroutines now, so
+        their clean-up runs here and not in some later garbage collection, and let them go
+        without asyncio's "Task was destroyed but it is pending!"."""
         engine.abandon()
         for task in asyncio.all_tasks(loop):
             task._log_destroy_pending = False  # type: ignore[attr-defined]
@@ -327,7 +328,7 @@ class SyncScheduler:
 
     def stats(self) -> Stats:
         """Counts by status per priority, tenant and backend; pools; waiting reasons."""
-        return self._call(self.engine.stats_now)
+        return self._await(self.engine.stats())
 
     def set_tenant(self, tenant: Tenant) -> Tenant:
         """Add or change a tenant, effective for the next decision (see ``Scheduler``)."""
