@@ -69,6 +69,7 @@ from .engine._default import (
     cancel,
     default_scheduler,
     get,
+    list,
     retry,
     set_concurrency_limit,
     set_tenant,
@@ -80,7 +81,6 @@ from .engine._default import (
     wait,
     wait_many,
 )
-from .engine._default import list_jobs as list
 
 __version__ = "0.1.0"
 

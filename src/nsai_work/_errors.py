@@ -25,6 +25,8 @@ Messages say what was expected, what was found, where, and how to fix it.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "AdmissionError",
     "BackendError",
@@ -41,6 +43,7 @@ __all__ = [
     "ValidationError",
     "WaitTimeoutError",
     "WorkError",
+    "public_type_name",
 ]
 
 
@@ -127,3 +130,22 @@ class ConfigurationError(WorkError, ValueError):
 
 class NonRetryableError(Exception):
     """Raise from a handler or tool to fail the job at once, without further attempts."""
+
+
+def public_type_name(kind: type) -> str:
+    """How an exception type is named to users (``JobError.type``): its qualname for builtins
+    and ``__main__``, else ``module.qualname`` by the most public module that exposes it, so
+    ``nsai_work._errors.ValidationError`` reads ``nsai_work.ValidationError``."""
+    module = str(getattr(kind, "__module__", None) or "?")
+    qualname = str(getattr(kind, "__qualname__", None) or getattr(kind, "__name__", "?"))
+    if module in ("builtins", "__main__"):
+        return qualname
+    parts = module.split(".")
+    if any(part.startswith("_") for part in parts):
+        public = [part for part in parts if not part.startswith("_")]
+        for end in range(1, len(public) + 1):  # the shortest public path first
+            candidate = ".".join(public[:end])
+            found = sys.modules.get(candidate)
+            if found is not None and getattr(found, qualname, None) is kind:
+                return f"{candidate}.{qualname}"
+    return f"{module}.{qualname}"

@@ -259,7 +259,7 @@ def test_non_retryable_errors_and_bad_results_fail_at_once(
     permanent, a_set = arun(main())
     assert (permanent.status, len(permanent.attempts)) == ("failed", 1)
     assert permanent.error is not None
-    assert permanent.error.type == "nsai_work._errors.NonRetryableError"
+    assert permanent.error.type == "nsai_work.NonRetryableError"
     assert (a_set.status, len(a_set.attempts)) == ("failed", 1)
     assert a_set.error is not None
     assert "JSON-encodable" in a_set.error.message
@@ -490,7 +490,7 @@ def test_workers_that_cannot_start_fail_the_jobs_with_the_reason(
     assert "exited with code 1 before it was ready" in message
     assert done.status == "failed"
     assert done.error is not None
-    assert done.error.type == "nsai_work._errors.BackendError"
+    assert done.error.type == "nsai_work.BackendError"
     assert "/bin/false" in done.error.message
 
 

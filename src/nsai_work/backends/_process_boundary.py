@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from .._errors import BackendError, NonRetryableError, ValidationError
+from .._errors import BackendError, NonRetryableError, ValidationError, public_type_name
 from ._worker import CommandDone, Err, RunCommand
 
 if TYPE_CHECKING:
@@ -119,7 +119,10 @@ _MAX_REMOTE_CLASSES: Final = 1024
 def remote_exception(error: Err) -> RemoteError:
     """The exception to raise in the scheduler for an ``Err`` reply of a worker."""
     cls = _remote_class(error.module, error.qualname, error.retryable)
-    if error.module in ("builtins", "__main__"):
+    local = getattr(sys.modules.get(error.module), error.qualname, None)
+    if isinstance(local, type):  # the same type is loaded here: name it by its public path
+        name = public_type_name(local)
+    elif error.module in ("builtins", "__main__"):
         name = error.qualname
     else:
         name = f"{error.module}.{error.qualname}"

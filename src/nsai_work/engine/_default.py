@@ -9,6 +9,7 @@ or the default exit, runs).
 from __future__ import annotations
 
 import atexit
+import builtins
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,7 @@ __all__ = [
     "cancel",
     "default_scheduler",
     "get",
+    "list",
     "list_jobs",
     "retry",
     "set_concurrency_limit",
@@ -124,7 +126,7 @@ def submit(job: Job) -> Job:
     return default_scheduler().submit(job)
 
 
-def submit_many(jobs: Iterable[Job]) -> list[Job]:
+def submit_many(jobs: Iterable[Job]) -> builtins.list[Job]:
     """Admit a batch, all or nothing."""
     return default_scheduler().submit_many(jobs)
 
@@ -134,7 +136,7 @@ def get(job_id: str, *, tenant_id: str | None = None) -> Job:
     return default_scheduler().get(job_id, tenant_id=tenant_id)
 
 
-def list_jobs(
+def list(
     tenant_id: str,
     *,
     namespace: str | None = None,
@@ -142,7 +144,7 @@ def list_jobs(
     limit: int = 100,
     cursor: str | None = None,
 ) -> Page:
-    """A page of a tenant's jobs, newest first (exported as ``work.list``)."""
+    """A page of a tenant's jobs, newest first (``work.list``)."""
     return default_scheduler().list(
         tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
     )
@@ -155,7 +157,7 @@ def wait(job_id: str, timeout: float | None = None, *, tenant_id: str | None = N
 
 def wait_many(
     job_ids: Iterable[str], timeout: float | None = None, *, tenant_id: str | None = None
-) -> list[Job]:
+) -> builtins.list[Job]:
     """Block until every job is terminal."""
     return default_scheduler().wait_many(job_ids, timeout, tenant_id=tenant_id)
 
@@ -195,3 +197,7 @@ def set_concurrency_limit(group: str, limit: int) -> None:
 def as_tenant(tenant_id: str) -> SyncTenantScope:
     """A handle on the default scheduler that sees and changes only one tenant's jobs."""
     return default_scheduler().as_tenant(tenant_id)
+
+
+#: The same function under the name it had before ``work.list`` was defined as ``list``.
+list_jobs = list

@@ -35,11 +35,12 @@ from .._errors import (
     ValidationError,
     WaitTimeoutError,
     WorkError,
+    public_type_name,
 )
 from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
 from .._validate import normalize_result, validate_new_job, validate_struct
-from ..backends import run_in_thread
+from ..backends import RemoteError, run_in_thread
 from ..core import (
     ArmTimer,
     Cancel,
@@ -208,9 +209,9 @@ def _with_index(error: WorkError, index: int) -> WorkError:
 def _job_error(exc: BaseException, attempt: int) -> JobError:
     """The exception as data; never raises, whatever the exception's ``__str__`` does."""
     kind = type(exc)
-    module = getattr(kind, "__module__", "?")
     qualname = getattr(kind, "__qualname__", "?")
-    name = qualname if module in ("builtins", "__main__") else f"{module}.{qualname}"
+    # (an exception raised again from a worker process carries the original type's name)
+    name = exc.type_name if isinstance(exc, RemoteError) else public_type_name(kind)
     try:
         message = str(exc)
     except Exception:
