@@ -196,6 +196,32 @@ def test_an_unknown_tool_is_refused(scheduler: work.SyncScheduler) -> None:
     assert scheduler.stats().totals.submitted == 0
 
 
+# A hang guard: backtracking takes years here, RE2 microseconds. The async Scheduler checks the
+# call on this (the main) thread, where pytest-timeout's signal can end a stall.
+@pytest.mark.timeout(60)
+def test_a_catastrophic_pattern_does_not_stall_the_scheduler(
+    tools: Register, arun: Callable[..., Any]
+) -> None:
+    evil = tools(
+        lambda args: args,
+        parameters={"properties": {"s": {"type": "STRING", "pattern": "^(a+)+$"}}},
+    )
+
+    async def main() -> tuple[ToolArgumentsError, work.Job, work.Job]:
+        async with work.Scheduler() as s:
+            with pytest.raises(ToolArgumentsError) as info:
+                await s.submit(call(evil, {"s": "a" * 10_000 + "b"}))
+            echo = work.Job(kind="tool_call", tenant_id="other", payload={"tool": "echo"})
+            other = await s.wait((await s.submit(echo)).id, timeout=WAIT_S)
+            good = await s.wait((await s.submit(call(evil, {"s": "a" * 10_000}))).id, WAIT_S)
+            return info.value, other, good
+
+    error, other, good = arun(main())
+    assert error.path == "$.payload.args.s"
+    assert other.status == "succeeded"
+    assert good.result == {"s": "a" * 10_000}
+
+
 def test_arguments_that_are_not_an_object_are_refused(
     scheduler: work.SyncScheduler, search: str
 ) -> None:

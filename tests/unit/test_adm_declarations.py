@@ -233,7 +233,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
         "bad regex",
         {"properties": {"s": {"type": "STRING", "pattern": "(["}}},
         f"{P}.properties.s.pattern",
-        "not a valid regular expression",
+        "pattern '([' is not a valid RE2 regular expression: RE2 says 'missing ]: ['",
     ),
     (
         "pattern not a string",
@@ -337,6 +337,49 @@ def test_an_invalid_declaration_is_refused_naming_the_path_and_the_rule(
     assert rule in str(info.value)
     assert "tool 't'" in str(info.value)
     assert not registry.is_registered("t")
+
+
+RE2_REFUSED = [
+    ("^(?=.*[0-9])", "a look-ahead is not supported"),
+    ("^(?!admin)", "a negative look-ahead is not supported"),
+    ("(?<=@)example", "a look-behind is not supported"),
+    ("(?<!@)example", "a negative look-behind is not supported"),
+    (r"^(a)\1$", "a backreference is not supported"),
+    ("(?P<x>a)(?P=x)", "a named backreference is not supported"),
+    ("^a++$", "a possessive quantifier is not supported"),
+    ("(?>ab)c", "an atomic group is not supported"),
+    (r"^C[0-9]{6}\Z", "Python's \\Z (the end of the text is \\z or $ in RE2) is not supported"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "construct"), RE2_REFUSED)
+def test_a_pattern_re2_cannot_compile_is_refused_naming_the_construct(
+    registry: ToolRegistry, pattern: str, construct: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        register(registry, {"properties": {"code": {"type": "STRING", "pattern": pattern}}})
+    assert info.value.path == "$.parameters.properties.code.pattern"
+    message = str(info.value)
+    assert f"pattern {pattern!r} is not a valid RE2 regular expression: {construct}" in message
+    assert "RE2 dialect, which matches in linear time" in message
+    assert not registry.is_registered("t")
+
+
+def test_patterns_in_the_re2_dialect_are_accepted(registry: ToolRegistry) -> None:
+    patterns = [
+        r"^(?P<year>[0-9]{4})-\d{2}$",
+        "(?i)^abc",
+        r"^\p{Greek}+\z",
+        "[[:alpha:]]",
+        r"\bC\b",
+    ]
+    register(
+        registry,
+        {"properties": {f"s{i}": {"type": "STRING", "pattern": p} for i, p in enumerate(patterns)}},
+    )
+    assert [s["pattern"] for s in registry.describe("t").parameters["properties"].values()] == (
+        patterns
+    )
 
 
 def test_too_deep_a_declaration_is_refused(registry: ToolRegistry) -> None:
