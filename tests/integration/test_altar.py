@@ -222,6 +222,22 @@ def test_a_catastrophic_pattern_does_not_stall_the_scheduler(
     assert good.result == {"s": "a" * 10_000}
 
 
+@pytest.mark.parametrize(
+    "name", ["bad\nname", "x\x1b[31mred", "a" * 200, "café"], ids=["newline", "ansi", "long", "é"]
+)
+def test_a_call_naming_an_invalid_tool_name_is_refused_clearly(
+    scheduler: work.SyncScheduler, name: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.submit(work.Job(kind="tool_call", tenant_id=TENANT, payload={"tool": name}))
+    assert info.value.path == "$.payload.tool"
+    message = str(info.value)
+    assert f"no tool can be named {name!r}"[:60] in message
+    assert "(tool names match [A-Za-z0-9][A-Za-z0-9._:@-]{0,127})" in message
+    assert message.isprintable(), message
+    assert scheduler.stats().totals.submitted == 0
+
+
 def test_arguments_that_are_not_an_object_are_refused(
     scheduler: work.SyncScheduler, search: str
 ) -> None:

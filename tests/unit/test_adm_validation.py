@@ -445,3 +445,39 @@ def test_check_call_roots_paths_at_the_payload_key() -> None:
         "search_documents",
         {"query": "q"},
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("bad\nname", "its character '\\n' at index 3 is not allowed"),
+        ("x\x1b[31mred", "its character '\\x1b' at index 1 is not allowed"),
+        ("\ud800", "its character '\\ud800' at index 0 is not allowed"),
+        ("a" * 1_000_000, "it has 1,000,000 characters"),
+        ("café", "its character 'é' at index 3 is not allowed"),
+    ],
+    ids=["newline", "escape sequence", "lone surrogate", "huge", "unicode"],
+)
+def test_a_call_naming_an_invalid_tool_name_says_no_tool_can_have_it(
+    name: str, problem: str
+) -> None:
+    registry = ToolRegistry()
+    with pytest.raises(work.ValidationError) as info:
+        registry.check_call({"function_name": name, "args": {}})
+    assert info.value.path == "$.payload.function_name"
+    message = str(info.value)
+    assert "no tool can be named " in message
+    assert f"{problem} (tool names match [A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}})" in message
+    assert message.isprintable(), message  # control characters and surrogates come escaped
+    assert len(message) < 600
+
+
+def test_a_call_naming_its_tool_by_something_huge_gets_a_short_message() -> None:
+    registry = ToolRegistry()
+    for payload in (
+        {"tool_name": list(range(100_000))},
+        {"tool_name": "echo", "tool": "x" * 100_000},
+    ):
+        with pytest.raises(work.ValidationError) as info:
+            registry.check_call(payload)
+        assert len(str(info.value)) < 600
