@@ -8,9 +8,10 @@
   to end. 10,000 calls (1,000 with ``--quick``).
 - Validation cost: microseconds per call of the compiled validator on the nested arguments
   (valid), of the whole submit-time check (``AltarBackend.validate(job)``: resolving the tool,
-  then validating), and of an invalid call (collecting four violations and building the
-  ``ToolArgumentsError``). Each is the median of 15 ``timeit`` repeats; for context, the
-  jsonschema package's ``Draft202012Validator.is_valid`` on the same schema (when installed).
+  then validating), of an invalid call (collecting four violations and building the
+  ``ToolArgumentsError``), and of a flat call with three ``pattern`` strings (valid). Each is
+  the median of 15 ``timeit`` repeats; for context, the jsonschema package's
+  ``Draft202012Validator.is_valid`` on the nested schema (when installed).
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ VALID_ARGS: Final[dict[str, Any]] = {
         "date_range": {"start": "2024-01-01T00:00:00Z", "end": "2024-12-31T23:59:59Z"},
     },
 }
+PATTERN_SCHEMA: Final[dict[str, Any]] = {
+    "type": "OBJECT",
+    "properties": {
+        "order_id": {"type": "STRING", "pattern": "^C[0-9]{6}$"},
+        "email": {"type": "STRING", "pattern": "^[^@ ]+@[^@ ]+[.][a-z]{2,}$"},
+        "sku": {"type": "STRING", "pattern": "^[A-Z]{2}-[0-9]{4}$"},
+    },
+    "required": ["order_id", "email", "sku"],
+}
+PATTERN_ARGS: Final[dict[str, Any]] = {
+    "order_id": "C123456",
+    "email": "ada@example.org",
+    "sku": "AB-1234",
+}
 INVALID_ARGS: Final[dict[str, Any]] = {
     "query": "",
     "limit": 1.0,
@@ -122,10 +137,13 @@ def per_call_us(fn: Any, number: int) -> float:
 
 
 def validation_costs(number: int) -> dict[str, float]:
-    """Microseconds per validation: compiled valid, whole submit check, invalid, jsonschema."""
+    """Microseconds per validation: compiled valid, whole submit check, invalid, patterns,
+    jsonschema."""
     registry = default_registry()
     validator = ArgumentsValidator(registry.describe(SEARCH_TOOL).parameters)
     assert validator.is_valid(VALID_ARGS)
+    patterned = ArgumentsValidator(PATTERN_SCHEMA)
+    assert patterned.is_valid(PATTERN_ARGS)
     backend = AltarBackend()
     job = _call(SEARCH_TOOL, 0)
     bad_args = INVALID_ARGS
@@ -142,6 +160,7 @@ def validation_costs(number: int) -> dict[str, float]:
         "valid": per_call_us(lambda: validator.is_valid(VALID_ARGS), number),
         "submit_check": per_call_us(lambda: backend.validate(job), number),
         "invalid": per_call_us(invalid, max(1, number // 10)),
+        "pattern": per_call_us(lambda: patterned.is_valid(PATTERN_ARGS), number),
     }
     try:
         import jsonschema
@@ -225,6 +244,14 @@ def run(params: Params, runs: int) -> ScenarioResult:
             "submit-time check of a nested call",
             "submit_check",
             "AltarBackend.validate(job): resolve the tool from the payload, then validate.",
+        ),
+        us(
+            "altar.pattern_validation_us",
+            "validation of a call with 3 pattern strings (valid)",
+            "pattern",
+            "The compiled validator on a flat call whose three STRINGs each have a pattern "
+            "(RE2, linear time): ^C[0-9]{6}$, an e-mail shape, ^[A-Z]{2}-[0-9]{4}$.",
+            target=True,
         ),
         us(
             "altar.invalid_us",

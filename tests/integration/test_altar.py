@@ -196,6 +196,48 @@ def test_an_unknown_tool_is_refused(scheduler: work.SyncScheduler) -> None:
     assert scheduler.stats().totals.submitted == 0
 
 
+# A hang guard: backtracking takes years here, RE2 microseconds. The async Scheduler checks the
+# call on this (the main) thread, where pytest-timeout's signal can end a stall.
+@pytest.mark.timeout(60)
+def test_a_catastrophic_pattern_does_not_stall_the_scheduler(
+    tools: Register, arun: Callable[..., Any]
+) -> None:
+    evil = tools(
+        lambda args: args,
+        parameters={"properties": {"s": {"type": "STRING", "pattern": "^(a+)+$"}}},
+    )
+
+    async def main() -> tuple[ToolArgumentsError, work.Job, work.Job]:
+        async with work.Scheduler() as s:
+            with pytest.raises(ToolArgumentsError) as info:
+                await s.submit(call(evil, {"s": "a" * 10_000 + "b"}))
+            echo = work.Job(kind="tool_call", tenant_id="other", payload={"tool": "echo"})
+            other = await s.wait((await s.submit(echo)).id, timeout=WAIT_S)
+            good = await s.wait((await s.submit(call(evil, {"s": "a" * 10_000}))).id, WAIT_S)
+            return info.value, other, good
+
+    error, other, good = arun(main())
+    assert error.path == "$.payload.args.s"
+    assert other.status == "succeeded"
+    assert good.result == {"s": "a" * 10_000}
+
+
+@pytest.mark.parametrize(
+    "name", ["bad\nname", "x\x1b[31mred", "a" * 200, "café"], ids=["newline", "ansi", "long", "é"]
+)
+def test_a_call_naming_an_invalid_tool_name_is_refused_clearly(
+    scheduler: work.SyncScheduler, name: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        scheduler.submit(work.Job(kind="tool_call", tenant_id=TENANT, payload={"tool": name}))
+    assert info.value.path == "$.payload.tool"
+    message = str(info.value)
+    assert f"no tool can be named {name!r}"[:60] in message
+    assert "(tool names match [A-Za-z0-9][A-Za-z0-9._:@-]{0,127})" in message
+    assert message.isprintable(), message
+    assert scheduler.stats().totals.submitted == 0
+
+
 def test_arguments_that_are_not_an_object_are_refused(
     scheduler: work.SyncScheduler, search: str
 ) -> None:

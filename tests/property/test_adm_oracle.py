@@ -2,14 +2,19 @@
 that conform, judged by an independent oracle: the schema translated to JSON Schema here (not by
 the library's export) and checked with ``jsonschema.Draft202012Validator``.
 
-The oracle's one adjustment: ``integer`` means a Python ``int`` that is not a ``bool`` (ADM
-INTEGER does not take ``1.0``; JSON Schema would). Values are JSON as a payload holds it: dicts,
-lists, str, int, finite float, bool, None.
+The oracle's adjustments: ``integer`` means a Python ``int`` that is not a ``bool`` (ADM
+INTEGER does not take ``1.0``; JSON Schema would), and ``pattern`` has JSON Schema's ECMA-262
+meaning, not Python's: jsonschema searches with Python's ``re``, whose ``$`` also matches before a
+trailing newline and whose ``\\d`` and ``\\w`` take any Unicode digit or letter, so each pattern
+drawn here comes with its ECMA-262 meaning spelled in Python by hand. Values are JSON as a payload
+holds it: dicts, lists, str, int, finite float, bool, None.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
@@ -26,8 +31,31 @@ def _strict_int(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+#: Each pattern the schemas use, and what it means in ECMA-262 written for Python's ``re``: ``$``
+#: is ``\\Z`` (the very end), ``\\d`` is ``[0-9]``, ``\\w`` is ``[A-Za-z0-9_]``.
+ECMA_IN_PYTHON = {
+    "^a": r"^a",
+    "b$": r"b\Z",
+    "^[ab]*$": r"^[ab]*\Z",
+    "[0-9]": r"[0-9]",
+    "^(a|bb)+$": r"^(a|bb)+\Z",
+    "..": r"..",
+    "^$": r"^\Z",
+    r"\d": r"[0-9]",
+    r"^\w+$": r"^[A-Za-z0-9_]+\Z",
+}
+
+
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if validator.is_type(instance, "string") and not re.search(ECMA_IN_PYTHON[pattern], instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 Oracle = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
+    validators={"pattern": _ecma_pattern},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_int),
 )
 
@@ -66,8 +94,10 @@ def oracle_schema(adm: dict[str, Any]) -> dict[str, Any]:
 # ---- random schemas ------------------------------------------------------------------------------
 
 NAMES = ("a", "b", "query", "date_range", "x y")
-PATTERNS = ("^a", "b$", "^[ab]*$", "[0-9]", "^(a|bb)+$", "..", "^$")
-ALPHABET = "ab0 ü"
+PATTERNS = tuple(ECMA_IN_PYTHON)
+ALPHABET = "ab0 ü\n٣"  # a newline before which Python's $ matches, a non-ASCII digit
+#: Texts on which ECMA-262 (and RE2) and Python's ``re`` disagree for some of the PATTERNS.
+DIALECT_TEXTS = ("a\n", "b\n", "ab\n", "\n", "٣", "a٣", "ü", "üa", "a\nb", "")
 
 small_text = st.text(alphabet=ALPHABET, max_size=6)
 small_number = st.one_of(
@@ -215,6 +245,8 @@ def draw_shaped(draw: st.DrawFn, schema: dict[str, Any], slots: list[Slot]) -> A
     if kind == "STRING":
         if "enum" in schema and draw(st.booleans()):
             return draw(st.sampled_from(schema["enum"]))
+        if "pattern" in schema and draw(st.booleans()):
+            return draw(st.sampled_from(DIALECT_TEXTS))
         low, high = schema.get("minLength", 0), schema.get("maxLength", 6)
         return draw(st.text(alphabet=ALPHABET, min_size=low, max_size=max(low, high)))
     if kind in ("NUMBER", "INTEGER"):
@@ -283,6 +315,17 @@ def test_the_validator_accepts_exactly_what_the_oracle_accepts(
     violations = validator.violations(value, "$.payload.args")
     assert bool(violations) != expected, (schema, value, violations)
     assert all(v.path.startswith("$.payload.args") and v.message for v in violations)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(PATTERNS),
+    st.sampled_from(DIALECT_TEXTS) | st.text(alphabet=ALPHABET, max_size=6),
+)
+def test_a_pattern_means_what_it_means_in_json_schema(pattern: str, text: str) -> None:
+    schema = {"type": "OBJECT", "properties": {"s": {"type": "STRING", "pattern": pattern}}}
+    expected = Oracle(oracle_schema(schema)).is_valid({"s": text})
+    assert ArgumentsValidator(schema).is_valid({"s": text}) == expected, (pattern, text)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,6 +4,7 @@ and the rule), duplicates, per-tool limits, list/describe, and the OpenAI and Ge
 from __future__ import annotations
 
 import pickle
+import re
 from typing import Any
 
 import pytest
@@ -233,7 +234,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
         "bad regex",
         {"properties": {"s": {"type": "STRING", "pattern": "(["}}},
         f"{P}.properties.s.pattern",
-        "not a valid regular expression",
+        "pattern '([' is not a valid RE2 regular expression: RE2 says 'missing ]: ['",
     ),
     (
         "pattern not a string",
@@ -339,6 +340,49 @@ def test_an_invalid_declaration_is_refused_naming_the_path_and_the_rule(
     assert not registry.is_registered("t")
 
 
+RE2_REFUSED = [
+    ("^(?=.*[0-9])", "a look-ahead is not supported"),
+    ("^(?!admin)", "a negative look-ahead is not supported"),
+    ("(?<=@)example", "a look-behind is not supported"),
+    ("(?<!@)example", "a negative look-behind is not supported"),
+    (r"^(a)\1$", "a backreference is not supported"),
+    ("(?P<x>a)(?P=x)", "a named backreference is not supported"),
+    ("^a++$", "a possessive quantifier is not supported"),
+    ("(?>ab)c", "an atomic group is not supported"),
+    (r"^C[0-9]{6}\Z", "Python's \\Z (the end of the text is \\z or $ in RE2) is not supported"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "construct"), RE2_REFUSED)
+def test_a_pattern_re2_cannot_compile_is_refused_naming_the_construct(
+    registry: ToolRegistry, pattern: str, construct: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        register(registry, {"properties": {"code": {"type": "STRING", "pattern": pattern}}})
+    assert info.value.path == "$.parameters.properties.code.pattern"
+    message = str(info.value)
+    assert f"pattern {pattern!r} is not a valid RE2 regular expression: {construct}" in message
+    assert "RE2 dialect, which matches in linear time" in message
+    assert not registry.is_registered("t")
+
+
+def test_patterns_in_the_re2_dialect_are_accepted(registry: ToolRegistry) -> None:
+    patterns = [
+        r"^(?P<year>[0-9]{4})-\d{2}$",
+        "(?i)^abc",
+        r"^\p{Greek}+\z",
+        "[[:alpha:]]",
+        r"\bC\b",
+    ]
+    register(
+        registry,
+        {"properties": {f"s{i}": {"type": "STRING", "pattern": p} for i, p in enumerate(patterns)}},
+    )
+    assert [s["pattern"] for s in registry.describe("t").parameters["properties"].values()] == (
+        patterns
+    )
+
+
 def test_too_deep_a_declaration_is_refused(registry: ToolRegistry) -> None:
     schema: dict[str, Any] = {"type": "STRING"}
     for _ in range(40):
@@ -366,6 +410,105 @@ def test_name_and_description_are_checked(
     with pytest.raises(work.ValidationError) as info:
         registry.register(name, description, None, noop)
     assert info.value.path == path
+
+
+NAME_RULE = "[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"
+BAD_NAMES: list[tuple[str, Any, str]] = [
+    ("empty", "", "got '': it is empty; rename the tool, for example 'my_tool'"),
+    (
+        "space",
+        "my tool",
+        "its character ' ' at index 2 is not allowed; rename the tool, for example 'my_tool'",
+    ),
+    ("129 characters", "a" * 129, "it has 129 characters"),
+    ("huge", "a" * 1_000_000, "it has 1,000,000 characters"),
+    ("unicode", "café", "its character 'é' at index 3 is not allowed"),
+    ("newline", "search\n", "its character '\\n' at index 6 is not allowed"),
+    ("escape sequence", "x\x1b[31m", "its character '\\x1b' at index 1 is not allowed"),
+    ("lone surrogate", "\ud800", "its character '\\ud800' at index 0 is not allowed"),
+    ("leading dot", ".hidden", "at index 0 is not allowed; rename the tool, for example 'hidden'"),
+    ("leading dash", "-x", "its character '-' at index 0 is not allowed"),
+    ("slash", "a/b", "its character '/' at index 1 is not allowed"),
+    ("int", 3, "got 3: its type is int, not str; pass the name as a string"),
+    ("None", None, "its type is NoneType, not str"),
+    ("list", ["a"], "its type is list, not str"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"), [case[1:] for case in BAD_NAMES], ids=[case[0] for case in BAD_NAMES]
+)
+def test_a_tool_name_breaking_the_identifier_rule_is_refused(
+    registry: ToolRegistry, name: Any, problem: str
+) -> None:
+    assert not (isinstance(name, str) and re.fullmatch(NAME_RULE, name))
+    with pytest.raises(work.ValidationError) as info:
+        registry.register(name, "d", None, noop)
+    assert info.value.path == "$.name"
+    message = str(info.value)
+    assert (
+        f"a tool name is 1 to 128 characters: an ASCII letter or digit, then letters, digits, "
+        f"'.', '_', ':', '@' or '-' ({NAME_RULE})" in message
+    )
+    assert problem in message
+    assert message.isprintable(), message  # control characters and surrogates come escaped
+    assert len(message) < 600
+    assert registry.list() == []
+
+
+GOOD_NAMES = ["a", "9", "A" * 128, "calculator_add", "bench.altar.search", "ns:tool@v2", "get-w"]
+
+
+def test_a_tool_name_following_the_identifier_rule_is_accepted(registry: ToolRegistry) -> None:
+    for name in GOOD_NAMES:
+        assert re.fullmatch(NAME_RULE, name)
+        assert registry.register(name, "d", None, noop).name == name
+        assert registry.is_registered(name)
+    assert [d.name for d in registry.list()] == sorted(GOOD_NAMES)
+
+
+ODD_NAMES: list[tuple[str, Any]] = [
+    ("int", 3),
+    ("None", None),
+    ("list", ["a"]),
+    ("dict", {"a": 1}),
+    ("empty", ""),
+    ("huge", "a" * 1_000_000),
+    ("unicode", "café"),
+    ("newline", "a\nb"),
+    ("lone surrogate", "\ud800"),
+    ("escape sequence", "x\x1b[2J"),
+]
+
+
+@pytest.mark.parametrize("name", [n for _, n in ODD_NAMES], ids=[i for i, _ in ODD_NAMES])
+def test_lookups_of_odd_names_are_false_or_a_clear_error(registry: ToolRegistry, name: Any) -> None:
+    register(registry, None)
+    assert registry.is_registered(name) is False
+    assert work.altar.is_registered(name) is False
+    assert registry.function(name) is None
+    lookups = [
+        registry.unregister,
+        registry.describe,
+        registry.limits,
+        lambda n: registry.check_arguments(n, {}),
+        work.altar.describe,
+    ]
+    for lookup in lookups:
+        with pytest.raises(work.WorkError) as info:
+            lookup(name)
+        message = str(info.value)
+        assert message.isprintable(), message
+        assert len(message) < 600, message
+        if isinstance(name, str):
+            assert isinstance(info.value, work.NotFoundError)
+            assert "is registered, nor can be: " in message
+            assert NAME_RULE in message
+        else:
+            assert isinstance(info.value, work.ValidationError)
+            assert info.value.path == "$.name"
+            assert f"a tool name is a string, got {type(name).__name__}" in message
+    assert registry.is_registered("t")
 
 
 def test_fn_must_be_callable(registry: ToolRegistry) -> None:

@@ -12,6 +12,7 @@ import pytest
 import nsai_work as work
 from nsai_work.altar import ArgumentsValidator, ToolArgumentsError, ToolRegistry, Violation
 from nsai_work.altar._adm import normalize_parameters
+from nsai_work.altar._pattern import compile_search
 from tests._adm_schemas import SEARCH
 
 
@@ -174,6 +175,69 @@ def test_an_unanchored_pattern_matches_anywhere() -> None:
     v = one({"type": "STRING", "pattern": "[0-9]"})
     assert messages(v, {"v": "abc1def"}) == []
     assert len(messages(v, {"v": "abc"})) == 1
+
+
+def test_dollar_matches_only_at_the_very_end_as_in_json_schema() -> None:
+    v = one({"type": "STRING", "pattern": "^C[0-9]{6}$"})
+    assert messages(v, {"v": "C123456"}) == []
+    for bad in ("C123456\n", "C123456\nx", "\nC123456", "xC123456"):
+        assert messages(v, {"v": bad}) == [
+            f"$.v: expected a string matching '^C[0-9]{{6}}$', got {bad!r}"
+        ], bad
+
+
+def test_shorthand_classes_are_ascii_as_in_json_schema() -> None:
+    digits = one({"type": "STRING", "pattern": r"^\d+$"})
+    assert messages(digits, {"v": "0123456789"}) == []
+    assert len(messages(digits, {"v": "١٢٣"})) == 1  # Arabic-Indic digits: \d is [0-9]
+    word = one({"type": "STRING", "pattern": r"^\w+$"})
+    assert messages(word, {"v": "snake_case_2"}) == []
+    assert len(messages(word, {"v": "café"})) == 1  # \w is [A-Za-z0-9_]
+
+
+@pytest.mark.timeout(60)  # a hang guard: backtracking takes years here, RE2 microseconds
+def test_a_catastrophic_pattern_is_checked_in_linear_time() -> None:
+    v = one({"type": "STRING", "pattern": "^(a+)+$"})
+    assert messages(v, {"v": "a" * 100_000}) == []
+    assert messages(v, {"v": "a" * 27 + "b"}) == [
+        f"$.v: expected a string matching '^(a+)+$', got {'a' * 27 + 'b'!r}"
+    ]
+    assert len(messages(v, {"v": "a" * 100_000 + "b"})) == 1
+
+
+def test_a_string_that_is_not_valid_unicode_matches_no_pattern() -> None:
+    v = one({"type": "STRING", "pattern": "a"})
+    assert messages(v, {"v": "a"}) == []
+    assert messages(v, {"v": "a\ud800"}) == ["$.v: expected a string matching 'a', got 'a\\ud800'"]
+    plain = one({"type": "STRING"})  # without a pattern a string is a string
+    assert messages(plain, {"v": "a\ud800"}) == []
+
+
+@pytest.mark.parametrize(
+    "pattern", ["^a", "b$", "[0-9]+", "^(a|bb)+$", "..", "^$", r"\bC\b", "(?i)é", r"^\p{Greek}+$"]
+)
+def test_the_search_agrees_with_re2s_public_search(pattern: str) -> None:
+    import re2  # type: ignore[import-untyped]
+
+    search = compile_search(pattern)
+    texts = [
+        "",
+        "a",
+        "b",
+        "ab",
+        "bb\n",
+        "a\nb",
+        "0",
+        "x12y",
+        "C",
+        "a C b",
+        "É",
+        "αβγ",
+        "αβ1",
+        "é\n",
+    ]
+    for text in texts:
+        assert search(text) == (re2.search(pattern, text) is not None), (pattern, text)
 
 
 def test_string_enum() -> None:
@@ -381,3 +445,39 @@ def test_check_call_roots_paths_at_the_payload_key() -> None:
         "search_documents",
         {"query": "q"},
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("bad\nname", "its character '\\n' at index 3 is not allowed"),
+        ("x\x1b[31mred", "its character '\\x1b' at index 1 is not allowed"),
+        ("\ud800", "its character '\\ud800' at index 0 is not allowed"),
+        ("a" * 1_000_000, "it has 1,000,000 characters"),
+        ("café", "its character 'é' at index 3 is not allowed"),
+    ],
+    ids=["newline", "escape sequence", "lone surrogate", "huge", "unicode"],
+)
+def test_a_call_naming_an_invalid_tool_name_says_no_tool_can_have_it(
+    name: str, problem: str
+) -> None:
+    registry = ToolRegistry()
+    with pytest.raises(work.ValidationError) as info:
+        registry.check_call({"function_name": name, "args": {}})
+    assert info.value.path == "$.payload.function_name"
+    message = str(info.value)
+    assert "no tool can be named " in message
+    assert f"{problem} (tool names match [A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}})" in message
+    assert message.isprintable(), message  # control characters and surrogates come escaped
+    assert len(message) < 600
+
+
+def test_a_call_naming_its_tool_by_something_huge_gets_a_short_message() -> None:
+    registry = ToolRegistry()
+    for payload in (
+        {"tool_name": list(range(100_000))},
+        {"tool_name": "echo", "tool": "x" * 100_000},
+    ):
+        with pytest.raises(work.ValidationError) as info:
+            registry.check_call(payload)
+        assert len(str(info.value)) < 600

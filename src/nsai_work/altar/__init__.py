@@ -8,8 +8,11 @@ result or raises. The declaration is checked at register (``ValidationError`` na
 the rule) and compiled once into a validator; a ``tool_call`` job's arguments are checked against
 it at submit, and every violation is listed in one ``ToolArgumentsError``. ``echo`` is built in.
 
-A tool call names its tool in the payload by the first of ``tool_name``, ``function_name``,
-``tool``, ``tool_id`` (two different names is an error) and passes ``args`` (or ``arguments``).
+A tool's name is 1 to 128 characters: an ASCII letter or digit, then letters, digits, ``.``,
+``_``, ``:``, ``@`` or ``-`` (``[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}``, the identifier rule of the
+Job IR). A tool call names its tool in the payload by the first of ``tool_name``,
+``function_name``, ``tool``, ``tool_id`` (two different names is an error) and passes ``args``
+(or ``arguments``).
 
 ``list()``/``describe(name)`` return ``FunctionDeclaration``s; ``export_openai()`` and
 ``export_gemini()`` give them in the shapes those tool-calling APIs take. The rules are in
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import string
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final, overload
@@ -29,7 +33,7 @@ from msgspec import Struct
 from .._errors import ConflictError, NotFoundError, ValidationError
 from .._handlers import RegisteredFunction
 from ._adm import ADM_TYPES as _ADM_TYPES_ORDERED
-from ._adm import normalize_parameters
+from ._adm import _short, normalize_parameters
 from ._export import gemini_declaration, openai_tool, to_json_schema
 from ._validator import ArgumentsValidator, ToolArgumentsError, Violation
 
@@ -59,6 +63,42 @@ __all__ = [
 ADM_TYPES: Final = frozenset(_ADM_TYPES_ORDERED)
 TOOL_NAME_KEYS: Final = ("tool_name", "function_name", "tool", "tool_id")
 _ARG_KEYS: Final = ("args", "arguments")
+
+#: A tool's name (as the Job IR's identifiers: tenant ids, namespaces, kinds, pool names).
+_NAME_RULE: Final = "[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"
+_NAME_MAX: Final = 128
+_NAME_START: Final = frozenset(string.ascii_letters + string.digits)
+_NAME_CHARS: Final = _NAME_START | frozenset("._:@-")
+_NAME_RULE_TEXT: Final = (
+    f"a tool name is 1 to {_NAME_MAX} characters: an ASCII letter or digit, then letters, "
+    f"digits, '.', '_', ':', '@' or '-' ({_NAME_RULE})"
+)
+
+
+def _name_problem(name: object) -> str | None:
+    """Why ``name`` breaks the tool-name rule, or None if it follows it."""
+    if not isinstance(name, str):
+        return f"its type is {type(name).__name__}, not str"
+    if not name:
+        return "it is empty"
+    if len(name) > _NAME_MAX:
+        return f"it has {len(name):,} characters"
+    for index, char in enumerate(name):
+        if char not in (_NAME_CHARS if index else _NAME_START):
+            return f"its character {char!r} at index {index} is not allowed"
+    return None
+
+
+def _check_name(name: object) -> None:
+    """``ValidationError`` at ``$.name`` if ``name`` breaks the tool-name rule."""
+    problem = _name_problem(name)
+    if problem is None:
+        return
+    fix = "pass the name as a string"
+    if isinstance(name, str):
+        cleaned = "".join(c if c in _NAME_CHARS else "_" for c in name[:_NAME_MAX])
+        fix = f"rename the tool, for example {cleaned.lstrip('._:@-') or 'my_tool'!r}"
+    raise ValidationError(f"{_NAME_RULE_TEXT}; got {_short(name)}: {problem}; {fix}", path="$.name")
 
 
 class FunctionDeclaration(Struct, frozen=True, kw_only=True):
@@ -177,13 +217,13 @@ class ToolRegistry:
     ) -> FunctionDeclaration:
         """Declare a tool; registering a name twice needs ``replace=True``.
 
-        ``parameters`` is an ADM schema, checked here (``ValidationError`` naming the path and
-        the rule) and compiled once; None means the tool takes any arguments object.
+        ``name`` matches ``[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}`` (``ValidationError`` at ``$.name``
+        otherwise). ``parameters`` is an ADM schema, checked here (``ValidationError`` naming the
+        path and the rule) and compiled once; None means the tool takes any arguments object.
         ``max_concurrency``, ``rate`` (calls per second) and ``burst`` are the tool's own limits
         (``limits(name)``).
         """
-        if not isinstance(name, str) or not name:
-            raise ValidationError(f"a tool name is a non-empty string, got {name!r}", path="$.name")
+        _check_name(name)
         if not isinstance(description, str):
             raise ValidationError(
                 f"tool {name!r}: description is a string, got {type(description).__name__}",
@@ -207,14 +247,15 @@ class ToolRegistry:
         return declaration
 
     def is_registered(self, name: str) -> bool:
-        """Whether a tool of this name exists."""
-        return name in self._tools
+        """Whether a tool of this name exists (False for anything that is not a string)."""
+        return isinstance(name, str) and name in self._tools
 
     def unregister(self, name: str) -> None:
         """Remove a tool (``NotFoundError`` if there is none)."""
+        _check_is_str(name)
         with self._lock:
             if self._tools.pop(name, None) is None:
-                raise NotFoundError(f"no tool named {name!r} is registered")
+                raise NotFoundError(_not_registered(name))
 
     def list(self) -> builtins.list[FunctionDeclaration]:
         """Every tool's declaration, by name."""
@@ -231,7 +272,7 @@ class ToolRegistry:
 
     def function(self, name: str) -> RegisteredFunction | None:
         """The function behind a tool, or None."""
-        tool = self._tools.get(name)
+        tool = self._tools.get(name) if isinstance(name, str) else None
         return None if tool is None else tool.function
 
     @overload
@@ -279,10 +320,19 @@ class ToolRegistry:
         name, args = resolve_call(payload)
         tool = self._tools.get(name)
         if tool is None:
+            problem = _name_problem(name)
+            if problem is None:
+                message = (
+                    f"unknown tool {name!r}: it is not registered (register it with "
+                    f"work.altar.register(name, description, parameters, fn))"
+                )
+            else:
+                message = (
+                    f"no tool can be named {_short(name)}: {problem} (tool names match "
+                    f"{_NAME_RULE})"
+                )
             raise ValidationError(
-                f"unknown tool {name!r}: it is not registered (register it with "
-                f"work.altar.register(name, description, parameters, fn)); registered: "
-                f"{sorted(self._tools)}",
+                f"{message}; registered: {sorted(self._tools)}",
                 path="$.payload." + _name_key(payload),
             )
         if not tool.validator.is_valid(args):
@@ -292,12 +342,28 @@ class ToolRegistry:
         return name, args
 
     def _get(self, name: str) -> _Tool:
+        _check_is_str(name)
         tool = self._tools.get(name)
         if tool is None:
-            raise NotFoundError(
-                f"no tool named {name!r} is registered; registered: {sorted(self._tools)}"
-            )
+            raise NotFoundError(f"{_not_registered(name)}; registered: {sorted(self._tools)}")
         return tool
+
+
+def _check_is_str(name: object) -> None:
+    if not isinstance(name, str):
+        raise ValidationError(
+            f"a tool name is a string, got {type(name).__name__} {_short(name)}", path="$.name"
+        )
+
+
+def _not_registered(name: str) -> str:
+    problem = _name_problem(name)
+    if problem is None:
+        return f"no tool named {name!r} is registered"
+    return (
+        f"no tool named {_short(name)} is registered, nor can be: {problem} (tool names match "
+        f"{_NAME_RULE})"
+    )
 
 
 def _name_key(payload: Mapping[str, Any]) -> str:
@@ -318,13 +384,14 @@ def resolve_call(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             continue
         if not isinstance(value, str) or not value:
             raise ValidationError(
-                f"a tool name is a non-empty string, got {value!r}", path=f"$.payload.{key}"
+                f"a tool name is a non-empty string, got {_short(value)}", path=f"$.payload.{key}"
             )
         if name is None:
             name, name_key = value, key
         elif value != name:
             raise ValidationError(
-                f"the payload names two different tools: {name_key}={name!r} and {key}={value!r}",
+                f"the payload names two different tools: {name_key}={_short(name)} and "
+                f"{key}={_short(value)}",
                 path=f"$.payload.{key}",
             )
     if name is None:

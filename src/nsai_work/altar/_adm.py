@@ -22,11 +22,11 @@ BOOLEAN  nothing more
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from .._errors import ValidationError
+from ._pattern import PatternError, compile_search
 
 __all__ = [
     "ADM_TYPES",
@@ -257,10 +257,14 @@ class _Checker:
         if not isinstance(value, str):
             raise self.fail(path, f"pattern is a regular expression string, got {_short(value)}")
         try:
-            re.compile(value)
-        except re.error as exc:
+            compile_search(value)
+        except PatternError as exc:
             raise self.fail(
-                path, f"pattern {value!r} is not a valid regular expression: {exc}"
+                path,
+                f"pattern {_short(value)} is not a valid RE2 regular expression: {exc}. Patterns "
+                f"use the RE2 dialect, which matches in linear time so that no pattern can stall "
+                f"the scheduler: no look-around, backreferences, atomic groups or possessive "
+                f"quantifiers (syntax: https://github.com/google/re2/wiki/Syntax)",
             ) from None
         return value
 

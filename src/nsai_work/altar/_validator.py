@@ -15,8 +15,8 @@ The rules (docs/altar.md says the same):
 - An OBJECT that declares ``properties`` is closed: a property it does not declare is a
   violation. An OBJECT without ``properties`` takes any JSON object.
 - ``minimum``/``maximum`` and the length and item limits are inclusive; ``pattern`` is searched
-  for anywhere in the string (anchor it with ``^...$`` to match the whole); lengths count code
-  points.
+  for anywhere in the string (anchor it with ``^...$`` to match the whole) with RE2, in linear
+  time (``_pattern.py``); lengths count code points.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, Final, NamedTuple
 
 from .._errors import ValidationError
 from ._adm import key_path
+from ._pattern import compile_search
 
 __all__ = ["ArgumentsValidator", "ToolArgumentsError", "Violation", "compile_schema"]
 
@@ -180,7 +181,7 @@ def _compile_string(schema: dict[str, Any]) -> tuple[Ok, Collect]:
     low: int = schema.get("minLength", 0)
     high: float = schema.get("maxLength", math.inf)
     pattern: str | None = schema.get("pattern")
-    search = re.compile(pattern).search if pattern is not None else None
+    search = compile_search(pattern) if pattern is not None else None
     date_time = schema.get("format") == "date-time"
     plain = choices is None and search is None and not date_time and low == 0 and high == math.inf
 
@@ -194,7 +195,7 @@ def _compile_string(schema: dict[str, Any]) -> tuple[Ok, Collect]:
             return False
         if not low <= len(value) <= high:
             return False
-        if search is not None and search(value) is None:
+        if search is not None and not search(value):
             return False
         return not date_time or _is_date_time(value)
 
@@ -220,7 +221,7 @@ def _compile_string(schema: dict[str, Any]) -> tuple[Ok, Collect]:
                     f"expected at most {_count(high, 'character')}, got {size} ({_short(value)})",
                 )
             )
-        if search is not None and search(value) is None:
+        if search is not None and not search(value):
             out.append(
                 Violation(path, f"expected a string matching {pattern!r}, got {_short(value)}")
             )
