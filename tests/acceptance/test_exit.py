@@ -63,3 +63,52 @@ def test_sigterm_stops_the_default_scheduler_then_exits() -> None:
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert _canceled(out.splitlines()) == {running: "shutdown", waiting: "shutdown"}
+
+
+CHAINED = textwrap.dedent(
+    """
+    import asyncio, signal, sys
+    import nsai_work as work
+
+    def mine(signum, frame):
+        print("my handler ran", signum, flush=True)
+        sys.exit(5)
+
+    signal.signal(signal.SIGTERM, mine)  # the application's own, installed first
+
+    def show(event, measurements, metadata, config):
+        print("canceled", metadata["job_id"][-4:], metadata["reason"], flush=True)
+
+    work.telemetry.attach("exit-test", ("work", "job", "canceled"), show)
+
+    @work.handler("forever")
+    async def forever(job):
+        await asyncio.Event().wait()
+
+    work.start(exit_timeout_s=0.2)
+    running = work.submit(work.Job(kind="forever", tenant_id="t"))
+    print("ready", running.id[-4:], flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_sigterm_stops_the_default_scheduler_then_chains_to_the_handler_before_it() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHAINED],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    _, running = process.stdout.readline().split()
+    os.kill(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    lines = out.splitlines()
+    assert process.returncode == 5, err  # the application's handler decided the exit
+    assert _canceled(lines) == {running: "shutdown"}
+    assert f"my handler ran {int(signal.SIGTERM)}" in lines
+    assert lines.index(f"my handler ran {int(signal.SIGTERM)}") > lines.index(
+        f"canceled {running} shutdown"
+    )

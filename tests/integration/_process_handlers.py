@@ -135,3 +135,11 @@ while True:
     chunks.append(bytearray(8 * 1024 * 1024))
     chunks[-1][::4096] = b"x" * len(chunks[-1][::4096])
 """
+
+
+def raise_system_exit(job: work.Job) -> None:
+    raise SystemExit(3)
+
+
+def raise_keyboard_interrupt(job: work.Job) -> None:
+    raise KeyboardInterrupt

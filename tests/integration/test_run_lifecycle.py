@@ -337,3 +337,21 @@ def test_stop_abandons_a_handler_that_never_stops_without_asyncio_warnings(
     assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
     (abandoned,) = [r for r in caplog.records if "abandoned" in r.getMessage()]
     assert job.id in abandoned.getMessage()
+
+
+@pytest.mark.parametrize(
+    "fn", [_process_handlers.raise_system_exit, _process_handlers.raise_keyboard_interrupt]
+)
+def test_a_base_exception_in_a_worker_process_fails_without_retry(
+    fn: Callable[..., Any], handlers: Register
+) -> None:
+    kind = handlers(fn)
+    retries = work.Constraints(
+        backend="process", retry_policy=work.RetryPolicy(max_attempts=3, base_delay_ms=1)
+    )
+    with work.SyncScheduler(backends=["local", ProcessBackend(workers=1)]) as s:
+        failed = s.wait(s.submit(work.Job(kind=kind, tenant_id="t", constraints=retries)).id, 30)
+    assert failed.status == "failed"
+    assert failed.attempt == 1
+    assert failed.error is not None
+    assert failed.error.type in ("SystemExit", "KeyboardInterrupt")

@@ -324,7 +324,8 @@ def _format(exc: BaseException) -> str:
 def _error(exc: BaseException, *, retryable: bool | None = None) -> Err:
     module, qualname = _type_name(exc)
     if retryable is None:
-        retryable = not isinstance(exc, NonRetryableError)
+        # like the engine: a BaseException that is not an Exception (SystemExit...) is final
+        retryable = isinstance(exc, Exception) and not isinstance(exc, NonRetryableError)
     return Err(
         module=module,
         qualname=qualname,
