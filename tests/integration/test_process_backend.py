@@ -1,6 +1,7 @@
 """The process backend with real worker processes: results and exceptions come back, memory
-limits, timeouts, cancel and crashes kill what they must and nothing else, command jobs, cpu
-reservations, what is rejected at submit, and routing.
+limits, every job starts from the worker's starting state, timeouts, cancel and crashes kill what
+they must and nothing else, command jobs, cpu reservations, what is rejected at submit, and
+routing.
 
 Handlers live in ``_process_handlers`` (workers import them by ``module:qualname``). A handler
 that must say something while it runs (its pid, its child's pid) reports to an abstract Unix
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
+import logging
 import os
 import select
 import signal
@@ -91,6 +94,15 @@ def kinds(handlers: Callable[..., str]) -> dict[str, str]:
         "segfault",
         "exit_now",
         "interval",
+        "taint",
+        "state",
+        "lower_address_space",
+        "allocate",
+        "leave_processes",
+        "leave_memory",
+        "leave_a_thread",
+        "leave_a_task",
+        "count_tasks",
     ]
     return {name: handlers(getattr(h, name)) for name in names}
 
@@ -101,6 +113,11 @@ async def scheduler(backend: ProcessBackend, **options: Any) -> AsyncIterator[wo
     async with work.Scheduler(backends=["local", backend], **options) as s:
         await backend.wait_ready(WAIT_S)
         yield s
+
+
+async def run(s: work.Scheduler, one: work.Job) -> work.Job:
+    """Submit ``one`` and wait for its end."""
+    return await s.wait((await s.submit(one)).id, WAIT_S)
 
 
 class Reports:
@@ -161,6 +178,18 @@ def exists(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def kill_left_sleeper(pid: int) -> None:
+    """Kill ``pid`` if it is still one of the ``time.sleep(600)`` processes a test handler left
+    (a check that fails leaves them running); through a pidfd, so a reused pid is never hit."""
+    with contextlib.suppress(OSError):
+        fd = os.pidfd_open(pid)
+        try:
+            if b"time.sleep(600)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        finally:
+            os.close(fd)
 
 
 # ---- results and exceptions ---------------------------------------------------------------------
@@ -331,6 +360,177 @@ def test_a_memory_hog_is_stopped_and_the_pool_keeps_working(
     assert used > 96
     assert again.status == "succeeded"
     assert len(now) == 1
+
+
+# ---- every job starts from the worker's starting state ------------------------------------------
+
+#: What ``taint`` changes that a worker can always undo; the others take privileges the worker may
+#: not have (lowering a nice value, raising a hard limit): then it is replaced instead.
+ALWAYS_UNDONE = [
+    "environ",
+    "putenv",
+    "directory",
+    "umask",
+    "sys_path",
+    "limits",
+    "timer",
+    "affinity",
+]
+
+
+@pytest.mark.parametrize("change", [*ALWAYS_UNDONE, "hard_limit", "nice"])
+def test_the_next_job_finds_the_worker_as_it_started(
+    change: str, kinds: dict[str, str], monkeypatch: pytest.MonkeyPatch, arun: Callable[..., Any]
+) -> None:
+    if change == "affinity" and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("narrowing the CPU affinity needs two usable cores")
+    monkeypatch.setenv("NSAI_WORK_TEST_KEEP", "kept")  # the workers inherit it
+
+    async def main() -> tuple[work.Job, work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            before = await run(s, job(kinds["state"]))
+            tainted = await run(s, job(kinds["taint"], payload={"change": change}))
+            return before, tainted, await run(s, job(kinds["state"]))
+
+    before, tainted, after = arun(main())
+    assert [j.status for j in (before, tainted, after)] == ["succeeded"] * 3, after.error
+    assert tainted.result["pid"] == before.result["pid"]  # the change was made in that worker
+    found, expected = dict(after.result), dict(before.result)
+    if change in ALWAYS_UNDONE:
+        assert found["pid"] == expected["pid"]  # undone, not replaced
+    del found["pid"], expected["pid"]
+    assert found == expected
+
+
+def test_processes_a_job_leaves_running_end_with_it(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    left: list[int] = []
+
+    async def main() -> tuple[work.Job, work.Job, work.Job, list[int]]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            handler = await run(s, job(kinds["leave_processes"]))
+            if handler.status == "succeeded":
+                left.extend([handler.result["child"], handler.result["daemon"]])
+            daemonizing = await run(s, command([sys.executable, "-c", h.DAEMONIZE]))
+            if daemonizing.status == "succeeded":
+                left.append(int(daemonizing.result["stdout_tail"]))
+            running = [pid for pid in left if exists(pid)]
+            return handler, daemonizing, await run(s, job(kinds["echo"])), running
+
+    try:
+        handler, daemonizing, after, running = arun(main())
+    finally:
+        for pid in left:
+            kill_left_sleeper(pid)
+    assert [j.status for j in (handler, daemonizing, after)] == ["succeeded"] * 3
+    assert len(left) == 3
+    assert running == []  # the child, and the daemons in sessions of their own
+    assert after.result["pid"] == handler.result["pid"]  # the same worker, cleaned up
+
+
+def test_async_jobs_do_not_share_an_event_loop(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            leaving = await run(s, job(kinds["leave_a_task"]))
+            return leaving, await run(s, job(kinds["count_tasks"]))
+
+    leaving, counting = arun(main())
+    assert leaving.status == "succeeded"
+    assert counting.result == {"pid": leaving.result["pid"], "tasks": 1}
+
+
+def test_the_memory_watch_counts_only_the_jobs_own_processes(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            leaving = await run(s, job(kinds["leave_memory"], payload={"mb": 300}))
+            limited = job(
+                kinds["interval"],
+                payload={"work_s": 0.5},  # the watch samples every 50 ms meanwhile
+                resources=work.Resources(memory_mb=200),
+            )
+            return leaving, await run(s, limited)
+
+    leaving, limited = arun(main())
+    assert leaving.status == "succeeded"
+    assert limited.status == "succeeded", limited.error
+    assert limited.result["pid"] == leaving.result["pid"]
+
+
+def test_a_limit_a_job_lowered_does_not_hold_the_next_one(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            lowering = await run(s, job(kinds["lower_address_space"]))
+            big = job(
+                kinds["allocate"], payload={"mb": 100}, resources=work.Resources(memory_mb=500)
+            )
+            return lowering, await run(s, big)
+
+    lowering, big = arun(main())
+    assert lowering.status == "succeeded"
+    assert big.status == "succeeded", big.error
+    assert big.result == {"pid": lowering.result["pid"], "mb": 100}
+
+
+def test_a_worker_a_job_leaves_a_thread_in_is_replaced_and_the_job_stands(
+    kinds: dict[str, str], arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[work.Job, list[int], work.Job]:
+        async with scheduler(backend) as s:
+            threaded = await run(s, job(kinds["leave_a_thread"]))
+            return threaded, backend.worker_pids(), await run(s, job(kinds["echo"]))
+
+    with caplog.at_level(logging.WARNING, logger="nsai_work.backends.process"):
+        threaded, pids, after = arun(main())
+    assert threaded.status == "succeeded"
+    old = threaded.result["pid"]
+    assert old not in pids  # replaced before the job ended
+    assert not exists(old)
+    assert after.status == "succeeded"
+    assert after.result["pid"] != old
+    assert f"replacing worker process {old} after job {threaded.id}: the job left 1 thread(s) " in (
+        caplog.text
+    )
+    assert "(left-behind)" in caplog.text
+
+
+RESET_WITHOUT_PRIVILEGE = """
+import resource
+
+from nsai_work.backends._worker_reset import WorkerState
+
+state = WorkerState()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), 256))
+print(state.reset())
+"""
+
+
+def _drop_cap_sys_resource() -> None:
+    """Before exec: drop CAP_SYS_RESOURCE from the bounding set, so not even root can raise a
+    hard limit after exec (PR_CAPBSET_DROP; fails harmlessly without the privilege to)."""
+    ctypes.CDLL(None).prctl(24, 24, 0, 0, 0)
+
+
+def test_a_limit_that_cannot_be_raised_back_is_a_reason_to_replace_the_worker() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RESET_WITHOUT_PRIVILEGE],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        preexec_fn=_drop_cap_sys_resource,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("its RLIMIT_NOFILE was changed to (256, 256) and cannot be set ")
 
 
 # ---- timeout, cancel, crashes -------------------------------------------------------------------

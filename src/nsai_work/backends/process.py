@@ -5,9 +5,12 @@ each. A handler is known by ``module:qualname`` (the worker imports it), so it m
 module-level function of an importable module; ``kind="command"`` runs an executable. Each
 worker leads its own process group: cancel and timeout kill the group (the worker, a command and
 everything they started) with ``SIGKILL``, and the pool starts a replacement. A worker that dies
-(a segfault, ``os._exit``) fails only its own job. ``resources.memory_mb`` is enforced: an
-address-space limit around a handler's call, and a watch on the resident memory of the whole
-process group; going over fails the job with ``memory limit exceeded: used X MB of Y MB``.
+(a segfault, ``os._exit``) fails only its own job. Every job starts from the worker's starting
+state: after each job the worker kills what the job left running and restores its environment,
+working directory and limits (``_worker_reset``); one that cannot (a thread still running, a limit
+it may not raise back) is replaced, and the job's outcome stands. ``resources.memory_mb`` is
+enforced: an address-space limit around a handler's call, and a watch on the resident memory of
+the worker's process group; going over fails the job with a ``MemoryLimitError``.
 
 Why ``subprocess`` and a pipe protocol rather than ``multiprocessing``: each worker needs its
 own session (to kill its group), its own inherited descriptors and nothing else, and must never
@@ -482,6 +485,19 @@ class ProcessBackend:
             self._watched.pop(worker, None)
         return await self._outcome(worker, job, request, reply)
 
+    async def _recycle(self, worker: WorkerProcess, job: Job) -> None:
+        """Replace a worker that could not put itself back in its starting state after ``job``:
+        kill it, and wait until it is gone (the pool starts another)."""
+        _log.warning(
+            "nsai-work %s: replacing worker process %d after job %s: %s",
+            self.name,
+            worker.pid,
+            job.id,
+            worker.recycle_reason,
+        )
+        worker.kill("recycled")
+        await until_exited(worker)
+
     def _request(self, job: Job) -> RunHandler | RunCommand:
         memory_mb = job.resources.memory_mb or None
         if job.kind == COMMAND_KIND:
@@ -512,14 +528,15 @@ class ProcessBackend:
         self, worker: WorkerProcess, job: Job, request: RunHandler | RunCommand, reply: Any
     ) -> Any:
         kind = type(reply)
-        if kind is Ok:
-            self._release(worker)
-            return msgspec.json.decode(reply.result)
-        if kind is Err:
-            self._release(worker)
-            raise remote_exception(reply)
-        if kind is CommandDone:
-            self._release(worker)
+        if kind is Ok or kind is Err or kind is CommandDone:  # the worker is fine
+            if worker.recycle_reason is None:
+                self._release(worker)
+            else:
+                await self._recycle(worker, job)
+            if kind is Ok:
+                return msgspec.json.decode(reply.result)
+            if kind is Err:
+                raise remote_exception(reply)
             assert isinstance(request, RunCommand)
             return command_result(request, reply)
         # The worker is gone or must go: the run ends when its processes do.
