@@ -214,6 +214,11 @@ def allocate(job: work.Job) -> Any:
     return {"pid": os.getpid(), "mb": len(block) >> 20}
 
 
+def fail_like_numpy(job: work.Job) -> None:
+    """Raise the MemoryError a library raises when it refuses an allocation itself."""
+    raise MemoryError("Unable to allocate 300. MiB for an array")
+
+
 def leave_processes(job: work.Job) -> Any:
     """Start a child and a daemon (in a session of its own, its parent gone) and return while
     both still run."""

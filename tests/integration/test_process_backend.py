@@ -17,6 +17,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -346,8 +347,8 @@ def test_a_memory_hog_is_stopped_and_the_pool_keeps_working(
     assert (handler_hog.status, len(handler_hog.attempts)) == ("failed", 1)  # not retried
     assert handler_hog.error is not None
     assert handler_hog.error.type == "nsai_work.backends.MemoryLimitError"
-    assert handler_hog.error.message.startswith("memory limit exceeded: used ")
-    assert " MB of 64 MB" in handler_hog.error.message
+    assert handler_hog.error.message.startswith("memory limit exceeded: an allocation of more ")
+    assert " MB of the job's 64 MB in use" in handler_hog.error.message
     assert after.status == "succeeded"
     assert after.result["pid"] not in before  # the worker was replaced
     # A command: the resident-memory watch kills its process group.
@@ -360,6 +361,39 @@ def test_a_memory_hog_is_stopped_and_the_pool_keeps_working(
     assert used > 96
     assert again.status == "succeeded"
     assert len(now) == 1
+
+
+@pytest.mark.parametrize("how", ["one allocation", "a library's own MemoryError"])
+def test_an_allocation_past_the_limit_says_what_it_asked_for_and_what_was_in_use(
+    how: str, kinds: dict[str, str], handlers: Callable[..., str], arun: Callable[..., Any]
+) -> None:
+    if how == "one allocation":
+        kind, payload = kinds["allocate"], {"mb": 300}
+    else:
+        kind, payload = handlers(h.fail_like_numpy), {}
+
+    async def main() -> work.Job:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            return await run(s, job(kind, payload=payload, resources=work.Resources(memory_mb=200)))
+
+    done = arun(main())
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.type == "nsai_work.backends.MemoryLimitError"
+    message = done.error.message
+    found = re.match(
+        r"memory limit exceeded: an allocation of more than ([\d.]+) MB was refused \((.*)\) "
+        r"with ([\d.]+) MB of the job's 200 MB in use",
+        message,
+    )
+    assert found is not None, message
+    asked, refused, used = float(found[1]), found[2], float(found[3])
+    assert asked + used <= 200
+    assert asked > 150  # the job had taken next to nothing: the allocation asked for the most
+    if how == "one allocation":
+        assert refused == "MemoryError"
+    else:
+        assert refused == "MemoryError: Unable to allocate 300. MiB for an array"
 
 
 # ---- every job starts from the worker's starting state ------------------------------------------

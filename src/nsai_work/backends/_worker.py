@@ -155,11 +155,16 @@ class Err(Struct, tag="error", tag_field="t"):
 
 
 class MemoryExceeded(Struct, tag="memory", tag_field="t"):
-    """An allocation past the job's address-space limit was refused (``MemoryError``)."""
+    """An allocation past the job's address-space limit was refused (``MemoryError``): what the
+    job had taken of its limit then (``used_mb`` of ``limit_mb``), what was left under the limit
+    (so the allocation asked for more), and the ``MemoryError``'s own message, which may say how
+    much it asked for (numpy's does)."""
 
     used_mb: float
     limit_mb: int
     traceback: str
+    left_mb: float = 0.0
+    message: str = ""
 
 
 class CommandDone(Struct, tag="done", tag_field="t"):
@@ -352,15 +357,16 @@ def _error(exc: BaseException, *, retryable: bool | None = None) -> Err:
     )
 
 
-def _caused_by_memory(exc: BaseException) -> bool:
+def _memory_error(exc: BaseException) -> MemoryError | None:
+    """The ``MemoryError`` in ``exc`` or its causes, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, MemoryError):
-            return True
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 class Worker:
@@ -430,12 +436,13 @@ class Worker:
         args = (job, ctx) if function.takes_context else (job,)
         limit = request.memory_mb or None
         limited = limit is not None and request.limit_address_space
-        base_vm = 0.0
+        base_vm = ceiling_mb = 0.0
         if limit is not None:
             if limited:
                 base_vm = _vm_mb()
-                size = int((base_vm + limit) * MB)
-                resource.setrlimit(resource.RLIMIT_AS, self.state.address_space_limit(size))
+                ceiling = self.state.address_space_limit(int((base_vm + limit) * MB))
+                resource.setrlimit(resource.RLIMIT_AS, ceiling)
+                ceiling_mb = ceiling[0] / MB
             self.channel.send(Started(rss_mb=rss_mb(os.getpid())))
         outcome: Any
         try:
@@ -446,10 +453,21 @@ class Worker:
         except BaseException as exc:
             if limited:  # lift the limit first: what follows allocates
                 self._lift_address_space_limit()
-            if limited and _caused_by_memory(exc):
+            memory_error = _memory_error(exc) if limited else None
+            if memory_error is not None:
                 # The frames of the traceback still hold what the job allocated: measure now.
-                used = max(0.0, _vm_mb() - base_vm)
-                outcome = ("memory", used, _format(exc))
+                vm = _vm_mb()
+                outcome = (
+                    "memory",
+                    MemoryExceeded(
+                        used_mb=max(0.0, vm - base_vm),
+                        limit_mb=limit or 0,
+                        traceback=_format(exc),
+                        left_mb=max(0.0, ceiling_mb - vm),
+                        message=_describe(memory_error),
+                    ),
+                )
+                del memory_error
             else:
                 outcome = ("error", _error(exc))
             del exc
@@ -457,9 +475,7 @@ class Worker:
             if limited:
                 self._lift_address_space_limit()
         del args, ctx
-        if outcome[0] == "memory":
-            return MemoryExceeded(used_mb=outcome[1], limit_mb=limit or 0, traceback=outcome[2])
-        if outcome[0] == "error":
+        if outcome[0] != "ok":
             return outcome[1]
         return self.encode_result(outcome[1])
 

@@ -543,10 +543,12 @@ class ProcessBackend:
         worker.kill("retired")
         await until_exited(worker)
         if kind is MemoryExceeded:
+            refused = f"MemoryError: {reply.message}" if reply.message else "MemoryError"
             raise MemoryLimitError(
-                f"memory limit exceeded: used {_over(reply.used_mb)} MB of {reply.limit_mb} MB - "
-                f"an allocation past resources.memory_mb was refused in the worker process "
-                f"(MemoryError); ask for more memory_mb or use less"
+                f"memory limit exceeded: an allocation of more than {_under(reply.left_mb)} MB "
+                f"was refused ({refused}) with {reply.used_mb:.1f} MB of the job's "
+                f"{reply.limit_mb} MB in use (resources.memory_mb); ask for more memory_mb or "
+                f"use less"
             ) from RemoteTraceback(reply.traceback)
         if kind is MemoryKilled:
             raise MemoryLimitError(
@@ -582,3 +584,8 @@ class ProcessBackend:
 def _over(used_mb: float) -> str:
     """Memory in use past a limit, to 0.1 MB rounded up (so it never reads as the limit)."""
     return f"{math.ceil(used_mb * 10) / 10:.1f}"
+
+
+def _under(left_mb: float) -> str:
+    """Memory left under a limit, to 0.1 MB rounded down (so "more than" stays true)."""
+    return f"{math.floor(left_mb * 10) / 10:.1f}"
