@@ -38,7 +38,7 @@ from nsai_work.backends import (
     WorkerCrashedError,
 )
 from nsai_work.backends._process_boundary import remote_exception
-from nsai_work.backends._worker import Err
+from nsai_work.backends._worker import Err, Ok
 from nsai_work.telemetry import Telemetry
 from nsai_work.telemetry.events import JOB_COMPLETED, JOB_STARTED
 from nsai_work.testing import capture_events
@@ -669,6 +669,221 @@ def test_a_crashing_worker_fails_only_its_own_job(
     assert exit_now.error is not None
     assert "exited with code 7" in exit_now.error.message
     assert [j.status for j in others] == ["succeeded"] * 6
+
+
+# ---- cancel, timeout and stop racing the dispatch -----------------------------------------------
+# At the backend level: the engine's cancel and timeout call ``backend.cancel(job_id)`` and
+# cancel the task awaiting ``execute``; a worker must come back to the pool exactly once and no
+# run may hang, whenever that happens.
+
+
+@contextlib.asynccontextmanager
+async def running(backend: ProcessBackend) -> AsyncIterator[ProcessBackend]:
+    """``backend`` started, its workers up; stopped after."""
+    await backend.wait_ready(WAIT_S)
+    try:
+        yield backend
+    finally:
+        await backend.stop()
+
+
+async def execute(backend: ProcessBackend, one: work.Job) -> Any:
+    return await backend.execute(one, work.JobContext(one))
+
+
+async def assert_pool_intact(backend: ProcessBackend, echo: str) -> None:
+    """Every worker is free exactly once: twice as many runs as workers at once each get their
+    own reply (a worker handed out twice would mix replies up, a lost one would hang), and then
+    every live worker is idle, once."""
+    jobs = [job(echo, payload={"i": i}) for i in range(2 * backend.workers)]
+    async with asyncio.timeout(WAIT_S):
+        replies = await asyncio.gather(*(execute(backend, one) for one in jobs))
+        await backend.wait_ready(WAIT_S)
+    assert [reply["payload"] for reply in replies] == [{"i": i} for i in range(len(jobs))]
+    idle = list(backend._idle)
+    assert len(idle) == len(set(idle)) == backend.workers
+    assert set(idle) == backend._pool
+
+
+async def until_done(task: asyncio.Task[Any]) -> BaseException | None:
+    """Wait for ``task`` to end; what it raised (None if it returned)."""
+    async with asyncio.timeout(WAIT_S):
+        await asyncio.wait([task])
+    return asyncio.CancelledError() if task.cancelled() else task.exception()
+
+
+@pytest.mark.parametrize("when", ["waiting", "handed_a_worker"])
+def test_a_run_canceled_before_it_starts_takes_no_worker(
+    when: str, kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> BaseException | None:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            holding = asyncio.create_task(execute(backend, busy))
+            await reports.next()  # the only worker is busy
+            waiting = asyncio.create_task(execute(backend, job(kinds["echo"])))
+            await asyncio.sleep(0)  # one loop step: the run waits for a worker
+            assert len(backend._waiters) == 1
+            if when == "handed_a_worker":  # cancel it in the very step it gets the worker
+                release = backend._release
+
+                def release_then_cancel(worker: Any) -> None:
+                    release(worker)
+                    waiting.cancel()
+                    backend._release = release  # type: ignore[method-assign]
+
+                backend._release = release_then_cancel  # type: ignore[method-assign]
+                backend.cancel(busy.id)  # its replacement goes to the waiting run
+            else:
+                waiting.cancel()
+                backend.cancel(busy.id)
+            outcome = await until_done(waiting)
+            await until_done(holding)
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcome
+
+    assert isinstance(arun(main()), asyncio.CancelledError)
+
+
+def test_a_run_canceled_while_its_request_is_written_ends(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[BaseException | None, bool]:
+        async with running(backend):
+            (worker,) = backend._pool
+            big = job(kinds["echo"], payload={"blob": "x" * (4 << 20)})  # more than a pipe holds
+            task = asyncio.create_task(execute(backend, big))
+            await asyncio.sleep(0)  # one loop step: the run took the worker and began to write
+            writing = bool(worker._pending)
+            backend.cancel(big.id)
+            task.cancel()
+            outcome = await until_done(task)
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcome, writing
+
+    outcome, writing = arun(main())
+    assert writing
+    assert isinstance(outcome, asyncio.CancelledError)
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_run_canceled_as_its_reply_arrives_keeps_its_worker(
+    how: str, kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[BaseException | None, int, list[int]]:
+        async with running(backend):
+            (worker,) = backend._pool
+            one = job(kinds["echo"])
+            task = asyncio.create_task(execute(backend, one))
+            on_message = worker._on_message
+
+            def cancel_on_reply(message: Any) -> None:
+                on_message(message)
+                if type(message) is Ok:  # in the step that reads the reply, as the engine does
+                    if how == "cancel":
+                        backend.cancel(one.id)
+                    task.cancel()
+
+            worker._on_message = cancel_on_reply  # type: ignore[method-assign]
+            outcome = await until_done(task)
+            pids = backend.worker_pids()
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcome, worker.pid, pids
+
+    outcome, pid, pids = arun(main())
+    assert isinstance(outcome, asyncio.CancelledError)
+    assert pids == [pid]  # the worker had finished its run: it is kept, not killed
+
+
+def test_a_run_past_its_timeout_is_killed_and_its_worker_replaced(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[int, list[int]]:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            task = asyncio.create_task(execute(backend, busy))
+            pid = (await reports.next())["pid"]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0):  # what the engine's timer does to the run
+                    await task
+            assert task.cancelled()
+            pids = backend.worker_pids()
+            await assert_pool_intact(backend, kinds["echo"])
+            return pid, pids
+
+    pid, pids = arun(main())
+    assert not exists(pid)
+    assert pid not in pids
+
+
+def test_stop_ends_running_and_waiting_runs_and_a_restart_has_every_worker(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[list[BaseException | None], list[int], list[int]]:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            holding = asyncio.create_task(execute(backend, busy))
+            await reports.next()
+            waiting = asyncio.create_task(execute(backend, job(kinds["echo"])))
+            await asyncio.sleep(0)  # one loop step: the run waits for a worker
+            pids = backend.worker_pids()
+            await backend.stop()
+            outcomes = [await until_done(holding), await until_done(waiting)]
+            after = backend.worker_pids()
+            await backend.start()
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcomes, pids, after
+
+    (killed, waited), pids, after = arun(main())
+    assert isinstance(killed, WorkerCrashedError)
+    assert "killed by the backend (shutdown)" in str(killed)
+    assert isinstance(waited, work.BackendError)
+    assert "was stopped" in str(waited)
+    assert after == []
+    assert not any(exists(pid) for pid in pids)
+
+
+def test_a_run_handed_a_worker_as_the_backend_stops_says_it_was_stopped(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> BaseException | None:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            holding = asyncio.create_task(execute(backend, busy))
+            await reports.next()
+            waiting = asyncio.create_task(execute(backend, job(kinds["echo"])))
+            await asyncio.sleep(0)  # one loop step: the run waits for a worker
+            release = backend._release
+            stopping: list[asyncio.Task[None]] = []
+
+            def stop_then_release(worker: Any) -> None:  # stop runs before the run resumes
+                stopping.append(asyncio.create_task(backend.stop()))
+                backend._release = release  # type: ignore[method-assign]
+                release(worker)
+
+            backend._release = stop_then_release  # type: ignore[method-assign]
+            backend.cancel(busy.id)  # its replacement goes to the waiting run
+            await until_done(holding)
+            outcome = await until_done(waiting)
+            await until_done(stopping[0])
+            return outcome
+
+    outcome = arun(main())
+    assert isinstance(outcome, work.BackendError)
+    assert not isinstance(outcome, WorkerCrashedError)  # it never ran: nothing crashed
+    assert "was stopped" in str(outcome)
 
 
 def test_a_worker_killed_while_idle_is_replaced(

@@ -456,9 +456,10 @@ class ProcessBackend:
 
     def cancel(self, job_id: str) -> None:
         """Kill the process group running ``job_id`` now (the engine also cancels ``execute``,
-        which waits for the process to be gone before it returns)."""
+        which waits for the process to be gone before it returns). A run whose reply has come
+        already is left alone: its worker is done with it and goes back to the pool."""
         worker = self._by_job.get(job_id)
-        if worker is not None:
+        if worker is not None and worker.run is not None and not worker.run.future.done():
             worker.kill("canceled")
 
     async def execute(self, job: Job, ctx: JobContext) -> Any:
@@ -467,6 +468,9 @@ class ProcessBackend:
         if not self._running:
             await self.start()
         worker = await self._acquire()
+        if not self._running:  # stopped while this run waited for the worker: it never started
+            self._release(worker)
+            raise BackendError(f"the {self.name!r} backend was stopped")
         if type(request) is RunHandler and worker.synced_path != sys.path:
             request.sys_path = sys_path_for_workers()
             worker.synced_path = list(sys.path)
@@ -477,8 +481,11 @@ class ProcessBackend:
         try:
             reply = await run.future
         except asyncio.CancelledError:
-            worker.kill("canceled")
-            await until_exited(worker)
+            if _worker_fine(run) and worker.recycle_reason is None:
+                self._release(worker)  # the reply came in the step the run was canceled
+            else:
+                worker.kill("canceled")
+                await until_exited(worker)
             raise
         finally:
             del self._by_job[job.id]
@@ -579,6 +586,14 @@ class ProcessBackend:
         if reply.crash_report:
             raise error from RemoteTraceback(reply.crash_report)
         raise error
+
+
+def _worker_fine(run: Run) -> bool:
+    """Whether the run has its reply and the worker is fine (not killed, not over its memory)."""
+    future = run.future
+    return (
+        future.done() and not future.cancelled() and type(future.result()) in (Ok, Err, CommandDone)
+    )
 
 
 def _over(used_mb: float) -> str:
