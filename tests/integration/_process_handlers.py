@@ -124,11 +124,19 @@ def interval(job: work.Job) -> Any:
 
 # ---- what a job may leave in its worker ---------------------------------------------------------
 
-#: The resource limits a test may look at, by name.
+#: The resource limits a worker sets back after each job, by name.
 LIMITS = {
     name: getattr(resource, name)
-    for name in sorted(dir(resource))
-    if name.startswith("RLIMIT_") and name != "RLIMIT_OFILE"
+    for name in (
+        "RLIMIT_AS",
+        "RLIMIT_CPU",
+        "RLIMIT_DATA",
+        "RLIMIT_FSIZE",
+        "RLIMIT_MEMLOCK",
+        "RLIMIT_NOFILE",
+        "RLIMIT_NPROC",
+        "RLIMIT_STACK",
+    )
 }
 _TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
@@ -169,6 +177,9 @@ def taint(job: work.Job) -> Any:
         _lower("RLIMIT_CPU", 1 << 20)
         _lower("RLIMIT_NPROC", 4096)
         _lower("RLIMIT_AS", _vm_bytes() + (1 << 30))
+        _lower("RLIMIT_DATA", 1 << 40)
+        _lower("RLIMIT_STACK", 4 << 20)
+        _lower("RLIMIT_MEMLOCK", 1 << 20)
     elif change == "hard_limit":  # raising it back takes CAP_SYS_RESOURCE
         _lower("RLIMIT_NOFILE", 256, 256)
     elif change == "timer":
@@ -199,6 +210,36 @@ def state(job: work.Job) -> Any:
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "affinity": sorted(os.sched_getaffinity(0)),
     }
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+_CAP_SYS_RESOURCE = 24
+
+
+def lower_hard_limit_for_good(job: work.Job) -> Any:
+    """Lower the hard limit on open files where the worker cannot raise it back: first drop
+    CAP_SYS_RESOURCE from this process (a root worker has it; without it nothing changes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) == 0:
+        data[0].effective &= ~(1 << _CAP_SYS_RESOURCE)
+        data[0].permitted &= ~(1 << _CAP_SYS_RESOURCE)
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+    _lower("RLIMIT_NOFILE", 256, 256)
+    return {"pid": os.getpid()}
 
 
 def lower_address_space(job: work.Job) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -98,6 +97,7 @@ def kinds(handlers: Callable[..., str]) -> dict[str, str]:
         "taint",
         "state",
         "lower_address_space",
+        "lower_hard_limit_for_good",
         "allocate",
         "leave_processes",
         "leave_memory",
@@ -536,35 +536,27 @@ def test_a_worker_a_job_leaves_a_thread_in_is_replaced_and_the_job_stands(
     assert "(left-behind)" in caplog.text
 
 
-RESET_WITHOUT_PRIVILEGE = """
-import resource
+def test_a_job_that_leaves_its_worker_unusable_keeps_its_outcome_and_the_next_goes_elsewhere(
+    kinds: dict[str, str], arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = ProcessBackend(workers=1)
 
-from nsai_work.backends._worker_reset import WorkerState
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(backend) as s:
+            lowering = await run(s, job(kinds["lower_hard_limit_for_good"]))
+            return lowering, await run(s, job(kinds["echo"]))
 
-state = WorkerState()
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), 256))
-print(state.reset())
-"""
-
-
-def _drop_cap_sys_resource() -> None:
-    """Before exec: drop CAP_SYS_RESOURCE from the bounding set, so not even root can raise a
-    hard limit after exec (PR_CAPBSET_DROP; fails harmlessly without the privilege to)."""
-    ctypes.CDLL(None).prctl(24, 24, 0, 0, 0)
-
-
-def test_a_limit_that_cannot_be_raised_back_is_a_reason_to_replace_the_worker() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", RESET_WITHOUT_PRIVILEGE],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        preexec_fn=_drop_cap_sys_resource,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("its RLIMIT_NOFILE was changed to (256, 256) and cannot be set ")
+    with caplog.at_level(logging.WARNING, logger="nsai_work.backends.process"):
+        lowering, after = arun(main())
+    assert lowering.status == "succeeded"
+    old = lowering.result["pid"]
+    assert after.status == "succeeded"  # refused by the old worker, run by its replacement
+    assert after.result["pid"] != old
+    assert not exists(old)
+    assert (
+        f"replacing worker process {old} before job {after.id}, which runs on another worker: "
+        f"a job changed its RLIMIT_NOFILE to (256, 256), which cannot be set back to ("
+    ) in caplog.text
 
 
 # ---- timeout, cancel, crashes -------------------------------------------------------------------

@@ -10,10 +10,11 @@ into a ``work.Job``), the handler's ``module:qualname``, its result (JSON, check
 way the engine checks a local handler's), an exception as its type's name, message and
 traceback, progress reports.
 
-Isolation: after each job, before its reply, the worker puts itself back in the state it
-started in (``_worker_reset``): the processes the job left are killed, its environment, working
-directory and limits restored. When that is not possible (a thread still running, a limit it can
-no longer raise), a ``Recycle`` message before the reply asks the parent to replace the worker.
+Isolation (``_worker_reset``): what a job left running (processes, threads, timers) ends before
+its reply; what it changed (environment, working directory, limits...) is set back after the
+reply, before the next request is read. When the former fails, a ``Recycle`` message before the
+reply asks the parent to replace the worker; when the latter fails, the worker answers the next
+request with ``Refused`` instead of running it, and the parent runs that job on another worker.
 
 Memory: a handler job with ``memory_mb`` runs under an address-space limit (``RLIMIT_AS``) of the
 worker's size before the call plus ``memory_mb`` (within the worker's own limit); a
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -62,6 +64,7 @@ __all__ = [
     "Ok",
     "ProgressReport",
     "Recycle",
+    "Refused",
     "Reply",
     "Request",
     "RunCommand",
@@ -180,14 +183,31 @@ class CommandDone(Struct, tag="done", tag_field="t"):
 
 
 class Recycle(Struct, tag="recycle", tag_field="t"):
-    """Sent before a job's reply: the job left the worker in a state it cannot undo (``reason``),
-    so the worker must be replaced; the reply that follows is the job's outcome all the same."""
+    """Sent before a job's reply: the job left something running that cannot be ended
+    (``reason``), so the worker must be replaced; the reply that follows is the job's outcome
+    all the same."""
+
+    reason: str
+
+
+class Refused(Struct, tag="refused", tag_field="t"):
+    """The reply to a request the worker did not run: an earlier job changed it in a way it
+    cannot set back (``reason``). The job is intact, for another worker."""
 
     reason: str
 
 
 Reply = (
-    Hello | Started | ProgressReport | Heartbeat | Ok | Err | MemoryExceeded | CommandDone | Recycle
+    Hello
+    | Started
+    | ProgressReport
+    | Heartbeat
+    | Ok
+    | Err
+    | MemoryExceeded
+    | CommandDone
+    | Recycle
+    | Refused
 )
 
 
@@ -382,24 +402,27 @@ class Worker:
 
     def serve(self) -> None:
         self.channel.send(Hello(pid=os.getpid()))
+        unusable: str | None = None  # why the worker cannot run another job
         while True:
             request = self.channel.receive()
             if request is None:
                 return
+            if unusable is not None:
+                self.channel.send(Refused(reason=unusable))
+                continue
             if type(request) is RunHandler:
                 reply = self.run_handler(request)
             else:
                 assert isinstance(request, RunCommand)
                 reply = self.run_command(request)
-            # What the job left ends before its reply: the next job finds the worker as it
-            # started, or the scheduler replaces the worker.
-            try:
-                reason = self.state.reset()
-            except Exception as exc:  # pragma: no cover - a reset that breaks must not hide it
-                reason = f"putting it back in its starting state failed: {exc!r}"
-            if reason is not None:
-                self.channel.send(Recycle(reason=reason))
+            # What the job left running ends before its reply (the run ends with it), what it
+            # changed is set back after the reply: the next job finds the worker as it started.
+            state = self.state
+            ended = _guarded(state.end_job)
+            if ended is not None:
+                self.channel.send(Recycle(reason=ended))
             self.channel.send(reply)
+            unusable = ended or _guarded(state.restore)
 
     # ---- handlers -----------------------------------------------------------------------------
 
@@ -592,6 +615,14 @@ def _collect(process: subprocess.Popen[bytes], keep: int) -> tuple[_Tail, _Tail]
         process.stdout.close()
         process.stderr.close()
     return tails
+
+
+def _guarded(step: Callable[[], str | None]) -> str | None:
+    """A step of putting the worker back: its reason not to go on, also when it breaks."""
+    try:
+        return step()
+    except Exception as exc:  # pragma: no cover - a step that breaks must not go unnoticed
+        return f"putting the worker back in its starting state failed: {exc!r}"
 
 
 def main(argv: list[str]) -> None:

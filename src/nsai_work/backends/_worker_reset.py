@@ -2,25 +2,27 @@
 
 A handler runs in the worker's own process, so whatever it changes there would meet the next job
 on that worker, perhaps another tenant's. ``WorkerState`` records that state before the first
-job, and ``reset()`` puts it back after each one, before the job's reply is sent (so a run ends
-only once what it left behind is gone):
+job and undoes each job's traces in two steps:
 
-- processes: every process the job left running is killed and reaped. The worker is a child
-  subreaper (``PR_SET_CHILD_SUBREAPER``), so processes that daemonize or start a new session are
-  re-parented to it rather than to init, and are found and killed too;
-- Python threads the job started must have ended (they get a moment to finish);
-- ``os.environ`` and the C library's environment (``os.putenv``, ``setenv`` from C code, which
-  child processes inherit), the working directory, the umask and ``sys.path``;
-- every resource limit (``RLIMIT_*``), the nice value and the CPU affinity go back to the
-  worker's own; the interval timers (``alarm``, ``setitimer``) are cancelled.
+- ``end_job()``, before the job's reply (a run ends only once what it left running is gone):
+  every process the job left is killed and reaped (the worker is a child subreaper,
+  ``PR_SET_CHILD_SUBREAPER``, so processes that daemonize or start a new session are re-parented
+  to it rather than to init, and are found too); Python threads the job started must have ended
+  (they get a moment); the interval timers (``alarm``, ``setitimer``) are cancelled.
+- ``restore()``, after the reply and before the next request is read (it overlaps with the
+  scheduler's own work on the reply): ``os.environ`` and the C library's environment
+  (``os.putenv``, ``setenv`` from C code, which child processes inherit), the working directory,
+  the umask, ``sys.path``, the resource limits that matter to later jobs (``_LIMITS``), the nice
+  value and the CPU affinity go back to the worker's own.
 
-What cannot be put back (a limit whose hard value was lowered, a nice value raised, without the
-privilege to undo it; a process that cannot be killed; a thread still running) makes ``reset()``
-return the reason: the worker asks the scheduler to replace it. The job's outcome stands.
+Each returns None, or why the worker cannot be put back (a process that cannot be killed, a
+thread still running; a limit whose hard value was lowered or a nice value raised, without the
+privilege to undo it): then the worker must be replaced. The job's outcome stands either way.
 
 Not reset: module state (globals, caches, imported modules), signal handlers and the signal mask,
-credentials and capabilities a root worker may drop. The cost when nothing changed is about
-15 microseconds (mostly one ``getrlimit`` per limit); the slow paths run only on a change.
+the limits that do not matter to later jobs, credentials and capabilities a root worker may drop.
+When nothing changed, the two steps cost 16 system calls (5 before the reply) and about 20 us of
+the worker's time; the slow paths run only on a change.
 """
 
 from __future__ import annotations
@@ -39,11 +41,23 @@ from ._worker import stat_fields
 
 __all__ = ["WorkerState", "become_subreaper"]
 
-#: Every resource limit, by name (RLIMIT_OFILE is another name of RLIMIT_NOFILE).
+#: The resource limits that, lowered by a job, would break later ones (address space, CPU time,
+#: heap, file size, locked memory, open files, processes, stack), by name. The others (core
+#: dumps, message queues, nice and real-time priority, queued signals, RSS, which Linux ignores)
+#: are left as they are: checking one costs a system call per job.
 _LIMITS: Final = {
     name: getattr(resource, name)
-    for name in sorted(dir(resource))
-    if name.startswith("RLIMIT_") and name != "RLIMIT_OFILE"
+    for name in (
+        "RLIMIT_AS",
+        "RLIMIT_CPU",
+        "RLIMIT_DATA",
+        "RLIMIT_FSIZE",
+        "RLIMIT_MEMLOCK",
+        "RLIMIT_NOFILE",
+        "RLIMIT_NPROC",
+        "RLIMIT_STACK",
+    )
+    if hasattr(resource, name)
 }
 _TIMERS: Final = tuple(
     getattr(signal, name)
@@ -64,7 +78,8 @@ def become_subreaper() -> None:
 
 
 class WorkerState:
-    """The state of this process before its first job; ``reset()`` restores it after each."""
+    """The state of this process before its first job; ``end_job()`` and ``restore()`` bring
+    it back after each (see the module docstring)."""
 
     def __init__(self) -> None:
         self.environ = os.environ.copy()
@@ -74,7 +89,9 @@ class WorkerState:
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.sys_path = list(sys.path)
-        self.limits = {number: resource.getrlimit(number) for number in _LIMITS.values()}
+        self._limit_numbers = tuple(_LIMITS.values())
+        self._limit_values = [resource.getrlimit(number) for number in self._limit_numbers]
+        self.limits = dict(zip(self._limit_numbers, self._limit_values, strict=True))
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self.affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         self._threads = frozenset(threading.enumerate())
@@ -88,21 +105,47 @@ class WorkerState:
                 size = min(size, cap)
         return size, hard
 
-    def reset(self) -> str | None:
-        """Put the process back as it was before the first job: None when done, else why that
-        is not possible (then the worker must be replaced)."""
-        return (
-            _end_processes()
-            or self._end_threads()
-            or self._restore_environment()
-            or self._restore_directory()
-            or self._restore_limits()
-            or self._restore_scheduling()
-        )
+    def end_job(self) -> str | None:
+        """End what the job left running (before its reply): None when done, else why that is
+        not possible (then the worker must be replaced)."""
+        for timer in _TIMERS:
+            signal.setitimer(timer, 0)
+        if _has_children():
+            reason = _end_processes()
+            if reason is not None:
+                return reason
+        if threading.active_count() > len(self._threads):
+            return self._end_threads()
+        return None
+
+    def restore(self) -> str | None:
+        """Set back what the job changed (before the next job): None when done, else why that
+        is not possible (then the worker must be replaced). Each thing is looked at with one
+        comparison or system call; the work is done only where something changed."""
+        c_environ = self._c_environ
+        if _environ_data() != self._environ_data or (c_environ and c_environ.changed()):
+            os.environ.clear()
+            os.environ.update(self.environ)
+            if c_environ is not None and c_environ.changed() and not c_environ.restore():
+                return "a job changed its environment (the C library's environ) for good"
+        try:
+            os.fchdir(self._directory)
+        except OSError as exc:
+            return f"its working directory cannot be set back ({exc})"
+        os.umask(self.umask)
+        if sys.path != self.sys_path:
+            sys.path[:] = self.sys_path
+        if list(map(resource.getrlimit, self._limit_numbers)) != self._limit_values:
+            reason = self._restore_limits()
+            if reason is not None:
+                return reason
+        if os.getpriority(os.PRIO_PROCESS, 0) != self.nice or (
+            self.affinity is not None and os.sched_getaffinity(0) != self.affinity
+        ):
+            return self._restore_scheduling()
+        return None
 
     def _end_threads(self) -> str | None:
-        if threading.active_count() <= len(self._threads):
-            return None
         started = [thread for thread in threading.enumerate() if thread not in self._threads]
         deadline = time.monotonic() + _THREAD_GRACE_S
         for thread in started:  # (a thread started outside threading cannot be joined)
@@ -111,25 +154,6 @@ class WorkerState:
         running = [thread.name for thread in started if thread.is_alive()]
         if running:
             return f"the job left {len(running)} thread(s) running ({', '.join(running[:5])})"
-        return None
-
-    def _restore_environment(self) -> str | None:
-        if _environ_data() != self._environ_data:
-            os.environ.clear()
-            os.environ.update(self.environ)
-        c_environ = self._c_environ
-        if c_environ is not None and c_environ.changed() and not c_environ.restore():
-            return "its environment (the C library's environ) could not be set back"
-        return None
-
-    def _restore_directory(self) -> str | None:
-        try:
-            os.fchdir(self._directory)
-        except OSError as exc:
-            return f"its working directory could not be set back: {exc}"
-        os.umask(self.umask)
-        if sys.path != self.sys_path:
-            sys.path[:] = self.sys_path
         return None
 
     def _restore_limits(self) -> str | None:
@@ -142,24 +166,22 @@ class WorkerState:
                 resource.setrlimit(number, value)
             except (ValueError, OSError) as exc:
                 return (
-                    f"its {name} was changed to {_limit_text(current)} and cannot be set back "
-                    f"to {_limit_text(value)} ({exc})"
+                    f"a job changed its {name} to {_limit_text(current)}, which cannot be set "
+                    f"back to {_limit_text(value)} ({exc})"
                 )
         return None
 
     def _restore_scheduling(self) -> str | None:
-        for timer in _TIMERS:
-            signal.setitimer(timer, 0)
         if os.getpriority(os.PRIO_PROCESS, 0) != self.nice:
             try:
                 os.setpriority(os.PRIO_PROCESS, 0, self.nice)
             except OSError as exc:
-                return f"its nice value cannot be set back to {self.nice} ({exc})"
+                return f"a job raised its nice value, which cannot be set back ({exc})"
         if self.affinity is not None and os.sched_getaffinity(0) != self.affinity:
             try:
                 os.sched_setaffinity(0, self.affinity)
             except OSError as exc:
-                return f"its CPU affinity cannot be set back ({exc})"
+                return f"a job changed its CPU affinity, which cannot be set back ({exc})"
         return None
 
 
@@ -210,20 +232,21 @@ class _CEnvironment:
             entries.setdefault(name, value)
         return entries
 
-    def _snapshot(self) -> tuple[int | None, bytes]:
+    def _snapshot(self) -> tuple[int | None, Any, bytes]:
+        """The array's address, a view of its pointers and their value."""
         address = self._pointer.value
         if not address:
-            return None, b""
-        size = (len(self._array()) + 1) * ctypes.sizeof(ctypes.c_void_p)
-        return address, ctypes.string_at(address, size)
+            return None, None, b""
+        view = (ctypes.c_void_p * (len(self._array()) + 1)).from_address(address)
+        return address, view, bytes(view)
 
     def changed(self) -> bool:
         """Whether the environment may differ from the recorded one."""
-        address, pointers = self._mark
+        address, view, pointers = self._mark
         if self._pointer.value != address:
             return True
         # Same array: it never shrinks, so reading its recorded length is safe.
-        return address is not None and ctypes.string_at(address, len(pointers)) != pointers
+        return view is not None and bytes(view) != pointers
 
     def restore(self) -> bool:
         """Set the recorded environment back; True if it now matches."""
@@ -284,9 +307,9 @@ def _left_running() -> list[int]:
 
 
 def _end_processes() -> str | None:
-    """Kill and reap every process the job left running; None once they are all gone."""
-    if not _has_children():  # a subreaper without children has no descendants at all
-        return None
+    """Kill and reap every process the job left running (called when this process has
+    children: a subreaper without children has no descendants at all); None once they are all
+    gone, else why not."""
     deadline = time.monotonic() + _PROCESS_GRACE_S
     pause = 0.001
     while True:

@@ -7,10 +7,11 @@ worker leads its own process group: cancel and timeout kill the group (the worke
 everything they started) with ``SIGKILL``, and the pool starts a replacement. A worker that dies
 (a segfault, ``os._exit``) fails only its own job. Every job starts from the worker's starting
 state: after each job the worker kills what the job left running and restores its environment,
-working directory and limits (``_worker_reset``); one that cannot (a thread still running, a limit
-it may not raise back) is replaced, and the job's outcome stands. ``resources.memory_mb`` is
-enforced: an address-space limit around a handler's call, and a watch on the resident memory of
-the worker's process group; going over fails the job with a ``MemoryLimitError``.
+working directory and limits (``_worker_reset``). A worker that cannot (a thread still running, a
+limit it may not raise back) is replaced; the job's outcome stands, and a job sent to a worker
+that found it cannot be put back runs on another worker. ``resources.memory_mb`` is enforced: an
+address-space limit around a handler's call, and a watch on the resident memory of the worker's
+process group; going over fails the job with a ``MemoryLimitError``.
 
 Why ``subprocess`` and a pipe protocol rather than ``multiprocessing``: each worker needs its
 own session (to kill its group), its own inherited descriptors and nothing else, and must never
@@ -72,6 +73,7 @@ from ._worker import (
     Err,
     MemoryExceeded,
     Ok,
+    Refused,
     Reply,
     RunCommand,
     RunHandler,
@@ -467,39 +469,44 @@ class ProcessBackend:
         request = self._request(job)
         if not self._running:
             await self.start()
-        worker = await self._acquire()
-        if not self._running:  # stopped while this run waited for the worker: it never started
-            self._release(worker)
-            raise BackendError(f"the {self.name!r} backend was stopped")
-        if type(request) is RunHandler and worker.synced_path != sys.path:
-            request.sys_path = sys_path_for_workers()
-            worker.synced_path = list(sys.path)
-        assert self._loop is not None
-        run = Run(ctx, self._loop.create_future(), job.resources.memory_mb or None)
-        worker.begin(run, frame(self._encoder.encode(request)))
-        self._by_job[job.id] = worker
-        try:
-            reply = await run.future
-        except asyncio.CancelledError:
-            if _worker_fine(run) and worker.recycle_reason is None:
-                self._release(worker)  # the reply came in the step the run was canceled
-            else:
-                worker.kill("canceled")
-                await until_exited(worker)
-            raise
-        finally:
-            del self._by_job[job.id]
-            self._watched.pop(worker, None)
-        return await self._outcome(worker, job, request, reply)
+        while True:
+            worker = await self._acquire()
+            if not self._running:  # stopped while this run waited for a worker: it never started
+                self._release(worker)
+                raise BackendError(f"the {self.name!r} backend was stopped")
+            if type(request) is RunHandler and worker.synced_path != sys.path:
+                request.sys_path = sys_path_for_workers()
+                worker.synced_path = list(sys.path)
+            assert self._loop is not None
+            run = Run(ctx, self._loop.create_future(), job.resources.memory_mb or None)
+            worker.begin(run, frame(self._encoder.encode(request)))
+            self._by_job[job.id] = worker
+            try:
+                reply = await run.future
+            except asyncio.CancelledError:
+                if _worker_fine(run) and worker.recycle_reason is None:
+                    self._release(worker)  # the reply came in the step the run was canceled
+                else:
+                    worker.kill("canceled")
+                    await until_exited(worker)
+                raise
+            finally:
+                del self._by_job[job.id]
+                self._watched.pop(worker, None)
+            if type(reply) is not Refused:
+                return await self._outcome(worker, job, request, reply)
+            # An earlier job left this worker unusable and it did not run this one: another will.
+            worker.recycle_reason = reply.reason
+            await self._recycle(worker, f"before job {job.id}, which runs on another worker")
 
-    async def _recycle(self, worker: WorkerProcess, job: Job) -> None:
-        """Replace a worker that could not put itself back in its starting state after ``job``:
-        kill it, and wait until it is gone (the pool starts another)."""
+    async def _recycle(self, worker: WorkerProcess, when: str) -> None:
+        """Replace a worker that cannot be put back in its starting state: kill it, and wait
+        until it is gone (the pool starts another)."""
         _log.warning(
-            "nsai-work %s: replacing worker process %d after job %s: %s",
+            "nsai-work %s: replacing worker process %d %s: %s",
             self.name,
             worker.pid,
-            job.id,
+            when,
             worker.recycle_reason,
         )
         worker.kill("recycled")
@@ -539,7 +546,7 @@ class ProcessBackend:
             if worker.recycle_reason is None:
                 self._release(worker)
             else:
-                await self._recycle(worker, job)
+                await self._recycle(worker, f"after job {job.id}")
             if kind is Ok:
                 return msgspec.json.decode(reply.result)
             if kind is Err:
