@@ -504,7 +504,7 @@ class Worker:
 
     def _lift_address_space_limit(self) -> None:
         """Back to the worker's own ``RLIMIT_AS`` (if the job lowered its hard limit, that fails
-        here, and the reset after the job replaces the worker)."""
+        here, and ``restore()`` after the job finds the worker cannot be put back)."""
         import resource
 
         with contextlib.suppress(ValueError, OSError):
