@@ -1,5 +1,6 @@
 """``work.testing.check_backend`` over the process backend: handler jobs and command jobs, each
-with a job that succeeds, one that fails and one that hangs until it is killed."""
+with a job that succeeds, one that fails and one that hangs until it is killed; also with jobs
+that get their worker replaced every time."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ def test_process_backend_with_async_handlers(handlers: Callable[..., str]) -> No
         lambda: ProcessBackend(workers=1),
         job=job(handlers(h.echo_async)),
         failing_job=job(handlers(h.fail_permanently)),
+        hanging_job=job(handlers(h.spin)),
+        timeout_s=TIMEOUT_S,
+    )
+
+
+def test_process_backend_whose_workers_are_replaced_after_every_job(
+    handlers: Callable[..., str],
+) -> None:
+    # Every job leaves a thread running, so its worker is replaced once it has ended: results,
+    # failures, cancel and timeouts must keep their contract on that path too.
+    check_backend(
+        lambda: ProcessBackend(workers=1),
+        job=job(handlers(h.leave_a_thread)),
+        failing_job=job(handlers(h.fail), payload={"value": 3}),
         hanging_job=job(handlers(h.spin)),
         timeout_s=TIMEOUT_S,
     )

@@ -1,6 +1,7 @@
 """The process backend with real worker processes: results and exceptions come back, memory
-limits, timeouts, cancel and crashes kill what they must and nothing else, command jobs, cpu
-reservations, what is rejected at submit, and routing.
+limits, every job starts from the worker's starting state, timeouts, cancel and crashes kill what
+they must and nothing else, command jobs, cpu reservations, what is rejected at submit, and
+routing.
 
 Handlers live in ``_process_handlers`` (workers import them by ``module:qualname``). A handler
 that must say something while it runs (its pid, its child's pid) reports to an abstract Unix
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -34,7 +37,7 @@ from nsai_work.backends import (
     WorkerCrashedError,
 )
 from nsai_work.backends._process_boundary import remote_exception
-from nsai_work.backends._worker import Err
+from nsai_work.backends._worker import Err, Ok
 from nsai_work.telemetry import Telemetry
 from nsai_work.telemetry.events import JOB_COMPLETED, JOB_STARTED
 from nsai_work.testing import capture_events
@@ -91,6 +94,16 @@ def kinds(handlers: Callable[..., str]) -> dict[str, str]:
         "segfault",
         "exit_now",
         "interval",
+        "taint",
+        "state",
+        "lower_address_space",
+        "lower_hard_limit_for_good",
+        "allocate",
+        "leave_processes",
+        "leave_memory",
+        "leave_a_thread",
+        "leave_a_task",
+        "count_tasks",
     ]
     return {name: handlers(getattr(h, name)) for name in names}
 
@@ -101,6 +114,11 @@ async def scheduler(backend: ProcessBackend, **options: Any) -> AsyncIterator[wo
     async with work.Scheduler(backends=["local", backend], **options) as s:
         await backend.wait_ready(WAIT_S)
         yield s
+
+
+async def run(s: work.Scheduler, one: work.Job) -> work.Job:
+    """Submit ``one`` and wait for its end."""
+    return await s.wait((await s.submit(one)).id, WAIT_S)
 
 
 class Reports:
@@ -161,6 +179,18 @@ def exists(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def kill_left_sleeper(pid: int) -> None:
+    """Kill ``pid`` if it is still one of the ``time.sleep(600)`` processes a test handler left
+    (a check that fails leaves them running); through a pidfd, so a reused pid is never hit."""
+    with contextlib.suppress(OSError):
+        fd = os.pidfd_open(pid)
+        try:
+            if b"time.sleep(600)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        finally:
+            os.close(fd)
 
 
 # ---- results and exceptions ---------------------------------------------------------------------
@@ -317,8 +347,8 @@ def test_a_memory_hog_is_stopped_and_the_pool_keeps_working(
     assert (handler_hog.status, len(handler_hog.attempts)) == ("failed", 1)  # not retried
     assert handler_hog.error is not None
     assert handler_hog.error.type == "nsai_work.backends.MemoryLimitError"
-    assert handler_hog.error.message.startswith("memory limit exceeded: used ")
-    assert " MB of 64 MB" in handler_hog.error.message
+    assert handler_hog.error.message.startswith("memory limit exceeded: an allocation of more ")
+    assert " MB of the job's 64 MB in use" in handler_hog.error.message
     assert after.status == "succeeded"
     assert after.result["pid"] not in before  # the worker was replaced
     # A command: the resident-memory watch kills its process group.
@@ -331,6 +361,202 @@ def test_a_memory_hog_is_stopped_and_the_pool_keeps_working(
     assert used > 96
     assert again.status == "succeeded"
     assert len(now) == 1
+
+
+@pytest.mark.parametrize("how", ["one allocation", "a library's own MemoryError"])
+def test_an_allocation_past_the_limit_says_what_it_asked_for_and_what_was_in_use(
+    how: str, kinds: dict[str, str], handlers: Callable[..., str], arun: Callable[..., Any]
+) -> None:
+    if how == "one allocation":
+        kind, payload = kinds["allocate"], {"mb": 300}
+    else:
+        kind, payload = handlers(h.fail_like_numpy), {}
+
+    async def main() -> work.Job:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            return await run(s, job(kind, payload=payload, resources=work.Resources(memory_mb=200)))
+
+    done = arun(main())
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.type == "nsai_work.backends.MemoryLimitError"
+    message = done.error.message
+    found = re.match(
+        r"memory limit exceeded: an allocation of more than ([\d.]+) MB was refused \((.*)\) "
+        r"with ([\d.]+) MB of the job's 200 MB in use",
+        message,
+    )
+    assert found is not None, message
+    asked, refused, used = float(found[1]), found[2], float(found[3])
+    assert asked + used <= 200
+    assert asked > 150  # the job had taken next to nothing: the allocation asked for the most
+    if how == "one allocation":
+        assert refused == "MemoryError"
+    else:
+        assert refused == "MemoryError: Unable to allocate 300. MiB for an array"
+
+
+# ---- every job starts from the worker's starting state ------------------------------------------
+
+#: What ``taint`` changes that a worker can always undo; the others take privileges the worker may
+#: not have (lowering a nice value, raising a hard limit): then it is replaced instead.
+ALWAYS_UNDONE = [
+    "environ",
+    "putenv",
+    "directory",
+    "umask",
+    "sys_path",
+    "limits",
+    "timer",
+    "affinity",
+]
+
+
+@pytest.mark.parametrize("change", [*ALWAYS_UNDONE, "hard_limit", "nice"])
+def test_the_next_job_finds_the_worker_as_it_started(
+    change: str, kinds: dict[str, str], monkeypatch: pytest.MonkeyPatch, arun: Callable[..., Any]
+) -> None:
+    if change == "affinity" and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("narrowing the CPU affinity needs two usable cores")
+    monkeypatch.setenv("NSAI_WORK_TEST_KEEP", "kept")  # the workers inherit it
+
+    async def main() -> tuple[work.Job, work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            before = await run(s, job(kinds["state"]))
+            tainted = await run(s, job(kinds["taint"], payload={"change": change}))
+            return before, tainted, await run(s, job(kinds["state"]))
+
+    before, tainted, after = arun(main())
+    assert [j.status for j in (before, tainted, after)] == ["succeeded"] * 3, after.error
+    assert tainted.result["pid"] == before.result["pid"]  # the change was made in that worker
+    found, expected = dict(after.result), dict(before.result)
+    if change in ALWAYS_UNDONE:
+        assert found["pid"] == expected["pid"]  # undone, not replaced
+    del found["pid"], expected["pid"]
+    assert found == expected
+
+
+def test_processes_a_job_leaves_running_end_with_it(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    left: list[int] = []
+
+    async def main() -> tuple[work.Job, work.Job, work.Job, list[int]]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            handler = await run(s, job(kinds["leave_processes"]))
+            if handler.status == "succeeded":
+                left.extend([handler.result["child"], handler.result["daemon"]])
+            daemonizing = await run(s, command([sys.executable, "-c", h.DAEMONIZE]))
+            if daemonizing.status == "succeeded":
+                left.append(int(daemonizing.result["stdout_tail"]))
+            running = [pid for pid in left if exists(pid)]
+            return handler, daemonizing, await run(s, job(kinds["echo"])), running
+
+    try:
+        handler, daemonizing, after, running = arun(main())
+    finally:
+        for pid in left:
+            kill_left_sleeper(pid)
+    assert [j.status for j in (handler, daemonizing, after)] == ["succeeded"] * 3
+    assert len(left) == 3
+    assert running == []  # the child, and the daemons in sessions of their own
+    assert after.result["pid"] == handler.result["pid"]  # the same worker, cleaned up
+
+
+def test_async_jobs_do_not_share_an_event_loop(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            leaving = await run(s, job(kinds["leave_a_task"]))
+            return leaving, await run(s, job(kinds["count_tasks"]))
+
+    leaving, counting = arun(main())
+    assert leaving.status == "succeeded"
+    assert counting.result == {"pid": leaving.result["pid"], "tasks": 1}
+
+
+def test_the_memory_watch_counts_only_the_jobs_own_processes(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            leaving = await run(s, job(kinds["leave_memory"], payload={"mb": 300}))
+            limited = job(
+                kinds["interval"],
+                payload={"work_s": 0.5},  # the watch samples every 50 ms meanwhile
+                resources=work.Resources(memory_mb=200),
+            )
+            return leaving, await run(s, limited)
+
+    leaving, limited = arun(main())
+    assert leaving.status == "succeeded"
+    assert limited.status == "succeeded", limited.error
+    assert limited.result["pid"] == leaving.result["pid"]
+
+
+def test_a_limit_a_job_lowered_does_not_hold_the_next_one(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(ProcessBackend(workers=1)) as s:
+            lowering = await run(s, job(kinds["lower_address_space"]))
+            big = job(
+                kinds["allocate"], payload={"mb": 100}, resources=work.Resources(memory_mb=500)
+            )
+            return lowering, await run(s, big)
+
+    lowering, big = arun(main())
+    assert lowering.status == "succeeded"
+    assert big.status == "succeeded", big.error
+    assert big.result == {"pid": lowering.result["pid"], "mb": 100}
+
+
+def test_a_worker_a_job_leaves_a_thread_in_is_replaced_and_the_job_stands(
+    kinds: dict[str, str], arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[work.Job, list[int], work.Job]:
+        async with scheduler(backend) as s:
+            threaded = await run(s, job(kinds["leave_a_thread"]))
+            return threaded, backend.worker_pids(), await run(s, job(kinds["echo"]))
+
+    with caplog.at_level(logging.WARNING, logger="nsai_work.backends.process"):
+        threaded, pids, after = arun(main())
+    assert threaded.status == "succeeded"
+    old = threaded.result["pid"]
+    assert old not in pids  # replaced before the job ended
+    assert not exists(old)
+    assert after.status == "succeeded"
+    assert after.result["pid"] != old
+    assert f"replacing worker process {old} after job {threaded.id}: the job left 1 thread(s) " in (
+        caplog.text
+    )
+    assert "(left-behind)" in caplog.text
+
+
+def test_a_job_that_leaves_its_worker_unusable_keeps_its_outcome_and_the_next_goes_elsewhere(
+    kinds: dict[str, str], arun: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[work.Job, work.Job]:
+        async with scheduler(backend) as s:
+            lowering = await run(s, job(kinds["lower_hard_limit_for_good"]))
+            return lowering, await run(s, job(kinds["echo"]))
+
+    with caplog.at_level(logging.WARNING, logger="nsai_work.backends.process"):
+        lowering, after = arun(main())
+    assert lowering.status == "succeeded"
+    old = lowering.result["pid"]
+    assert after.status == "succeeded"  # refused by the old worker, run by its replacement
+    assert after.result["pid"] != old
+    assert not exists(old)
+    assert (
+        f"replacing worker process {old} before job {after.id}, which runs on another worker: "
+        f"a job changed its RLIMIT_NOFILE to (256, 256), which cannot be set back to ("
+    ) in caplog.text
 
 
 # ---- timeout, cancel, crashes -------------------------------------------------------------------
@@ -435,6 +661,221 @@ def test_a_crashing_worker_fails_only_its_own_job(
     assert exit_now.error is not None
     assert "exited with code 7" in exit_now.error.message
     assert [j.status for j in others] == ["succeeded"] * 6
+
+
+# ---- cancel, timeout and stop racing the dispatch -----------------------------------------------
+# At the backend level: the engine's cancel and timeout call ``backend.cancel(job_id)`` and
+# cancel the task awaiting ``execute``; a worker must come back to the pool exactly once and no
+# run may hang, whenever that happens.
+
+
+@contextlib.asynccontextmanager
+async def running(backend: ProcessBackend) -> AsyncIterator[ProcessBackend]:
+    """``backend`` started, its workers up; stopped after."""
+    await backend.wait_ready(WAIT_S)
+    try:
+        yield backend
+    finally:
+        await backend.stop()
+
+
+async def execute(backend: ProcessBackend, one: work.Job) -> Any:
+    return await backend.execute(one, work.JobContext(one))
+
+
+async def assert_pool_intact(backend: ProcessBackend, echo: str) -> None:
+    """Every worker is free exactly once: twice as many runs as workers at once each get their
+    own reply (a worker handed out twice would mix replies up, a lost one would hang), and then
+    every live worker is idle, once."""
+    jobs = [job(echo, payload={"i": i}) for i in range(2 * backend.workers)]
+    async with asyncio.timeout(WAIT_S):
+        replies = await asyncio.gather(*(execute(backend, one) for one in jobs))
+        await backend.wait_ready(WAIT_S)
+    assert [reply["payload"] for reply in replies] == [{"i": i} for i in range(len(jobs))]
+    idle = list(backend._idle)
+    assert len(idle) == len(set(idle)) == backend.workers
+    assert set(idle) == backend._pool
+
+
+async def until_done(task: asyncio.Task[Any]) -> BaseException | None:
+    """Wait for ``task`` to end; what it raised (None if it returned)."""
+    async with asyncio.timeout(WAIT_S):
+        await asyncio.wait([task])
+    return asyncio.CancelledError() if task.cancelled() else task.exception()
+
+
+@pytest.mark.parametrize("when", ["waiting", "handed_a_worker"])
+def test_a_run_canceled_before_it_starts_takes_no_worker(
+    when: str, kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> BaseException | None:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            holding = asyncio.create_task(execute(backend, busy))
+            await reports.next()  # the only worker is busy
+            waiting = asyncio.create_task(execute(backend, job(kinds["echo"])))
+            await asyncio.sleep(0)  # one loop step: the run waits for a worker
+            assert len(backend._waiters) == 1
+            if when == "handed_a_worker":  # cancel it in the very step it gets the worker
+                release = backend._release
+
+                def release_then_cancel(worker: Any) -> None:
+                    release(worker)
+                    waiting.cancel()
+                    backend._release = release  # type: ignore[method-assign]
+
+                backend._release = release_then_cancel  # type: ignore[method-assign]
+                backend.cancel(busy.id)  # its replacement goes to the waiting run
+            else:
+                waiting.cancel()
+                backend.cancel(busy.id)
+            outcome = await until_done(waiting)
+            await until_done(holding)
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcome
+
+    assert isinstance(arun(main()), asyncio.CancelledError)
+
+
+def test_a_run_canceled_while_its_request_is_written_ends(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[BaseException | None, bool]:
+        async with running(backend):
+            (worker,) = backend._pool
+            big = job(kinds["echo"], payload={"blob": "x" * (4 << 20)})  # more than a pipe holds
+            task = asyncio.create_task(execute(backend, big))
+            await asyncio.sleep(0)  # one loop step: the run took the worker and began to write
+            writing = bool(worker._pending)
+            backend.cancel(big.id)
+            task.cancel()
+            outcome = await until_done(task)
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcome, writing
+
+    outcome, writing = arun(main())
+    assert writing
+    assert isinstance(outcome, asyncio.CancelledError)
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_run_canceled_as_its_reply_arrives_keeps_its_worker(
+    how: str, kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[BaseException | None, int, list[int]]:
+        async with running(backend):
+            (worker,) = backend._pool
+            one = job(kinds["echo"])
+            task = asyncio.create_task(execute(backend, one))
+            on_message = worker._on_message
+
+            def cancel_on_reply(message: Any) -> None:
+                on_message(message)
+                if type(message) is Ok:  # in the step that reads the reply, as the engine does
+                    if how == "cancel":
+                        backend.cancel(one.id)
+                    task.cancel()
+
+            worker._on_message = cancel_on_reply  # type: ignore[method-assign]
+            outcome = await until_done(task)
+            pids = backend.worker_pids()
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcome, worker.pid, pids
+
+    outcome, pid, pids = arun(main())
+    assert isinstance(outcome, asyncio.CancelledError)
+    assert pids == [pid]  # the worker had finished its run: it is kept, not killed
+
+
+def test_a_run_past_its_timeout_is_killed_and_its_worker_replaced(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[int, list[int]]:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            task = asyncio.create_task(execute(backend, busy))
+            pid = (await reports.next())["pid"]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0):  # what the engine's timer does to the run
+                    await task
+            assert task.cancelled()
+            pids = backend.worker_pids()
+            await assert_pool_intact(backend, kinds["echo"])
+            return pid, pids
+
+    pid, pids = arun(main())
+    assert not exists(pid)
+    assert pid not in pids
+
+
+def test_stop_ends_running_and_waiting_runs_and_a_restart_has_every_worker(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> tuple[list[BaseException | None], list[int], list[int]]:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            holding = asyncio.create_task(execute(backend, busy))
+            await reports.next()
+            waiting = asyncio.create_task(execute(backend, job(kinds["echo"])))
+            await asyncio.sleep(0)  # one loop step: the run waits for a worker
+            pids = backend.worker_pids()
+            await backend.stop()
+            outcomes = [await until_done(holding), await until_done(waiting)]
+            after = backend.worker_pids()
+            await backend.start()
+            await assert_pool_intact(backend, kinds["echo"])
+            return outcomes, pids, after
+
+    (killed, waited), pids, after = arun(main())
+    assert isinstance(killed, WorkerCrashedError)
+    assert "killed by the backend (shutdown)" in str(killed)
+    assert isinstance(waited, work.BackendError)
+    assert "was stopped" in str(waited)
+    assert after == []
+    assert not any(exists(pid) for pid in pids)
+
+
+def test_a_run_handed_a_worker_as_the_backend_stops_says_it_was_stopped(
+    kinds: dict[str, str], arun: Callable[..., Any]
+) -> None:
+    backend = ProcessBackend(workers=1)
+
+    async def main() -> BaseException | None:
+        async with running(backend), Reports() as reports:
+            busy = job(kinds["busy"], payload={"report_to": reports.address})
+            holding = asyncio.create_task(execute(backend, busy))
+            await reports.next()
+            waiting = asyncio.create_task(execute(backend, job(kinds["echo"])))
+            await asyncio.sleep(0)  # one loop step: the run waits for a worker
+            release = backend._release
+            stopping: list[asyncio.Task[None]] = []
+
+            def stop_then_release(worker: Any) -> None:  # stop runs before the run resumes
+                stopping.append(asyncio.create_task(backend.stop()))
+                backend._release = release  # type: ignore[method-assign]
+                release(worker)
+
+            backend._release = stop_then_release  # type: ignore[method-assign]
+            backend.cancel(busy.id)  # its replacement goes to the waiting run
+            await until_done(holding)
+            outcome = await until_done(waiting)
+            await until_done(stopping[0])
+            return outcome
+
+    outcome = arun(main())
+    assert isinstance(outcome, work.BackendError)
+    assert not isinstance(outcome, WorkerCrashedError)  # it never ran: nothing crashed
+    assert "was stopped" in str(outcome)
 
 
 def test_a_worker_killed_while_idle_is_replaced(

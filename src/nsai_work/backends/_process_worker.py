@@ -1,6 +1,7 @@
 """A worker process of the process backend, seen from the scheduler: its pipes (read with
-``loop.add_reader``), its pidfd (readable when it exits), its current run, and how it is killed
-(``SIGKILL`` to its process group) and reaped. The child side is ``_worker``.
+``loop.add_reader``), its pidfd (readable when it exits), its current run, whether it asked to be
+replaced (``recycle_reason``), and how it is killed (``SIGKILL`` to its process group) and
+reaped. The child side is ``_worker``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from .._errors import ValidationError
-from ._worker import BOOTSTRAP, Heartbeat, Hello, ProgressReport, Started
+from ._worker import BOOTSTRAP, Heartbeat, Hello, ProgressReport, Recycle, Started
 
 if TYPE_CHECKING:
     from .._context import JobContext
@@ -96,6 +97,9 @@ class WorkerProcess:
         self.ready = False
         self.dead = False
         self.kill_reason: str | None = None
+        #: Why the worker could not put itself back in its starting state after a job (it is
+        #: replaced once that job's reply is handled).
+        self.recycle_reason: str | None = None
         self.synced_path = list(sys.path)
         self.exited: asyncio.Future[int] = loop.create_future()
         self._buffer = bytearray()
@@ -228,6 +232,8 @@ class WorkerProcess:
         if kind is Hello:
             self.ready = True
             self.owner._worker_ready(self)
+        elif kind is Recycle:
+            self.recycle_reason = message.reason
         elif run is None:
             return
         elif kind is ProgressReport:

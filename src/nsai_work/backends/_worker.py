@@ -10,11 +10,17 @@ into a ``work.Job``), the handler's ``module:qualname``, its result (JSON, check
 way the engine checks a local handler's), an exception as its type's name, message and
 traceback, progress reports.
 
+Isolation (``_worker_reset``): what a job left running (processes, threads, timers) ends before
+its reply; what it changed (environment, working directory, limits...) is set back after the
+reply, before the next request is read. When the former fails, a ``Recycle`` message before the
+reply asks the parent to replace the worker; when the latter fails, the worker answers the next
+request with ``Refused`` instead of running it, and the parent runs that job on another worker.
+
 Memory: a handler job with ``memory_mb`` runs under an address-space limit (``RLIMIT_AS``) of the
-worker's size before the call plus ``memory_mb``; a ``MemoryError`` anywhere in what it raises is
-reported as the limit being exceeded. A command runs in the worker's process group (so killing
-the group kills it and what it started), without an address-space limit (the parent watches the
-group's resident memory); stray processes it leaves behind are killed when it exits.
+worker's size before the call plus ``memory_mb`` (within the worker's own limit); a
+``MemoryError`` anywhere in what it raises is reported as the limit being exceeded. A command
+runs in the worker's process group (so killing the group kills it and what it started), without
+an address-space limit (the parent watches the group's resident memory).
 
 The parent kills a worker with ``SIGKILL`` to its process group (cancel, timeout, memory watch);
 a worker (and a command it runs) also dies with its parent thread (``PR_SET_PDEATHSIG``), so a
@@ -36,6 +42,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -56,6 +63,8 @@ __all__ = [
     "MemoryExceeded",
     "Ok",
     "ProgressReport",
+    "Recycle",
+    "Refused",
     "Reply",
     "Request",
     "RunCommand",
@@ -65,6 +74,7 @@ __all__ = [
     "group_usage",
     "main",
     "rss_mb",
+    "stat_fields",
 ]
 
 MB: Final = 1024 * 1024
@@ -114,7 +124,8 @@ class Hello(Struct, tag="hello", tag_field="t"):
 
 
 class Started(Struct, tag="started", tag_field="t"):
-    """The job is about to run (sent for memory-watched jobs): the worker's resident size now."""
+    """The job is about to run (sent for memory-watched jobs): the worker's resident size now,
+    with no process of an earlier job left (they end before that job's reply)."""
 
     rss_mb: float
 
@@ -147,11 +158,16 @@ class Err(Struct, tag="error", tag_field="t"):
 
 
 class MemoryExceeded(Struct, tag="memory", tag_field="t"):
-    """An allocation past the job's address-space limit was refused (``MemoryError``)."""
+    """An allocation past the job's address-space limit was refused (``MemoryError``): what the
+    job had taken of its limit then (``used_mb`` of ``limit_mb``), what was left under the limit
+    (so the allocation asked for more), and the ``MemoryError``'s own message, which may say how
+    much it asked for (numpy's does)."""
 
     used_mb: float
     limit_mb: int
     traceback: str
+    left_mb: float = 0.0
+    message: str = ""
 
 
 class CommandDone(Struct, tag="done", tag_field="t"):
@@ -166,7 +182,33 @@ class CommandDone(Struct, tag="done", tag_field="t"):
     max_rss_mb: float
 
 
-Reply = Hello | Started | ProgressReport | Heartbeat | Ok | Err | MemoryExceeded | CommandDone
+class Recycle(Struct, tag="recycle", tag_field="t"):
+    """Sent before a job's reply: the job left something running that cannot be ended
+    (``reason``), so the worker must be replaced; the reply that follows is the job's outcome
+    all the same."""
+
+    reason: str
+
+
+class Refused(Struct, tag="refused", tag_field="t"):
+    """The reply to a request the worker did not run: an earlier job changed it in a way it
+    cannot set back (``reason``). The job is intact, for another worker."""
+
+    reason: str
+
+
+Reply = (
+    Hello
+    | Started
+    | ProgressReport
+    | Heartbeat
+    | Ok
+    | Err
+    | MemoryExceeded
+    | CommandDone
+    | Recycle
+    | Refused
+)
 
 
 def frame(body: bytes) -> bytes:
@@ -177,8 +219,9 @@ def frame(body: bytes) -> bytes:
 # ---- /proc ----------------------------------------------------------------------------------
 
 
-def _stat_fields(pid: int | str) -> list[bytes] | None:
-    """Fields 3.. of /proc/<pid>/stat (after the command name, which may contain spaces)."""
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """Fields 3.. of /proc/<pid>/stat (after the command name, which may contain spaces):
+    ``[state, ppid, pgrp, ...]``; None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -189,7 +232,7 @@ def _stat_fields(pid: int | str) -> list[bytes] | None:
 
 def rss_mb(pid: int) -> float:
     """Resident memory of one process, in MB (0 if it is gone)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[21]) * _PAGE / MB if fields else 0.0
 
 
@@ -211,7 +254,7 @@ def group_usage(groups: set[int]) -> dict[int, float]:
         for entry in entries:
             if not entry.name.isdigit():
                 continue
-            fields = _stat_fields(entry.name)
+            fields = stat_fields(entry.name)
             if fields is None:
                 continue
             group = int(fields[2])
@@ -335,38 +378,52 @@ def _error(exc: BaseException, *, retryable: bool | None = None) -> Err:
     )
 
 
-def _caused_by_memory(exc: BaseException) -> bool:
+def _memory_error(exc: BaseException) -> MemoryError | None:
+    """The ``MemoryError`` in ``exc`` or its causes, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, MemoryError):
-            return True
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 class Worker:
     """The loop of one worker process."""
 
     def __init__(self, channel: _Channel) -> None:
+        from ._worker_reset import WorkerState  # POSIX only, like resource: the worker's side
+
         self.channel = channel
         self.functions: dict[str, RegisteredFunction] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.encoder = msgspec.json.Encoder()
+        self.state = WorkerState()
 
     def serve(self) -> None:
         self.channel.send(Hello(pid=os.getpid()))
+        unusable: str | None = None  # why the worker cannot run another job
         while True:
             request = self.channel.receive()
             if request is None:
                 return
+            if unusable is not None:
+                self.channel.send(Refused(reason=unusable))
+                continue
             if type(request) is RunHandler:
                 reply = self.run_handler(request)
             else:
                 assert isinstance(request, RunCommand)
                 reply = self.run_command(request)
+            # What the job left running ends before its reply (the run ends with it), what it
+            # changed is set back after the reply: the next job finds the worker as it started.
+            state = self.state
+            ended = _guarded(state.end_job)
+            if ended is not None:
+                self.channel.send(Recycle(reason=ended))
             self.channel.send(reply)
+            unusable = ended or _guarded(state.restore)
 
     # ---- handlers -----------------------------------------------------------------------------
 
@@ -385,6 +442,7 @@ class Worker:
 
         if request.sys_path is not None:
             sys.path[:] = request.sys_path
+            self.state.sys_path = list(request.sys_path)
             importlib.invalidate_caches()
         job = request.job
         try:
@@ -401,45 +459,57 @@ class Worker:
         ctx = _WorkerContext(job, self.channel)
         args = (job, ctx) if function.takes_context else (job,)
         limit = request.memory_mb or None
-        previous = resource.getrlimit(resource.RLIMIT_AS)
-        base_vm = 0.0
+        limited = limit is not None and request.limit_address_space
+        base_vm = ceiling_mb = 0.0
         if limit is not None:
-            if request.limit_address_space:
+            if limited:
                 base_vm = _vm_mb()
-                soft = int((base_vm + limit) * MB)
-                if previous[0] != resource.RLIM_INFINITY:  # never loosen a limit already set
-                    soft = min(soft, previous[0])
-                resource.setrlimit(resource.RLIMIT_AS, (soft, previous[1]))
+                ceiling = self.state.address_space_limit(int((base_vm + limit) * MB))
+                resource.setrlimit(resource.RLIMIT_AS, ceiling)
+                ceiling_mb = ceiling[0] / MB
             self.channel.send(Started(rss_mb=rss_mb(os.getpid())))
         outcome: Any
         try:
-            if function.is_async:
-                if self.loop is None:
-                    self.loop = asyncio.new_event_loop()
-                result = self.loop.run_until_complete(function.fn(*args))
-            else:
-                result = function.fn(*args)
+            result = function.fn(*args)
+            if function.is_async:  # on a loop of its own: the tasks it leaves there end with it
+                result = asyncio.run(result)
             outcome = ("ok", result)
         except BaseException as exc:
-            limited = limit is not None and request.limit_address_space
             if limited:  # lift the limit first: what follows allocates
-                resource.setrlimit(resource.RLIMIT_AS, previous)
-            if limited and _caused_by_memory(exc):
+                self._lift_address_space_limit()
+            memory_error = _memory_error(exc) if limited else None
+            if memory_error is not None:
                 # The frames of the traceback still hold what the job allocated: measure now.
-                used = max(0.0, _vm_mb() - base_vm)
-                outcome = ("memory", used, _format(exc))
+                vm = _vm_mb()
+                outcome = (
+                    "memory",
+                    MemoryExceeded(
+                        used_mb=max(0.0, vm - base_vm),
+                        limit_mb=limit or 0,
+                        traceback=_format(exc),
+                        left_mb=max(0.0, ceiling_mb - vm),
+                        message=_describe(memory_error),
+                    ),
+                )
+                del memory_error
             else:
                 outcome = ("error", _error(exc))
             del exc
         finally:
-            if limit is not None and request.limit_address_space:
-                resource.setrlimit(resource.RLIMIT_AS, previous)
+            if limited:
+                self._lift_address_space_limit()
         del args, ctx
-        if outcome[0] == "memory":
-            return MemoryExceeded(used_mb=outcome[1], limit_mb=limit or 0, traceback=outcome[2])
-        if outcome[0] == "error":
+        if outcome[0] != "ok":
             return outcome[1]
         return self.encode_result(outcome[1])
+
+    def _lift_address_space_limit(self) -> None:
+        """Back to the worker's own ``RLIMIT_AS`` (if the job lowered its hard limit, that fails
+        here, and ``restore()`` after the job finds the worker cannot be put back)."""
+        import resource
+
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, self.state.limits[resource.RLIMIT_AS])
 
     def encode_result(self, result: Any) -> Any:
         try:
@@ -480,7 +550,6 @@ class Worker:
         tails = _collect(process, request.tail_bytes)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-        _kill_strays()
         out, err = tails
         code = process.returncode
         return CommandDone(
@@ -549,25 +618,22 @@ def _collect(process: subprocess.Popen[bytes], keep: int) -> tuple[_Tail, _Tail]
     return tails
 
 
-def _kill_strays() -> None:
-    """Kill what a command left running in this worker's process group (not the worker)."""
-    me = os.getpid()
-    group = os.getpgrp()
-    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit() or int(entry.name) == me:
-                continue
-            fields = _stat_fields(entry.name)
-            if fields is not None and int(fields[2]) == group and fields[0] != b"Z":
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry.name), signal.SIGKILL)
+def _guarded(step: Callable[[], str | None]) -> str | None:
+    """A step of putting the worker back: its reason not to go on, also when it breaks."""
+    try:
+        return step()
+    except Exception as exc:  # pragma: no cover - a step that breaks must not go unnoticed
+        return f"putting the worker back in its starting state failed: {exc!r}"
 
 
 def main(argv: list[str]) -> None:
     """Entry point: ``main([request_fd, reply_fd, parent_pid, crash_fd])``."""
     request_fd, reply_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
     crash_fd = int(argv[3]) if len(argv) > 3 else -1
+    from ._worker_reset import become_subreaper
+
     _set_parent_death_signal()
+    become_subreaper()
     if os.getppid() != parent_pid:  # the parent died before we could ask to die with it
         os._exit(1)
     if crash_fd >= 0:

@@ -5,9 +5,13 @@ each. A handler is known by ``module:qualname`` (the worker imports it), so it m
 module-level function of an importable module; ``kind="command"`` runs an executable. Each
 worker leads its own process group: cancel and timeout kill the group (the worker, a command and
 everything they started) with ``SIGKILL``, and the pool starts a replacement. A worker that dies
-(a segfault, ``os._exit``) fails only its own job. ``resources.memory_mb`` is enforced: an
-address-space limit around a handler's call, and a watch on the resident memory of the whole
-process group; going over fails the job with ``memory limit exceeded: used X MB of Y MB``.
+(a segfault, ``os._exit``) fails only its own job. Every job starts from the worker's starting
+state: after each job the worker kills what the job left running and restores its environment,
+working directory and limits (``_worker_reset``). A worker that cannot (a thread still running, a
+limit it may not raise back) is replaced; the job's outcome stands, and a job sent to a worker
+that found it cannot be put back runs on another worker. ``resources.memory_mb`` is enforced: an
+address-space limit around a handler's call, and a watch on the resident memory of the worker's
+process group; going over fails the job with a ``MemoryLimitError``.
 
 Why ``subprocess`` and a pipe protocol rather than ``multiprocessing``: each worker needs its
 own session (to kill its group), its own inherited descriptors and nothing else, and must never
@@ -69,6 +73,7 @@ from ._worker import (
     Err,
     MemoryExceeded,
     Ok,
+    Refused,
     Reply,
     RunCommand,
     RunHandler,
@@ -453,9 +458,10 @@ class ProcessBackend:
 
     def cancel(self, job_id: str) -> None:
         """Kill the process group running ``job_id`` now (the engine also cancels ``execute``,
-        which waits for the process to be gone before it returns)."""
+        which waits for the process to be gone before it returns). A run whose reply has come
+        already is left alone: its worker is done with it and goes back to the pool."""
         worker = self._by_job.get(job_id)
-        if worker is not None:
+        if worker is not None and worker.run is not None and not worker.run.future.done():
             worker.kill("canceled")
 
     async def execute(self, job: Job, ctx: JobContext) -> Any:
@@ -463,24 +469,48 @@ class ProcessBackend:
         request = self._request(job)
         if not self._running:
             await self.start()
-        worker = await self._acquire()
-        if type(request) is RunHandler and worker.synced_path != sys.path:
-            request.sys_path = sys_path_for_workers()
-            worker.synced_path = list(sys.path)
-        assert self._loop is not None
-        run = Run(ctx, self._loop.create_future(), job.resources.memory_mb or None)
-        worker.begin(run, frame(self._encoder.encode(request)))
-        self._by_job[job.id] = worker
-        try:
-            reply = await run.future
-        except asyncio.CancelledError:
-            worker.kill("canceled")
-            await until_exited(worker)
-            raise
-        finally:
-            del self._by_job[job.id]
-            self._watched.pop(worker, None)
-        return await self._outcome(worker, job, request, reply)
+        while True:
+            worker = await self._acquire()
+            if not self._running:  # stopped while this run waited for a worker: it never started
+                self._release(worker)
+                raise BackendError(f"the {self.name!r} backend was stopped")
+            if type(request) is RunHandler and worker.synced_path != sys.path:
+                request.sys_path = sys_path_for_workers()
+                worker.synced_path = list(sys.path)
+            assert self._loop is not None
+            run = Run(ctx, self._loop.create_future(), job.resources.memory_mb or None)
+            worker.begin(run, frame(self._encoder.encode(request)))
+            self._by_job[job.id] = worker
+            try:
+                reply = await run.future
+            except asyncio.CancelledError:
+                if _worker_fine(run) and worker.recycle_reason is None:
+                    self._release(worker)  # the reply came in the step the run was canceled
+                else:
+                    worker.kill("canceled")
+                    await until_exited(worker)
+                raise
+            finally:
+                del self._by_job[job.id]
+                self._watched.pop(worker, None)
+            if type(reply) is not Refused:
+                return await self._outcome(worker, job, request, reply)
+            # An earlier job left this worker unusable and it did not run this one: another will.
+            worker.recycle_reason = reply.reason
+            await self._recycle(worker, f"before job {job.id}, which runs on another worker")
+
+    async def _recycle(self, worker: WorkerProcess, when: str) -> None:
+        """Replace a worker that cannot be put back in its starting state: kill it, and wait
+        until it is gone (the pool starts another)."""
+        _log.warning(
+            "nsai-work %s: replacing worker process %d %s: %s",
+            self.name,
+            worker.pid,
+            when,
+            worker.recycle_reason,
+        )
+        worker.kill("recycled")
+        await until_exited(worker)
 
     def _request(self, job: Job) -> RunHandler | RunCommand:
         memory_mb = job.resources.memory_mb or None
@@ -512,24 +542,27 @@ class ProcessBackend:
         self, worker: WorkerProcess, job: Job, request: RunHandler | RunCommand, reply: Any
     ) -> Any:
         kind = type(reply)
-        if kind is Ok:
-            self._release(worker)
-            return msgspec.json.decode(reply.result)
-        if kind is Err:
-            self._release(worker)
-            raise remote_exception(reply)
-        if kind is CommandDone:
-            self._release(worker)
+        if kind is Ok or kind is Err or kind is CommandDone:  # the worker is fine
+            if worker.recycle_reason is None:
+                self._release(worker)
+            else:
+                await self._recycle(worker, f"after job {job.id}")
+            if kind is Ok:
+                return msgspec.json.decode(reply.result)
+            if kind is Err:
+                raise remote_exception(reply)
             assert isinstance(request, RunCommand)
             return command_result(request, reply)
         # The worker is gone or must go: the run ends when its processes do.
         worker.kill("retired")
         await until_exited(worker)
         if kind is MemoryExceeded:
+            refused = f"MemoryError: {reply.message}" if reply.message else "MemoryError"
             raise MemoryLimitError(
-                f"memory limit exceeded: used {_over(reply.used_mb)} MB of {reply.limit_mb} MB - "
-                f"an allocation past resources.memory_mb was refused in the worker process "
-                f"(MemoryError); ask for more memory_mb or use less"
+                f"memory limit exceeded: an allocation of more than {_under(reply.left_mb)} MB "
+                f"was refused ({refused}) with {reply.used_mb:.1f} MB of the job's "
+                f"{reply.limit_mb} MB in use (resources.memory_mb); ask for more memory_mb or "
+                f"use less"
             ) from RemoteTraceback(reply.traceback)
         if kind is MemoryKilled:
             raise MemoryLimitError(
@@ -562,6 +595,19 @@ class ProcessBackend:
         raise error
 
 
+def _worker_fine(run: Run) -> bool:
+    """Whether the run has its reply and the worker is fine (not killed, not over its memory)."""
+    future = run.future
+    return (
+        future.done() and not future.cancelled() and type(future.result()) in (Ok, Err, CommandDone)
+    )
+
+
 def _over(used_mb: float) -> str:
     """Memory in use past a limit, to 0.1 MB rounded up (so it never reads as the limit)."""
     return f"{math.ceil(used_mb * 10) / 10:.1f}"
+
+
+def _under(left_mb: float) -> str:
+    """Memory left under a limit, to 0.1 MB rounded down (so "more than" stays true)."""
+    return f"{math.floor(left_mb * 10) / 10:.1f}"
