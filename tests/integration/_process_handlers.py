@@ -345,3 +345,9 @@ def raise_system_exit(job: work.Job) -> None:
 
 def raise_keyboard_interrupt(job: work.Job) -> None:
     raise KeyboardInterrupt
+
+
+def sleepy(job: work.Job) -> str:
+    """Sleep ``payload["seconds"]``, then return."""
+    time.sleep(job.payload["seconds"])
+    return "rested"

@@ -183,7 +183,6 @@ class ProcessBackend:
         self._idle: deque[WorkerProcess] = deque()
         self._waiters: deque[asyncio.Future[WorkerProcess]] = deque()
         self._pool_changed: list[asyncio.Future[None]] = []
-        self._by_job: dict[str, WorkerProcess] = {}
         self._watched: dict[WorkerProcess, Run] = {}
         self._sampler: asyncio.Task[None] | None = None
         self._start_failures = 0
@@ -457,12 +456,10 @@ class ProcessBackend:
     # ---- running ------------------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> None:
-        """Kill the process group running ``job_id`` now (the engine also cancels ``execute``,
-        which waits for the process to be gone before it returns). A run whose reply has come
-        already is left alone: its worker is done with it and goes back to the pool."""
-        worker = self._by_job.get(job_id)
-        if worker is not None and worker.run is not None and not worker.run.future.done():
-            worker.kill("canceled")
+        """Nothing to do by id: the engine cancels the run's ``execute`` call, and that
+        cancellation kills the worker's process group (and waits for it to be gone) unless the
+        reply has come already. An id alone could name the runs of two tenants (jobs are keyed
+        by (tenant_id, id)), so this backend never kills by id."""
 
     async def execute(self, job: Job, ctx: JobContext) -> Any:
         """Run one attempt in a worker; return its JSON result or raise what it raised."""
@@ -480,7 +477,6 @@ class ProcessBackend:
             assert self._loop is not None
             run = Run(ctx, self._loop.create_future(), job.resources.memory_mb or None)
             worker.begin(run, frame(self._encoder.encode(request)))
-            self._by_job[job.id] = worker
             try:
                 reply = await run.future
             except asyncio.CancelledError:
@@ -491,7 +487,6 @@ class ProcessBackend:
                     await until_exited(worker)
                 raise
             finally:
-                del self._by_job[job.id]
                 self._watched.pop(worker, None)
             if type(reply) is not Refused:
                 return await self._outcome(worker, job, request, reply)
