@@ -13,7 +13,7 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
-from . import altar, latency, memory, process, tenancy, throughput
+from . import altar, latency, memory, process, stats, tenancy, throughput
 from ._common import FULL, QUICK, Params, ScenarioResult, load_average, write_results
 
 SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
@@ -21,6 +21,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "memory": memory.run,
     "latency-async": latency.run_async,
     "latency-facade": latency.run_facade,
+    "stats": stats.run,
     "tenancy": tenancy.run,
     "process": process.run,
     "altar": altar.run,

@@ -14,7 +14,7 @@ from ._ir import UNLIMITED, Pool, Quota
 __all__ = ["Counts", "PoolStats", "PoolUsage", "Stats", "TenantStats", "TenantUsage"]
 
 
-class Counts(Struct, kw_only=True, omit_defaults=True):
+class Counts(Struct, kw_only=True, omit_defaults=True, gc=False):
     """Jobs by status (current for waiting and running, cumulative for the rest)."""
 
     pending: int = 0
@@ -38,7 +38,7 @@ class Counts(Struct, kw_only=True, omit_defaults=True):
         return self.succeeded + self.failed + self.timeout + self.canceled
 
 
-class PoolUsage(Struct, kw_only=True):
+class PoolUsage(Struct, kw_only=True, gc=False):
     """What runs hold on a pool now. ``stopping`` counts the slots (of ``slots``) held by runs
     told to stop (cancel, timeout) that have not ended yet: a sync handler's thread, or an async
     handler that ignores cancellation, keeps its capacity until it really returns."""
@@ -51,7 +51,7 @@ class PoolUsage(Struct, kw_only=True):
     custom: dict[str, float] = {}
 
 
-class PoolStats(Struct, kw_only=True):
+class PoolStats(Struct, kw_only=True, gc=False):
     """One pool: the backend that offers it, its capacity and what is in use."""
 
     backend: str
@@ -59,7 +59,7 @@ class PoolStats(Struct, kw_only=True):
     used: PoolUsage
 
 
-class Stats(Struct, kw_only=True):
+class Stats(Struct, kw_only=True, gc=False):
     """A snapshot of the scheduler's counters (see the module docstring)."""
 
     totals: Counts
@@ -70,7 +70,7 @@ class Stats(Struct, kw_only=True):
     waiting_reasons: dict[str, int]
 
 
-class TenantUsage(Struct, kw_only=True, frozen=True):
+class TenantUsage(Struct, kw_only=True, frozen=True, gc=False):
     """What a tenant's running jobs hold now (timed-out threads included until they return)."""
 
     running: int = 0
@@ -79,7 +79,7 @@ class TenantUsage(Struct, kw_only=True, frozen=True):
     gpus: dict[str, int] = {}
 
 
-class TenantStats(Counts, kw_only=True):
+class TenantStats(Counts, kw_only=True, gc=False):
     """A tenant's counts, plus its weight, quota and use, its dominant share of all pools
     against its fair share (its weight over the weights of tenants with work), its queued and
     running jobs by priority, its rejections by reason, and money: ``spend_usd`` in the current

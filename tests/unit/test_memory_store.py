@@ -282,9 +282,10 @@ def test_pruning_leaves_no_empty_index_entries() -> None:
             store.insert(job)
             _finish(store, job, 1.0)
     # memory stays bounded however many tenants and namespaces came and went
-    assert store._by_tenant == {}
-    assert store._by_namespace == {}
-    assert all(not ids for ids in store._by_status.values())
+    assert store._tenants == {}
+    assert store._owner == {}
+    assert len(store) == 0
+    assert all(count == 0 for count in store._status_counts.values())
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])

@@ -912,25 +912,23 @@ class SchedulingCore:
             pool.stopping -= 1
         self._released(run)
         entry = run.entry
-        if entry.status is not _RUNNING or entry.job.attempt != event.attempt:
-            self._check_active(run.tenant)
-            return  # the job already moved on (timeout, cancel): only the capacity comes back
-        self._run_outcome(entry, event)
-        self._check_active(run.tenant)
-
-    def _run_outcome(self, entry: Entry, event: RunEnded) -> None:
-        outcome = event.outcome
-        if type(outcome) is Succeeded:
-            self._finish(entry, Status.SUCCEEDED, result=outcome.result)
-        elif type(outcome) is Failed:
-            self._attempt_failed(entry, outcome.error, outcome.retryable, Status.FAILED)
-        else:
-            error = JobError(
-                type="StoppedError",
-                message="the run was stopped by its backend before it finished",
-                attempt=event.attempt,
-            )
-            self._attempt_failed(entry, error, True, Status.FAILED)
+        if entry.status is _RUNNING and entry.job.attempt == event.attempt:
+            outcome = event.outcome
+            if type(outcome) is Succeeded:
+                self._finish(entry, Status.SUCCEEDED, result=outcome.result)
+            elif type(outcome) is Failed:
+                self._attempt_failed(entry, outcome.error, outcome.retryable, Status.FAILED)
+            else:
+                error = JobError(
+                    type="StoppedError",
+                    message="the run was stopped by its backend before it finished",
+                    attempt=event.attempt,
+                )
+                self._attempt_failed(entry, error, True, Status.FAILED)
+        # (else the job already moved on, by timeout or cancel: only the capacity came back)
+        tenant = run.tenant
+        if not tenant.running and not tenant.waiting:  # its last live job: it goes idle
+            self._check_active(tenant)
 
     def _released(self, run: _Run) -> None:
         """A run gave its capacity back: its charge is corrected with its real run time, and its

@@ -88,9 +88,9 @@ _URGENT: Final = frozenset({Priority.REALTIME, Priority.INTERACTIVE})
 #: How long a worker may chain short jobs before it yields the loop to other tasks.
 _SLICE_S: Final = 0.0001
 #: ``stats()`` is built in steps of this much work (tenants or waiting jobs) ...
-_STATS_STEP: Final = 64
+_STATS_STEP: Final = 16
 #: ... and yields to the loop after this long, so dispatch goes on while it is built.
-_STATS_SLICE_S: Final = 0.001
+_STATS_SLICE_S: Final = 0.00025
 
 
 class Page(Struct, kw_only=True):
@@ -117,25 +117,38 @@ _RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
 class _WaitGroup:
     """A ``wait_many`` in progress: the jobs it still waits for, what finished, its future.
     It watches each job it waits for (``Scheduler._watch``), so a finished job wakes only the
-    calls waiting for it."""
+    calls waiting for it (and the watch costs no object per job)."""
 
-    __slots__ = ("finished", "future", "remaining")
+    __slots__ = ("finished", "future", "left")
 
-    def __init__(
-        self, remaining: set[JobKey], finished: dict[JobKey, Job], future: asyncio.Future[None]
-    ) -> None:
-        self.remaining = remaining
+    def __init__(self, left: int, finished: dict[JobKey, Job], future: asyncio.Future[None]) -> None:
+        self.left = left  # watched jobs not finished yet (each is watched once)
         self.finished = finished
         self.future = future
 
-    def done(self, job: Job) -> None:
-        remaining = self.remaining
-        key = (job.tenant_id, job.id)
-        if key in remaining:
-            remaining.discard(key)
-            self.finished[key] = job
-            if not remaining and not self.future.done():
-                self.future.set_result(None)
+    def done(self, key: JobKey, job: Job) -> None:
+        """One of the watched jobs (``key``) is terminal."""
+        self.finished[key] = job
+        self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(None)
+
+
+class _Collector:
+    """An ``as_completed`` in progress: watched jobs go to its queue as they finish."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+
+    def done(self, key: JobKey, job: Job) -> None:
+        """One of the watched jobs (``key``) is terminal."""
+        self.queue.put_nowait(job)
+
+
+#: What waits for jobs to finish: ``done(key, job)`` is called once per watched job.
+_Watcher = _WaitGroup | _Collector
 
 
 class _Handoff:
@@ -285,11 +298,13 @@ class Scheduler:
         self._max_result_bytes = config.max_result_bytes
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
-        self._clock = config.clock if config.clock is not None else SYSTEM_CLOCK
-        self._timers = TimerHeap(self._loop, self._on_timer, self._clock)
+        clock = config.clock if config.clock is not None else SYSTEM_CLOCK
+        self._monotonic, self._wall_time = clock.monotonic, clock.time
+        self._timers = TimerHeap(self._loop, self._on_timer, clock)
         self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
-        # what to call when a job is terminal (wait, wait_many, as_completed), by its key
-        self._watchers: dict[JobKey, list[Callable[[Job], None]]] = {}
+        # who waits for a job to be terminal (wait, wait_many, as_completed), by its key: one
+        # watcher, or a list when several do
+        self._watchers: dict[JobKey, _Watcher | list[_Watcher]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._handoff: _Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
@@ -425,7 +440,7 @@ class Scheduler:
         tenant_id: str | None = None,
     ) -> builtins.list[Job]:
         """Every job once terminal, in the order given (one wake-up for the whole set)."""
-        keys = [self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
+        keys = self._keys(job_ids, tenant_id)
         _check_timeout(timeout)
         finished: dict[JobKey, Job] = {}
         for key in keys:
@@ -435,14 +450,18 @@ class Scheduler:
         waiting = {key for key in keys if key not in finished}
         if waiting:
             future: asyncio.Future[None] = self._loop.create_future()
-            group = _WaitGroup(set(waiting), finished, future)
+            group = _WaitGroup(len(waiting), finished, future)
+            watchers = self._watchers
             for key in waiting:
-                self._watch(key, group.done)
+                if key in watchers:
+                    self._watch(key, group)
+                else:
+                    watchers[key] = group
             try:
                 await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise WaitTimeoutError(
-                    f"{len(group.remaining)} of {len(waiting)} jobs are not finished after "
+                    f"{group.left} of {len(waiting)} jobs are not finished after "
                     f"{timeout} s"
                     + (
                         f" (job {keys[0][1]} is {self._stored(keys[0]).status})"
@@ -451,8 +470,10 @@ class Scheduler:
                     )
                 ) from None
             finally:
-                for key in group.remaining:
-                    self._unwatch(key, group.done)
+                if group.left:
+                    for key in waiting:
+                        if key not in finished:
+                            self._unwatch(key, group)
         return [finished[key] for key in keys]
 
     async def as_completed(
@@ -463,9 +484,10 @@ class Scheduler:
         tenant_id: str | None = None,
     ) -> AsyncIterator[Job]:
         """Yield each job as it reaches a terminal state."""
-        keys = [self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
+        keys = self._keys(job_ids, tenant_id)
         _check_timeout(timeout)
-        done: asyncio.Queue[Job] = asyncio.Queue()
+        collector = _Collector()
+        done = collector.queue
         watched: set[JobKey] = set()
         for key in keys:
             job = self._stored(key)
@@ -473,7 +495,7 @@ class Scheduler:
                 done.put_nowait(job)
             elif key not in watched:
                 watched.add(key)
-                self._watch(key, done.put_nowait)
+                self._watch(key, collector)
         try:
             async with asyncio.timeout(timeout):
                 for _ in range(len(watched) + done.qsize()):
@@ -482,7 +504,7 @@ class Scheduler:
             raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
         finally:
             for key in watched:
-                self._unwatch(key, done.put_nowait)
+                self._unwatch(key, collector)
 
     async def cancel(
         self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
@@ -555,7 +577,7 @@ class Scheduler:
         try:
             for index, job in enumerate(jobs):
                 checked = validate_new_job(job, index if batch else None)
-                if (checked.tenant_id, checked.id) in self._store:
+                if self._store.get(checked.tenant_id, checked.id) is not None:
                     raise ConflictError(
                         f"duplicate job id {checked.id!r}: tenant {checked.tenant_id!r} already "
                         f"has a job with this id; omit id to get a fresh one"
@@ -573,9 +595,8 @@ class Scheduler:
         if not validated:
             return []
         submit = Submit(tuple(validated), tuple(routes), tuple(limits) if any_limits else ())
-        clock = self._clock
-        now = clock.monotonic()
-        decisions = self._core.handle(submit, now, clock.time())
+        now = self._monotonic()
+        decisions = self._core.handle(submit, now, self._wall_time())
         rejection = decisions[0] if decisions else None
         if type(rejection) is Reject:
             error = rejection.error
@@ -615,6 +636,21 @@ class Scheduler:
             f"tenant_id=... (or use a tenant-scoped handle, as_tenant(...))",
             path="$.tenant_id",
         )
+
+    def _keys(self, job_ids: object, tenant_id: object) -> builtins.list[JobKey]:
+        """``_key`` of each id (a fast path for ids one tenant has, the usual case)."""
+        ids = _ids(job_ids)
+        if tenant_id is not None or self._state == "new":
+            return [self._key(job_id, tenant_id) for job_id in ids]
+        first_owner, shared = self._store.first_owner, self._store.shared_ids
+        keys: builtins.list[JobKey] = []
+        for job_id in ids:
+            owner = first_owner(job_id) if type(job_id) is str else None
+            if owner is None or job_id in shared:
+                keys.append(self._key(job_id))  # unknown, shared, not a string: it says so
+            else:
+                keys.append((owner, job_id))  # type: ignore[arg-type]  # (a str, checked)
+        return keys
 
     def _stored(self, key: JobKey) -> Job:
         """The stored snapshot (without the live overlay of ``get``)."""
@@ -780,9 +816,8 @@ class Scheduler:
     # ---- carrying out decisions -----------------------------------------------------------------
 
     def _feed(self, event: Event) -> None:
-        clock = self._clock
-        now = clock.monotonic()
-        self._apply(self._core.handle(event, now, clock.time()), now)
+        now = self._monotonic()
+        self._apply(self._core.handle(event, now, self._wall_time()), now)
 
     def _apply(self, decisions: builtins.list[Any], now: float) -> None:
         store = self._store
@@ -803,10 +838,14 @@ class Scheduler:
                 if emitter is not None:
                     emitter.record(decision)
                 if job.status in TERMINAL_STATUSES and self._watchers:
-                    watchers = self._watchers.pop((job.tenant_id, job.id), None)
-                    if watchers:
-                        for notify in watchers:
-                            notify(job)
+                    key = (job.tenant_id, job.id)
+                    watcher = self._watchers.pop(key, None)
+                    if watcher is not None:
+                        if type(watcher) is list:
+                            for each in watcher:
+                                each.done(key, job)
+                        else:
+                            watcher.done(key, job)  # type: ignore[union-attr]
             elif kind is ArmTimer:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
@@ -958,20 +997,24 @@ class Scheduler:
     def _on_timer(self, key: TimerKey) -> None:
         self._feed(TimerFired(key))
 
-    def _watch(self, key: JobKey, notify: Callable[[Job], None]) -> None:
-        """Call ``notify(job)`` when the job reaches a terminal state."""
-        watchers = self._watchers.get(key)
-        if watchers is None:
-            self._watchers[key] = [notify]
+    def _watch(self, key: JobKey, watcher: _Watcher) -> None:
+        """Call ``watcher.done(key, job)`` when the job reaches a terminal state."""
+        found = self._watchers.get(key)
+        if found is None:
+            self._watchers[key] = watcher
+        elif type(found) is list:
+            found.append(watcher)
         else:
-            watchers.append(notify)
+            self._watchers[key] = [found, watcher]  # type: ignore[list-item]
 
-    def _unwatch(self, key: JobKey, notify: Callable[[Job], None]) -> None:
-        watchers = self._watchers.get(key)
-        if watchers is not None and notify in watchers:
-            watchers.remove(notify)
-            if not watchers:
-                del self._watchers[key]
+    def _unwatch(self, key: JobKey, watcher: _Watcher) -> None:
+        found = self._watchers.get(key)
+        if found is watcher:
+            del self._watchers[key]
+        elif type(found) is list and watcher in found:
+            found.remove(watcher)
+            if len(found) == 1:
+                self._watchers[key] = found[0]
 
 
 def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:

@@ -1,9 +1,10 @@
 """The memory store (the seed's "ETS registry"): jobs by (tenant id, id), with indexes by
-tenant, by (tenant, namespace), by status and by id (the tenants that have a job with that id)
-that stay right through every transition.
+tenant, namespace and status, and by id (the tenants that have a job with that id), that stay
+right through every transition.
 
 Jobs are keyed by (tenant_id, id) because two tenants may use the same id: one tenant's ids tell
-it nothing about another's, and cannot block them.
+it nothing about another's, and cannot block them. The store keeps each tenant's jobs and
+indexes together, so a transition touches one tenant's dicts by plain string keys.
 
 Finished jobs are kept for ``finished_ttl_s`` seconds and at most ``finished_max`` of them (the
 oldest finished go first), so memory stays bounded however long the scheduler runs; a pruned job
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import islice
 
 from .._errors import ConflictError, ValidationError
@@ -25,6 +26,20 @@ __all__ = ["JobKey", "MemoryStore"]
 
 #: (tenant id, job id)
 JobKey = tuple[str, str]
+
+
+class _TenantJobs:
+    """One tenant's jobs and their indexes."""
+
+    __slots__ = ("by_namespace", "by_status", "jobs", "order")
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        # job id -> insertion sequence: orders listings (newest first) whatever the ids look
+        # like, and is the listing cursor
+        self.order: dict[str, int] = {}
+        self.by_namespace: dict[str, dict[str, None]] = {}
+        self.by_status: dict[Status, dict[str, None]] = {}
 
 
 class MemoryStore:
@@ -41,54 +56,66 @@ class MemoryStore:
             )
         self.finished_ttl_s = finished_ttl_s
         self.finished_max = finished_max
-        self._jobs: dict[JobKey, Job] = {}
+        self._tenants: dict[str, _TenantJobs] = {}
+        self._count = 0
+        self._status_counts: dict[Status, int] = dict.fromkeys(Status, 0)
         self._next_seq = 0
-        # tenant -> {job id: insertion sequence}: the sequence orders listings (newest first)
-        # whatever the ids look like, and is the listing cursor.
-        self._by_tenant: dict[str, dict[str, int]] = {}
-        self._by_namespace: dict[tuple[str, str], dict[str, None]] = {}
-        self._by_status: dict[Status, dict[JobKey, None]] = {status: {} for status in Status}
         # job id -> the first tenant that has it; the rare others in _more_owners
         self._owner: dict[str, str] = {}
         self._more_owners: dict[str, list[str]] = {}
-        self._finished: deque[tuple[float, JobKey]] = deque()
+        #: ``first_owner(job_id)``: the first tenant with a job of this id, or None; and
+        #: ``shared_ids``, the ids other tenants have too (read-only: for lookups of many ids)
+        self.first_owner = self._owner.get
+        self.shared_ids: Mapping[str, object] = self._more_owners
+        self._finished: deque[tuple[float, str, str]] = deque()  # (when, tenant, id)
 
     # ---- writes -----------------------------------------------------------------------------
 
     def insert(self, job: Job) -> None:
         """Add a newly admitted job."""
         job_id, tenant_id = job.id, job.tenant_id
-        key = (tenant_id, job_id)
-        if key in self._jobs:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _TenantJobs()
+        elif job_id in tenant.jobs:
             raise ConflictError(f"duplicate job id {job_id!r} for tenant {tenant_id!r}")
-        self._jobs[key] = job
+        tenant.jobs[job_id] = job
         owner = self._owner.setdefault(job_id, tenant_id)
         if owner != tenant_id:
             self._more_owners.setdefault(job_id, []).append(tenant_id)
-        tenant = self._by_tenant.get(tenant_id)
-        if tenant is None:
-            tenant = self._by_tenant[tenant_id] = {}
         self._next_seq += 1
-        tenant[job_id] = self._next_seq
-        namespace_key = (tenant_id, job.namespace)
-        namespace = self._by_namespace.get(namespace_key)
+        tenant.order[job_id] = self._next_seq
+        namespace = tenant.by_namespace.get(job.namespace)
         if namespace is None:
-            namespace = self._by_namespace[namespace_key] = {}
+            namespace = tenant.by_namespace[job.namespace] = {}
         namespace[job_id] = None
-        self._by_status[job.status][key] = None
+        status = job.status
+        by_status = tenant.by_status.get(status)
+        if by_status is None:
+            by_status = tenant.by_status[status] = {}
+        by_status[job_id] = None
+        self._status_counts[status] += 1
+        self._count += 1
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention."""
-        key, status, jobs = (job.tenant_id, job.id), job.status, self._jobs
-        old = jobs[key].status
-        jobs[key] = job
+        tenant, job_id, status = self._tenants[job.tenant_id], job.id, job.status
+        jobs = tenant.jobs
+        old = jobs[job_id].status
+        jobs[job_id] = job
         if old is not status:
-            by_status = self._by_status
-            del by_status[old][key]
-            by_status[status][key] = None
+            by_status = tenant.by_status
+            del by_status[old][job_id]
+            now_in = by_status.get(status)
+            if now_in is None:
+                now_in = by_status[status] = {}
+            now_in[job_id] = None
+            counts = self._status_counts
+            counts[old] -= 1
+            counts[status] += 1
             if status in TERMINAL_STATUSES:
                 finished = self._finished
-                finished.append((now, key))
+                finished.append((now, job.tenant_id, job_id))
                 if len(finished) > self.finished_max or finished[0][0] < now - self.finished_ttl_s:
                     self.prune(now)
 
@@ -98,16 +125,16 @@ class MemoryStore:
         dropped = 0
         horizon = now - self.finished_ttl_s
         while finished and (len(finished) > self.finished_max or finished[0][0] < horizon):
-            _, key = finished.popleft()
-            self._remove(key)
+            _, tenant_id, job_id = finished.popleft()
+            self._remove(tenant_id, job_id)
             dropped += 1
         return dropped
 
-    def _remove(self, key: JobKey) -> None:
-        job = self._jobs.pop(key, None)
-        if job is None:
+    def _remove(self, tenant_id: str, job_id: str) -> None:
+        tenant = self._tenants.get(tenant_id)
+        job = None if tenant is None else tenant.jobs.pop(job_id, None)
+        if tenant is None or job is None:
             return
-        tenant_id, job_id = key
         more = self._more_owners.get(job_id)
         if more is None:
             del self._owner[job_id]
@@ -118,22 +145,23 @@ class MemoryStore:
                 more.remove(tenant_id)
             if not more:
                 del self._more_owners[job_id]
-        tenant = self._by_tenant[tenant_id]
-        del tenant[job_id]
-        if not tenant:
-            del self._by_tenant[tenant_id]
-        namespace_key = (tenant_id, job.namespace)
-        namespace = self._by_namespace[namespace_key]
+        del tenant.order[job_id]
+        namespace = tenant.by_namespace[job.namespace]
         del namespace[job_id]
         if not namespace:
-            del self._by_namespace[namespace_key]
-        del self._by_status[job.status][key]
+            del tenant.by_namespace[job.namespace]
+        del tenant.by_status[job.status][job_id]
+        self._status_counts[job.status] -= 1
+        self._count -= 1
+        if not tenant.jobs:
+            del self._tenants[tenant_id]
 
     # ---- reads ------------------------------------------------------------------------------
 
     def get(self, tenant_id: str, job_id: str) -> Job | None:
         """A tenant's job's latest snapshot, or None."""
-        return self._jobs.get((tenant_id, job_id))
+        tenant = self._tenants.get(tenant_id)
+        return None if tenant is None else tenant.jobs.get(job_id)
 
     def owners(self, job_id: str) -> list[str]:
         """The tenants that have a job with this id (usually none or one)."""
@@ -144,18 +172,25 @@ class MemoryStore:
 
     def __contains__(self, key: object) -> bool:
         """``(tenant_id, job_id) in store``."""
-        return key in self._jobs
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        tenant = self._tenants.get(key[0])
+        return tenant is not None and key[1] in tenant.jobs
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return self._count
 
     def count(self, status: Status) -> int:
         """How many stored jobs have this status."""
-        return len(self._by_status[status])
+        return self._status_counts[status]
 
     def keys_with_status(self, status: Status) -> list[JobKey]:
-        """(tenant id, job id) of the stored jobs in ``status``."""
-        return list(self._by_status[status])
+        """(tenant id, job id) of the stored jobs in ``status`` (O(tenants + those jobs))."""
+        return [
+            (tenant_id, job_id)
+            for tenant_id, tenant in self._tenants.items()
+            for job_id in tenant.by_status.get(status, ())
+        ]
 
     def list(
         self,
@@ -168,28 +203,26 @@ class MemoryStore:
     ) -> tuple[list[Job], str | None]:
         """A page of a tenant's jobs, newest (last submitted) first, after ``cursor`` (the
         ``next_cursor`` of the previous page); returns (jobs, next cursor or None)."""
-        order = self._by_tenant.get(tenant_id, {})
-        candidates: Iterable[str]
-        if namespace is not None:
-            candidates = self._by_namespace.get((tenant_id, namespace), {})
-        else:
-            candidates = order
-        if status is not None:
-            by_status = self._by_status[status]
-            if len(by_status) < len(candidates):
-                candidates = (
-                    job_id
-                    for owner, job_id in by_status
-                    if owner == tenant_id
-                    and (namespace is None or self._jobs[owner, job_id].namespace == namespace)
-                )
-            else:
-                candidates = (i for i in candidates if (tenant_id, i) in by_status)
+        tenant = self._tenants.get(tenant_id)
         if cursor is not None:
             after = _parse_cursor(cursor)
+        if tenant is None:
+            return [], None
+        order = tenant.order
+        pool: Mapping[str, object] = (
+            order if namespace is None else tenant.by_namespace.get(namespace, {})
+        )
+        candidates: Iterable[str] = pool
+        if status is not None:  # walk the smaller of the two indexes, look up in the other
+            with_status = tenant.by_status.get(status, {})
+            small, big = (
+                (with_status, pool) if len(with_status) < len(pool) else (pool, with_status)
+            )
+            candidates = (i for i in small if i in big)
+        if cursor is not None:
             candidates = (i for i in candidates if order[i] < after)
         page = heapq.nlargest(limit + 1, candidates, key=order.__getitem__)
-        jobs = [self._jobs[tenant_id, i] for i in islice(page, limit)]
+        jobs = [tenant.jobs[i] for i in islice(page, limit)]
         more = len(page) > limit
         return jobs, (str(order[jobs[-1].id]) if more and jobs else None)
 
