@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from ._errors import ConflictError, NotFoundError, ValidationError
+from ._validate import check_identifier
 
 __all__ = ["HandlerRegistry", "RegisteredFunction", "default_handlers", "describe_callable"]
 
@@ -70,8 +71,7 @@ class HandlerRegistry:
 
     def register(self, kind: str, fn: Callable[..., Any], *, replace: bool = False) -> None:
         """Run ``fn`` for jobs of ``kind``; registering a kind twice needs ``replace=True``."""
-        if not isinstance(kind, str) or not kind:
-            raise ValidationError(f"a kind is a non-empty string, got {kind!r}", path="$.kind")
+        check_identifier(kind, "$.kind", what="a handler's kind")
         entry = RegisteredFunction(kind, fn, max_args=2)
         with self._lock:
             if kind in self._by_kind and not replace:

@@ -10,15 +10,27 @@ built yet are refused rather than ignored.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Final, TypeVar
 
 import msgspec
 
 from ._errors import ValidationError
-from ._ir import DEFAULT_CONSTRAINTS, Job, Status, job_decoder, json_encoder
+from ._ir import (
+    DEFAULT_CONSTRAINTS,
+    IDENTIFIER_PATTERN,
+    Job,
+    Pool,
+    Status,
+    Tenant,
+    is_identifier,
+    job_decoder,
+    json_encoder,
+)
 
 __all__ = [
     "NOT_SUPPORTED_YET",
+    "check_identifier",
     "check_json",
     "find_non_json",
     "from_msgspec_error",
@@ -38,6 +50,65 @@ NOT_SUPPORTED_YET: Final = (
     ("constraints", "deadline"),
     ("constraints", "unique_key"),
 )
+
+
+# The three identifiers of a job in one regex call (none may contain a newline): cheaper than
+# three calls on the hot path.
+_ONE_IDENTIFIER: Final = IDENTIFIER_PATTERN[1:-1]
+_THREE_IDENTIFIERS: Final = re.compile(
+    rf"{_ONE_IDENTIFIER}\n{_ONE_IDENTIFIER}\n{_ONE_IDENTIFIER}"
+).fullmatch
+_NOT_IDENTIFIER_CHAR: Final = re.compile(r"[^A-Za-z0-9._:@-]")
+_IDENTIFIER_RULE: Final = (
+    "1 to 128 characters: ASCII letters, digits and . _ : @ -, starting with a letter or digit"
+)
+
+
+def check_identifier(value: object, path: str, *, what: str, index: int | None = None) -> None:
+    """Raise ``ValidationError`` at ``path`` unless ``value`` follows ``IDENTIFIER_PATTERN``
+    (``what`` names the value in the message: "a tenant id", "a kind" ...)."""
+    if is_identifier(value):
+        return
+    raise ValidationError(
+        f"{what} is an identifier, {_IDENTIFIER_RULE}; found {_shown(value)} "
+        f"({_identifier_problem(value)}){_identifier_fix(value)}",
+        path=path,
+        index=index,
+    )
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)  # repr escapes newlines, escapes and lone surrogates: safe in a message
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def _identifier_problem(value: object) -> str:
+    if not isinstance(value, str):
+        return f"not a str but {type(value).__name__}"
+    if not value:
+        return "empty"
+    if len(value) > 128:
+        return f"{len(value)} characters"
+    bad = _NOT_IDENTIFIER_CHAR.search(value)
+    if bad is not None:
+        return f"{_shown(bad.group())} at position {bad.start()}"
+    return f"it starts with {value[0]!r}"
+
+
+def _identifier_fix(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        return ""
+    suggestion = _NOT_IDENTIFIER_CHAR.sub("-", value).lstrip("._:@-")[:128]
+    return f" - rename it, e.g. {suggestion!r}" if is_identifier(suggestion) else " - rename it"
+
+
+_IDENTIFIER_FIELDS: Final = ("$.kind", "$.tenant_id", "$.namespace")
+
+
+def _refuse_identifiers(job: Job, index: int | None) -> None:
+    check_identifier(job.kind, "$.kind", what="a kind", index=index)
+    check_identifier(job.tenant_id, "$.tenant_id", what="a tenant id", index=index)
+    check_identifier(job.namespace, "$.namespace", what="a namespace", index=index)
 
 
 def find_non_json(value: Any) -> tuple[str, str] | None:
@@ -105,19 +176,30 @@ def from_msgspec_error(
     return ValidationError(rule, path=prefix + where[1:], index=index)
 
 
-def validate_struct(value: object, kind: type[S], path: str = "$") -> S:
-    """A validated copy of a Struct (given as itself or as a dict), e.g. a ``Tenant``."""
+def validate_struct(value: object, kind: type[S], path: str = "$", *, check_id: bool = True) -> S:
+    """A validated copy of a Struct (given as itself or as a dict), e.g. a ``Tenant``.
+
+    Identifiers are checked too: a Tenant's id (unless ``check_id`` is False: the id of
+    ``default_tenant`` is a placeholder) and namespaces, a Pool's name."""
     if not isinstance(value, kind | dict):
         raise ValidationError(
             f"expected a {kind.__name__} (or a dict of its fields), got {type(value).__name__}",
             path=path,
         )
     try:
-        return msgspec.convert(msgspec.to_builtins(value), kind)
+        checked = msgspec.convert(msgspec.to_builtins(value), kind)
     except msgspec.ValidationError as exc:
         raise from_msgspec_error(exc, prefix=path) from None
     except TypeError as exc:
         raise ValidationError(f"cannot be read as a {kind.__name__}: {exc}", path=path) from None
+    if isinstance(checked, Tenant):
+        if check_id:
+            check_identifier(checked.id, f"{path}.id", what="a tenant id")
+        for namespace in checked.namespaces:
+            check_identifier(namespace, f"{path}.namespaces", what="a namespace")
+    elif isinstance(checked, Pool):
+        check_identifier(checked.name, f"{path}.name", what="a pool name")
+    return checked
 
 
 def validate_new_job(job: object, index: int | None = None) -> Job:
@@ -143,9 +225,14 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
     try:
         copy = job_decoder.decode(json_encoder.encode(job))
     except msgspec.ValidationError as exc:
-        raise from_msgspec_error(exc, index) from None
+        error = from_msgspec_error(exc, index)
+        if error.path in _IDENTIFIER_FIELDS and isinstance(getattr(job, error.path[2:]), str):
+            _refuse_identifiers(job, index)  # too long or empty: say what the rule is
+        raise error from None
     except (TypeError, msgspec.EncodeError) as exc:
         raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
+    if _THREE_IDENTIFIERS(f"{copy.kind}\n{copy.tenant_id}\n{copy.namespace}") is None:
+        _refuse_identifiers(copy, index)
     _refuse_unbuilt(copy, index)
     return copy
 

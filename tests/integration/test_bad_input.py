@@ -42,6 +42,9 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
         "$.resources.cpu",
     ),
     ("empty tenant", {"tenant_id": ""}, work.ValidationError, "$.tenant_id"),
+    ("tenant with a space", {"tenant_id": "ac me"}, work.ValidationError, "$.tenant_id"),
+    ("tenant with a newline", {"tenant_id": "acme\nx"}, work.ValidationError, "$.tenant_id"),
+    ("namespace with a slash", {"namespace": "prod/eu"}, work.ValidationError, "$.namespace"),
     (
         "unknown backend",
         {"constraints": work.Constraints(backend="nope")},
@@ -361,6 +364,45 @@ def test_bad_configuration(options: dict[str, Any]) -> None:
         s = work.SyncScheduler(**options)
         s.start()
         s.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        ({"pools": {"local": [work.Pool(name="gpu a100", slots=1)]}}, "pools['local'][0]"),
+        ({"pools": {"local": [{"name": "-gpu", "slots": 1}]}}, "pools['local'][0]"),
+        ({"tenants": [work.Tenant("acme\x1b[2J")]}, "tenants[0]"),
+        ({"tenants": [work.Tenant("t", namespaces={"a b": work.Quota()})]}, "tenants[0]"),
+        ({"config": work.Config(tenants=(work.Tenant("ac me"),))}, "tenants[0]"),
+        ({"config": work.Config(pools={"local": (work.Pool(name="p q"),)})}, "pools['local'][0]"),
+    ],
+)
+def test_bad_identifiers_in_the_configuration_are_refused(
+    options: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(work.ConfigurationError, match="is an identifier") as info:
+        work.SyncScheduler(**options)
+    assert str(info.value).startswith(where)
+
+
+def test_the_default_tenant_id_is_a_placeholder_and_is_not_checked() -> None:
+    with work.SyncScheduler(default_tenant=work.Tenant("*", weight=2.0)) as s:
+        assert s.stats().totals.submitted == 0
+
+
+@pytest.mark.parametrize("kind", ["my kind", "kind\n", "", "-k", 7])
+def test_register_handler_refuses_a_kind_that_is_not_an_identifier(kind: Any) -> None:
+    with pytest.raises(work.ValidationError, match="a handler's kind is an identifier") as info:
+        work.register_handler(kind, lambda job: None)
+    assert info.value.path == "$.kind"
+    assert kind not in work.default_handlers().kinds()
+
+
+def test_set_tenant_refuses_a_bad_id() -> None:
+    with work.SyncScheduler() as s:
+        with pytest.raises(work.ValidationError, match="a tenant id is an identifier") as info:
+            s.set_tenant(work.Tenant("acme\n"))
+        assert info.value.path == "$.tenant.id"
 
 
 def test_a_bad_fair_share_resolution_is_named_with_its_rule() -> None:

@@ -7,11 +7,14 @@ import datetime as dt
 import math
 from typing import Any
 
+import msgspec
 import pytest
 
 import nsai_work as work
+from nsai_work._ir import IDENTIFIER_PATTERN, IDENTIFIER_RE, is_identifier
 from nsai_work._validate import (
     NOT_SUPPORTED_YET,
+    check_identifier,
     check_json,
     find_non_json,
     normalize_result,
@@ -98,9 +101,9 @@ def test_a_good_job_comes_back_as_a_private_equal_copy() -> None:
         ({"resources": work.Resources(memory_mb=-1)}, "$.resources.memory_mb", ">= 0"),
         ({"resources": work.Resources(timeout_ms=0)}, "$.resources.timeout_ms", ">= 1"),
         ({"resources": work.Resources(gpu_count=-1)}, "$.resources.gpu_count", ">= 0"),
-        ({"tenant_id": ""}, "$.tenant_id", "length >= 1"),
-        ({"kind": ""}, "$.kind", "length >= 1"),
-        ({"namespace": ""}, "$.namespace", "length >= 1"),
+        ({"tenant_id": ""}, "$.tenant_id", "(empty)"),
+        ({"kind": ""}, "$.kind", "(empty)"),
+        ({"namespace": ""}, "$.namespace", "(empty)"),
         ({"tags": ("",)}, "$.tags[0]", "length >= 1"),
         ({"tenant_id": 7}, "$.tenant_id", "int"),
         (
@@ -171,6 +174,81 @@ def test_a_naive_run_at_is_a_type_error_before_it_is_unsupported() -> None:
     with pytest.raises(work.ValidationError) as info:
         validate_new_job(job(constraints=work.Constraints(run_at=naive)))
     assert info.value.path == "$.constraints.run_at"
+
+
+# ---- identifiers: tenant ids, namespaces, kinds ------------------------------------------------
+
+GOOD_IDENTIFIERS = [
+    "a",
+    "acme",
+    "Z9",
+    "customer-123",
+    "t.0a1b",
+    "user@org",
+    "local:async",
+    "pkg.mod:func",
+    "a_b",
+    "x" * 128,
+]
+BAD_IDENTIFIERS = [
+    ("ac me", "' ' at position 2", "ac-me"),
+    ("acme\n", "'\\n' at position 4", "acme-"),
+    ("acme\n[work.job.completed] forged", "'\\n' at position 4", None),
+    ("\x1b[31macme", "'\\x1b' at position 0", "31macme"),
+    ("-acme", "starts with '-'", "acme"),
+    ("_acme", "starts with '_'", "acme"),
+    ("x" * 129, "129 characters", None),
+    ("café", "'é' at position 3", "caf-"),
+    ("prod/eu", "'/' at position 4", "prod-eu"),
+    ("a\u202eb", "at position 1", "a-b"),
+]
+
+
+@pytest.mark.parametrize("value", GOOD_IDENTIFIERS)
+def test_identifiers_that_follow_the_rule_pass(value: str) -> None:
+    assert is_identifier(value)
+    copy = validate_new_job(job(kind=value, tenant_id=value, namespace=value))
+    assert (copy.kind, copy.tenant_id, copy.namespace) == (value, value, value)
+
+
+@pytest.mark.parametrize("field", ["tenant_id", "namespace", "kind"])
+@pytest.mark.parametrize(("value", "problem", "suggestion"), BAD_IDENTIFIERS)
+def test_a_bad_identifier_is_refused_naming_its_field(
+    field: str, value: str, problem: str, suggestion: str | None
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        validate_new_job(job(**{field: value}), index=1)
+    assert info.value.path == f"$.{field}"
+    assert info.value.index == 1
+    message = str(info.value)
+    assert "ASCII letters, digits and . _ : @ -" in message
+    assert problem in message
+    assert "\n" not in message  # the value is shown escaped
+    assert "\x1b" not in message
+    if suggestion is not None:
+        assert f"e.g. {suggestion!r}" in message
+
+
+def test_an_identifier_with_a_trailing_newline_is_not_one() -> None:
+    # ``$`` in a Python regex matches before a final newline: the rule must be matched in full.
+    assert IDENTIFIER_RE.search("acme\n") is not None
+    assert not is_identifier("acme\n")
+    assert not is_identifier(7)
+
+
+def test_the_identifier_rule_is_in_the_json_schema() -> None:
+    schema = msgspec.json.schema(work.Job)["$defs"]["Job"]["properties"]
+    for field in ("kind", "tenant_id", "namespace"):
+        assert schema[field]["pattern"] == IDENTIFIER_PATTERN
+        assert schema[field]["maxLength"] == 128
+
+
+def test_check_identifier_names_what_it_checks() -> None:
+    with pytest.raises(work.ValidationError, match=r"^a tool name is an identifier") as info:
+        check_identifier("my tool", "$.name", what="a tool name")
+    assert info.value.path == "$.name"
+    with pytest.raises(work.ValidationError, match="not a str but int"):
+        check_identifier(7, "$.name", what="a tool name")
 
 
 # ---- normalize_result ---------------------------------------------------------------------------

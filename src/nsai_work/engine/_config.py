@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-import msgspec
 from msgspec import Struct
 
 from .._errors import ConfigurationError, ValidationError
@@ -100,6 +99,15 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"unknown_tenants is 'admit' or 'reject', got {self.unknown_tenants!r}"
             )
+        # Structs given in a Config (not as options) are checked here too: identifiers, bounds.
+        for index, tenant in enumerate(self.tenants):
+            _option(tenant, Tenant, f"tenants[{index}]")
+        _option(self.default_tenant, Tenant, "default_tenant", check_id=False)
+        if self.priority_guard is not None:
+            _option(self.priority_guard, PriorityGuard, "priority_guard")
+        for backend, pools in self.pools.items():
+            for index, pool in enumerate(pools):
+                _option(pool, Pool, f"pools[{backend!r}][{index}]")
         ids = [t.id for t in self.tenants]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -126,7 +134,9 @@ def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
                 _option(t, Tenant, f"tenants[{i}]") for i, t in enumerate(options["tenants"])
             )
         if "default_tenant" in options:
-            values["default_tenant"] = _option(options["default_tenant"], Tenant, "default_tenant")
+            values["default_tenant"] = _option(
+                options["default_tenant"], Tenant, "default_tenant", check_id=False
+            )
         if options.get("priority_guard") is not None:
             values["priority_guard"] = _option(
                 options["priority_guard"], PriorityGuard, "priority_guard"
@@ -138,10 +148,10 @@ def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
     return base
 
 
-def _option(value: object, kind: type[T], name: str) -> T:
+def _option(value: object, kind: type[T], name: str, *, check_id: bool = True) -> T:
     """A validated copy of a Struct option given as the Struct or as a dict."""
     try:
-        return validate_struct(value, kind)
+        return validate_struct(value, kind, check_id=check_id)
     except ValidationError as exc:
         raise ConfigurationError(f"{name}: {exc}") from None
 
@@ -169,14 +179,9 @@ def _pools_option(pools: object) -> dict[str, tuple[Pool, ...]]:
     out: dict[str, tuple[Pool, ...]] = {}
     for backend, specs in pools.items():
         items = [specs] if isinstance(specs, Pool | dict) else list(specs)
-        checked = []
-        for index, spec in enumerate(items):
-            try:
-                raw = msgspec.to_builtins(spec)
-                checked.append(msgspec.convert(raw, Pool))
-            except (msgspec.ValidationError, TypeError) as exc:
-                raise ConfigurationError(f"pools[{backend!r}][{index}]: {exc}") from None
-        out[str(backend)] = tuple(checked)
+        out[str(backend)] = tuple(
+            _option(spec, Pool, f"pools[{backend!r}][{index}]") for index, spec in enumerate(items)
+        )
     return out
 
 
