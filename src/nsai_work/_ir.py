@@ -119,8 +119,32 @@ Identifier = Annotated[
     str, Meta(min_length=1, max_length=128, extra_json_schema={"pattern": IDENTIFIER_PATTERN})
 ]
 NonNegInt = Annotated[int, Meta(ge=0)]
-NonNegFloat = Annotated[float, Meta(ge=0)]
 AwareDatetime = Annotated[_dt.datetime, Meta(tz=True)]
+
+# Upper bounds of amounts, far above any real machine, cluster or bill, and low enough that the
+# scheduler's arithmetic (cpu and custom amounts in integer milli-units, a cost estimate of price
+# x amount x hours) stays finite and exact. Every float field is bounded, so NaN and infinity
+# fail its constraint; docs/api.md lists the bounds.
+MAX_CPU: Final = 1_000_000  # cores
+MAX_MEMORY_MB: Final = 1_000_000_000_000  # 10**12 MB, an exabyte
+MAX_AMOUNT: Final = 1_000_000_000_000  # a custom amount (licenses, tokens, ...)
+MAX_GPUS: Final = 1_000_000  # GPUs of one type in a pool or a quota
+MAX_SLOTS: Final = 1_000_000  # jobs running at once on one pool
+MAX_COUNT: Final = 1_000_000_000  # max_queued, max_running, burst
+MAX_TIMEOUT_MS: Final = 31_536_000_000  # 365 days
+MAX_USD: Final = 1_000_000_000  # max_cost_usd, budget_usd
+MAX_USD_PER_HOUR: Final = 1_000_000  # every price
+MIN_SUBMIT_RATE: Final = 1e-6  # one submit in about 11.6 days: a slower rate's wait is unbounded
+MAX_SUBMIT_RATE: Final = 1_000_000  # submits per second
+MAX_PERIOD_S: Final = 315_360_000  # ten years
+
+Cpu = Annotated[float, Meta(ge=0, le=MAX_CPU)]
+MemoryMb = Annotated[int, Meta(ge=0, le=MAX_MEMORY_MB)]
+Amount = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+GpuCount = Annotated[int, Meta(ge=0, le=MAX_GPUS)]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
+Usd = Annotated[float, Meta(ge=0, le=MAX_USD)]
+UsdPerHour = Annotated[float, Meta(ge=0, le=MAX_USD_PER_HOUR)]
 
 
 class RetryPolicy(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
@@ -150,13 +174,13 @@ class Resources(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True)
     without ``gpu`` takes GPUs of any one type. ``custom`` asks named amounts a pool declares.
     """
 
-    cpu: NonNegFloat | None = None
-    memory_mb: NonNegInt | None = None
+    cpu: Cpu | None = None
+    memory_mb: MemoryMb | None = None
     gpu: NonEmptyStr | None = None
     gpu_count: Annotated[int, Meta(ge=0, le=1024)] = 0
-    timeout_ms: Annotated[int, Meta(gt=0)] | None = None
-    max_cost_usd: NonNegFloat | None = None
-    custom: dict[NonEmptyStr, NonNegFloat] = {}
+    timeout_ms: Annotated[int, Meta(gt=0, le=MAX_TIMEOUT_MS)] | None = None
+    max_cost_usd: Usd | None = None
+    custom: dict[NonEmptyStr, Amount] = {}
 
     @property
     def gpus_needed(self) -> int:
@@ -223,13 +247,13 @@ class Prices(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unkno
     hardware you own.
     """
 
-    cpu_hour: NonNegFloat = 0.04
-    memory_gb_hour: NonNegFloat = 0.005
-    gpu_hour: dict[NonEmptyStr, NonNegFloat] = field(
+    cpu_hour: UsdPerHour = 0.04
+    memory_gb_hour: UsdPerHour = 0.005
+    gpu_hour: dict[NonEmptyStr, UsdPerHour] = field(
         default_factory=lambda: {"A100": 3.0, "H100": 6.0, "L4": 0.8, "T4": 0.35}
     )
-    default_gpu_hour: NonNegFloat = 2.5
-    slot_hour: NonNegFloat = 0.0
+    default_gpu_hour: UsdPerHour = 2.5
+    slot_hour: UsdPerHour = 0.0
 
 
 DEFAULT_PRICES: Final = Prices()
@@ -244,11 +268,11 @@ class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """
 
     name: Identifier
-    slots: Annotated[int, Meta(ge=0)] = 64
-    cpu: NonNegFloat | None = None
-    memory_mb: NonNegInt | None = None
-    gpus: dict[NonEmptyStr, Annotated[int, Meta(ge=0)]] = {}
-    custom: dict[NonEmptyStr, NonNegFloat] = {}
+    slots: Annotated[int, Meta(ge=0, le=MAX_SLOTS)] = 64
+    cpu: Cpu | None = None
+    memory_mb: MemoryMb | None = None
+    gpus: dict[NonEmptyStr, GpuCount] = {}
+    custom: dict[NonEmptyStr, Amount] = {}
     labels: dict[NonEmptyStr, str] = {}
     prices: Prices = DEFAULT_PRICES
 
@@ -266,15 +290,15 @@ class Quota(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknow
       the estimated maximum cost of admitted jobs must stay within it at admission.
     """
 
-    max_queued: NonNegInt | None = None
-    max_running: NonNegInt | None = None
-    cpu: NonNegFloat | None = None
-    memory_mb: NonNegInt | None = None
-    gpus: dict[NonEmptyStr, NonNegInt] = {}
-    submit_rate: Annotated[float, Meta(gt=0)] | None = None
-    burst: Annotated[int, Meta(ge=1)] | None = None
-    budget_usd: NonNegFloat | None = None
-    budget_period_s: Annotated[float, Meta(gt=0)] = 86_400.0
+    max_queued: Count | None = None
+    max_running: Count | None = None
+    cpu: Cpu | None = None
+    memory_mb: MemoryMb | None = None
+    gpus: dict[NonEmptyStr, GpuCount] = {}
+    submit_rate: Annotated[float, Meta(ge=MIN_SUBMIT_RATE, le=MAX_SUBMIT_RATE)] | None = None
+    burst: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = None
+    budget_usd: Usd | None = None
+    budget_period_s: Annotated[float, Meta(gt=0, le=MAX_PERIOD_S)] = 86_400.0
 
 
 UNLIMITED: Final = Quota()

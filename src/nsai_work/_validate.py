@@ -18,9 +18,11 @@ import msgspec
 from ._errors import ValidationError
 from ._ir import (
     DEFAULT_CONSTRAINTS,
+    DEFAULT_RESOURCES,
     IDENTIFIER_PATTERN,
     Job,
     Pool,
+    Resources,
     Status,
     Tenant,
     is_identifier,
@@ -33,8 +35,10 @@ __all__ = [
     "check_identifier",
     "check_json",
     "find_non_json",
+    "find_unencodable",
     "from_msgspec_error",
     "normalize_result",
+    "refuse_unencodable",
     "validate_new_job",
     "validate_struct",
 ]
@@ -147,6 +151,93 @@ def _walk(value: Any, trail: list[str], depth: int) -> str | None:
     return f"a value of type {type(value).__name__}"
 
 
+def find_unencodable(value: Any) -> tuple[str, str, str] | None:
+    """Where ``value`` (a Struct, or dicts, lists and scalars) holds what JSON cannot carry
+    faithfully: a non-finite float (msgspec writes NaN and infinity as null, so a round trip
+    would unset the field) or a str with a lone surrogate (not encodable as UTF-8), as a value or
+    a key. Returns (``$.path``, ``"non-finite"`` or ``"surrogate"``, what was found), or None.
+    Only slow paths call it: after an error, to name the field."""
+    trail: list[str] = []
+    found = _walk_unencodable(value, trail, 0)
+    if found is None:
+        return None
+    return ("$" + "".join(reversed(trail)), *found)
+
+
+def _walk_unencodable(value: Any, trail: list[str], depth: int) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return None if _is_utf8(value) else ("surrogate", _surrogate_in(value))
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("non-finite", repr(value))
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            found = _walk_unencodable(getattr(value, name), trail, depth + 1)
+            if found is not None:
+                trail.append(f".{name}")
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _is_utf8(key):
+                found = ("surrogate", f"{_surrogate_in(key)} (a key)")
+            else:
+                found = _walk_unencodable(item, trail, depth + 1)
+            if found is not None:
+                trail.append(_key_step(key))
+                return found
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            found = _walk_unencodable(item, trail, depth + 1)
+            if found is not None:
+                trail.append(f"[{position}]")
+                return found
+    return None
+
+
+def _key_step(key: object) -> str:
+    return f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_in(text: str) -> str:
+    position = next(i for i, char in enumerate(text) if "\ud800" <= char <= "\udfff")
+    return f"a lone surrogate {text[position]!r} at position {position} of {_shown(text)}"
+
+
+def refuse_unencodable(value: Any, path: str = "$", index: int | None = None) -> None:
+    """Raise ``ValidationError`` naming the first non-finite number or lone surrogate in
+    ``value`` (``path`` replaces its ``$``); return if there is none."""
+    found = find_unencodable(value)
+    if found is None:
+        return
+    inner, kind, what = found
+    where = path + inner[1:]
+    if kind == "non-finite":
+        raise ValidationError(
+            f"expected a finite number, found {what} (NaN and infinity are refused everywhere: "
+            f"JSON would write them as null, which means unset) - give a finite number or leave "
+            f"the field unset",
+            path=where,
+            index=index,
+        )
+    raise ValidationError(
+        f"text must be valid Unicode (it is stored and sent as UTF-8); found {what} - remove it, "
+        f"or decode the bytes it came from with errors='replace'",
+        path=where,
+        index=index,
+    )
+
+
 def check_json(value: Any, path: str, *, what: str, index: int | None = None) -> None:
     """Raise ``ValidationError`` at ``path`` (plus the inner path) unless ``value`` is JSON."""
     found = find_non_json(value)
@@ -189,9 +280,15 @@ def validate_struct(value: object, kind: type[S], path: str = "$", *, check_id: 
     try:
         checked = msgspec.convert(msgspec.to_builtins(value), kind)
     except msgspec.ValidationError as exc:
+        refuse_unencodable(value, path)  # NaN fails "<= bound": say it is not a number
         raise from_msgspec_error(exc, prefix=path) from None
     except TypeError as exc:
         raise ValidationError(f"cannot be read as a {kind.__name__}: {exc}", path=path) from None
+    try:
+        json_encoder.encode(checked)
+    except UnicodeEncodeError:
+        refuse_unencodable(checked, path)
+        raise
     if isinstance(checked, Tenant):
         if check_id:
             check_identifier(checked.id, f"{path}.id", what="a tenant id")
@@ -214,6 +311,8 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
         check_json(job.payload, "$.payload", what="the payload", index=index)
     if job.metadata:
         check_json(job.metadata, "$.metadata", what="metadata", index=index)
+    if job.resources is not DEFAULT_RESOURCES:
+        _refuse_lost_numbers(job.resources, index)
     if job.status is not Status.PENDING or job.attempt or job.attempts:
         raise ValidationError(
             f"a new job has status pending and no attempts (the scheduler sets those); got "
@@ -225,16 +324,29 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
     try:
         copy = job_decoder.decode(json_encoder.encode(job))
     except msgspec.ValidationError as exc:
+        refuse_unencodable(job, "$", index)  # a NaN that became null: name it as such
         error = from_msgspec_error(exc, index)
         if error.path in _IDENTIFIER_FIELDS and isinstance(getattr(job, error.path[2:]), str):
             _refuse_identifiers(job, index)  # too long or empty: say what the rule is
         raise error from None
+    except UnicodeEncodeError as exc:  # a lone surrogate somewhere: find it
+        refuse_unencodable(job, "$", index)
+        raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
     except (TypeError, msgspec.EncodeError) as exc:
         raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
     if _THREE_IDENTIFIERS(f"{copy.kind}\n{copy.tenant_id}\n{copy.namespace}") is None:
         _refuse_identifiers(copy, index)
     _refuse_unbuilt(copy, index)
     return copy
+
+
+def _refuse_lost_numbers(resources: Resources, index: int | None) -> None:
+    """NaN or infinity in an optional number would become null in JSON, and null means unset:
+    no timeout, no memory limit, no cost cap. Refuse it before the round trip."""
+    for name in ("cpu", "memory_mb", "timeout_ms", "max_cost_usd"):
+        value = getattr(resources, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            refuse_unencodable(value, f"$.resources.{name}", index)
 
 
 def _refuse_unbuilt(job: Job, index: int | None) -> None:
@@ -264,6 +376,8 @@ def normalize_result(result: Any, max_bytes: int) -> Any:
     if result is None or isinstance(result, bool | int):
         return result
     if isinstance(result, str):
+        if not result.isascii():
+            refuse_unencodable(result, "$.result")
         # A character encodes to at most 6 bytes of JSON (\uXXXX): encode only when it matters.
         if len(result) * 6 + 2 > max_bytes:
             size = len(json_encoder.encode(result))
@@ -271,7 +385,11 @@ def normalize_result(result: Any, max_bytes: int) -> Any:
                 _too_big(size, max_bytes)
         return str(result)
     check_json(result, "$.result", what="a handler's result")
-    encoded = json_encoder.encode(result)
+    try:
+        encoded = json_encoder.encode(result)
+    except UnicodeEncodeError:
+        refuse_unencodable(result, "$.result")
+        raise
     if len(encoded) > max_bytes:
         _too_big(len(encoded), max_bytes)
     if isinstance(result, float):

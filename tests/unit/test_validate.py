@@ -19,6 +19,7 @@ from nsai_work._validate import (
     find_non_json,
     normalize_result,
     validate_new_job,
+    validate_struct,
 )
 
 AWARE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -251,6 +252,190 @@ def test_check_identifier_names_what_it_checks() -> None:
         check_identifier(7, "$.name", what="a tool name")
 
 
+# ---- non-finite numbers, huge values, lone surrogates -------------------------------------------
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -INF])
+@pytest.mark.parametrize("field", ["cpu", "memory_mb", "timeout_ms", "max_cost_usd"])
+def test_a_non_finite_resource_is_refused_not_turned_into_unset(field: str, value: float) -> None:
+    # msgspec writes NaN and infinity as null, and null is "unset": no limit, no timeout, no cap.
+    fields: dict[str, Any] = {"timeout_ms": 1000, field: value}  # a cost cap needs a timeout
+    resources = work.Resources(**fields)
+    with pytest.raises(work.ValidationError, match="expected a finite number") as info:
+        validate_new_job(job(resources=resources), index=2)
+    assert info.value.path == f"$.resources.{field}"
+    assert info.value.index == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"resources": work.Resources(custom={"license": NAN})}, "$.resources.custom.license"),
+        ({"resources": work.Resources(cpu=1.0, custom={"x y": INF})}, "$.resources.custom['x y']"),
+        (
+            {"constraints": work.Constraints(retry_policy=work.RetryPolicy(base_delay_ms=NAN))},  # type: ignore[arg-type]
+            "$.constraints.retry_policy.base_delay_ms",
+        ),
+        ({"priority": NAN}, "$.priority"),
+    ],
+)
+def test_a_non_finite_number_anywhere_in_the_job_is_named(
+    fields: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(work.ValidationError, match="expected a finite number") as info:
+        validate_new_job(job(**fields))
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("resources", "path", "bound"),
+    [
+        (work.Resources(cpu=1e308), "$.resources.cpu", "<= 1000000"),
+        (work.Resources(cpu=1_000_001.0), "$.resources.cpu", "<= 1000000"),
+        (work.Resources(memory_mb=10**30), "$.resources.memory_mb", "<= 1000000000000"),
+        (work.Resources(timeout_ms=10**15), "$.resources.timeout_ms", "<= 31536000000"),
+        (
+            work.Resources(timeout_ms=1, max_cost_usd=1e300),
+            "$.resources.max_cost_usd",
+            "<= 1000000000",
+        ),
+        (work.Resources(custom={"tokens": 1e300}), "$.resources.custom[...]", "<= 1000000000000"),
+    ],
+)
+def test_huge_values_are_refused_with_the_bound(
+    resources: work.Resources, path: str, bound: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        validate_new_job(job(resources=resources))
+    assert info.value.path == path
+    assert bound in str(info.value)
+
+
+def test_the_largest_values_within_the_bounds_pass() -> None:
+    resources = work.Resources(
+        cpu=1e6,
+        memory_mb=10**12,
+        timeout_ms=31_536_000_000,
+        max_cost_usd=1e9,
+        custom={"tokens": 1e12},
+    )
+    assert validate_new_job(job(resources=resources)).resources == resources
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"tenant_id": "\ud800"}, "$.tenant_id"),
+        ({"kind": "k\udfff"}, "$.kind"),
+        ({"payload": {"text": "ok \ud800"}}, "$.payload.text"),
+        ({"payload": {"\udcff": 1}}, "$.payload['\\udcff']"),
+        ({"payload": {"a": {"\ud800b": [1]}}}, "$.payload.a['\\ud800b']"),
+        ({"metadata": {"a": ["fine", "\ud800"]}}, "$.metadata.a[1]"),
+        ({"tags": ("x", "\ud800")}, "$.tags[1]"),
+        (
+            {"constraints": work.Constraints(pool_labels={"region": "\ud800"})},
+            "$.constraints.pool_labels.region",
+        ),
+    ],
+)
+def test_a_lone_surrogate_is_a_validation_error_naming_the_string(
+    fields: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(work.ValidationError, match="lone surrogate") as info:
+        validate_new_job(job(**fields), index=0)
+    assert info.value.path == path
+    assert "valid Unicode" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "path"),
+    [
+        ({"id": "t", "weight": NAN}, work.Tenant, "$.weight"),
+        ({"id": "t", "quota": {"submit_rate": INF}}, work.Tenant, "$.quota.submit_rate"),
+        ({"id": "t", "quota": {"cpu": NAN}}, work.Tenant, "$.quota.cpu"),
+        ({"id": "t", "quota": {"budget_usd": -INF}}, work.Tenant, "$.quota.budget_usd"),
+        ({"id": "t", "quota": {"budget_period_s": INF}}, work.Tenant, "$.quota.budget_period_s"),
+        ({"id": "t", "namespaces": {"n": {"cpu": INF}}}, work.Tenant, "$.namespaces.n.cpu"),
+        (work.Pool(name="p", cpu=NAN), work.Pool, "$.cpu"),
+        (work.Pool(name="p", custom={"x": INF}), work.Pool, "$.custom.x"),
+        (work.Pool(name="p", prices=work.Prices(cpu_hour=NAN)), work.Pool, "$.prices.cpu_hour"),
+        (
+            work.Pool(name="p", prices=work.Prices(gpu_hour={"A100": INF})),
+            work.Pool,
+            "$.prices.gpu_hour.A100",
+        ),
+        (
+            work.PriorityGuard(min_share={work.Priority.OFFLINE: NAN}),
+            work.PriorityGuard,
+            "$.min_share.offline",
+        ),
+        (work.Progress(fraction=NAN), work.Progress, "$.fraction"),
+    ],
+)
+def test_non_finite_numbers_in_other_ir_types_are_refused(
+    value: Any, kind: type[Any], path: str
+) -> None:
+    with pytest.raises(work.ValidationError, match="expected a finite number") as info:
+        validate_struct(value, kind)
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "path", "bound"),
+    [
+        (
+            {"id": "t", "quota": {"submit_rate": 1e7}},
+            work.Tenant,
+            "$.quota.submit_rate",
+            "<= 1000000",
+        ),
+        (
+            {"id": "t", "quota": {"submit_rate": 1e-9}},
+            work.Tenant,
+            "$.quota.submit_rate",
+            ">= 1e-06",
+        ),
+        (
+            {"id": "t", "quota": {"max_queued": 10**30}},
+            work.Tenant,
+            "$.quota.max_queued",
+            "<= 1000000000",
+        ),
+        (
+            {"id": "t", "quota": {"budget_usd": 1e300}},
+            work.Tenant,
+            "$.quota.budget_usd",
+            "<= 1000000000",
+        ),
+        ({"id": "t", "weight": 1e300}, work.Tenant, "$.weight", "<= 1000000"),
+        ({"name": "p", "slots": 10**9}, work.Pool, "$.slots", "<= 1000000"),
+        ({"name": "p", "gpus": {"A100": 10**9}}, work.Pool, "$.gpus[...]", "<= 1000000"),
+        ({"name": "p", "memory_mb": 10**30}, work.Pool, "$.memory_mb", "<= 1000000000000"),
+        (
+            {"name": "p", "prices": {"slot_hour": 1e300}},
+            work.Pool,
+            "$.prices.slot_hour",
+            "<= 1000000",
+        ),
+    ],
+)
+def test_huge_values_in_other_ir_types_are_refused(
+    value: Any, kind: type[Any], path: str, bound: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        validate_struct(value, kind)
+    assert info.value.path == path
+    assert bound in str(info.value)
+
+
+def test_a_lone_surrogate_in_a_pool_label_is_refused() -> None:
+    with pytest.raises(work.ValidationError, match="lone surrogate") as info:
+        validate_struct(work.Pool(name="p", labels={"region": "eu\ud800"}), work.Pool, "$.pool")
+    assert info.value.path == "$.pool.labels.region"
+
+
 # ---- normalize_result ---------------------------------------------------------------------------
 
 
@@ -277,6 +462,9 @@ def test_results_become_json(result: Any, expected: Any) -> None:
         ({"a": {1}}, "$.result.a"),
         (math.nan, "$.result"),
         (object(), "$.result"),
+        ("\ud800", "$.result"),
+        ({"a": ["\udfff"]}, "$.result.a[0]"),
+        ({"\ud800": 1}, "$.result['\\ud800']"),
     ],
 )
 def test_a_non_json_result_is_refused(result: Any, path: str) -> None:

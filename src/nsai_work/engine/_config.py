@@ -26,6 +26,8 @@ T = TypeVar("T", bound=Struct)
 
 #: Slots of the one pool a backend without ``pools()`` offers.
 DEFAULT_POOL_SLOTS: Final = 64
+#: The largest duration option in seconds (about 31,700 years): finite, so timers stay numbers.
+_MAX_SECONDS: Final = 1e12
 
 
 class Config(Struct, kw_only=True, frozen=True):
@@ -82,10 +84,21 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"max_waiting must be an int >= 0 or None, got {self.max_waiting!r}"
             )
-        for name in ("finished_ttl_s", "finished_max", "max_result_bytes", "exit_timeout_s"):
+        for name in ("finished_max", "max_result_bytes"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("finished_ttl_s", "exit_timeout_s"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 <= value <= _MAX_SECONDS  # NaN and infinity fail this too
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a finite number of seconds, 0 to {_MAX_SECONDS:.0e}, "
+                    f"got {value!r}"
+                )
         if self.telemetry is not None and not isinstance(self.telemetry, Telemetry):
             raise ConfigurationError(
                 f"telemetry must be a work.telemetry.Telemetry, got {type(self.telemetry).__name__}"

@@ -899,6 +899,12 @@ async def _quietly(awaitable: Any, backend: str) -> None:
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and (
-        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 <= timeout <= 1e12  # also refuses NaN and infinity (1e12 s: 31,700 years)
     ):
-        raise ValidationError(f"timeout is seconds >= 0 or None, got {timeout!r}", path="$.timeout")
+        raise ValidationError(
+            f"timeout is a finite number of seconds, 0 to 1e12, or None to wait without a limit; "
+            f"got {timeout!r}",
+            path="$.timeout",
+        )
