@@ -9,8 +9,10 @@ built yet are refused rather than ignored.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterator
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -23,7 +25,6 @@ from ._ir import (
     Job,
     Pool,
     Resources,
-    Status,
     Tenant,
     is_identifier,
     job_decoder,
@@ -32,6 +33,7 @@ from ._ir import (
 
 __all__ = [
     "NOT_SUPPORTED_YET",
+    "SCHEDULER_OWNED",
     "check_identifier",
     "check_json",
     "find_non_json",
@@ -39,6 +41,7 @@ __all__ = [
     "from_msgspec_error",
     "normalize_result",
     "refuse_unencodable",
+    "retry_copy",
     "validate_new_job",
     "validate_struct",
 ]
@@ -113,6 +116,63 @@ def _refuse_identifiers(job: Job, index: int | None) -> None:
     check_identifier(job.kind, "$.kind", what="a kind", index=index)
     check_identifier(job.tenant_id, "$.tenant_id", what="a tenant id", index=index)
     check_identifier(job.namespace, "$.namespace", what="a namespace", index=index)
+
+
+#: Job fields the scheduler owns: everything below the "set by the scheduler" line. A new job
+#: leaves them at their defaults; one comparison of a tuple checks all of them.
+_OWNED_START: Final = Job.__struct_fields__.index("status")
+SCHEDULER_OWNED: Final = Job.__struct_fields__[_OWNED_START:]
+_OWNED_DEFAULTS: Final = msgspec.structs.astuple(Job(kind="k", tenant_id="t"))[_OWNED_START:]
+_astuple: Final = msgspec.structs.astuple
+#: What ``retry(job_id)`` copies: the caller's fields, but not ``id`` and ``created_at``.
+_RETRIED_FIELDS: Final = tuple(
+    name for name in Job.__struct_fields__[:_OWNED_START] if name not in ("id", "created_at")
+)
+#: The copies ``retry_copy`` is submitting (by object id): the only new jobs that may carry
+#: ``retry_of``.
+_RETRY_COPIES: Final[dict[int, Job]] = {}
+
+
+@contextlib.contextmanager
+def retry_copy(job: Job) -> Iterator[Job]:
+    """The new Job ``retry(job_id)`` submits for the finished ``job``: its caller's fields, a new
+    id, and ``retry_of`` = its id. Inside the block ``validate_new_job`` lets this one object
+    carry ``retry_of`` (the scheduler set it, from a job the caller may see); every other check
+    applies as to any job."""
+    copy = Job(**{name: getattr(job, name) for name in _RETRIED_FIELDS}, retry_of=job.id)
+    _RETRY_COPIES[id(copy)] = copy
+    try:
+        yield copy
+    finally:
+        del _RETRY_COPIES[id(copy)]
+
+
+def _refuse_owned(job: Job, index: int | None) -> None:
+    """Name the first field the scheduler owns that ``job`` sets (``retry_of`` on a retry copy is
+    the scheduler's own)."""
+    retried = _RETRY_COPIES.get(id(job)) is job
+    for name, default in zip(SCHEDULER_OWNED, _OWNED_DEFAULTS, strict=True):
+        value = getattr(job, name)
+        if value is default or (retried and name == "retry_of"):
+            continue
+        try:
+            same = bool(value == default)
+        except Exception:  # an object whose == raises or is ambiguous (an array ...)
+            same = False
+        if same:
+            continue
+        if name == "status":
+            hint = " (a new job starts pending; to run a finished job again, use retry(job_id))"
+        elif name == "retry_of":
+            hint = " (retry(job_id) sets it when it copies a finished job: call that instead)"
+        else:
+            hint = ""
+        raise ValidationError(
+            f"{name} is set by the scheduler: a new job leaves it at its default "
+            f"({default!r}); found {_shown(value)} - remove it{hint}",
+            path=f"$.{name}",
+            index=index,
+        )
 
 
 def find_non_json(value: Any) -> tuple[str, str] | None:
@@ -307,20 +367,30 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
             f"work.Job(kind=..., tenant_id=...)",
             index=index,
         )
+    try:
+        untouched = _astuple(job)[_OWNED_START:] == _OWNED_DEFAULTS
+    except Exception:  # a scheduler-owned field holds an object whose == raises
+        untouched = False
+    if not untouched:
+        _refuse_owned(job, index)
     if job.payload:
         check_json(job.payload, "$.payload", what="the payload", index=index)
     if job.metadata:
         check_json(job.metadata, "$.metadata", what="metadata", index=index)
-    if job.resources is not DEFAULT_RESOURCES:
-        _refuse_lost_numbers(job.resources, index)
-    if job.status is not Status.PENDING or job.attempt or job.attempts:
-        raise ValidationError(
-            f"a new job has status pending and no attempts (the scheduler sets those); got "
-            f"status {job.status!s} with {job.attempt} attempts - to run a finished job again use "
-            f"retry(job_id)",
-            path="$.status",
-            index=index,
-        )
+    resources = job.resources
+    if resources is not DEFAULT_RESOURCES:
+        # One sum: NaN or infinity in any of the four makes it non-finite (then find which).
+        try:
+            finite = math.isfinite(
+                (resources.cpu or 0.0)
+                + (resources.memory_mb or 0)
+                + (resources.timeout_ms or 0)
+                + (resources.max_cost_usd or 0.0)
+            )
+        except (TypeError, OverflowError):  # a str, a huge int: the decoder names the field
+            finite = True
+        if not finite:
+            _refuse_lost_numbers(resources, index)
     try:
         copy = job_decoder.decode(json_encoder.encode(job))
     except msgspec.ValidationError as exc:

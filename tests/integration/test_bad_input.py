@@ -130,6 +130,18 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
         work.ValidationError,
         "$.metadata.m[0]",
     ),
+    ("forged cost", {"cost_usd": -1e9}, work.ValidationError, "$.cost_usd"),
+    ("forged retry_of", {"retry_of": "someone-elses-job"}, work.ValidationError, "$.retry_of"),
+    ("forged result", {"result": {"paid": True}}, work.ValidationError, "$.result"),
+    ("forged status", {"status": "succeeded"}, work.ValidationError, "$.status"),
+    (
+        "forged progress",
+        {"progress": work.Progress(fraction=1.0)},
+        work.ValidationError,
+        "$.progress",
+    ),
+    ("forged submitted_at", {"submitted_at": AWARE}, work.ValidationError, "$.submitted_at"),
+    ("forged estimate", {"estimated_cost_usd": 0.0}, work.ValidationError, "$.estimated_cost_usd"),
 ]
 
 
@@ -374,6 +386,24 @@ def test_wait_with_a_bad_timeout(
     with pytest.raises(work.ValidationError) as info:
         scheduler.wait(job.id, timeout=timeout)
     assert info.value.path == "$.timeout"
+
+
+def test_retry_of_another_tenants_job_cannot_be_forged_but_retry_sets_it(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str]
+) -> None:
+    kind = handlers(lambda job: job.payload["n"])
+    theirs = scheduler.submit(work.Job(kind=kind, tenant_id="other-tenant", payload={"n": 1}))
+    scheduler.wait(theirs.id, timeout=5)
+    forged = work.Job(kind=kind, tenant_id=TENANT, payload={"n": 2}, retry_of=theirs.id)
+    with pytest.raises(work.ValidationError, match="retry") as info:
+        scheduler.submit(forged)
+    assert info.value.path == "$.retry_of"
+    again = scheduler.retry(theirs.id)
+    assert (again.retry_of, again.tenant_id, again.cost_usd) == (theirs.id, "other-tenant", 0.0)
+    assert scheduler.wait(again.id, timeout=5).result == 1
+    mine = scheduler.as_tenant(TENANT)
+    with pytest.raises(work.NotFoundError):
+        mine.retry(theirs.id)
 
 
 def test_get_and_cancel_of_unknown_ids(scheduler: work.SyncScheduler) -> None:

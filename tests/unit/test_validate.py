@@ -14,10 +14,12 @@ import nsai_work as work
 from nsai_work._ir import IDENTIFIER_PATTERN, IDENTIFIER_RE, is_identifier
 from nsai_work._validate import (
     NOT_SUPPORTED_YET,
+    SCHEDULER_OWNED,
     check_identifier,
     check_json,
     find_non_json,
     normalize_result,
+    retry_copy,
     validate_new_job,
     validate_struct,
 )
@@ -118,7 +120,7 @@ def test_a_good_job_comes_back_as_a_private_equal_copy() -> None:
         ({"payload": {3: "three"}}, "$.payload[3]", "key of type int"),
         ({"metadata": {"m": {1}}}, "$.metadata.m", "set"),
         ({"status": work.Status.RUNNING}, "$.status", "retry(job_id)"),
-        ({"attempt": 2}, "$.status", "attempts"),
+        ({"attempt": 2}, "$.attempt", "set by the scheduler"),
     ],
 )
 def test_bad_fields_name_their_path(fields: dict[str, Any], path: str, words: str) -> None:
@@ -175,6 +177,94 @@ def test_a_naive_run_at_is_a_type_error_before_it_is_unsupported() -> None:
     with pytest.raises(work.ValidationError) as info:
         validate_new_job(job(constraints=work.Constraints(run_at=naive)))
     assert info.value.path == "$.constraints.run_at"
+
+
+# ---- fields the scheduler owns -----------------------------------------------------------------
+
+OWNED_VALUES: dict[str, Any] = {
+    "status": work.Status.SUCCEEDED,
+    "backend": "local",
+    "pool": "local:async",
+    "attempt": 1,
+    "attempts": (work.Attempt(number=1, backend="local", pool="local:async", started_at=AWARE),),
+    "result": {"answer": 42},
+    "error": work.JobError(type="ValueError", message="forged"),
+    "waiting_reason": "backoff",
+    "cancel_reason": "user",
+    "retry_of": "0190b7c0-0000-7000-8000-000000000000",
+    "submitted_at": AWARE,
+    "queued_at": AWARE,
+    "started_at": AWARE,
+    "finished_at": AWARE,
+    "next_attempt_at": AWARE,
+    "progress": work.Progress(fraction=0.5),
+    "estimated_cost_usd": 0.0,
+    "cost_usd": -1e9,
+}
+
+
+def test_the_scheduler_owns_every_field_below_the_line() -> None:
+    fields = work.Job.__struct_fields__
+    assert fields[fields.index("status") :] == SCHEDULER_OWNED
+    assert set(OWNED_VALUES) == set(SCHEDULER_OWNED)
+
+
+@pytest.mark.parametrize(("field", "value"), OWNED_VALUES.items(), ids=list(OWNED_VALUES))
+def test_a_new_job_setting_a_scheduler_owned_field_is_refused(field: str, value: Any) -> None:
+    with pytest.raises(work.ValidationError, match="is set by the scheduler") as info:
+        validate_new_job(job(**{field: value}), index=3)
+    assert info.value.path == f"$.{field}"
+    assert info.value.index == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("cost_usd", math.nan), ("estimated_cost_usd", math.inf), ("status", "bogus")],
+)
+def test_odd_values_of_owned_fields_are_refused_too(field: str, value: Any) -> None:
+    with pytest.raises(work.ValidationError, match="is set by the scheduler") as info:
+        validate_new_job(job(**{field: value}))
+    assert info.value.path == f"$.{field}"
+
+
+class _NoEquality:
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_an_owned_field_holding_an_object_whose_equality_raises_is_refused() -> None:
+    with pytest.raises(work.ValidationError, match="is set by the scheduler") as info:
+        validate_new_job(job(result=_NoEquality()))
+    assert info.value.path == "$.result"
+
+
+def test_owned_fields_at_their_defaults_spelled_out_are_accepted() -> None:
+    spelled = job(status="pending", attempt=0, attempts=(), cost_usd=0, result=None)
+    assert validate_new_job(spelled).status is work.Status.PENDING
+
+
+def test_a_retry_copy_may_carry_retry_of_and_only_inside_its_block() -> None:
+    finished = validate_new_job(job(payload={"n": 1}, tags=("t",)))
+    with retry_copy(finished) as copy:
+        assert copy.id != finished.id
+        assert copy.retry_of == finished.id
+        assert (copy.payload, copy.tags) == (finished.payload, finished.tags)
+        checked = validate_new_job(copy)
+        assert checked.retry_of == finished.id
+        forged = msgspec.structs.replace(copy, id=work.new_job_id())  # same fields, other object
+        with pytest.raises(work.ValidationError, match="retry_of is set by the scheduler"):
+            validate_new_job(forged)
+    with pytest.raises(work.ValidationError, match="retry_of is set by the scheduler"):
+        validate_new_job(copy)
+
+
+def test_a_retry_copy_gets_every_other_check() -> None:
+    finished = job(resources=work.Resources(cpu=-1.0))  # as if stored before a rule changed
+    with retry_copy(finished) as copy, pytest.raises(work.ValidationError) as info:
+        validate_new_job(copy)
+    assert info.value.path == "$.resources.cpu"
 
 
 # ---- identifiers: tenant ids, namespaces, kinds ------------------------------------------------

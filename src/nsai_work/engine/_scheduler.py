@@ -611,25 +611,16 @@ class Scheduler:
 
     def retry_now(self, job_id: str) -> Job:
         """``retry`` without awaiting."""
+        from .._validate import retry_copy  # the one kind of new job that may carry retry_of
+
         job = self.get_now(job_id)
         if job.status not in TERMINAL_STATUSES:
             raise ConflictError(
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
                 f"timeout or canceled); wait for it or cancel it first"
             )
-        copy_of = Job(
-            kind=job.kind,
-            tenant_id=job.tenant_id,
-            namespace=job.namespace,
-            priority=job.priority,
-            payload=job.payload,
-            resources=job.resources,
-            constraints=job.constraints,
-            metadata=job.metadata,
-            tags=job.tags,
-            retry_of=job.id,
-        )
-        return self.submit_now([copy_of], batch=False)[0]
+        with retry_copy(job) as copy_of:
+            return self.submit_now([copy_of], batch=False)[0]
 
     def stats_now(self) -> Stats:
         """``stats`` without awaiting."""
