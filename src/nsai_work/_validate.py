@@ -22,9 +22,12 @@ from ._ir import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_RESOURCES,
     IDENTIFIER_PATTERN,
+    Backoff,
     Job,
     Pool,
+    Priority,
     Resources,
+    Status,
     Tenant,
     is_identifier,
     job_decoder,
@@ -311,11 +314,21 @@ def check_json(value: Any, path: str, *, what: str, index: int | None = None) ->
         )
 
 
+#: The enum of each field that holds one (by the field's name), to list the allowed values.
+_ENUM_FIELDS: Final = {
+    "priority": Priority,
+    "backoff": Backoff,
+    "status": Status,
+    "min_share": Priority,  # PriorityGuard's keys
+}
+
+
 def from_msgspec_error(
     error: msgspec.ValidationError, index: int | None = None, prefix: str = "$"
 ) -> ValidationError:
     """Turn msgspec's "rule - at `$.path`" message into our ValidationError (``prefix``
-    replaces the leading ``$`` when the value sits inside something larger)."""
+    replaces the leading ``$`` when the value sits inside something larger). An invalid enum
+    value gets the list of allowed ones."""
     text = str(error)
     rule, sep, where = text.rpartition(" - at `")
     if not sep:
@@ -324,6 +337,11 @@ def from_msgspec_error(
     if "` in `" in where:  # "key` in `$.gpus": the rule is about a key of that object
         what, _, where = where.partition("` in `")
         rule = f"{rule} (in a {what})"
+    if rule.startswith("Invalid enum value"):
+        enum = _ENUM_FIELDS.get(where.rpartition(".")[2].partition("[")[0])
+        if enum is not None:
+            allowed = ", ".join(repr(member.value) for member in enum)
+            rule = f"{rule}; expected one of {allowed}"
     return ValidationError(rule, path=prefix + where[1:], index=index)
 
 

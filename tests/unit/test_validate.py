@@ -11,13 +11,14 @@ import msgspec
 import pytest
 
 import nsai_work as work
-from nsai_work._ir import IDENTIFIER_PATTERN, IDENTIFIER_RE, is_identifier
+from nsai_work._ir import IDENTIFIER_PATTERN, IDENTIFIER_RE, is_identifier, job_decoder
 from nsai_work._validate import (
     NOT_SUPPORTED_YET,
     SCHEDULER_OWNED,
     check_identifier,
     check_json,
     find_non_json,
+    from_msgspec_error,
     normalize_result,
     retry_copy,
     validate_new_job,
@@ -177,6 +178,49 @@ def test_a_naive_run_at_is_a_type_error_before_it_is_unsupported() -> None:
     with pytest.raises(work.ValidationError) as info:
         validate_new_job(job(constraints=work.Constraints(run_at=naive)))
     assert info.value.path == "$.constraints.run_at"
+
+
+# ---- invalid enum values list the allowed ones --------------------------------------------------
+
+PRIORITIES = "'realtime', 'interactive', 'batch', 'offline'"
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "allowed"),
+    [
+        ({"priority": "urgent"}, "$.priority", PRIORITIES),
+        ({"priority": "URGENT"}, "$.priority", PRIORITIES),
+        (
+            {"constraints": work.Constraints(retry_policy=work.RetryPolicy(backoff="fast"))},  # type: ignore[arg-type]
+            "$.constraints.retry_policy.backoff",
+            "'exponential', 'linear', 'constant'",
+        ),
+    ],
+)
+def test_an_invalid_enum_value_lists_the_allowed_ones(
+    fields: dict[str, Any], path: str, allowed: str
+) -> None:
+    with pytest.raises(work.ValidationError) as info:
+        validate_new_job(job(**fields))
+    assert info.value.path == path
+    assert f"expected one of {allowed}" in str(info.value)
+
+
+def test_an_invalid_priority_key_of_the_guard_lists_the_levels() -> None:
+    with pytest.raises(work.ValidationError, match=f"expected one of {PRIORITIES}") as info:
+        validate_struct({"min_share": {"urgent": 0.1}}, work.PriorityGuard, "$.priority_guard")
+    assert info.value.path == "$.priority_guard.min_share"
+
+
+def test_an_invalid_status_in_a_decoded_job_lists_the_statuses() -> None:
+    raw = b'{"kind": "k", "tenant_id": "a", "status": "done"}'
+    with pytest.raises(msgspec.ValidationError) as info:
+        job_decoder.decode(raw)
+    error = from_msgspec_error(info.value)
+    assert error.path == "$.status"
+    assert "'pending', 'queued', 'running', 'succeeded', 'failed', 'timeout', 'canceled'" in str(
+        error
+    )
 
 
 # ---- fields the scheduler owns -----------------------------------------------------------------
