@@ -264,7 +264,8 @@ class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     ``cpu`` and ``memory_mb`` left unset do not limit; GPUs and ``custom`` amounts a pool does
     not list are not offered. ``labels`` describe the pool (region, gpu family ...) and jobs may
-    ask for them (``constraints.pool_labels``); ``prices`` price its resources.
+    ask for them (``constraints.pool_labels``); ``prices`` price its resources. ``name`` is an
+    identifier (``IDENTIFIER_PATTERN``).
     """
 
     name: Identifier
@@ -309,7 +310,8 @@ class Tenant(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True
 
     ``weight`` (> 0) is its share of contended capacity relative to other tenants at the same
     priority level; ``quota`` limits the tenant as a whole; ``namespaces`` may set tighter
-    limits for some of its namespaces (they also count against the tenant's quota).
+    limits for some of its namespaces (they also count against the tenant's quota). The id and
+    the namespaces are identifiers (``IDENTIFIER_PATTERN``).
     """
 
     id: Identifier
@@ -374,9 +376,11 @@ def utc_now() -> _dt.datetime:
 class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A unit of work and its state.
 
-    Build one with the fields above the line; the scheduler fills in the rest. ``id`` is a
-    time-ordered UUIDv7 string assigned when the Job is built (you may pass your own).
-    ``error`` is the last attempt's error; ``attempts`` keeps every run.
+    Build one with the fields above the line; the scheduler fills in the rest (a submitted job
+    that sets one of those is refused). ``kind``, ``tenant_id`` and ``namespace`` are
+    identifiers (``IDENTIFIER_PATTERN``). ``id`` is a time-ordered UUIDv7 string assigned when
+    the Job is built (you may pass your own). ``error`` is the last attempt's error;
+    ``attempts`` keeps every run.
     """
 
     kind: Identifier

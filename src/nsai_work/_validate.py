@@ -1,10 +1,15 @@
-"""Validation at the edge: a job entering the scheduler, a result leaving a handler.
+"""Validation at the edge: a job entering the scheduler, a result leaving a handler, the structs
+of the configuration.
 
-A submitted job is checked once here and then trusted: its payload and metadata must be JSON
-(str keys; str, int, float, bool, None, lists; finite floats), every field must satisfy its
-type's constraints (a round trip through the one reused msgspec decoder, which also gives the
-scheduler a private copy the caller can no longer mutate), and fields whose behaviour is not
-built yet are refused rather than ignored.
+A submitted job is checked once here and then trusted: the fields the scheduler owns are at
+their defaults (one tuple comparison), its payload and metadata must be JSON (str keys; str,
+int, float, bool, None, lists; finite floats), every field must satisfy its type's constraints
+(a round trip through the one reused msgspec decoder, which also gives the scheduler a private
+copy the caller can no longer mutate), its kind, tenant id and namespace are identifiers (one
+regex call), and fields whose behaviour is not built yet are refused rather than ignored. What
+the round trip would lose or choke on is named by its path instead: NaN and infinity (JSON has
+neither: msgspec writes null, which reads back as "unset") and lone surrogates (not UTF-8).
+The search for the offending field only runs once something is wrong.
 """
 
 from __future__ import annotations
