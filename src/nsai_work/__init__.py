@@ -18,7 +18,7 @@ that really run the work. Three faces over one engine::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import altar, backends, telemetry, testing
 from ._clock import Clock
@@ -87,17 +87,32 @@ __version__ = "0.1.0"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handler(kind: str, *, replace: bool = False) -> Callable[[F], F]:
+@overload
+def handler(kind: F, *, replace: bool = False) -> F: ...
+
+
+@overload
+def handler(kind: str | None = None, *, replace: bool = False) -> Callable[[F], F]: ...
+
+
+def handler(kind: str | F | None = None, *, replace: bool = False) -> F | Callable[[F], F]:
     """Register the decorated function as the handler of jobs of ``kind`` (local backend)::
 
-    @work.handler("embed")
-    async def embed(job): ...
+        @work.handler("embed")
+        async def embed(job): ...
+
+        @work.handler  # the kind is the function's name: "summarize"
+        def summarize(job, ctx): ...
+
+    The function takes ``(job)`` or ``(job, ctx)``; ``"tool_call"`` and ``"command"`` (the
+    altar and process backends' kinds) need ``replace=True``.
     """
     return default_handlers().handler(kind, replace=replace)
 
 
 def register_handler(kind: str, fn: Callable[..., Any], *, replace: bool = False) -> None:
-    """Register ``fn`` as the handler of jobs of ``kind`` (local backend)."""
+    """Register ``fn`` as the handler of jobs of ``kind`` (local backend); same rules as
+    ``handler``."""
     default_handlers().register(kind, fn, replace=replace)
 
 

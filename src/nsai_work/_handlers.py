@@ -4,6 +4,12 @@ Handlers are plain or async functions taking the Job, or ``(job, ctx)`` where ``
 running job's ``JobContext``. Their return value is the job's result (JSON-encodable); raising
 fails the attempt; raising ``work.NonRetryableError`` fails the job at once. The registry is
 process-wide, as in the seed; a ``LocalBackend(handlers=HandlerRegistry())`` may have its own.
+
+Registration checks what would otherwise fail at run time, once per job: the kind is an
+identifier; the function can be called with ``(job)`` or ``(job, ctx)`` (builtins without a
+signature pass); a kind a built-in backend runs (``RESERVED_KINDS``) is taken over only with
+``replace=True``. ``@handler`` without parentheses registers the function under its
+``__name__``.
 """
 
 from __future__ import annotations
@@ -11,11 +17,18 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from ._errors import ConflictError, NotFoundError, ValidationError
+from ._validate import check_identifier
 
-__all__ = ["HandlerRegistry", "RegisteredFunction", "default_handlers", "describe_callable"]
+__all__ = [
+    "RESERVED_KINDS",
+    "HandlerRegistry",
+    "RegisteredFunction",
+    "default_handlers",
+    "describe_callable",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +66,46 @@ def _positional_count(fn: Callable[..., Any]) -> int:
     return count
 
 
+#: Kinds the built-in backends run, and what for: the local backend comes first in the usual
+#: order, so a handler for one would take over every such job; that needs ``replace=True``.
+RESERVED_KINDS: Final = {
+    "tool_call": "the kind of ALTAR tool calls, which the altar backend runs with the tools of "
+    "work.altar (add a tool with work.altar.register(name, description, parameters, fn))",
+    "command": "the kind of command jobs, which the process backend runs as an executable",
+}
+
+
+def _check_signature(kind: str, entry: RegisteredFunction) -> None:
+    """Refuse a function that cannot be called as the local backend will call it."""
+    try:
+        signature = inspect.signature(entry.fn)
+    except (TypeError, ValueError):  # builtins without a signature: they get the benefit
+        return
+    call = "(job, ctx)" if entry.takes_context else "(job)"
+    try:
+        signature.bind(*((None, None) if entry.takes_context else (None,)))
+    except TypeError as exc:
+        raise ValidationError(
+            f"a handler is called with (job) or (job, ctx); {describe_callable(entry.fn)}"
+            f"{signature} cannot be called as {call} for kind {kind!r} ({exc}) - give it one "
+            f"positional parameter for the job and optionally a second for the context, with "
+            f"defaults for any others",
+            path="$.fn",
+        ) from None
+
+
+def _kind_of(fn: Callable[..., Any]) -> str:
+    """The kind a bare ``@handler`` gives ``fn``: its ``__name__``."""
+    name = getattr(fn, "__name__", None)
+    check_identifier(
+        name,
+        "$.kind",
+        what="a handler's kind (a bare @work.handler takes the function's __name__; pass one "
+        "with @work.handler('kind'))",
+    )
+    return str(name)
+
+
 def describe_callable(fn: Callable[..., Any]) -> str:
     """``module:qualname`` of a function, for messages."""
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
@@ -69,10 +122,17 @@ class HandlerRegistry:
         self.get: Callable[[str], RegisteredFunction | None] = self._by_kind.get
 
     def register(self, kind: str, fn: Callable[..., Any], *, replace: bool = False) -> None:
-        """Run ``fn`` for jobs of ``kind``; registering a kind twice needs ``replace=True``."""
-        if not isinstance(kind, str) or not kind:
-            raise ValidationError(f"a kind is a non-empty string, got {kind!r}", path="$.kind")
+        """Run ``fn`` for jobs of ``kind``; registering a kind twice, or a kind of
+        ``RESERVED_KINDS``, needs ``replace=True``. ``fn`` takes ``(job)`` or ``(job, ctx)``."""
+        check_identifier(kind, "$.kind", what="a handler's kind")
         entry = RegisteredFunction(kind, fn, max_args=2)
+        _check_signature(kind, entry)
+        if kind in RESERVED_KINDS and not replace:
+            raise ConflictError(
+                f"kind {kind!r} is reserved: it is {RESERVED_KINDS[kind]}; a handler for it would "
+                f"take over every such job on the local backend. Use another kind, or pass "
+                f"replace=True if taking them over is what you want"
+            )
         with self._lock:
             if kind in self._by_kind and not replace:
                 raise ConflictError(
@@ -81,11 +141,24 @@ class HandlerRegistry:
                 )
             self._by_kind[kind] = entry
 
-    def handler(self, kind: str, *, replace: bool = False) -> Callable[[F], F]:
-        """Decorator form of ``register``."""
+    @overload
+    def handler(self, kind: F, *, replace: bool = False) -> F: ...
+
+    @overload
+    def handler(self, kind: str | None = None, *, replace: bool = False) -> Callable[[F], F]: ...
+
+    def handler(
+        self, kind: str | F | None = None, *, replace: bool = False
+    ) -> F | Callable[[F], F]:
+        """Decorator form of ``register``: ``@handler("kind")``; ``@handler`` and ``@handler()``
+        take the function's ``__name__`` as the kind."""
+        if callable(kind):  # bare @handler: ``kind`` is the function
+            self.register(_kind_of(kind), kind, replace=replace)
+            return kind
+        chosen = kind
 
         def decorate(fn: F) -> F:
-            self.register(kind, fn, replace=replace)
+            self.register(chosen if chosen is not None else _kind_of(fn), fn, replace=replace)
             return fn
 
         return decorate

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import os as _os
 import random as _random
+import re as _re
 import time as _time
 from enum import StrEnum
 from typing import Annotated, Any, Final
@@ -21,6 +22,8 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 __all__ = [
+    "IDENTIFIER_PATTERN",
+    "IDENTIFIER_RE",
     "TERMINAL_STATUSES",
     "Attempt",
     "Backoff",
@@ -37,6 +40,7 @@ __all__ = [
     "RetryPolicy",
     "Status",
     "Tenant",
+    "is_identifier",
     "new_job_id",
     "utc_now",
 ]
@@ -89,11 +93,58 @@ class Backoff(StrEnum):
     CONSTANT = "constant"
 
 
+#: The rule for identifiers: tenant ids, namespaces, kinds, pool names (and ALTAR tool names).
+#: An ASCII letter or digit, then up to 127 ASCII letters, digits or ``. _ : @ -``: safe in log
+#: lines, metric labels, URLs and file names, and wide enough for ``module:qualname`` kinds,
+#: ``user@org`` tenants and ``local:async`` pools. This is the JSON Schema (ECMA-262) form; in
+#: Python match it with ``IDENTIFIER_RE.fullmatch`` or ``is_identifier`` (``re.match`` and
+#: ``re.search`` would let a trailing newline through ``$``).
+IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+IDENTIFIER_RE: Final = _re.compile(IDENTIFIER_PATTERN)
+
+
+def is_identifier(value: object) -> bool:
+    """True when ``value`` is a str that follows ``IDENTIFIER_PATTERN``."""
+    return isinstance(value, str) and IDENTIFIER_RE.fullmatch(value) is not None
+
+
 # Reusable field types: the constraint is part of the type, so the JSON Schema shows it.
 NonEmptyStr = Annotated[str, Meta(min_length=1, max_length=256)]
+#: A str following ``IDENTIFIER_PATTERN``. msgspec checks its length; the pattern is in the JSON
+#: Schema and is checked in Python where a value enters (``validate_new_job``,
+#: ``validate_struct``, the config, ``register_handler``): a ``Meta(pattern=...)`` would cost
+#: every decoded Job about 1 µs (measured: three patterns in the decoder), and its ``$``
+#: accepts a trailing newline.
+Identifier = Annotated[
+    str, Meta(min_length=1, max_length=128, extra_json_schema={"pattern": IDENTIFIER_PATTERN})
+]
 NonNegInt = Annotated[int, Meta(ge=0)]
-NonNegFloat = Annotated[float, Meta(ge=0)]
 AwareDatetime = Annotated[_dt.datetime, Meta(tz=True)]
+
+# Upper bounds of amounts, far above any real machine, cluster or bill, and low enough that the
+# scheduler's arithmetic (cpu and custom amounts in integer milli-units, a cost estimate of price
+# x amount x hours) stays finite and exact. Every float field is bounded, so NaN and infinity
+# fail its constraint; docs/api.md lists the bounds.
+MAX_CPU: Final = 1_000_000  # cores
+MAX_MEMORY_MB: Final = 1_000_000_000_000  # 10**12 MB, an exabyte
+MAX_AMOUNT: Final = 1_000_000_000_000  # a custom amount (licenses, tokens, ...)
+MAX_GPUS: Final = 1_000_000  # GPUs of one type in a pool or a quota
+MAX_SLOTS: Final = 1_000_000  # jobs running at once on one pool
+MAX_COUNT: Final = 1_000_000_000  # max_queued, max_running, burst
+MAX_TIMEOUT_MS: Final = 31_536_000_000  # 365 days
+MAX_USD: Final = 1_000_000_000  # max_cost_usd, budget_usd
+MAX_USD_PER_HOUR: Final = 1_000_000  # every price
+MIN_SUBMIT_RATE: Final = 1e-6  # one submit in about 11.6 days: a slower rate's wait is unbounded
+MAX_SUBMIT_RATE: Final = 1_000_000  # submits per second
+MAX_PERIOD_S: Final = 315_360_000  # ten years
+
+Cpu = Annotated[float, Meta(ge=0, le=MAX_CPU)]
+MemoryMb = Annotated[int, Meta(ge=0, le=MAX_MEMORY_MB)]
+Amount = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+GpuCount = Annotated[int, Meta(ge=0, le=MAX_GPUS)]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
+Usd = Annotated[float, Meta(ge=0, le=MAX_USD)]
+UsdPerHour = Annotated[float, Meta(ge=0, le=MAX_USD_PER_HOUR)]
 
 
 class RetryPolicy(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
@@ -123,13 +174,13 @@ class Resources(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True)
     without ``gpu`` takes GPUs of any one type. ``custom`` asks named amounts a pool declares.
     """
 
-    cpu: NonNegFloat | None = None
-    memory_mb: NonNegInt | None = None
+    cpu: Cpu | None = None
+    memory_mb: MemoryMb | None = None
     gpu: NonEmptyStr | None = None
     gpu_count: Annotated[int, Meta(ge=0, le=1024)] = 0
-    timeout_ms: Annotated[int, Meta(gt=0)] | None = None
-    max_cost_usd: NonNegFloat | None = None
-    custom: dict[NonEmptyStr, NonNegFloat] = {}
+    timeout_ms: Annotated[int, Meta(gt=0, le=MAX_TIMEOUT_MS)] | None = None
+    max_cost_usd: Usd | None = None
+    custom: dict[NonEmptyStr, Amount] = {}
 
     @property
     def gpus_needed(self) -> int:
@@ -196,13 +247,13 @@ class Prices(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unkno
     hardware you own.
     """
 
-    cpu_hour: NonNegFloat = 0.04
-    memory_gb_hour: NonNegFloat = 0.005
-    gpu_hour: dict[NonEmptyStr, NonNegFloat] = field(
+    cpu_hour: UsdPerHour = 0.04
+    memory_gb_hour: UsdPerHour = 0.005
+    gpu_hour: dict[NonEmptyStr, UsdPerHour] = field(
         default_factory=lambda: {"A100": 3.0, "H100": 6.0, "L4": 0.8, "T4": 0.35}
     )
-    default_gpu_hour: NonNegFloat = 2.5
-    slot_hour: NonNegFloat = 0.0
+    default_gpu_hour: UsdPerHour = 2.5
+    slot_hour: UsdPerHour = 0.0
 
 
 DEFAULT_PRICES: Final = Prices()
@@ -213,15 +264,16 @@ class Pool(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     ``cpu`` and ``memory_mb`` left unset do not limit; GPUs and ``custom`` amounts a pool does
     not list are not offered. ``labels`` describe the pool (region, gpu family ...) and jobs may
-    ask for them (``constraints.pool_labels``); ``prices`` price its resources.
+    ask for them (``constraints.pool_labels``); ``prices`` price its resources. ``name`` is an
+    identifier (``IDENTIFIER_PATTERN``).
     """
 
-    name: NonEmptyStr
-    slots: Annotated[int, Meta(ge=0)] = 64
-    cpu: NonNegFloat | None = None
-    memory_mb: NonNegInt | None = None
-    gpus: dict[NonEmptyStr, Annotated[int, Meta(ge=0)]] = {}
-    custom: dict[NonEmptyStr, NonNegFloat] = {}
+    name: Identifier
+    slots: Annotated[int, Meta(ge=0, le=MAX_SLOTS)] = 64
+    cpu: Cpu | None = None
+    memory_mb: MemoryMb | None = None
+    gpus: dict[NonEmptyStr, GpuCount] = {}
+    custom: dict[NonEmptyStr, Amount] = {}
     labels: dict[NonEmptyStr, str] = {}
     prices: Prices = DEFAULT_PRICES
 
@@ -239,15 +291,15 @@ class Quota(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknow
       the estimated maximum cost of admitted jobs must stay within it at admission.
     """
 
-    max_queued: NonNegInt | None = None
-    max_running: NonNegInt | None = None
-    cpu: NonNegFloat | None = None
-    memory_mb: NonNegInt | None = None
-    gpus: dict[NonEmptyStr, NonNegInt] = {}
-    submit_rate: Annotated[float, Meta(gt=0)] | None = None
-    burst: Annotated[int, Meta(ge=1)] | None = None
-    budget_usd: NonNegFloat | None = None
-    budget_period_s: Annotated[float, Meta(gt=0)] = 86_400.0
+    max_queued: Count | None = None
+    max_running: Count | None = None
+    cpu: Cpu | None = None
+    memory_mb: MemoryMb | None = None
+    gpus: dict[NonEmptyStr, GpuCount] = {}
+    submit_rate: Annotated[float, Meta(ge=MIN_SUBMIT_RATE, le=MAX_SUBMIT_RATE)] | None = None
+    burst: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = None
+    budget_usd: Usd | None = None
+    budget_period_s: Annotated[float, Meta(gt=0, le=MAX_PERIOD_S)] = 86_400.0
 
 
 UNLIMITED: Final = Quota()
@@ -258,13 +310,14 @@ class Tenant(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True
 
     ``weight`` (> 0) is its share of contended capacity relative to other tenants at the same
     priority level; ``quota`` limits the tenant as a whole; ``namespaces`` may set tighter
-    limits for some of its namespaces (they also count against the tenant's quota).
+    limits for some of its namespaces (they also count against the tenant's quota). The id and
+    the namespaces are identifiers (``IDENTIFIER_PATTERN``).
     """
 
-    id: NonEmptyStr
+    id: Identifier
     weight: Annotated[float, Meta(gt=0, le=1_000_000)] = 1.0
     quota: Quota = UNLIMITED
-    namespaces: dict[NonEmptyStr, Quota] = {}
+    namespaces: dict[Identifier, Quota] = {}
 
 
 class PriorityGuard(
@@ -323,14 +376,16 @@ def utc_now() -> _dt.datetime:
 class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A unit of work and its state.
 
-    Build one with the fields above the line; the scheduler fills in the rest. ``id`` is a
-    time-ordered UUIDv7 string assigned when the Job is built (you may pass your own).
-    ``error`` is the last attempt's error; ``attempts`` keeps every run.
+    Build one with the fields above the line; the scheduler fills in the rest (a submitted job
+    that sets one of those is refused). ``kind``, ``tenant_id`` and ``namespace`` are
+    identifiers (``IDENTIFIER_PATTERN``). ``id`` is a time-ordered UUIDv7 string assigned when
+    the Job is built (you may pass your own). ``error`` is the last attempt's error;
+    ``attempts`` keeps every run.
     """
 
-    kind: NonEmptyStr
-    tenant_id: NonEmptyStr
-    namespace: NonEmptyStr = "default"
+    kind: Identifier
+    tenant_id: Identifier
+    namespace: Identifier = "default"
     priority: Priority = Priority.BATCH
     payload: dict[str, Any] = {}
     resources: Resources = DEFAULT_RESOURCES

@@ -1,28 +1,55 @@
-"""Validation at the edge: a job entering the scheduler, a result leaving a handler.
+"""Validation at the edge: a job entering the scheduler, a result leaving a handler, the structs
+of the configuration.
 
-A submitted job is checked once here and then trusted: its payload and metadata must be JSON
-(str keys; str, int, float, bool, None, lists; finite floats), every field must satisfy its
-type's constraints (a round trip through the one reused msgspec decoder, which also gives the
-scheduler a private copy the caller can no longer mutate), and fields whose behaviour is not
-built yet are refused rather than ignored.
+A submitted job is checked once here and then trusted: the fields the scheduler owns are at
+their defaults (one tuple comparison), its payload and metadata must be JSON (str keys; str,
+int, float, bool, None, lists; finite floats), every field must satisfy its type's constraints
+(a round trip through the one reused msgspec decoder, which also gives the scheduler a private
+copy the caller can no longer mutate), its kind, tenant id and namespace are identifiers (one
+regex call), and fields whose behaviour is not built yet are refused rather than ignored. What
+the round trip would lose or choke on is named by its path instead: NaN and infinity (JSON has
+neither: msgspec writes null, which reads back as "unset") and lone surrogates (not UTF-8).
+The search for the offending field only runs once something is wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
+from collections.abc import Iterator
 from typing import Any, Final, TypeVar
 
 import msgspec
 
 from ._errors import ValidationError
-from ._ir import DEFAULT_CONSTRAINTS, Job, Status, job_decoder, json_encoder
+from ._ir import (
+    DEFAULT_CONSTRAINTS,
+    DEFAULT_RESOURCES,
+    IDENTIFIER_PATTERN,
+    Backoff,
+    Job,
+    Pool,
+    Priority,
+    Resources,
+    Status,
+    Tenant,
+    is_identifier,
+    job_decoder,
+    json_encoder,
+)
 
 __all__ = [
     "NOT_SUPPORTED_YET",
+    "SCHEDULER_OWNED",
+    "check_identifier",
     "check_json",
     "find_non_json",
+    "find_unencodable",
     "from_msgspec_error",
     "normalize_result",
+    "refuse_unencodable",
+    "retry_copy",
     "validate_new_job",
     "validate_struct",
 ]
@@ -38,6 +65,122 @@ NOT_SUPPORTED_YET: Final = (
     ("constraints", "deadline"),
     ("constraints", "unique_key"),
 )
+
+
+# The three identifiers of a job in one regex call (none may contain a newline): cheaper than
+# three calls on the hot path.
+_ONE_IDENTIFIER: Final = IDENTIFIER_PATTERN[1:-1]
+_THREE_IDENTIFIERS: Final = re.compile(
+    rf"{_ONE_IDENTIFIER}\n{_ONE_IDENTIFIER}\n{_ONE_IDENTIFIER}"
+).fullmatch
+_NOT_IDENTIFIER_CHAR: Final = re.compile(r"[^A-Za-z0-9._:@-]")
+_IDENTIFIER_RULE: Final = (
+    "1 to 128 characters: ASCII letters, digits and . _ : @ -, starting with a letter or digit"
+)
+
+
+def check_identifier(value: object, path: str, *, what: str, index: int | None = None) -> None:
+    """Raise ``ValidationError`` at ``path`` unless ``value`` follows ``IDENTIFIER_PATTERN``
+    (``what`` names the value in the message: "a tenant id", "a kind" ...)."""
+    if is_identifier(value):
+        return
+    raise ValidationError(
+        f"{what} is an identifier, {_IDENTIFIER_RULE}; found {_shown(value)} "
+        f"({_identifier_problem(value)}){_identifier_fix(value)}",
+        path=path,
+        index=index,
+    )
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)  # repr escapes newlines, escapes and lone surrogates: safe in a message
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def _identifier_problem(value: object) -> str:
+    if not isinstance(value, str):
+        return f"not a str but {type(value).__name__}"
+    if not value:
+        return "empty"
+    if len(value) > 128:
+        return f"{len(value)} characters"
+    bad = _NOT_IDENTIFIER_CHAR.search(value)
+    if bad is not None:
+        return f"{_shown(bad.group())} at position {bad.start()}"
+    return f"it starts with {value[0]!r}"
+
+
+def _identifier_fix(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        return ""
+    suggestion = _NOT_IDENTIFIER_CHAR.sub("-", value).lstrip("._:@-")[:128]
+    return f" - rename it, e.g. {suggestion!r}" if is_identifier(suggestion) else " - rename it"
+
+
+_IDENTIFIER_FIELDS: Final = ("$.kind", "$.tenant_id", "$.namespace")
+
+
+def _refuse_identifiers(job: Job, index: int | None) -> None:
+    check_identifier(job.kind, "$.kind", what="a kind", index=index)
+    check_identifier(job.tenant_id, "$.tenant_id", what="a tenant id", index=index)
+    check_identifier(job.namespace, "$.namespace", what="a namespace", index=index)
+
+
+#: Job fields the scheduler owns: everything below the "set by the scheduler" line. A new job
+#: leaves them at their defaults; one comparison of a tuple checks all of them.
+_OWNED_START: Final = Job.__struct_fields__.index("status")
+SCHEDULER_OWNED: Final = Job.__struct_fields__[_OWNED_START:]
+_OWNED_DEFAULTS: Final = msgspec.structs.astuple(Job(kind="k", tenant_id="t"))[_OWNED_START:]
+_astuple: Final = msgspec.structs.astuple
+#: What ``retry(job_id)`` copies: the caller's fields, but not ``id`` and ``created_at``.
+_RETRIED_FIELDS: Final = tuple(
+    name for name in Job.__struct_fields__[:_OWNED_START] if name not in ("id", "created_at")
+)
+#: The copies ``retry_copy`` is submitting (by object id): the only new jobs that may carry
+#: ``retry_of``.
+_RETRY_COPIES: Final[dict[int, Job]] = {}
+
+
+@contextlib.contextmanager
+def retry_copy(job: Job) -> Iterator[Job]:
+    """The new Job ``retry(job_id)`` submits for the finished ``job``: its caller's fields, a new
+    id, and ``retry_of`` = its id. Inside the block ``validate_new_job`` lets this one object
+    carry ``retry_of`` (the scheduler set it, from a job the caller may see); every other check
+    applies as to any job."""
+    copy = Job(**{name: getattr(job, name) for name in _RETRIED_FIELDS}, retry_of=job.id)
+    _RETRY_COPIES[id(copy)] = copy
+    try:
+        yield copy
+    finally:
+        del _RETRY_COPIES[id(copy)]
+
+
+def _refuse_owned(job: Job, index: int | None) -> None:
+    """Name the first field the scheduler owns that ``job`` sets (``retry_of`` on a retry copy is
+    the scheduler's own)."""
+    retried = _RETRY_COPIES.get(id(job)) is job
+    for name, default in zip(SCHEDULER_OWNED, _OWNED_DEFAULTS, strict=True):
+        value = getattr(job, name)
+        if value is default or (retried and name == "retry_of"):
+            continue
+        try:
+            same = bool(value == default)
+        except Exception:  # an object whose == raises or is ambiguous (an array ...)
+            same = False
+        if same:
+            continue
+        if name == "status":
+            hint = " (a new job starts pending; to run a finished job again, use retry(job_id))"
+        elif name == "retry_of":
+            hint = " (retry(job_id) sets it when it copies a finished job: call that instead)"
+        else:
+            hint = ""
+        raise ValidationError(
+            f"{name} is set by the scheduler: a new job leaves it at its default "
+            f"({default!r}); found {_shown(value)} - remove it{hint}",
+            path=f"$.{name}",
+            index=index,
+        )
 
 
 def find_non_json(value: Any) -> tuple[str, str] | None:
@@ -76,6 +219,93 @@ def _walk(value: Any, trail: list[str], depth: int) -> str | None:
     return f"a value of type {type(value).__name__}"
 
 
+def find_unencodable(value: Any) -> tuple[str, str, str] | None:
+    """Where ``value`` (a Struct, or dicts, lists and scalars) holds what JSON cannot carry
+    faithfully: a non-finite float (msgspec writes NaN and infinity as null, so a round trip
+    would unset the field) or a str with a lone surrogate (not encodable as UTF-8), as a value or
+    a key. Returns (``$.path``, ``"non-finite"`` or ``"surrogate"``, what was found), or None.
+    Only slow paths call it: after an error, to name the field."""
+    trail: list[str] = []
+    found = _walk_unencodable(value, trail, 0)
+    if found is None:
+        return None
+    return ("$" + "".join(reversed(trail)), *found)
+
+
+def _walk_unencodable(value: Any, trail: list[str], depth: int) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return None if _is_utf8(value) else ("surrogate", _surrogate_in(value))
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("non-finite", repr(value))
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            found = _walk_unencodable(getattr(value, name), trail, depth + 1)
+            if found is not None:
+                trail.append(f".{name}")
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _is_utf8(key):
+                found = ("surrogate", f"{_surrogate_in(key)} (a key)")
+            else:
+                found = _walk_unencodable(item, trail, depth + 1)
+            if found is not None:
+                trail.append(_key_step(key))
+                return found
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            found = _walk_unencodable(item, trail, depth + 1)
+            if found is not None:
+                trail.append(f"[{position}]")
+                return found
+    return None
+
+
+def _key_step(key: object) -> str:
+    return f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_in(text: str) -> str:
+    position = next(i for i, char in enumerate(text) if "\ud800" <= char <= "\udfff")
+    return f"a lone surrogate {text[position]!r} at position {position} of {_shown(text)}"
+
+
+def refuse_unencodable(value: Any, path: str = "$", index: int | None = None) -> None:
+    """Raise ``ValidationError`` naming the first non-finite number or lone surrogate in
+    ``value`` (``path`` replaces its ``$``); return if there is none."""
+    found = find_unencodable(value)
+    if found is None:
+        return
+    inner, kind, what = found
+    where = path + inner[1:]
+    if kind == "non-finite":
+        raise ValidationError(
+            f"expected a finite number, found {what} (NaN and infinity are refused everywhere: "
+            f"JSON would write them as null, which means unset) - give a finite number or leave "
+            f"the field unset",
+            path=where,
+            index=index,
+        )
+    raise ValidationError(
+        f"text must be valid Unicode (it is stored and sent as UTF-8); found {what} - remove it, "
+        f"or decode the bytes it came from with errors='replace'",
+        path=where,
+        index=index,
+    )
+
+
 def check_json(value: Any, path: str, *, what: str, index: int | None = None) -> None:
     """Raise ``ValidationError`` at ``path`` (plus the inner path) unless ``value`` is JSON."""
     found = find_non_json(value)
@@ -89,11 +319,21 @@ def check_json(value: Any, path: str, *, what: str, index: int | None = None) ->
         )
 
 
+#: The enum of each field that holds one (by the field's name), to list the allowed values.
+_ENUM_FIELDS: Final = {
+    "priority": Priority,
+    "backoff": Backoff,
+    "status": Status,
+    "min_share": Priority,  # PriorityGuard's keys
+}
+
+
 def from_msgspec_error(
     error: msgspec.ValidationError, index: int | None = None, prefix: str = "$"
 ) -> ValidationError:
     """Turn msgspec's "rule - at `$.path`" message into our ValidationError (``prefix``
-    replaces the leading ``$`` when the value sits inside something larger)."""
+    replaces the leading ``$`` when the value sits inside something larger). An invalid enum
+    value gets the list of allowed ones."""
     text = str(error)
     rule, sep, where = text.rpartition(" - at `")
     if not sep:
@@ -102,22 +342,44 @@ def from_msgspec_error(
     if "` in `" in where:  # "key` in `$.gpus": the rule is about a key of that object
         what, _, where = where.partition("` in `")
         rule = f"{rule} (in a {what})"
+    if rule.startswith("Invalid enum value"):
+        enum = _ENUM_FIELDS.get(where.rpartition(".")[2].partition("[")[0])
+        if enum is not None:
+            allowed = ", ".join(repr(member.value) for member in enum)
+            rule = f"{rule}; expected one of {allowed}"
     return ValidationError(rule, path=prefix + where[1:], index=index)
 
 
-def validate_struct(value: object, kind: type[S], path: str = "$") -> S:
-    """A validated copy of a Struct (given as itself or as a dict), e.g. a ``Tenant``."""
+def validate_struct(value: object, kind: type[S], path: str = "$", *, check_id: bool = True) -> S:
+    """A validated copy of a Struct (given as itself or as a dict), e.g. a ``Tenant``.
+
+    Identifiers are checked too: a Tenant's id (unless ``check_id`` is False: the id of
+    ``default_tenant`` is a placeholder) and namespaces, a Pool's name."""
     if not isinstance(value, kind | dict):
         raise ValidationError(
             f"expected a {kind.__name__} (or a dict of its fields), got {type(value).__name__}",
             path=path,
         )
     try:
-        return msgspec.convert(msgspec.to_builtins(value), kind)
+        checked = msgspec.convert(msgspec.to_builtins(value), kind)
     except msgspec.ValidationError as exc:
+        refuse_unencodable(value, path)  # NaN fails "<= bound": say it is not a number
         raise from_msgspec_error(exc, prefix=path) from None
     except TypeError as exc:
         raise ValidationError(f"cannot be read as a {kind.__name__}: {exc}", path=path) from None
+    try:
+        json_encoder.encode(checked)
+    except UnicodeEncodeError:
+        refuse_unencodable(checked, path)
+        raise
+    if isinstance(checked, Tenant):
+        if check_id:
+            check_identifier(checked.id, f"{path}.id", what="a tenant id")
+        for namespace in checked.namespaces:
+            check_identifier(namespace, f"{path}.namespaces", what="a namespace")
+    elif isinstance(checked, Pool):
+        check_identifier(checked.name, f"{path}.name", what="a pool name")
+    return checked
 
 
 def validate_new_job(job: object, index: int | None = None) -> Job:
@@ -128,26 +390,56 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
             f"work.Job(kind=..., tenant_id=...)",
             index=index,
         )
+    try:
+        untouched = _astuple(job)[_OWNED_START:] == _OWNED_DEFAULTS
+    except Exception:  # a scheduler-owned field holds an object whose == raises
+        untouched = False
+    if not untouched:
+        _refuse_owned(job, index)
     if job.payload:
         check_json(job.payload, "$.payload", what="the payload", index=index)
     if job.metadata:
         check_json(job.metadata, "$.metadata", what="metadata", index=index)
-    if job.status is not Status.PENDING or job.attempt or job.attempts:
-        raise ValidationError(
-            f"a new job has status pending and no attempts (the scheduler sets those); got "
-            f"status {job.status!s} with {job.attempt} attempts - to run a finished job again use "
-            f"retry(job_id)",
-            path="$.status",
-            index=index,
-        )
+    resources = job.resources
+    if resources is not DEFAULT_RESOURCES:
+        # One sum: NaN or infinity in any of the four makes it non-finite (then find which).
+        try:
+            finite = math.isfinite(
+                (resources.cpu or 0.0)
+                + (resources.memory_mb or 0)
+                + (resources.timeout_ms or 0)
+                + (resources.max_cost_usd or 0.0)
+            )
+        except (TypeError, OverflowError):  # a str, a huge int: the decoder names the field
+            finite = True
+        if not finite:
+            _refuse_lost_numbers(resources, index)
     try:
         copy = job_decoder.decode(json_encoder.encode(job))
     except msgspec.ValidationError as exc:
-        raise from_msgspec_error(exc, index) from None
+        refuse_unencodable(job, "$", index)  # a NaN that became null: name it as such
+        error = from_msgspec_error(exc, index)
+        if error.path in _IDENTIFIER_FIELDS and isinstance(getattr(job, error.path[2:]), str):
+            _refuse_identifiers(job, index)  # too long or empty: say what the rule is
+        raise error from None
+    except UnicodeEncodeError as exc:  # a lone surrogate somewhere: find it
+        refuse_unencodable(job, "$", index)
+        raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
     except (TypeError, msgspec.EncodeError) as exc:
         raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
+    if _THREE_IDENTIFIERS(f"{copy.kind}\n{copy.tenant_id}\n{copy.namespace}") is None:
+        _refuse_identifiers(copy, index)
     _refuse_unbuilt(copy, index)
     return copy
+
+
+def _refuse_lost_numbers(resources: Resources, index: int | None) -> None:
+    """NaN or infinity in an optional number would become null in JSON, and null means unset:
+    no timeout, no memory limit, no cost cap. Refuse it before the round trip."""
+    for name in ("cpu", "memory_mb", "timeout_ms", "max_cost_usd"):
+        value = getattr(resources, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            refuse_unencodable(value, f"$.resources.{name}", index)
 
 
 def _refuse_unbuilt(job: Job, index: int | None) -> None:
@@ -177,6 +469,8 @@ def normalize_result(result: Any, max_bytes: int) -> Any:
     if result is None or isinstance(result, bool | int):
         return result
     if isinstance(result, str):
+        if not result.isascii():
+            refuse_unencodable(result, "$.result")
         # A character encodes to at most 6 bytes of JSON (\uXXXX): encode only when it matters.
         if len(result) * 6 + 2 > max_bytes:
             size = len(json_encoder.encode(result))
@@ -184,7 +478,11 @@ def normalize_result(result: Any, max_bytes: int) -> Any:
                 _too_big(size, max_bytes)
         return str(result)
     check_json(result, "$.result", what="a handler's result")
-    encoded = json_encoder.encode(result)
+    try:
+        encoded = json_encoder.encode(result)
+    except UnicodeEncodeError:
+        refuse_unencodable(result, "$.result")
+        raise
     if len(encoded) > max_bytes:
         _too_big(len(encoded), max_bytes)
     if isinstance(result, float):

@@ -11,13 +11,14 @@ submit-to-start latency by priority, outcomes and spend per tenant.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import statistics
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -26,7 +27,7 @@ from rich.table import Table
 
 import nsai_work as work
 
-__all__ = ["run"]
+__all__ = ["add_arguments", "main", "run"]
 
 _TENANTS = ("umbrella", "acme", "globex", "initech")
 
@@ -364,7 +365,22 @@ def _outcome(counts: work.Counts) -> str:
     return f"{counts.succeeded} / {counts.failed} / {counts.timeout}"
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nsai_work.demo [--quick]``: the options of ``nsai-work demo``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m nsai_work.demo",
+        description="Run the multi-tenant demo on the embedded scheduler (what `make demo` and "
+        "`nsai-work demo` run).",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(quick=args.quick)
 
-    raise SystemExit(run(quick="--quick" in sys.argv[1:]))
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, shared by ``nsai-work demo`` and ``python -m nsai_work.demo``."""
+    parser.add_argument("--quick", action="store_true", help="a short run (for tests)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

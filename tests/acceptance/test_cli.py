@@ -67,3 +67,47 @@ def test_demo_quick_runs_every_job_to_an_end() -> None:
     needles = ("summary", "submit-to-start latency", "outcomes and spend by tenant", "realtime")
     for needle in needles:
         assert needle in done.stdout
+
+
+def _python_m(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def test_python_m_nsai_work_runs_the_command() -> None:
+    done = _python_m("nsai_work", "version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"nsai-work {nsai_work.__version__}"
+    usage = _python_m("nsai_work")
+    assert usage.returncode == 2
+    assert "usage: nsai-work" in usage.stderr
+
+
+def test_python_m_demo_help_prints_help_and_runs_nothing() -> None:
+    done = _python_m("nsai_work.demo", "--help", timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m nsai_work.demo" in done.stdout
+    assert "--quick" in done.stdout
+    assert "summary" not in done.stdout
+
+
+def test_the_demo_module_and_the_cli_take_the_same_options() -> None:
+    def options(help_text: str) -> set[str]:
+        listed = help_text.partition("options:")[2]
+        return {word.strip(",") for word in listed.split() if word.startswith("-")}
+
+    module = _python_m("nsai_work.demo", "--help", timeout=30)
+    command = _run("demo", "--help")
+    assert command.returncode == 0, command.stderr
+    assert options(module.stdout) == options(command.stdout) == {"-h", "--help", "--quick"}
+
+
+def test_python_m_demo_refuses_an_unknown_option() -> None:
+    done = _python_m("nsai_work.demo", "--fast", timeout=30)
+    assert done.returncode == 2
+    assert "unrecognized arguments: --fast" in done.stderr

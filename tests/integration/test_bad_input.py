@@ -42,6 +42,9 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
         "$.resources.cpu",
     ),
     ("empty tenant", {"tenant_id": ""}, work.ValidationError, "$.tenant_id"),
+    ("tenant with a space", {"tenant_id": "ac me"}, work.ValidationError, "$.tenant_id"),
+    ("tenant with a newline", {"tenant_id": "acme\nx"}, work.ValidationError, "$.tenant_id"),
+    ("namespace with a slash", {"namespace": "prod/eu"}, work.ValidationError, "$.namespace"),
     (
         "unknown backend",
         {"constraints": work.Constraints(backend="nope")},
@@ -89,6 +92,56 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
         work.ValidationError,
         "$.resources.max_cost_usd",
     ),
+    (
+        "nan cpu",
+        {"resources": work.Resources(cpu=math.nan)},
+        work.ValidationError,
+        "$.resources.cpu",
+    ),
+    (
+        "nan memory",
+        {"resources": work.Resources(memory_mb=math.nan)},  # type: ignore[arg-type]
+        work.ValidationError,
+        "$.resources.memory_mb",
+    ),
+    (
+        "infinite timeout",
+        {"resources": work.Resources(timeout_ms=math.inf)},  # type: ignore[arg-type]
+        work.ValidationError,
+        "$.resources.timeout_ms",
+    ),
+    (
+        "nan cost cap",
+        {"resources": work.Resources(timeout_ms=1000, max_cost_usd=math.nan)},
+        work.ValidationError,
+        "$.resources.max_cost_usd",
+    ),
+    ("huge cpu", {"resources": work.Resources(cpu=1e308)}, work.ValidationError, "$.resources.cpu"),
+    ("surrogate tenant", {"tenant_id": "\ud800"}, work.ValidationError, "$.tenant_id"),
+    (
+        "surrogate payload key",
+        {"payload": {"n": 1, "\udc80": "x"}},
+        work.ValidationError,
+        "$.payload['\\udc80']",
+    ),
+    (
+        "surrogate metadata",
+        {"metadata": {"m": ["\ud800"]}},
+        work.ValidationError,
+        "$.metadata.m[0]",
+    ),
+    ("forged cost", {"cost_usd": -1e9}, work.ValidationError, "$.cost_usd"),
+    ("forged retry_of", {"retry_of": "someone-elses-job"}, work.ValidationError, "$.retry_of"),
+    ("forged result", {"result": {"paid": True}}, work.ValidationError, "$.result"),
+    ("forged status", {"status": "succeeded"}, work.ValidationError, "$.status"),
+    (
+        "forged progress",
+        {"progress": work.Progress(fraction=1.0)},
+        work.ValidationError,
+        "$.progress",
+    ),
+    ("forged submitted_at", {"submitted_at": AWARE}, work.ValidationError, "$.submitted_at"),
+    ("forged estimate", {"estimated_cost_usd": 0.0}, work.ValidationError, "$.estimated_cost_usd"),
 ]
 
 
@@ -253,7 +306,13 @@ def test_duplicate_id_is_a_conflict(
 
 @pytest.mark.parametrize(
     ("result", "path"),
-    [({1, 2}, "$.result"), ({"a": {1}}, "$.result.a"), ({"x": math.inf}, "$.result.x")],
+    [
+        ({1, 2}, "$.result"),
+        ({"a": {1}}, "$.result.a"),
+        ({"x": math.inf}, "$.result.x"),
+        ({"x": ["\ud800"]}, "$.result.x[0]"),
+        ("text \udfff", "$.result"),
+    ],
 )
 def test_a_non_json_result_fails_the_job_without_retry(
     scheduler: work.SyncScheduler, handlers: Callable[..., str], result: Any, path: str
@@ -318,7 +377,7 @@ def test_list_with_an_empty_tenant(scheduler: work.SyncScheduler) -> None:
     assert info.value.path == "$.tenant_id"
 
 
-@pytest.mark.parametrize("timeout", [-1, "5", True])
+@pytest.mark.parametrize("timeout", [-1, "5", True, math.nan, math.inf, -math.inf, 1e300, 10**400])
 def test_wait_with_a_bad_timeout(
     scheduler: work.SyncScheduler, handlers: Callable[..., str], gate: threading.Event, timeout: Any
 ) -> None:
@@ -327,6 +386,24 @@ def test_wait_with_a_bad_timeout(
     with pytest.raises(work.ValidationError) as info:
         scheduler.wait(job.id, timeout=timeout)
     assert info.value.path == "$.timeout"
+
+
+def test_retry_of_another_tenants_job_cannot_be_forged_but_retry_sets_it(
+    scheduler: work.SyncScheduler, handlers: Callable[..., str]
+) -> None:
+    kind = handlers(lambda job: job.payload["n"])
+    theirs = scheduler.submit(work.Job(kind=kind, tenant_id="other-tenant", payload={"n": 1}))
+    scheduler.wait(theirs.id, timeout=5)
+    forged = work.Job(kind=kind, tenant_id=TENANT, payload={"n": 2}, retry_of=theirs.id)
+    with pytest.raises(work.ValidationError, match="retry") as info:
+        scheduler.submit(forged)
+    assert info.value.path == "$.retry_of"
+    again = scheduler.retry(theirs.id)
+    assert (again.retry_of, again.tenant_id, again.cost_usd) == (theirs.id, "other-tenant", 0.0)
+    assert scheduler.wait(again.id, timeout=5).result == 1
+    mine = scheduler.as_tenant(TENANT)
+    with pytest.raises(work.NotFoundError):
+        mine.retry(theirs.id)
 
 
 def test_get_and_cancel_of_unknown_ids(scheduler: work.SyncScheduler) -> None:
@@ -354,6 +431,7 @@ def test_get_and_cancel_of_unknown_ids(scheduler: work.SyncScheduler) -> None:
         {"no_such_option": 1},
         {"fair_share_resolution_s": 0},
         {"fair_share_resolution_s": float("inf")},
+        {"fair_share_resolution_s": float("nan")},
     ],
 )
 def test_bad_configuration(options: dict[str, Any]) -> None:
@@ -361,6 +439,113 @@ def test_bad_configuration(options: dict[str, Any]) -> None:
         s = work.SyncScheduler(**options)
         s.start()
         s.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        ({"pools": {"local": [work.Pool(name="gpu a100", slots=1)]}}, "pools['local'][0]"),
+        ({"pools": {"local": [{"name": "-gpu", "slots": 1}]}}, "pools['local'][0]"),
+        ({"tenants": [work.Tenant("acme\x1b[2J")]}, "tenants[0]"),
+        ({"tenants": [work.Tenant("t", namespaces={"a b": work.Quota()})]}, "tenants[0]"),
+        ({"config": work.Config(tenants=(work.Tenant("ac me"),))}, "tenants[0]"),
+        ({"config": work.Config(pools={"local": (work.Pool(name="p q"),)})}, "pools['local'][0]"),
+    ],
+)
+def test_bad_identifiers_in_the_configuration_are_refused(
+    options: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(work.ConfigurationError, match="is an identifier") as info:
+        work.SyncScheduler(**options)
+    assert str(info.value).startswith(where)
+
+
+def test_the_default_tenant_id_is_a_placeholder_and_is_not_checked() -> None:
+    with work.SyncScheduler(default_tenant=work.Tenant("*", weight=2.0)) as s:
+        assert s.stats().totals.submitted == 0
+
+
+@pytest.mark.parametrize("kind", ["my kind", "kind\n", "", "-k", 7])
+def test_register_handler_refuses_a_kind_that_is_not_an_identifier(kind: Any) -> None:
+    with pytest.raises(work.ValidationError, match="a handler's kind is an identifier") as info:
+        work.register_handler(kind, lambda job: None)
+    assert info.value.path == "$.kind"
+    assert kind not in work.default_handlers().kinds()
+
+
+def test_set_tenant_refuses_a_bad_id() -> None:
+    with work.SyncScheduler() as s:
+        with pytest.raises(work.ValidationError, match="a tenant id is an identifier") as info:
+            s.set_tenant(work.Tenant("acme\n"))
+        assert info.value.path == "$.tenant.id"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("finished_ttl_s", math.nan),
+        ("finished_ttl_s", math.inf),
+        ("finished_ttl_s", -1.0),
+        ("exit_timeout_s", math.nan),
+        ("exit_timeout_s", math.inf),
+        ("finished_max", math.inf),
+        ("finished_max", 1.5),
+        ("max_result_bytes", math.nan),
+    ],
+)
+def test_non_finite_options_are_refused_naming_the_option(option: str, value: float) -> None:
+    with pytest.raises(work.ConfigurationError, match=f"^{option} must be") as info:
+        work.SyncScheduler(**{option: value})
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "where", "words"),
+    [
+        ({"tenants": [work.Tenant("t", weight=math.nan)]}, "tenants[0]", "finite"),
+        (
+            {"tenants": [work.Tenant("t", quota=work.Quota(submit_rate=math.inf))]},
+            "tenants[0]",
+            "finite",
+        ),
+        (
+            {"default_tenant": work.Tenant("*", quota=work.Quota(cpu=math.nan))},
+            "default_tenant",
+            "finite",
+        ),
+        ({"pools": {"local": [work.Pool(name="p", cpu=math.inf)]}}, "pools['local'][0]", "finite"),
+        ({"pools": {"local": [work.Pool(name="p", cpu=1e308)]}}, "pools['local'][0]", "<= 1000000"),
+        (
+            {"config": work.Config(pools={"local": (work.Pool(name="p", memory_mb=math.nan),)})},  # type: ignore[arg-type]
+            "pools['local'][0]",
+            "finite",
+        ),
+        (
+            {"priority_guard": work.PriorityGuard(min_share={work.Priority.BATCH: math.nan})},
+            "priority_guard",
+            "finite",
+        ),
+    ],
+)
+def test_non_finite_and_huge_numbers_in_configured_structs_are_refused(
+    options: dict[str, Any], where: str, words: str
+) -> None:
+    with pytest.raises(work.ConfigurationError) as info:
+        work.SyncScheduler(**options)
+    assert str(info.value).startswith(where)
+    assert words in str(info.value)
+
+
+def test_an_infinite_submit_rate_is_refused_at_set_tenant_and_submits_go_on(
+    handlers: Callable[..., str],
+) -> None:
+    kind = handlers(lambda job: "ok")
+    with work.SyncScheduler() as s:
+        with pytest.raises(work.ValidationError, match="finite") as info:
+            s.set_tenant(work.Tenant(TENANT, quota=work.Quota(submit_rate=math.inf)))
+        assert info.value.path == "$.tenant.quota.submit_rate"
+        job = s.submit(work.Job(kind=kind, tenant_id=TENANT))
+        assert s.wait(job.id, timeout=5).status == "succeeded"
 
 
 def test_a_bad_fair_share_resolution_is_named_with_its_rule() -> None:

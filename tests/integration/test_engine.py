@@ -1214,3 +1214,28 @@ def test_a_large_batch_leaves_the_garbage_collector_alone(handlers: Register) ->
         assert seen == [True] * 2000
         done = s.wait_many([job.id for job in jobs], timeout=30)
     assert {job.status for job in done} == {work.Status.SUCCEEDED}
+
+
+def test_a_bare_handler_decorator_runs_jobs_of_the_functions_name() -> None:
+    @work.handler
+    def engine_bare_decorator(job: work.Job, ctx: work.JobContext) -> int:
+        ctx.progress(1.0)
+        return job.payload["n"] * 2
+
+    try:
+        with work.SyncScheduler() as s:
+            job = s.submit(
+                work.Job(kind="engine_bare_decorator", tenant_id=TENANT, payload={"n": 21})
+            )
+            done = s.wait(job.id, timeout=5)
+        assert (done.status, done.result, done.attempt) == ("succeeded", 42, 1)
+    finally:
+        work.unregister_handler("engine_bare_decorator")
+
+
+def test_a_handler_that_cannot_take_the_job_is_refused_before_any_job_runs() -> None:
+    def takes_nothing() -> None:
+        return None
+
+    with pytest.raises(work.ValidationError, match=r"\(job\) or \(job, ctx\)"):
+        work.register_handler(unique("engine.nothing"), takes_nothing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -666,6 +667,109 @@ def test_console_logger_logs_ids_not_payloads_or_results(
     assert any(f"tenant_id={TENANT}" in line for line in lines)
     assert any("run_time_ms=" in line for line in lines)
     assert "SECRET" not in caplog.text
+
+
+FORGED = "\n2030-01-01 00:00:00,000 INFO [work.job.completed] tenant_id=admin status=succeeded"
+HOSTILE = ("\n", "\r", "\x1b", "\u2028", "\u0085", "\u202e", "\ud800")
+
+
+def _console_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "nsai_work.telemetry"]
+
+
+def _labels(line: str) -> list[str]:
+    """The ``key=value`` tokens of a console line, quotes and escapes respected."""
+    return [token for token in shlex.split(line.partition("] ")[2]) if "=" in token]
+
+
+def test_console_logger_escapes_hostile_metadata_measurements_and_event_names(
+    bus: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler_id = work.telemetry.attach_console_logger(
+        bus=bus, events=[("work", "job", "completed"), ("evil\x1b[2J", "x\ny")]
+    )
+    metadata = {
+        "job_id": "j1",
+        "tenant_id": "acme" + FORGED,
+        "namespace": "ns\u2028next",
+        "kind": "\x1b[31mred\x1b[0m",
+        "reason": "user said: stop=now",
+        "error_type": "Bad\ud800Name",
+        "status": 'quoted"value\\',
+        "backend": "\u202elacol",
+        "pool": "p\u0085q",
+    }
+    with caplog.at_level(logging.INFO, logger="nsai_work.telemetry"):
+        bus.execute(("work", "job", "completed"), {"run_time_ms": 1.5, "x\ny": 2}, metadata)
+        bus.execute(("evil\x1b[2J", "x\ny"), {"n": "not a number"}, {"job_id": "j2"})
+    assert [h.id for h in bus.list_handlers()] == [handler_id, handler_id]  # never raised
+    bus.detach(handler_id)
+    first, second = _console_lines(caplog)
+    for line in (first, second):
+        for char in HOSTILE:
+            assert char not in line, f"{char!r} printed raw in {line!r}"
+    assert first.startswith("[work.job.completed] job_id=j1 ")
+    labels = _labels(first)
+    assert [label.partition("=")[0] for label in labels] == [
+        "job_id",
+        "tenant_id",
+        "namespace",
+        "kind",
+        "backend",
+        "pool",
+        "status",
+        "error_type",
+        "reason",
+        "run_time_ms",
+        "x\\ny",
+    ]
+    assert labels[1] == "tenant_id=acme\\n2030-01-01 00:00:00,000 INFO [work.job.completed] " + (
+        "tenant_id=admin status=succeeded"
+    )
+    assert 'kind="\\x1b[31mred\\x1b[0m"' in first
+    assert 'error_type="Bad\\ud800Name"' in first
+    assert 'status="quoted\\"value\\\\"' in first
+    assert 'reason="user said: stop=now"' in first
+    assert second.startswith('["evil\\x1b[2J.x\\ny"] job_id=j2 n="not a number"')
+
+
+def test_console_logger_escapes_what_a_real_scheduler_emits(
+    bus: Telemetry, handlers: Register, caplog: pytest.LogCaptureFixture
+) -> None:
+    hostile_error = type("Evil" + FORGED, (Exception,), {})
+    gate = threading.Event()
+
+    def handler(job: work.Job) -> None:
+        if job.payload.get("fail"):
+            raise hostile_error("boom")
+        gate.wait(5)
+
+    kind = handlers(handler)
+    handler_id = work.telemetry.attach_console_logger(bus=bus)
+    with (
+        caplog.at_level(logging.INFO, logger="nsai_work.telemetry"),
+        work.SyncScheduler(telemetry=bus) as s,
+    ):
+        failing = s.submit(
+            work.Job(kind=kind, tenant_id=TENANT, payload={"fail": True}, constraints=policy(1))
+        )
+        waiting = s.submit(work.Job(kind=kind, tenant_id=TENANT))
+        s.cancel(waiting.id, reason="operator\x1b[2J" + FORGED)
+        gate.set()
+        s.wait_many([failing.id, waiting.id], timeout=5)
+    bus.detach(handler_id)
+    lines = _console_lines(caplog)
+    assert all("\n" not in line and "\x1b" not in line for line in lines)
+    for line in lines:  # every label once: nothing forged a second tenant_id or status
+        keys = [label.partition("=")[0] for label in _labels(line)]
+        assert len(keys) == len(set(keys)), line
+    failed = [line for line in lines if line.startswith("[work.job.failed]")]
+    assert len(failed) == 1
+    assert ".Evil\\n2030-01-01 00:00:00,000 INFO [work.job.completed] tenant_id=admin" in failed[0]
+    assert _labels(failed[0])[1] == f"tenant_id={TENANT}"
+    canceled = [line for line in lines if line.startswith("[work.job.canceled]")]
+    assert len(canceled) == 1
+    assert 'reason="operator\\x1b[2J\\n2030-01-01' in canceled[0]
 
 
 def raising_handler(calls: list[str]) -> Callable[..., None]:

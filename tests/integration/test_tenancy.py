@@ -255,6 +255,9 @@ def test_set_concurrency_limit_on_an_instance(handlers: Callable[..., str]) -> N
         ({"id": "t", "quota": {"gpus": {1: 2}}}, "$.tenant.quota.gpus", "Expected `str`"),
         ({"id": "", "weight": 1}, "$.tenant.id", "length >= 1"),
         ({"id": "t", "quota": {"max_running": -1}}, "$.tenant.quota.max_running", ">= 0"),
+        ({"id": "ac me"}, "$.tenant.id", "a tenant id is an identifier"),
+        ({"id": "acme\n"}, "$.tenant.id", "a tenant id is an identifier"),
+        ({"id": "t", "namespaces": {"prod/eu": {}}}, "$.tenant.namespaces", "'prod/eu'"),
     ],
 )
 def test_bad_tenant_configuration_is_refused_naming_the_field(

@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-import msgspec
 from msgspec import Struct
 
 from .._clock import Clock
@@ -29,6 +28,8 @@ T = TypeVar("T", bound=Struct)
 
 #: Slots of the one pool a backend without ``pools()`` offers.
 DEFAULT_POOL_SLOTS: Final = 64
+#: The largest duration option in seconds (about 31,700 years): finite, so timers stay numbers.
+_MAX_SECONDS: Final = 1e12
 
 
 class Config(Struct, kw_only=True, frozen=True):
@@ -94,10 +95,21 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"max_waiting must be an int >= 0 or None, got {self.max_waiting!r}"
             )
-        for name in ("finished_ttl_s", "finished_max", "max_result_bytes", "exit_timeout_s"):
+        for name in ("finished_max", "max_result_bytes"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("finished_ttl_s", "exit_timeout_s"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 <= value <= _MAX_SECONDS  # NaN and infinity fail this too
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a finite number of seconds, 0 to {_MAX_SECONDS:.0e}, "
+                    f"got {value!r}"
+                )
         if self.clock is not None and not isinstance(self.clock, Clock):
             raise ConfigurationError(
                 f"clock must have monotonic() and time() (a work.Clock, e.g. "
@@ -126,6 +138,15 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"unknown_tenants is 'admit' or 'reject', got {self.unknown_tenants!r}"
             )
+        # Structs given in a Config (not as options) are checked here too: identifiers, bounds.
+        for index, tenant in enumerate(self.tenants):
+            _option(tenant, Tenant, f"tenants[{index}]")
+        _option(self.default_tenant, Tenant, "default_tenant", check_id=False)
+        if self.priority_guard is not None:
+            _option(self.priority_guard, PriorityGuard, "priority_guard")
+        for backend, pools in self.pools.items():
+            for index, pool in enumerate(pools):
+                _option(pool, Pool, f"pools[{backend!r}][{index}]")
         ids = [t.id for t in self.tenants]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -152,7 +173,9 @@ def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
                 _option(t, Tenant, f"tenants[{i}]") for i, t in enumerate(options["tenants"])
             )
         if "default_tenant" in options:
-            values["default_tenant"] = _option(options["default_tenant"], Tenant, "default_tenant")
+            values["default_tenant"] = _option(
+                options["default_tenant"], Tenant, "default_tenant", check_id=False
+            )
         if options.get("priority_guard") is not None:
             values["priority_guard"] = _option(
                 options["priority_guard"], PriorityGuard, "priority_guard"
@@ -164,10 +187,10 @@ def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
     return base
 
 
-def _option(value: object, kind: type[T], name: str) -> T:
+def _option(value: object, kind: type[T], name: str, *, check_id: bool = True) -> T:
     """A validated copy of a Struct option given as the Struct or as a dict."""
     try:
-        return validate_struct(value, kind)
+        return validate_struct(value, kind, check_id=check_id)
     except ValidationError as exc:
         raise ConfigurationError(f"{name}: {exc}") from None
 
@@ -195,14 +218,9 @@ def _pools_option(pools: object) -> dict[str, tuple[Pool, ...]]:
     out: dict[str, tuple[Pool, ...]] = {}
     for backend, specs in pools.items():
         items = [specs] if isinstance(specs, Pool | dict) else list(specs)
-        checked = []
-        for index, spec in enumerate(items):
-            try:
-                raw = msgspec.to_builtins(spec)
-                checked.append(msgspec.convert(raw, Pool))
-            except (msgspec.ValidationError, TypeError) as exc:
-                raise ConfigurationError(f"pools[{backend!r}][{index}]: {exc}") from None
-        out[str(backend)] = tuple(checked)
+        out[str(backend)] = tuple(
+            _option(spec, Pool, f"pools[{backend!r}][{index}]") for index, spec in enumerate(items)
+        )
     return out
 
 

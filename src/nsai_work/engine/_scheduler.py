@@ -39,7 +39,7 @@ from .._errors import (
 )
 from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
-from .._validate import normalize_result, validate_new_job, validate_struct
+from .._validate import normalize_result, retry_copy, validate_new_job, validate_struct
 from ..backends import RemoteError, run_in_thread
 from ..core import (
     ArmTimer,
@@ -121,7 +121,9 @@ class _WaitGroup:
 
     __slots__ = ("finished", "future", "left")
 
-    def __init__(self, left: int, finished: dict[JobKey, Job], future: asyncio.Future[None]) -> None:
+    def __init__(
+        self, left: int, finished: dict[JobKey, Job], future: asyncio.Future[None]
+    ) -> None:
         self.left = left  # watched jobs not finished yet (each is watched once)
         self.finished = finished
         self.future = future
@@ -737,19 +739,8 @@ class Scheduler:
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
                 f"timeout or canceled); wait for it or cancel it first"
             )
-        copy_of = Job(
-            kind=job.kind,
-            tenant_id=job.tenant_id,
-            namespace=job.namespace,
-            priority=job.priority,
-            payload=job.payload,
-            resources=job.resources,
-            constraints=job.constraints,
-            metadata=job.metadata,
-            tags=job.tags,
-            retry_of=job.id,
-        )
-        return self.submit_now([copy_of], batch=False)[0]
+        with retry_copy(job) as copy_of:
+            return self.submit_now([copy_of], batch=False)[0]
 
     def set_tenant_now(self, tenant: Tenant) -> Tenant:
         """``set_tenant`` without awaiting."""
@@ -1055,6 +1046,12 @@ def _ids(job_ids: object) -> builtins.list[object]:
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and (
-        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 <= timeout <= 1e12  # also refuses NaN and infinity (1e12 s: 31,700 years)
     ):
-        raise ValidationError(f"timeout is seconds >= 0 or None, got {timeout!r}", path="$.timeout")
+        raise ValidationError(
+            f"timeout is a finite number of seconds, 0 to 1e12, or None to wait without a limit; "
+            f"got {timeout!r}",
+            path="$.timeout",
+        )

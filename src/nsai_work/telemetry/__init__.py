@@ -10,6 +10,7 @@ The module functions act on the process-wide bus, as in the seed::
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -30,6 +31,7 @@ __all__ = [
     "attach_many",
     "default_bus",
     "detach",
+    "escape_value",
     "events",
     "execute",
     "list_handlers",
@@ -55,6 +57,9 @@ EXPORTABLE_METADATA: Final = (
     "reason",
 )
 CONSOLE_LOGGER_ID: Final = "nsai-work-console-logger"
+#: A value printed as is: no space, quote, ``=`` or backslash (and printable, checked apart).
+_BARE: Final = re.compile(r'[^ "=\\]+').fullmatch
+_SHORT_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
 
 
 def default_bus() -> Telemetry:
@@ -119,10 +124,45 @@ def attach_console_logger(
         if not logger.isEnabledFor(level):
             return
         labels = " ".join(
-            f"{key}={metadata[key]}" for key in EXPORTABLE_METADATA if metadata.get(key) is not None
+            f"{key}={escape_value(metadata[key])}"
+            for key in EXPORTABLE_METADATA
+            if metadata.get(key) is not None
         )
-        numbers = " ".join(f"{key}={value:.3f}" for key, value in measurements.items())
-        logger.log(level, "[%s] %s %s", ".".join(event), labels, numbers)
+        numbers = " ".join(
+            f"{escape_value(key)}={_number(value)}" for key, value in measurements.items()
+        )
+        name = escape_value(".".join(str(part) for part in event))
+        logger.log(level, "[%s] %s %s", name, labels, numbers)
 
     (bus or _DEFAULT).attach_many(CONSOLE_LOGGER_ID, events, log_event)
     return CONSOLE_LOGGER_ID
+
+
+def escape_value(value: object) -> str:
+    r"""``value`` as one token of a ``key=value`` log line, so that no value can forge a line or
+    a label: as is when it is printable and has no space, quote, ``=`` or backslash; otherwise
+    in double quotes, with ``\"``, ``\\``, ``\n``, ``\r``, ``\t``, and ``\xNN``, ``\uNNNN`` or
+    ``\UNNNNNNNN`` for every other non-printable character (control characters, ESC, line
+    separators, bidirectional overrides, lone surrogates)."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and _BARE(text):
+        return text
+    return '"' + "".join(_escape_char(char) for char in text) + '"'
+
+
+def _escape_char(char: str) -> str:
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.3f}"
+    return escape_value(value)
