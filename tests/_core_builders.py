@@ -67,7 +67,7 @@ def key_of(core: SchedulingCore, job_id: str, tenant: str = "acme") -> tuple[str
     share), or ``(tenant, job_id)`` when none is live."""
     for entry in core.live_entries():
         if entry.job.id == job_id:
-            return entry.key
+            return (entry.tenant, entry.job.id)
     return (tenant, job_id)
 
 

@@ -189,10 +189,10 @@ def test_a_finished_job_wakes_only_its_own_waiters(
     checks = 0
     original = _scheduler._WaitGroup.done
 
-    def counted(self: Any, key: Any, job: work.Job) -> None:
+    def counted(self: Any, job: work.Job) -> None:
         nonlocal checks
         checks += 1
-        original(self, key, job)
+        original(self, job)
 
     monkeypatch.setattr(_scheduler._WaitGroup, "done", counted)
     release = asyncio.Event()

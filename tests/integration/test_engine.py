@@ -491,7 +491,7 @@ def test_wait_timeout_raises_wait_timeout_error(handlers: Register, gate: thread
     kind = handlers(lambda job: gate.wait(10) and "late")
     with work.SyncScheduler() as s:
         job = s.submit(work.Job(kind=kind, tenant_id=TENANT))
-        with pytest.raises(work.WaitTimeoutError, match=job.id):
+        with pytest.raises(work.WaitTimeoutError, match=rf"job {job.id} is running\)$"):
             s.wait(job.id, timeout=0.05)
         with pytest.raises(TimeoutError):
             s.wait(job.id, timeout=0)

@@ -204,9 +204,9 @@ def must_respect(hold: Hold, holds: list[Hold], rank: int, job_id: str) -> bool:
     """Whether a job of ``rank`` must leave a hold alone: holds of higher levels, and of its
     level other than its own (only the older ones if it holds capacity on the pool itself,
     so two holds never wait for each other)."""
-    if hold.job[1] == job_id or hold.rank > rank:
+    if hold.job.job.id == job_id or hold.rank > rank:
         return False
-    own = next((h.seq for h in holds if h.job[1] == job_id), None)
+    own = next((h.seq for h in holds if h.job.job.id == job_id), None)
     return own is None or hold.rank < rank or hold.seq < own
 
 
@@ -385,7 +385,9 @@ class CoreMachine(RuleBasedStateMachine):
             for spec in event.pools:
                 self.specs[spec.name] = spec
         dispatched: list[tuple[Info, str, Usage]] = []
-        holds_after = {n: {h.job[1] for h in p.holds} for n, p in self.core.pool_states().items()}
+        holds_after = {
+            n: {h.job.job.id for h in p.holds} for n, p in self.core.pool_states().items()
+        }
         rejects = [d for d in decisions if isinstance(d, Reject)]
         if rejects:
             assert decisions == rejects[:1], f"a Reject comes alone: {decisions}"
@@ -399,12 +401,12 @@ class CoreMachine(RuleBasedStateMachine):
                 # job's needs free from every other job of its level or lower.
                 pool_holds = holds_before.get(d.pool, [])
                 for hold in pool_holds:
-                    lasted = hold.job[1] in holds_after.get(d.pool, set())
+                    lasted = hold.job.job.id in holds_after.get(d.pool, set())
                     if lasted and must_respect(hold, pool_holds, info.level, d.job.id):
                         room = leaves_room_for(held_ask(hold), info.ask, self.specs[d.pool], before)
                         assert room, (
                             f"{d.job.id} (level {info.level}) took capacity held on {d.pool} "
-                            f"for {hold.job[1]}"
+                            f"for {hold.job.job.id}"
                         )
                 self.on_dispatch(d, before)
                 used[d.pool] = before.plus(info.ask)

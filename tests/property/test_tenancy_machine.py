@@ -476,7 +476,11 @@ class TenancyMachine(RuleBasedStateMachine):
         assert self.core is not None
         slots, cpu = used
         for hold in self.core.pool_states()[pool].holds:
-            if hold.rank <= info.level and hold.job[1] != info.job.id and hold.job[1] not in ignore:
+            if (
+                hold.rank <= info.level
+                and hold.job.job.id != info.job.id
+                and hold.job.job.id not in ignore
+            ):
                 slots, cpu = slots + 1, cpu + hold.needs.cpu
         spec = self.pools[pool]
         if slots + 1 > spec.slots:

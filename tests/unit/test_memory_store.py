@@ -285,7 +285,7 @@ def test_pruning_leaves_no_empty_index_entries() -> None:
     assert store._tenants == {}
     assert store._owner == {}
     assert len(store) == 0
-    assert all(count == 0 for count in store._status_counts.values())
+    assert all(store.count(status) == 0 for status in S)
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])

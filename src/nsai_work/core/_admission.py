@@ -203,24 +203,28 @@ def check_max_waiting(waiting: int, cap: int | None, count: int) -> Rejection | 
     return None
 
 
-def check_duplicates(
-    jobs: Sequence[Job], live: Mapping[tuple[str, str], object]
-) -> Rejection | None:
-    """Ids already live for the same tenant, or twice for one tenant in the batch (jobs are
-    keyed by (tenant_id, id): another tenant's ids are neither seen nor blocked)."""
-    seen: set[tuple[str, str]] = set()
+def check_duplicates(jobs: Sequence[Job], tenants: Mapping[str, TenantState]) -> Rejection | None:
+    """Ids already live for the same tenant (in ``tenants[tenant_id].live``), or twice for one
+    tenant in the batch (jobs are keyed by (tenant_id, id): another tenant's ids are neither
+    seen nor blocked)."""
+    seen: dict[str, tuple[set[str], Mapping[str, object]]] = {}  # tenant -> (batch ids, live)
     for index, job in enumerate(jobs):
-        key = (job.tenant_id, job.id)
-        if key in live or key in seen:
+        tenant_id, job_id = job.tenant_id, job.id
+        mine = seen.get(tenant_id)
+        if mine is None:
+            state = tenants.get(tenant_id)
+            mine = seen[tenant_id] = (set(), {} if state is None else state.live)
+        ids, live = mine
+        if job_id in ids or job_id in live:
             return (
                 ConflictError(
-                    f"duplicate job id {job.id!r}: tenant {job.tenant_id!r} already has a job "
-                    f"with this id; omit id to get a fresh one"
+                    f"duplicate job id {job_id!r}: tenant {tenant_id!r} already has a job with "
+                    f"this id; omit id to get a fresh one"
                 ),
                 index,
                 "duplicate_id",
             )
-        seen.add(key)
+        ids.add(job_id)
     return None
 
 

@@ -6,7 +6,6 @@ drifts and "reserved never exceeds capacity" (I2) is an exact comparison.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Final
 
 from msgspec import Struct
@@ -90,9 +89,9 @@ class Hold:
     __slots__ = ("gpu_type", "job", "needs", "rank", "seq")
 
     def __init__(
-        self, job: Hashable, rank: int, needs: Needs, gpu_type: str | None, seq: int = 0
+        self, job: object, rank: int, needs: Needs, gpu_type: str | None, seq: int = 0
     ) -> None:
-        self.job = job  # the job's key (tenant id, id)
+        self.job = job  # the job's record in the core (compared by identity)
         self.rank = rank
         self.needs = needs
         self.gpu_type = gpu_type
@@ -272,14 +271,14 @@ class PoolState:
         """Whether at least one more run could start here, resources permitting."""
         return self.used_slots < self.cap_slots and not self.overcommitted
 
-    def _held_against(self, rank: int, job: Hashable) -> Usage | None:
+    def _held_against(self, rank: int, job: object) -> Usage | None:
         """What is held here that a job of ``rank`` must leave alone: the holds of higher
         levels, and those of its level other than its own (only the older ones, if it holds
         capacity here itself)."""
-        own = next((h.seq for h in self.holds if h.job == job), None)
+        own = next((h.seq for h in self.holds if h.job is job), None)
         held: Usage | None = None
         for hold in self.holds:
-            if hold.job == job or hold.rank > rank:
+            if hold.job is job or hold.rank > rank:
                 continue
             if own is not None and hold.rank == rank and hold.seq > own:
                 continue
@@ -288,16 +287,16 @@ class PoolState:
             held.add(hold)
         return held
 
-    def fits_now(self, needs: Needs, rank: int = 0, job: Hashable = None) -> bool:
+    def fits_now(self, needs: Needs, rank: int = 0, job: object = None) -> bool:
         """Whether ``try_reserve`` would succeed now."""
         if self.overcommitted:
             return False
         held = self._held_against(rank, job) if self.holds else None
         return self._fits(needs, free=True, held=held) is not False
 
-    def try_reserve(self, needs: Needs, rank: int = 0, job: Hashable = None) -> Reservation | None:
+    def try_reserve(self, needs: Needs, rank: int = 0, job: object = None) -> Reservation | None:
         """Reserve one run's needs if they fit what is free now (less what is held for other
-        jobs of its level or higher; ``job`` is the key of the job asking)."""
+        jobs of its level or higher; ``job`` is the record of the job asking)."""
         if self.overcommitted:
             return None
         held = self._held_against(rank, job) if self.holds else None
@@ -318,16 +317,16 @@ class PoolState:
             self.used_custom[name] = self.used_custom.get(name, 0) + amount
         return Reservation(self, needs, gpu_type if isinstance(gpu_type, str) else None)
 
-    def hold_for(self, job: Hashable, rank: int, needs: Needs, seq: int) -> Hold:
-        """Start holding capacity for a job, by its key (see ``Hold``)."""
+    def hold_for(self, job: object, rank: int, needs: Needs, seq: int) -> Hold:
+        """Start holding capacity for a job (see ``Hold``)."""
         gpu_type = self._gpu_type_for(needs, free=False)
         hold = Hold(job, rank, needs, gpu_type if isinstance(gpu_type, str) else None, seq)
         self.holds.append(hold)
         return hold
 
-    def unhold(self, job: Hashable) -> None:
-        """Stop holding capacity for a job (by its key)."""
-        self.holds = [h for h in self.holds if h.job != job]
+    def unhold(self, job: object) -> None:
+        """Stop holding capacity for a job."""
+        self.holds = [h for h in self.holds if h.job is not job]
 
     # -- prices ----------------------------------------------------------------------------
 

@@ -75,7 +75,6 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
-    JobKey,
     Limit,
     PoolsChanged,
     Record,
@@ -287,7 +286,7 @@ class SchedulingCore:
         for backend, specs in pools.items():
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
-        self._jobs: dict[JobKey, Entry] = {}  # by (tenant id, job id)
+        self._live = 0  # live jobs (each in its tenant's TenantState.live, by id)
         self._runs: dict[tuple[str, str, int], _Run] = {}  # by (tenant id, job id, attempt)
         self._queues = ReadyQueues(fair_share_resolution_s)
         self._waiting = 0
@@ -379,12 +378,12 @@ class SchedulingCore:
 
     def get(self, tenant_id: str, job_id: str) -> Job | None:
         """The current snapshot of a tenant's live job, or None if it is not live here."""
-        entry = self._jobs.get((tenant_id, job_id))
+        entry = self._entry(tenant_id, job_id)
         return None if entry is None else entry.job
 
     def waiting_reason(self, tenant_id: str, job_id: str) -> str | None:
         """Why a tenant's pending or queued job is not running now; None for any other."""
-        entry = self._jobs.get((tenant_id, job_id))
+        entry = self._entry(tenant_id, job_id)
         if entry is None:
             return None
         if entry.status is _PENDING:
@@ -439,7 +438,7 @@ class SchedulingCore:
     @property
     def live_jobs(self) -> int:
         """Jobs admitted and not yet terminal."""
-        return len(self._jobs)
+        return self._live
 
     @property
     def active_runs(self) -> int:
@@ -452,7 +451,7 @@ class SchedulingCore:
 
     def live_entries(self) -> Iterable[Entry]:
         """The core's record of every live job (read-only use: for checks)."""
-        return self._jobs.values()
+        return [entry for state in self._tenants.values() for entry in state.live.values()]
 
     def queued_in_order(self) -> list[list[Job]]:
         """Queued jobs per level (for checks)."""
@@ -494,7 +493,7 @@ class SchedulingCore:
             self._counters,
             self._retired,
             self._rejected_unleveled,
-            list(self._jobs.values()) if self._waiting else [],
+            list(self.live_entries()) if self._waiting else [],
             self._tenant_stats,
             self._reason_of,
             self._pool_stats,
@@ -628,10 +627,10 @@ class SchedulingCore:
         cheapest for its needs, then the least loaded (capacity held for other jobs of its level
         or higher is left alone)."""
         placement = entry.placement
-        needs, rank, job_key = entry.needs, entry.rank, entry.key
+        needs, rank = entry.needs, entry.rank
         if len(placement) == 1:
             rate, pool = placement[0]
-            reservation = pool.try_reserve(needs, rank, job_key)
+            reservation = pool.try_reserve(needs, rank, entry)
             if reservation is None:
                 return False
         else:
@@ -639,14 +638,14 @@ class SchedulingCore:
             if chosen is None:
                 return False
             rate, pool = chosen
-            reservation = pool.try_reserve(needs, rank, job_key)
+            reservation = pool.try_reserve(needs, rank, entry)
             if reservation is None:  # pragma: no cover - _place checked the fit
                 return False
         name = pool.name
         if entry.held is not None:
             self._hold_released = True
             self.release_epoch += 1
-            entry.held.unhold(job_key)
+            entry.held.unhold(entry)
             entry.held = None
             self._queues.queue_of(entry).held = None
         entry.rate = rate
@@ -708,8 +707,8 @@ class SchedulingCore:
         if len(event.routes) != count:
             raise ValueError("Submit: one route per job is required")
         rejection = check_max_waiting(self._waiting, self._max_waiting, count) or (
-            check_duplicates(jobs, self._jobs)
-            if count > 1 or (jobs[0].tenant_id, jobs[0].id) in self._jobs
+            check_duplicates(jobs, self._tenants)
+            if count > 1 or self._entry(jobs[0].tenant_id, jobs[0].id) is not None
             else None
         )
         plans: list[Plan] = []
@@ -755,10 +754,8 @@ class SchedulingCore:
             subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
             if subkey is None or subkey[0] != job.namespace or subkey[1] != keys:
                 subkey = tenant.last_subkey = (job.namespace, keys)
-            key = (job.tenant_id, job.id)
             entry = Entry(
                 job=job,
-                key=key,
                 tenant=job.tenant_id,
                 tenant_state=tenant,
                 namespace=job.namespace,
@@ -782,7 +779,7 @@ class SchedulingCore:
             else:
                 counter = entry.counter = tenant.counters.cell(entry.rank, backend)
                 tenant.last_cell = (entry.rank, backend, counter)
-            self._jobs[key] = entry
+            tenant.live[job.id] = entry
             counter[SUBMITTED] += 1
             counter[QUEUED_SLOT] += 1
             tenant.waiting += 1
@@ -795,6 +792,7 @@ class SchedulingCore:
             queues.push(entry, self._group_pools)
             out.append(Record(job, None))
         self._waiting += count
+        self._live += count
         if not self._sweep_armed:
             self._arm_sweep()
         return True
@@ -818,6 +816,11 @@ class SchedulingCore:
         )
         return state
 
+    def _entry(self, tenant_id: str, job_id: str) -> Entry | None:
+        """A tenant's live job, or None."""
+        state = self._tenants.get(tenant_id)
+        return None if state is None else state.live.get(job_id)
+
     def _tenant_counters(self, tenant_id: str) -> TenantCounters:
         counters = self._counters.get(tenant_id)
         if counters is None:
@@ -830,7 +833,7 @@ class SchedulingCore:
         for rate, pool in entry.placement:
             if best is not None and rate > best[0]:
                 break  # sorted by rate: the rest cost more
-            if not pool.fits_now(entry.needs, entry.rank, entry.key):
+            if not pool.fits_now(entry.needs, entry.rank, entry):
                 continue
             load = pool.used_slots / pool.cap_slots if pool.cap_slots else 1.0
             if best is None or load < best_load:
@@ -844,7 +847,7 @@ class SchedulingCore:
         for _, pool in head.placement:
             if pool.could_ever_hold(head.needs):
                 self._hold_seq += 1
-                pool.hold_for(head.key, head.rank, head.needs, self._hold_seq)
+                pool.hold_for(head, head.rank, head.needs, self._hold_seq)
                 head.held = pool
                 queue.held = head
                 return
@@ -866,7 +869,7 @@ class SchedulingCore:
         if entry.held is not None:
             self._hold_released = True
             self.release_epoch += 1
-            entry.held.unhold(entry.key)
+            entry.held.unhold(entry)
             entry.held = None
             queue = self._queues.levels[entry.rank].get(entry.group)
             if queue is not None and queue.held is entry:
@@ -1045,7 +1048,8 @@ class SchedulingCore:
         now = self._now
         elapsed_ms = (now - entry.since) * 1000.0  # (before _move restarts the state's clock)
         self._move(entry, status, job)
-        del self._jobs[entry.key]
+        del entry.tenant_state.live[job.id]
+        self._live -= 1
         self._out.append(
             Record(
                 job,
@@ -1082,7 +1086,7 @@ class SchedulingCore:
                 limit.timer_armed = False
                 self._unpark_fifos(limit.parked)
             return
-        entry = self._jobs.get((tenant_id, job_id))
+        entry = self._entry(tenant_id, job_id)
         if entry is None or entry.job.attempt != attempt:
             return  # stale: the job moved on
         if what == _READY_KEY and entry.status is _PENDING:
@@ -1116,7 +1120,7 @@ class SchedulingCore:
         self._out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
 
     def _cancel(self, event: Cancel) -> None:
-        entry = self._jobs.get((event.tenant_id, event.job_id))
+        entry = self._entry(event.tenant_id, event.job_id)
         if entry is None:
             return  # unknown or already terminal: nothing changes
         if entry.status is _RUNNING:
@@ -1146,9 +1150,8 @@ class SchedulingCore:
     def _recount_namespaces(self, tenant: TenantState, names: list[str]) -> None:
         """Namespaces that just got limits start from what is there: waiting jobs and runs."""
         wanted = set(names)
-        tenant_id = tenant.spec.id
-        for entry in self._jobs.values():
-            if entry.tenant == tenant_id and entry.namespace in wanted and entry.status in _WAITING:
+        for entry in tenant.live.values():
+            if entry.namespace in wanted and entry.status in _WAITING:
                 tenant.namespaces[entry.namespace].waiting += 1
         for run in self._runs.values():
             if run.tenant is tenant and run.namespace in wanted:

@@ -98,7 +98,6 @@ class Entry(Struct, kw_only=True, gc=False):
     limits: tuple[LimitKey, ...]  # its concurrency group and backend limits (ALTAR tools)
     tenant_state: TenantState
     job: Job
-    key: tuple[str, str]  # (tenant id, job id): how the core knows the job
     tenant: str
     namespace: str
     subkey: SubKey  # (namespace, limits): the FIFO it waits in, within its tenant's queue

@@ -115,22 +115,21 @@ _RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
 
 
 class _WaitGroup:
-    """A ``wait_many`` in progress: the jobs it still waits for, what finished, its future.
-    It watches each job it waits for (``Scheduler._watch``), so a finished job wakes only the
-    calls waiting for it (and the watch costs no object per job)."""
+    """A ``wait_many`` in progress: where each job it still waits for goes in its results (by
+    tenant, then job id), how many are left, its future. It watches each of those jobs
+    (``Scheduler._watch``), so a finished job wakes only the calls waiting for it."""
 
-    __slots__ = ("finished", "future", "left")
+    __slots__ = ("future", "left", "results", "slots")
 
-    def __init__(
-        self, left: int, finished: dict[JobKey, Job], future: asyncio.Future[None]
-    ) -> None:
-        self.left = left  # watched jobs not finished yet (each is watched once)
-        self.finished = finished
+    def __init__(self, results: builtins.list[Job | None], future: asyncio.Future[None]) -> None:
+        self.results = results
         self.future = future
+        self.slots: dict[str, dict[str, int]] = {}  # tenant -> job id -> index in results
+        self.left = 0
 
-    def done(self, key: JobKey, job: Job) -> None:
-        """One of the watched jobs (``key``) is terminal."""
-        self.finished[key] = job
+    def done(self, job: Job) -> None:
+        """One of the watched jobs is terminal."""
+        self.results[self.slots[job.tenant_id].pop(job.id)] = job
         self.left -= 1
         if not self.left and not self.future.done():
             self.future.set_result(None)
@@ -144,12 +143,12 @@ class _Collector:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
 
-    def done(self, key: JobKey, job: Job) -> None:
-        """One of the watched jobs (``key``) is terminal."""
+    def done(self, job: Job) -> None:
+        """One of the watched jobs is terminal."""
         self.queue.put_nowait(job)
 
 
-#: What waits for jobs to finish: ``done(key, job)`` is called once per watched job.
+#: What waits for jobs to finish: ``done(job)`` is called once per watched job.
 _Watcher = _WaitGroup | _Collector
 
 
@@ -176,6 +175,7 @@ class _BackendInfo:
         "name",
         "pools",
         "pools_for",
+        "routes",
         "shared_limits",
     )
 
@@ -189,12 +189,17 @@ class _BackendInfo:
         self.check = getattr(backend, "validate", None)
         self.auto = bool(getattr(backend, "auto_select", True))
         self.async_execute = inspect.iscoroutinefunction(backend.execute)
+        # its routes, one object per set of pools: the jobs of a batch share them (a tuple per
+        # job would only be work for the garbage collector until the batch is admitted)
+        self.routes: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
 
     def route_for(self, job: Job) -> tuple[str, tuple[str, ...]]:
-        if self.pools_for is None:
-            return (self.name, self.pools)
-        pools = tuple(self.pools_for(job))
-        return (self.name, pools + self.extra_pools if self.extra_pools else pools)
+        pools = self.pools if self.pools_for is None else tuple(self.pools_for(job))
+        route = self.routes.get(pools)
+        if route is None:
+            all_pools = pools + self.extra_pools if self.pools_for is not None else pools
+            route = self.routes[pools] = (self.name, all_pools)
+        return route
 
     def validate(self, job: Job) -> None:
         if self.check is not None:
@@ -283,6 +288,7 @@ class Scheduler:
             default = self._backends[config.default_backend]
             order = [default] + [b for b in order if b is not default]
         self._auto_order = order
+        self._routes: dict[Route, Route] = {}
         self._core = SchedulingCore(
             pools=resolved.pools,
             rand=random.Random(config.seed).random,
@@ -304,9 +310,9 @@ class Scheduler:
         self._monotonic, self._wall_time = clock.monotonic, clock.time
         self._timers = TimerHeap(self._loop, self._on_timer, clock)
         self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
-        # who waits for a job to be terminal (wait, wait_many, as_completed), by its key: one
-        # watcher, or a list when several do
-        self._watchers: dict[JobKey, _Watcher | list[_Watcher]] = {}
+        # who waits for a job to be terminal (wait, wait_many, as_completed), by tenant then
+        # job id: one watcher, or a list when several do
+        self._watchers: dict[str, dict[str, _Watcher | list[_Watcher]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._handoff: _Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
@@ -384,7 +390,7 @@ class Scheduler:
         self._state = "stopped"
 
     def _cancel_live(self, which: Any) -> None:
-        keys = [e.key for e in self._core.live_entries() if which(e.status)]
+        keys = [(e.tenant, e.job.id) for e in self._core.live_entries() if which(e.status)]
         for tenant_id, job_id in keys:
             self._feed(Cancel(tenant_id, job_id, "shutdown"))
 
@@ -442,41 +448,46 @@ class Scheduler:
         tenant_id: str | None = None,
     ) -> builtins.list[Job]:
         """Every job once terminal, in the order given (one wake-up for the whole set)."""
-        keys = self._keys(job_ids, tenant_id)
+        ids, owners = self._owners(job_ids, tenant_id)
         _check_timeout(timeout)
-        finished: dict[JobKey, Job] = {}
-        for key in keys:
-            job = self._stored(key)
+        results: builtins.list[Job | None] = [None] * len(ids)
+        group = _WaitGroup(results, self._loop.create_future())
+        slots = group.slots
+        repeats: builtins.list[tuple[int, int]] = []  # (index, index of its first mention)
+        for index, (tenant, job_id, job) in enumerate(
+            zip(owners, ids, self._store.get_many(owners, ids), strict=True)
+        ):
+            if job is None:
+                raise self.not_found(job_id)
             if job.status in TERMINAL_STATUSES:
-                finished[key] = job
-        waiting = {key for key in keys if key not in finished}
-        if waiting:
-            future: asyncio.Future[None] = self._loop.create_future()
-            group = _WaitGroup(len(waiting), finished, future)
-            watchers = self._watchers
-            for key in waiting:
-                if key in watchers:
-                    self._watch(key, group)
-                else:
-                    watchers[key] = group
+                results[index] = job
+                continue
+            mine = slots.get(tenant)
+            if mine is None:
+                mine = slots[tenant] = {}
+            first = mine.get(job_id)
+            if first is not None:
+                repeats.append((index, first))
+                continue
+            mine[job_id] = index
+            group.left += 1
+            self._watch(tenant, job_id, group)
+        if group.left:
             try:
-                await asyncio.wait_for(future, timeout)
+                await asyncio.wait_for(group.future, timeout)
             except TimeoutError:
+                one = f" (job {ids[0]} is {self.get_now(ids[0], tenant_id=owners[0]).status})"
                 raise WaitTimeoutError(
-                    f"{group.left} of {len(waiting)} jobs are not finished after "
-                    f"{timeout} s"
-                    + (
-                        f" (job {keys[0][1]} is {self._stored(keys[0]).status})"
-                        if len(keys) == 1
-                        else ""
-                    )
+                    f"{group.left} of {len(ids)} jobs are not finished after {timeout} s"
+                    + (one if len(ids) == 1 else "")
                 ) from None
             finally:
-                if group.left:
-                    for key in waiting:
-                        if key not in finished:
-                            self._unwatch(key, group)
-        return [finished[key] for key in keys]
+                for tenant, left in slots.items():
+                    for job_id in left:
+                        self._unwatch(tenant, job_id, group)
+        for index, first in repeats:
+            results[index] = results[first]
+        return results  # type: ignore[return-value]  # (every one is terminal now)
 
     async def as_completed(
         self,
@@ -486,18 +497,19 @@ class Scheduler:
         tenant_id: str | None = None,
     ) -> AsyncIterator[Job]:
         """Yield each job as it reaches a terminal state."""
-        keys = self._keys(job_ids, tenant_id)
+        ids, owners = self._owners(job_ids, tenant_id)
         _check_timeout(timeout)
         collector = _Collector()
         done = collector.queue
         watched: set[JobKey] = set()
-        for key in keys:
-            job = self._stored(key)
+        for tenant, job_id, job in zip(owners, ids, self._store.get_many(owners, ids), strict=True):
+            if job is None:
+                raise self.not_found(job_id)
             if job.status in TERMINAL_STATUSES:
                 done.put_nowait(job)
-            elif key not in watched:
-                watched.add(key)
-                self._watch(key, collector)
+            elif (tenant, job_id) not in watched:
+                watched.add((tenant, job_id))
+                self._watch(tenant, job_id, collector)
         try:
             async with asyncio.timeout(timeout):
                 for _ in range(len(watched) + done.qsize()):
@@ -505,8 +517,8 @@ class Scheduler:
         except TimeoutError:
             raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
         finally:
-            for key in watched:
-                self._unwatch(key, collector)
+            for tenant, job_id in watched:
+                self._unwatch(tenant, job_id, collector)
 
     async def cancel(
         self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
@@ -579,7 +591,11 @@ class Scheduler:
         try:
             for index, job in enumerate(jobs):
                 checked = validate_new_job(job, index if batch else None)
-                if self._store.get(checked.tenant_id, checked.id) is not None:
+                store = self._store
+                if (  # (a new id has no owner yet: one dict lookup, no call)
+                    store.first_owner(checked.id) is not None
+                    and store.get(checked.tenant_id, checked.id) is not None
+                ):
                     raise ConflictError(
                         f"duplicate job id {checked.id!r}: tenant {checked.tenant_id!r} already "
                         f"has a job with this id; omit id to get a fresh one"
@@ -639,20 +655,23 @@ class Scheduler:
             path="$.tenant_id",
         )
 
-    def _keys(self, job_ids: object, tenant_id: object) -> builtins.list[JobKey]:
-        """``_key`` of each id (a fast path for ids one tenant has, the usual case)."""
+    def _owners(
+        self, job_ids: object, tenant_id: object
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
+        """The job ids a caller passed, and the tenant of each as ``_key`` finds it (a fast
+        path for ids one tenant has, the usual case)."""
         ids = _ids(job_ids)
         if tenant_id is not None or self._state == "new":
-            return [self._key(job_id, tenant_id) for job_id in ids]
-        first_owner, shared = self._store.first_owner, self._store.shared_ids
-        keys: builtins.list[JobKey] = []
-        for job_id in ids:
-            owner = first_owner(job_id) if type(job_id) is str else None
-            if owner is None or job_id in shared:
-                keys.append(self._key(job_id))  # unknown, shared, not a string: it says so
-            else:
-                keys.append((owner, job_id))  # type: ignore[arg-type]  # (a str, checked)
-        return keys
+            owners = [self._key(job_id, tenant_id)[0] for job_id in ids]
+        else:
+            first_owner, shared = self._store.first_owner, self._store.shared_ids
+            owners = []
+            for job_id in ids:
+                owner = first_owner(job_id) if type(job_id) is str else None
+                if owner is None or job_id in shared:
+                    owner = self._key(job_id)[0]  # unknown, shared, not a string: it says so
+                owners.append(owner)
+        return ids, owners  # type: ignore[return-value]  # (_key checked every id is a str)
 
     def _stored(self, key: JobKey) -> Job:
         """The stored snapshot (without the live overlay of ``get``)."""
@@ -791,7 +810,7 @@ class Scheduler:
                     f"$.constraints.backend"
                 )
             info.validate(job)
-            return (info.route_for(job),), _shared_limits(info, job)
+            return self._interned((info.route_for(job),)), _shared_limits(info, job)
         route = []
         first: _BackendInfo | None = None
         for info in self._auto_order:
@@ -802,7 +821,11 @@ class Scheduler:
         if first is None:
             reasons = "; ".join(info.explain(job) for info in self._auto_order)
             raise UnschedulableError(f"no backend runs kind {job.kind!r}: {reasons} - at $.kind")
-        return tuple(route), _shared_limits(first, job)
+        return self._interned(tuple(route)), _shared_limits(first, job)
+
+    def _interned(self, route: Route) -> Route:
+        """One object per distinct route (see ``_BackendInfo.routes``)."""
+        return self._routes.setdefault(route, route)
 
     # ---- carrying out decisions -----------------------------------------------------------------
 
@@ -829,14 +852,7 @@ class Scheduler:
                 if emitter is not None:
                     emitter.record(decision)
                 if job.status in TERMINAL_STATUSES and self._watchers:
-                    key = (job.tenant_id, job.id)
-                    watcher = self._watchers.pop(key, None)
-                    if watcher is not None:
-                        if type(watcher) is list:
-                            for each in watcher:
-                                each.done(key, job)
-                        else:
-                            watcher.done(key, job)  # type: ignore[union-attr]
+                    self._notify(job)
             elif kind is ArmTimer:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
@@ -988,24 +1004,48 @@ class Scheduler:
     def _on_timer(self, key: TimerKey) -> None:
         self._feed(TimerFired(key))
 
-    def _watch(self, key: JobKey, watcher: _Watcher) -> None:
-        """Call ``watcher.done(key, job)`` when the job reaches a terminal state."""
-        found = self._watchers.get(key)
+    def _watch(self, tenant_id: str, job_id: str, watcher: _Watcher) -> None:
+        """Call ``watcher.done(job)`` when the job reaches a terminal state."""
+        mine = self._watchers.get(tenant_id)
+        if mine is None:
+            mine = self._watchers[tenant_id] = {}
+        found = mine.get(job_id)
         if found is None:
-            self._watchers[key] = watcher
+            mine[job_id] = watcher
         elif type(found) is list:
             found.append(watcher)
         else:
-            self._watchers[key] = [found, watcher]  # type: ignore[list-item]
+            mine[job_id] = [found, watcher]  # type: ignore[list-item]
 
-    def _unwatch(self, key: JobKey, watcher: _Watcher) -> None:
-        found = self._watchers.get(key)
+    def _unwatch(self, tenant_id: str, job_id: str, watcher: _Watcher) -> None:
+        mine = self._watchers.get(tenant_id)
+        found = None if mine is None else mine.get(job_id)
+        if mine is None or found is None:
+            return
         if found is watcher:
-            del self._watchers[key]
+            del mine[job_id]
         elif type(found) is list and watcher in found:
             found.remove(watcher)
             if len(found) == 1:
-                self._watchers[key] = found[0]
+                mine[job_id] = found[0]
+        if not mine:
+            del self._watchers[tenant_id]
+
+    def _notify(self, job: Job) -> None:
+        """A job is terminal: wake whoever watches it."""
+        mine = self._watchers.get(job.tenant_id)
+        if mine is None:
+            return
+        watcher = mine.pop(job.id, None)
+        if not mine:
+            del self._watchers[job.tenant_id]
+        if watcher is None:
+            return
+        if type(watcher) is list:
+            for each in watcher:
+                each.done(job)
+        else:
+            watcher.done(job)  # type: ignore[union-attr]
 
 
 def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:

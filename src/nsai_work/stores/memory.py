@@ -15,7 +15,7 @@ that (later releases).
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from itertools import islice
 
@@ -38,8 +38,8 @@ class _TenantJobs:
         # job id -> insertion sequence: orders listings (newest first) whatever the ids look
         # like, and is the listing cursor
         self.order: dict[str, int] = {}
-        self.by_namespace: dict[str, dict[str, None]] = {}
-        self.by_status: dict[Status, dict[str, None]] = {}
+        self.by_namespace: defaultdict[str, dict[str, None]] = defaultdict(dict)
+        self.by_status: defaultdict[Status, dict[str, None]] = defaultdict(dict)
 
 
 class MemoryStore:
@@ -58,7 +58,6 @@ class MemoryStore:
         self.finished_max = finished_max
         self._tenants: dict[str, _TenantJobs] = {}
         self._count = 0
-        self._status_counts: dict[Status, int] = dict.fromkeys(Status, 0)
         self._next_seq = 0
         # job id -> the first tenant that has it; the rare others in _more_owners
         self._owner: dict[str, str] = {}
@@ -85,16 +84,8 @@ class MemoryStore:
             self._more_owners.setdefault(job_id, []).append(tenant_id)
         self._next_seq += 1
         tenant.order[job_id] = self._next_seq
-        namespace = tenant.by_namespace.get(job.namespace)
-        if namespace is None:
-            namespace = tenant.by_namespace[job.namespace] = {}
-        namespace[job_id] = None
-        status = job.status
-        by_status = tenant.by_status.get(status)
-        if by_status is None:
-            by_status = tenant.by_status[status] = {}
-        by_status[job_id] = None
-        self._status_counts[status] += 1
+        tenant.by_namespace[job.namespace][job_id] = None
+        tenant.by_status[job.status][job_id] = None
         self._count += 1
 
     def put(self, job: Job, now: float) -> None:
@@ -106,13 +97,7 @@ class MemoryStore:
         if old is not status:
             by_status = tenant.by_status
             del by_status[old][job_id]
-            now_in = by_status.get(status)
-            if now_in is None:
-                now_in = by_status[status] = {}
-            now_in[job_id] = None
-            counts = self._status_counts
-            counts[old] -= 1
-            counts[status] += 1
+            by_status[status][job_id] = None
             if status in TERMINAL_STATUSES:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
@@ -151,7 +136,6 @@ class MemoryStore:
         if not namespace:
             del tenant.by_namespace[job.namespace]
         del tenant.by_status[job.status][job_id]
-        self._status_counts[job.status] -= 1
         self._count -= 1
         if not tenant.jobs:
             del self._tenants[tenant_id]
@@ -181,8 +165,17 @@ class MemoryStore:
         return self._count
 
     def count(self, status: Status) -> int:
-        """How many stored jobs have this status."""
-        return self._status_counts[status]
+        """How many stored jobs have this status (O(tenants); the core keeps live counts)."""
+        return sum(len(tenant.by_status.get(status, ())) for tenant in self._tenants.values())
+
+    def get_many(self, tenant_ids: Iterable[str], job_ids: Iterable[str]) -> list[Job | None]:
+        """``get`` of each (tenant id, job id) pair, in order (one call for a batch)."""
+        tenants = self._tenants
+        found: list[Job | None] = []
+        for tenant_id, job_id in zip(tenant_ids, job_ids, strict=True):
+            tenant = tenants.get(tenant_id)
+            found.append(None if tenant is None else tenant.jobs.get(job_id))
+        return found
 
     def keys_with_status(self, status: Status) -> list[JobKey]:
         """(tenant id, job id) of the stored jobs in ``status`` (O(tenants + those jobs))."""
