@@ -13,6 +13,7 @@ from nsai_work._ir import JobError, Pool, Priority, RetryPolicy, Status
 from nsai_work._stats import Counts, Stats
 from nsai_work.core import (
     ArmTimer,
+    Cancel,
     DisarmTimer,
     Dispatch,
     Failed,
@@ -439,3 +440,28 @@ def test_admitted_jobs_are_queued_with_backend_and_submit_time(level: Priority) 
     assert record.job.backend == "b1"
     assert record.job.submitted_at is not None
     assert record.job.submitted_at.timestamp() == 1_700_000_000.0
+
+
+def test_two_tenants_may_have_live_jobs_with_the_same_id() -> None:
+    """Jobs are keyed by (tenant_id, id): the same id is another job for another tenant, in a
+    batch too; the same id twice for one tenant is a conflict."""
+    d = Driver(ONE_SLOT)
+    out = d.submit([make_job("same", tenant="a"), make_job("same", tenant="b")], P1)
+    assert not [x for x in out if isinstance(x, Reject)]
+    assert d.core.get("a", "same") is not None
+    assert d.core.get("b", "same") is not None
+    assert d.core.live_jobs == 2
+    reject = only_reject(d.submit([make_job("same", tenant="b")], P1))
+    assert isinstance(reject.error, ConflictError)
+    assert "tenant 'b'" in str(reject.error)
+    reject = only_reject(d.submit([make_job("x", tenant="c"), make_job("x", tenant="c")], P1))
+    assert reject.index == 1
+    # canceling one tenant's job leaves the other's alone, whichever was first
+    d.handle(Cancel("b", "same"))
+    assert d.core.get("b", "same") is None
+    assert d.core.get("a", "same") is not None
+    d.handle(Cancel("a", "same"))
+    assert d.core.live_jobs == 0
+    d.submit([make_job("same", tenant="b"), make_job("same", tenant="a")], P1)
+    assert d.core.get("a", "same") is not None
+    assert d.core.get("b", "same") is not None

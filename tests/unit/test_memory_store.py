@@ -282,10 +282,11 @@ def test_pruning_leaves_no_empty_index_entries() -> None:
             store.insert(job)
             _finish(store, job, 1.0)
     # memory stays bounded however many tenants and namespaces came and went
-    assert store._tenants == {}
-    assert store._owner == {}
+    assert store._by_tenant == {}
+    assert store._by_namespace == {}
+    assert store._shared_ids == {}
     assert len(store) == 0
-    assert all(store.count(status) == 0 for status in S)
+    assert all(not slots for slots in store._by_status.values())
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])

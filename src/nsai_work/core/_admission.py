@@ -23,6 +23,7 @@ from .._errors import (
 from .._ir import Job
 from ._capacity import NO_NEEDS, Needs, PoolState
 from ._messages import Route
+from ._queues import Entry
 from ._tenants import TenantState, quota_never_allows
 
 __all__ = [
@@ -203,19 +204,31 @@ def check_max_waiting(waiting: int, cap: int | None, count: int) -> Rejection | 
     return None
 
 
-def check_duplicates(jobs: Sequence[Job], tenants: Mapping[str, TenantState]) -> Rejection | None:
-    """Ids already live for the same tenant (in ``tenants[tenant_id].live``), or twice for one
-    tenant in the batch (jobs are keyed by (tenant_id, id): another tenant's ids are neither
-    seen nor blocked)."""
-    seen: dict[str, tuple[set[str], Mapping[str, object]]] = {}  # tenant -> (batch ids, live)
+def check_duplicates(
+    jobs: Sequence[Job], live: Mapping[str, Entry], shared: Mapping[tuple[str, str], Entry]
+) -> Rejection | None:
+    """Ids already live for the same tenant (``live`` by id, ``shared`` by (tenant, id) for ids
+    two tenants use), or twice for one tenant in the batch. Jobs are keyed by (tenant_id, id):
+    another tenant's ids are neither seen nor blocked."""
+    seen: dict[str, str] = {}  # job id -> the tenant of its first job in the batch
+    more: set[tuple[str, str]] = set()  # (tenant, id) of later jobs whose id another used first
     for index, job in enumerate(jobs):
         tenant_id, job_id = job.tenant_id, job.id
-        mine = seen.get(tenant_id)
-        if mine is None:
-            state = tenants.get(tenant_id)
-            mine = seen[tenant_id] = (set(), {} if state is None else state.live)
-        ids, live = mine
-        if job_id in ids or job_id in live:
+        first = seen.get(job_id)
+        if first is None:
+            seen[job_id] = tenant_id
+            duplicate = False
+        elif first == tenant_id:
+            duplicate = True
+        else:
+            duplicate = (tenant_id, job_id) in more
+            more.add((tenant_id, job_id))
+        if not duplicate:
+            entry = live.get(job_id)
+            duplicate = (entry is not None and entry.tenant == tenant_id) or (
+                bool(shared) and (tenant_id, job_id) in shared
+            )
+        if duplicate:
             return (
                 ConflictError(
                     f"duplicate job id {job_id!r}: tenant {tenant_id!r} already has a job with "
@@ -224,7 +237,6 @@ def check_duplicates(jobs: Sequence[Job], tenants: Mapping[str, TenantState]) ->
                 index,
                 "duplicate_id",
             )
-        ids.add(job_id)
     return None
 
 

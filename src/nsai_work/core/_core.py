@@ -286,7 +286,10 @@ class SchedulingCore:
         for backend, specs in pools.items():
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
-        self._live = 0  # live jobs (each in its tenant's TenantState.live, by id)
+        # Live jobs, keyed by (tenant id, id): under their id, or under the pair when another
+        # tenant's live job has the id (ids are UUIDs: two tenants share one only by choice)
+        self._jobs: dict[str, Entry] = {}
+        self._shared_jobs: dict[tuple[str, str], Entry] = {}
         self._runs: dict[tuple[str, str, int], _Run] = {}  # by (tenant id, job id, attempt)
         self._queues = ReadyQueues(fair_share_resolution_s)
         self._waiting = 0
@@ -438,7 +441,7 @@ class SchedulingCore:
     @property
     def live_jobs(self) -> int:
         """Jobs admitted and not yet terminal."""
-        return self._live
+        return len(self._jobs) + len(self._shared_jobs)
 
     @property
     def active_runs(self) -> int:
@@ -451,7 +454,7 @@ class SchedulingCore:
 
     def live_entries(self) -> Iterable[Entry]:
         """The core's record of every live job (read-only use: for checks)."""
-        return [entry for state in self._tenants.values() for entry in state.live.values()]
+        return [*self._jobs.values(), *self._shared_jobs.values()]
 
     def queued_in_order(self) -> list[list[Job]]:
         """Queued jobs per level (for checks)."""
@@ -707,7 +710,7 @@ class SchedulingCore:
         if len(event.routes) != count:
             raise ValueError("Submit: one route per job is required")
         rejection = check_max_waiting(self._waiting, self._max_waiting, count) or (
-            check_duplicates(jobs, self._tenants)
+            check_duplicates(jobs, self._jobs, self._shared_jobs)
             if count > 1 or self._entry(jobs[0].tenant_id, jobs[0].id) is not None
             else None
         )
@@ -779,7 +782,10 @@ class SchedulingCore:
             else:
                 counter = entry.counter = tenant.counters.cell(entry.rank, backend)
                 tenant.last_cell = (entry.rank, backend, counter)
-            tenant.live[job.id] = entry
+            if job.id in self._jobs:  # another tenant's live job has this id
+                self._shared_jobs[(entry.tenant, job.id)] = entry
+            else:
+                self._jobs[job.id] = entry
             counter[SUBMITTED] += 1
             counter[QUEUED_SLOT] += 1
             tenant.waiting += 1
@@ -792,7 +798,6 @@ class SchedulingCore:
             queues.push(entry, self._group_pools)
             out.append(Record(job, None))
         self._waiting += count
-        self._live += count
         if not self._sweep_armed:
             self._arm_sweep()
         return True
@@ -818,8 +823,10 @@ class SchedulingCore:
 
     def _entry(self, tenant_id: str, job_id: str) -> Entry | None:
         """A tenant's live job, or None."""
-        state = self._tenants.get(tenant_id)
-        return None if state is None else state.live.get(job_id)
+        entry = self._jobs.get(job_id)
+        if entry is not None and entry.tenant == tenant_id:
+            return entry
+        return self._shared_jobs.get((tenant_id, job_id)) if self._shared_jobs else None
 
     def _tenant_counters(self, tenant_id: str) -> TenantCounters:
         counters = self._counters.get(tenant_id)
@@ -1048,8 +1055,10 @@ class SchedulingCore:
         now = self._now
         elapsed_ms = (now - entry.since) * 1000.0  # (before _move restarts the state's clock)
         self._move(entry, status, job)
-        del entry.tenant_state.live[job.id]
-        self._live -= 1
+        if self._jobs.get(job.id) is entry:
+            del self._jobs[job.id]
+        else:
+            del self._shared_jobs[(entry.tenant, job.id)]
         self._out.append(
             Record(
                 job,
@@ -1150,8 +1159,12 @@ class SchedulingCore:
     def _recount_namespaces(self, tenant: TenantState, names: list[str]) -> None:
         """Namespaces that just got limits start from what is there: waiting jobs and runs."""
         wanted = set(names)
-        for entry in tenant.live.values():
-            if entry.namespace in wanted and entry.status in _WAITING:
+        for entry in self.live_entries():
+            if (
+                entry.tenant_state is tenant
+                and entry.namespace in wanted
+                and entry.status in _WAITING
+            ):
                 tenant.namespaces[entry.namespace].waiting += 1
         for run in self._runs.values():
             if run.tenant is tenant and run.namespace in wanted:

@@ -15,7 +15,7 @@ from ._capacity import Needs, PoolState, Reservation, Usage
 from ._counters import TenantCounters
 
 if TYPE_CHECKING:
-    from ._queues import Entry, GroupQueue, SubKey, TenantQueue
+    from ._queues import GroupQueue, SubKey, TenantQueue
 
 __all__ = [
     "NamespaceState",
@@ -97,7 +97,6 @@ class TenantState:
         "last_subkey",
         "active",
         "counters",
-        "live",
         "quota",
         "committed",
         "last_refill",
@@ -126,7 +125,6 @@ class TenantState:
         self.tokens = float(self.burst)
         self.last_refill = now
         self.counters = counters  # its status counters and rejections (kept by the core)
-        self.live: dict[str, Entry] = {}  # its live jobs by id (jobs are keyed by tenant, id)
         self.active = False  # has waiting or running jobs (the core keeps this and its weight)
         self.spend_total = 0.0  # USD, since the scheduler started
         self.spend_period = 0.0  # USD, in the current budget period

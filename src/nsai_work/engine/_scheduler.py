@@ -115,40 +115,52 @@ _RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
 
 
 class _WaitGroup:
-    """A ``wait_many`` in progress: where each job it still waits for goes in its results (by
-    tenant, then job id), how many are left, its future. It watches each of those jobs
-    (``Scheduler._watch``), so a finished job wakes only the calls waiting for it."""
+    """A ``wait_many`` in progress: its results (the jobs it waits for, replaced as they
+    finish), where each of those goes (by job id), how many are left, its future. It watches
+    each of them (``Scheduler._watch``), so a finished job wakes only the calls waiting for it.
+    """
 
     __slots__ = ("future", "left", "results", "slots")
 
-    def __init__(self, results: builtins.list[Job | None], future: asyncio.Future[None]) -> None:
+    def __init__(self, results: builtins.list[Job], future: asyncio.Future[None]) -> None:
         self.results = results
         self.future = future
-        self.slots: dict[str, dict[str, int]] = {}  # tenant -> job id -> index in results
+        self.slots: dict[str, int] = {}  # job id -> index in results, while it is not finished
         self.left = 0
 
-    def done(self, job: Job) -> None:
-        """One of the watched jobs is terminal."""
-        self.results[self.slots[job.tenant_id].pop(job.id)] = job
+    def done(self, job: Job) -> bool:
+        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
+        index = self.slots.get(job.id)
+        if index is None or self.results[index].tenant_id != job.tenant_id:
+            return False  # another tenant's job with the same id
+        del self.slots[job.id]
+        self.results[index] = job
         self.left -= 1
         if not self.left and not self.future.done():
             self.future.set_result(None)
+        return True
 
 
 class _Collector:
     """An ``as_completed`` in progress: watched jobs go to its queue as they finish."""
 
-    __slots__ = ("queue",)
+    __slots__ = ("queue", "tenants")
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.tenants: dict[str, str] = {}  # watched job id -> its tenant
 
-    def done(self, job: Job) -> None:
-        """One of the watched jobs is terminal."""
+    def done(self, job: Job) -> bool:
+        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
+        if self.tenants.get(job.id) != job.tenant_id:
+            return False
+        del self.tenants[job.id]
         self.queue.put_nowait(job)
+        return True
 
 
-#: What waits for jobs to finish: ``done(job)`` is called once per watched job.
+#: What waits for jobs to finish: ``done(job)`` takes a terminal job with a watched id, and
+#: says whether it was the watched one.
 _Watcher = _WaitGroup | _Collector
 
 
@@ -310,9 +322,9 @@ class Scheduler:
         self._monotonic, self._wall_time = clock.monotonic, clock.time
         self._timers = TimerHeap(self._loop, self._on_timer, clock)
         self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
-        # who waits for a job to be terminal (wait, wait_many, as_completed), by tenant then
-        # job id: one watcher, or a list when several do
-        self._watchers: dict[str, dict[str, _Watcher | list[_Watcher]]] = {}
+        # who waits for a job to be terminal (wait, wait_many, as_completed), by job id: one
+        # watcher, or a list when several do
+        self._watchers: dict[str, _Watcher | list[_Watcher]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._handoff: _Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
@@ -448,46 +460,36 @@ class Scheduler:
         tenant_id: str | None = None,
     ) -> builtins.list[Job]:
         """Every job once terminal, in the order given (one wake-up for the whole set)."""
-        ids, owners = self._owners(job_ids, tenant_id)
+        jobs = self._lookup(job_ids, tenant_id)
         _check_timeout(timeout)
-        results: builtins.list[Job | None] = [None] * len(ids)
-        group = _WaitGroup(results, self._loop.create_future())
+        group = _WaitGroup(jobs, self._loop.create_future())
         slots = group.slots
         repeats: builtins.list[tuple[int, int]] = []  # (index, index of its first mention)
-        for index, (tenant, job_id, job) in enumerate(
-            zip(owners, ids, self._store.get_many(owners, ids), strict=True)
-        ):
-            if job is None:
-                raise self.not_found(job_id)
+        for index, job in enumerate(jobs):
             if job.status in TERMINAL_STATUSES:
-                results[index] = job
                 continue
-            mine = slots.get(tenant)
-            if mine is None:
-                mine = slots[tenant] = {}
-            first = mine.get(job_id)
+            first = slots.get(job.id)  # (one call resolves each id to one tenant)
             if first is not None:
                 repeats.append((index, first))
                 continue
-            mine[job_id] = index
+            slots[job.id] = index
             group.left += 1
-            self._watch(tenant, job_id, group)
+            self._watch(job.id, group)
         if group.left:
             try:
                 await asyncio.wait_for(group.future, timeout)
             except TimeoutError:
-                one = f" (job {ids[0]} is {self.get_now(ids[0], tenant_id=owners[0]).status})"
+                one = f" (job {jobs[0].id} is {self._current(jobs[0]).status})"
                 raise WaitTimeoutError(
-                    f"{group.left} of {len(ids)} jobs are not finished after {timeout} s"
-                    + (one if len(ids) == 1 else "")
+                    f"{group.left} of {len(jobs)} jobs are not finished after {timeout} s"
+                    + (one if len(jobs) == 1 else "")
                 ) from None
             finally:
-                for tenant, left in slots.items():
-                    for job_id in left:
-                        self._unwatch(tenant, job_id, group)
+                for job_id in slots:
+                    self._unwatch(job_id, group)
         for index, first in repeats:
-            results[index] = results[first]
-        return results  # type: ignore[return-value]  # (every one is terminal now)
+            jobs[index] = jobs[first]
+        return jobs
 
     async def as_completed(
         self,
@@ -497,28 +499,26 @@ class Scheduler:
         tenant_id: str | None = None,
     ) -> AsyncIterator[Job]:
         """Yield each job as it reaches a terminal state."""
-        ids, owners = self._owners(job_ids, tenant_id)
+        jobs = self._lookup(job_ids, tenant_id)
         _check_timeout(timeout)
         collector = _Collector()
-        done = collector.queue
-        watched: set[JobKey] = set()
-        for tenant, job_id, job in zip(owners, ids, self._store.get_many(owners, ids), strict=True):
-            if job is None:
-                raise self.not_found(job_id)
+        done, watched = collector.queue, collector.tenants
+        for job in jobs:
             if job.status in TERMINAL_STATUSES:
                 done.put_nowait(job)
-            elif (tenant, job_id) not in watched:
-                watched.add((tenant, job_id))
-                self._watch(tenant, job_id, collector)
+            elif job.id not in watched:
+                watched[job.id] = job.tenant_id
+                self._watch(job.id, collector)
+        expected = len(watched) + done.qsize()
         try:
             async with asyncio.timeout(timeout):
-                for _ in range(len(watched) + done.qsize()):
+                for _ in range(expected):
                     yield await done.get()
         except TimeoutError:
             raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
         finally:
-            for tenant, job_id in watched:
-                self._unwatch(tenant, job_id, collector)
+            for job_id in list(watched):
+                self._unwatch(job_id, collector)
 
     async def cancel(
         self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
@@ -592,8 +592,8 @@ class Scheduler:
             for index, job in enumerate(jobs):
                 checked = validate_new_job(job, index if batch else None)
                 store = self._store
-                if (  # (a new id has no owner yet: one dict lookup, no call)
-                    store.first_owner(checked.id) is not None
+                if (  # (a new id is in no slot yet: one dict lookup, no call)
+                    store.job_with_id(checked.id) is not None
                     and store.get(checked.tenant_id, checked.id) is not None
                 ):
                     raise ConflictError(
@@ -655,23 +655,25 @@ class Scheduler:
             path="$.tenant_id",
         )
 
-    def _owners(
-        self, job_ids: object, tenant_id: object
-    ) -> tuple[builtins.list[str], builtins.list[str]]:
-        """The job ids a caller passed, and the tenant of each as ``_key`` finds it (a fast
-        path for ids one tenant has, the usual case)."""
+    def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
+        """The stored snapshot of each job id a caller passed, its tenant found as ``_key``
+        finds it (a fast path for an id one tenant has, the usual case)."""
         ids = _ids(job_ids)
         if tenant_id is not None or self._state == "new":
-            owners = [self._key(job_id, tenant_id)[0] for job_id in ids]
-        else:
-            first_owner, shared = self._store.first_owner, self._store.shared_ids
-            owners = []
-            for job_id in ids:
-                owner = first_owner(job_id) if type(job_id) is str else None
-                if owner is None or job_id in shared:
-                    owner = self._key(job_id)[0]  # unknown, shared, not a string: it says so
-                owners.append(owner)
-        return ids, owners  # type: ignore[return-value]  # (_key checked every id is a str)
+            return [self._stored(self._key(job_id, tenant_id)) for job_id in ids]
+        store = self._store
+        with_id, shared = store.job_with_id, store.is_shared
+        jobs: builtins.list[Job] = []
+        for job_id in ids:
+            job = None
+            if isinstance(job_id, str):
+                job = with_id(job_id)
+                if job is not None and shared(job_id):
+                    job = None
+            if job is None:  # unknown, shared by two tenants, not a string: _key says so
+                job = self._stored(self._key(job_id))
+            jobs.append(job)
+        return jobs
 
     def _stored(self, key: JobKey) -> Job:
         """The stored snapshot (without the live overlay of ``get``)."""
@@ -1004,48 +1006,41 @@ class Scheduler:
     def _on_timer(self, key: TimerKey) -> None:
         self._feed(TimerFired(key))
 
-    def _watch(self, tenant_id: str, job_id: str, watcher: _Watcher) -> None:
-        """Call ``watcher.done(job)`` when the job reaches a terminal state."""
-        mine = self._watchers.get(tenant_id)
-        if mine is None:
-            mine = self._watchers[tenant_id] = {}
-        found = mine.get(job_id)
+    def _watch(self, job_id: str, watcher: _Watcher) -> None:
+        """Have ``watcher.done(job)`` called when a job with this id is terminal."""
+        found = self._watchers.get(job_id)
         if found is None:
-            mine[job_id] = watcher
+            self._watchers[job_id] = watcher
         elif type(found) is list:
             found.append(watcher)
         else:
-            mine[job_id] = [found, watcher]  # type: ignore[list-item]
+            self._watchers[job_id] = [found, watcher]  # type: ignore[list-item]
 
-    def _unwatch(self, tenant_id: str, job_id: str, watcher: _Watcher) -> None:
-        mine = self._watchers.get(tenant_id)
-        found = None if mine is None else mine.get(job_id)
-        if mine is None or found is None:
-            return
+    def _unwatch(self, job_id: str, watcher: _Watcher) -> None:
+        found = self._watchers.get(job_id)
         if found is watcher:
-            del mine[job_id]
+            del self._watchers[job_id]
         elif type(found) is list and watcher in found:
             found.remove(watcher)
             if len(found) == 1:
-                mine[job_id] = found[0]
-        if not mine:
-            del self._watchers[tenant_id]
+                self._watchers[job_id] = found[0]
 
     def _notify(self, job: Job) -> None:
-        """A job is terminal: wake whoever watches it."""
-        mine = self._watchers.get(job.tenant_id)
-        if mine is None:
+        """A job is terminal: wake whoever watches it (watchers check the tenant: an id may
+        be used by two tenants)."""
+        watchers = self._watchers
+        found = watchers.get(job.id)
+        if found is None:
             return
-        watcher = mine.pop(job.id, None)
-        if not mine:
-            del self._watchers[job.tenant_id]
-        if watcher is None:
+        if type(found) is not list:
+            if found.done(job):  # type: ignore[union-attr]
+                del watchers[job.id]
             return
-        if type(watcher) is list:
-            for each in watcher:
-                each.done(job)
+        left = [each for each in found if not each.done(job)]
+        if not left:
+            del watchers[job.id]
         else:
-            watcher.done(job)  # type: ignore[union-attr]
+            watchers[job.id] = left[0] if len(left) == 1 else left
 
 
 def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:

@@ -1,10 +1,10 @@
 """The memory store (the seed's "ETS registry"): jobs by (tenant id, id), with indexes by
-tenant, namespace and status, and by id (the tenants that have a job with that id), that stay
-right through every transition.
+tenant, by (tenant, namespace) and by status that stay right through every transition.
 
 Jobs are keyed by (tenant_id, id) because two tenants may use the same id: one tenant's ids tell
-it nothing about another's, and cannot block them. The store keeps each tenant's jobs and
-indexes together, so a transition touches one tenant's dicts by plain string keys.
+it nothing about another's, and cannot block them. Ids are UUIDs, so two tenants share one only
+when a caller chose it: a job is stored under its id, and under the pair (tenant id, id) only
+when another tenant's job already holds that id. Every lookup checks the tenant.
 
 Finished jobs are kept for ``finished_ttl_s`` seconds and at most ``finished_max`` of them (the
 oldest finished go first), so memory stays bounded however long the scheduler runs; a pruned job
@@ -15,8 +15,8 @@ that (later releases).
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 
 from .._errors import ConflictError, ValidationError
@@ -26,20 +26,6 @@ __all__ = ["JobKey", "MemoryStore"]
 
 #: (tenant id, job id)
 JobKey = tuple[str, str]
-
-
-class _TenantJobs:
-    """One tenant's jobs and their indexes."""
-
-    __slots__ = ("by_namespace", "by_status", "jobs", "order")
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, Job] = {}
-        # job id -> insertion sequence: orders listings (newest first) whatever the ids look
-        # like, and is the listing cursor
-        self.order: dict[str, int] = {}
-        self.by_namespace: defaultdict[str, dict[str, None]] = defaultdict(dict)
-        self.by_status: defaultdict[Status, dict[str, None]] = defaultdict(dict)
 
 
 class MemoryStore:
@@ -56,48 +42,67 @@ class MemoryStore:
             )
         self.finished_ttl_s = finished_ttl_s
         self.finished_max = finished_max
-        self._tenants: dict[str, _TenantJobs] = {}
-        self._count = 0
+        # A job's slot: its id, or (tenant id, id) when another tenant's job holds the id.
+        self._jobs: dict[str, Job] = {}
+        self._shared: dict[JobKey, Job] = {}
+        self._shared_ids: dict[str, int] = {}  # id -> how many jobs are in _shared under it
         self._next_seq = 0
-        # job id -> the first tenant that has it; the rare others in _more_owners
-        self._owner: dict[str, str] = {}
-        self._more_owners: dict[str, list[str]] = {}
-        #: ``first_owner(job_id)``: the first tenant with a job of this id, or None; and
-        #: ``shared_ids``, the ids other tenants have too (read-only: for lookups of many ids)
-        self.first_owner = self._owner.get
-        self.shared_ids: Mapping[str, object] = self._more_owners
+        # tenant -> {job id: insertion sequence}: the sequence orders listings (newest first)
+        # whatever the ids look like, and is the listing cursor.
+        self._by_tenant: dict[str, dict[str, int]] = {}
+        self._by_namespace: dict[tuple[str, str], dict[str, None]] = {}
+        self._by_status: dict[Status, dict[str | JobKey, None]] = {s: {} for s in Status}
         self._finished: deque[tuple[float, str, str]] = deque()  # (when, tenant, id)
+        #: ``job_with_id(job_id)``: the job stored under this id alone, or None (whose tenant
+        #: is the first that used the id; read-only: for lookups of many ids)
+        self.job_with_id = self._jobs.get
+        #: ``is_shared(job_id)``: whether more than one tenant has a job with this id (then a
+        #: lookup needs the tenant)
+        self.is_shared = self._shared_ids.__contains__
 
     # ---- writes -----------------------------------------------------------------------------
 
     def insert(self, job: Job) -> None:
         """Add a newly admitted job."""
         job_id, tenant_id = job.id, job.tenant_id
-        tenant = self._tenants.get(tenant_id)
+        holder = self._jobs.get(job_id)
+        slot: str | JobKey
+        if holder is None:
+            slot = job_id
+            self._jobs[job_id] = job
+        else:
+            slot = (tenant_id, job_id)
+            if holder.tenant_id == tenant_id or slot in self._shared:
+                raise ConflictError(f"duplicate job id {job_id!r} for tenant {tenant_id!r}")
+            self._shared[slot] = job
+            self._shared_ids[job_id] = self._shared_ids.get(job_id, 0) + 1
+        tenant = self._by_tenant.get(tenant_id)
         if tenant is None:
-            tenant = self._tenants[tenant_id] = _TenantJobs()
-        elif job_id in tenant.jobs:
-            raise ConflictError(f"duplicate job id {job_id!r} for tenant {tenant_id!r}")
-        tenant.jobs[job_id] = job
-        owner = self._owner.setdefault(job_id, tenant_id)
-        if owner != tenant_id:
-            self._more_owners.setdefault(job_id, []).append(tenant_id)
+            tenant = self._by_tenant[tenant_id] = {}
         self._next_seq += 1
-        tenant.order[job_id] = self._next_seq
-        tenant.by_namespace[job.namespace][job_id] = None
-        tenant.by_status[job.status][job_id] = None
-        self._count += 1
+        tenant[job_id] = self._next_seq
+        key = (tenant_id, job.namespace)
+        namespace = self._by_namespace.get(key)
+        if namespace is None:
+            namespace = self._by_namespace[key] = {}
+        namespace[job_id] = None
+        self._by_status[job.status][slot] = None
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention."""
-        tenant, job_id, status = self._tenants[job.tenant_id], job.id, job.status
-        jobs = tenant.jobs
-        old = jobs[job_id].status
-        jobs[job_id] = job
-        if old is not status:
-            by_status = tenant.by_status
-            del by_status[old][job_id]
-            by_status[status][job_id] = None
+        job_id, status, jobs = job.id, job.status, self._jobs
+        slot: str | JobKey = job_id
+        old = jobs.get(job_id)
+        if old is not None and old.tenant_id == job.tenant_id:
+            jobs[job_id] = job
+        else:
+            slot = (job.tenant_id, job_id)
+            old = self._shared[slot]
+            self._shared[slot] = job
+        if old.status is not status:
+            by_status = self._by_status
+            del by_status[old.status][slot]
+            by_status[status][slot] = None
             if status in TERMINAL_STATUSES:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
@@ -116,73 +121,66 @@ class MemoryStore:
         return dropped
 
     def _remove(self, tenant_id: str, job_id: str) -> None:
-        tenant = self._tenants.get(tenant_id)
-        job = None if tenant is None else tenant.jobs.pop(job_id, None)
-        if tenant is None or job is None:
-            return
-        more = self._more_owners.get(job_id)
-        if more is None:
-            del self._owner[job_id]
+        job = self._jobs.get(job_id)
+        slot: str | JobKey = job_id
+        if job is not None and job.tenant_id == tenant_id:
+            del self._jobs[job_id]
         else:
-            if self._owner[job_id] == tenant_id:
-                self._owner[job_id] = more.pop()
+            slot = (tenant_id, job_id)
+            job = self._shared.pop(slot, None)
+            if job is None:
+                return
+            left = self._shared_ids[job_id] - 1
+            if left:
+                self._shared_ids[job_id] = left
             else:
-                more.remove(tenant_id)
-            if not more:
-                del self._more_owners[job_id]
-        del tenant.order[job_id]
-        namespace = tenant.by_namespace[job.namespace]
+                del self._shared_ids[job_id]
+        tenant = self._by_tenant[tenant_id]
+        del tenant[job_id]
+        if not tenant:
+            del self._by_tenant[tenant_id]
+        key = (tenant_id, job.namespace)
+        namespace = self._by_namespace[key]
         del namespace[job_id]
         if not namespace:
-            del tenant.by_namespace[job.namespace]
-        del tenant.by_status[job.status][job_id]
-        self._count -= 1
-        if not tenant.jobs:
-            del self._tenants[tenant_id]
+            del self._by_namespace[key]
+        del self._by_status[job.status][slot]
 
     # ---- reads ------------------------------------------------------------------------------
 
     def get(self, tenant_id: str, job_id: str) -> Job | None:
         """A tenant's job's latest snapshot, or None."""
-        tenant = self._tenants.get(tenant_id)
-        return None if tenant is None else tenant.jobs.get(job_id)
+        job = self._jobs.get(job_id)
+        if job is not None and job.tenant_id == tenant_id:
+            return job
+        return self._shared.get((tenant_id, job_id)) if self._shared else None
 
     def owners(self, job_id: str) -> list[str]:
         """The tenants that have a job with this id (usually none or one)."""
-        owner = self._owner.get(job_id)
-        if owner is None:
-            return []
-        return [owner, *self._more_owners.get(job_id, ())]
+        job = self._jobs.get(job_id)
+        found = [] if job is None else [job.tenant_id]
+        if job_id in self._shared_ids:
+            found += [tenant for tenant, shared in self._shared if shared == job_id]
+        return found
 
     def __contains__(self, key: object) -> bool:
         """``(tenant_id, job_id) in store``."""
         if not isinstance(key, tuple) or len(key) != 2:
             return False
-        tenant = self._tenants.get(key[0])
-        return tenant is not None and key[1] in tenant.jobs
+        return self.get(key[0], key[1]) is not None
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._jobs) + len(self._shared)
 
     def count(self, status: Status) -> int:
-        """How many stored jobs have this status (O(tenants); the core keeps live counts)."""
-        return sum(len(tenant.by_status.get(status, ())) for tenant in self._tenants.values())
-
-    def get_many(self, tenant_ids: Iterable[str], job_ids: Iterable[str]) -> list[Job | None]:
-        """``get`` of each (tenant id, job id) pair, in order (one call for a batch)."""
-        tenants = self._tenants
-        found: list[Job | None] = []
-        for tenant_id, job_id in zip(tenant_ids, job_ids, strict=True):
-            tenant = tenants.get(tenant_id)
-            found.append(None if tenant is None else tenant.jobs.get(job_id))
-        return found
+        """How many stored jobs have this status."""
+        return len(self._by_status[status])
 
     def keys_with_status(self, status: Status) -> list[JobKey]:
-        """(tenant id, job id) of the stored jobs in ``status`` (O(tenants + those jobs))."""
+        """(tenant id, job id) of the stored jobs in ``status``."""
         return [
-            (tenant_id, job_id)
-            for tenant_id, tenant in self._tenants.items()
-            for job_id in tenant.by_status.get(status, ())
+            slot if isinstance(slot, tuple) else (self._jobs[slot].tenant_id, slot)
+            for slot in self._by_status[status]
         ]
 
     def list(
@@ -196,28 +194,39 @@ class MemoryStore:
     ) -> tuple[list[Job], str | None]:
         """A page of a tenant's jobs, newest (last submitted) first, after ``cursor`` (the
         ``next_cursor`` of the previous page); returns (jobs, next cursor or None)."""
-        tenant = self._tenants.get(tenant_id)
         if cursor is not None:
             after = _parse_cursor(cursor)
-        if tenant is None:
-            return [], None
-        order = tenant.order
-        pool: Mapping[str, object] = (
-            order if namespace is None else tenant.by_namespace.get(namespace, {})
-        )
-        candidates: Iterable[str] = pool
-        if status is not None:  # walk the smaller of the two indexes, look up in the other
-            with_status = tenant.by_status.get(status, {})
-            small, big = (
-                (with_status, pool) if len(with_status) < len(pool) else (pool, with_status)
-            )
-            candidates = (i for i in small if i in big)
+        order = self._by_tenant.get(tenant_id, {})
+        candidates: Iterable[str] = order
+        if namespace is not None:
+            candidates = self._by_namespace.get((tenant_id, namespace), {})
+        if status is not None:  # walk the smaller of the status index and the candidates
+            with_status = self._by_status[status]
+            if len(with_status) < len(candidates):  # type: ignore[arg-type]  # (a dict)
+                mine = candidates
+                candidates = (i for i in self._ids_of(tenant_id, with_status) if i in mine)
+            else:
+                candidates = (i for i in candidates if self._status_of(tenant_id, i) is status)
         if cursor is not None:
             candidates = (i for i in candidates if order[i] < after)
         page = heapq.nlargest(limit + 1, candidates, key=order.__getitem__)
-        jobs = [tenant.jobs[i] for i in islice(page, limit)]
+        jobs = [self.get(tenant_id, i) for i in islice(page, limit)]
         more = len(page) > limit
-        return jobs, (str(order[jobs[-1].id]) if more and jobs else None)
+        found = [job for job in jobs if job is not None]
+        return found, (str(order[found[-1].id]) if more and found else None)
+
+    def _ids_of(self, tenant_id: str, slots: Iterable[str | JobKey]) -> Iterable[str]:
+        """The ids of a tenant's jobs among these slots."""
+        for slot in slots:
+            if isinstance(slot, tuple):
+                if slot[0] == tenant_id:
+                    yield slot[1]
+            elif self._jobs[slot].tenant_id == tenant_id:
+                yield slot
+
+    def _status_of(self, tenant_id: str, job_id: str) -> Status | None:
+        job = self.get(tenant_id, job_id)
+        return None if job is None else job.status
 
 
 def _parse_cursor(cursor: str) -> int:
