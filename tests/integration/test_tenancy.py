@@ -299,3 +299,33 @@ def test_reject_unknown_tenants_through_the_engine(handlers: Callable[..., str])
         s.wait(s.submit(work.Job(kind=kind, tenant_id="known")).id, timeout=5)
         with pytest.raises(work.UnschedulableError, match="unknown tenant 'nobody'"):
             s.submit(work.Job(kind=kind, tenant_id="nobody"))
+
+
+def test_a_wait_is_not_woken_by_another_tenants_job_with_the_same_id(
+    handlers: Callable[..., str], arun: Callable[..., object]
+) -> None:
+    gates = {"acme": asyncio.Event(), "globex": asyncio.Event()}
+
+    async def gated(job: work.Job) -> str:
+        await gates[job.tenant_id].wait()
+        return job.tenant_id
+
+    kind = handlers(gated)
+
+    async def main() -> None:
+        async with work.Scheduler() as s:
+            shared = work.new_job_id()
+            for tenant in ("acme", "globex"):
+                await s.submit(work.Job(kind=kind, tenant_id=tenant, id=shared))
+            acme_wait = asyncio.create_task(s.wait(shared, tenant_id="acme", timeout=10))
+            globex_wait = asyncio.create_task(s.wait(shared, tenant_id="globex", timeout=10))
+            many = asyncio.create_task(s.as_tenant("acme").wait_many([shared], timeout=10))
+            gates["globex"].set()
+            assert (await globex_wait).result == "globex"
+            assert not acme_wait.done()
+            assert not many.done()
+            gates["acme"].set()
+            assert (await acme_wait).result == "acme"
+            assert [j.result for j in await many] == ["acme"]
+
+    arun(main())
