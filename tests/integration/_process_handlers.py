@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import nsai_work as work
+from nsai_work.backends import _worker_reset
 
 
 class CustomError(Exception):
@@ -125,19 +126,7 @@ def interval(job: work.Job) -> Any:
 # ---- what a job may leave in its worker ---------------------------------------------------------
 
 #: The resource limits a worker sets back after each job, by name.
-LIMITS = {
-    name: getattr(resource, name)
-    for name in (
-        "RLIMIT_AS",
-        "RLIMIT_CPU",
-        "RLIMIT_DATA",
-        "RLIMIT_FSIZE",
-        "RLIMIT_MEMLOCK",
-        "RLIMIT_NOFILE",
-        "RLIMIT_NPROC",
-        "RLIMIT_STACK",
-    )
-}
+LIMITS = _worker_reset.LIMITS
 _TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
 

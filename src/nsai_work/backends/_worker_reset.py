@@ -12,7 +12,7 @@ job and undoes each job's traces in two steps:
 - ``restore()``, after the reply and before the next request is read (it overlaps with the
   scheduler's own work on the reply): ``os.environ`` and the C library's environment
   (``os.putenv``, ``setenv`` from C code, which child processes inherit), the working directory,
-  the umask, ``sys.path``, the resource limits that matter to later jobs (``_LIMITS``), the nice
+  the umask, ``sys.path``, the resource limits that matter to later jobs (``LIMITS``), the nice
   value and the CPU affinity go back to the worker's own.
 
 Each returns None, or why the worker cannot be put back (a process that cannot be killed, a
@@ -39,13 +39,13 @@ from typing import Any, Final
 
 from ._worker import stat_fields
 
-__all__ = ["WorkerState", "become_subreaper"]
+__all__ = ["LIMITS", "WorkerState", "become_subreaper"]
 
 #: The resource limits that, lowered by a job, would break later ones (address space, CPU time,
 #: heap, file size, locked memory, open files, processes, stack), by name. The others (core
 #: dumps, message queues, nice and real-time priority, queued signals, RSS, which Linux ignores)
 #: are left as they are: checking one costs a system call per job.
-_LIMITS: Final = {
+LIMITS: Final = {
     name: getattr(resource, name)
     for name in (
         "RLIMIT_AS",
@@ -89,7 +89,7 @@ class WorkerState:
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.sys_path = list(sys.path)
-        self._limit_numbers = tuple(_LIMITS.values())
+        self._limit_numbers = tuple(LIMITS.values())
         self._limit_values = [resource.getrlimit(number) for number in self._limit_numbers]
         self.limits = dict(zip(self._limit_numbers, self._limit_values, strict=True))
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
@@ -157,7 +157,7 @@ class WorkerState:
         return None
 
     def _restore_limits(self) -> str | None:
-        for name, number in _LIMITS.items():
+        for name, number in LIMITS.items():
             value = self.limits[number]
             current = resource.getrlimit(number)
             if current == value:
