@@ -58,6 +58,19 @@ class JobContext:
             raise ValidationError(
                 f"progress is a fraction in [0, 1], got {fraction!r}", path="$.fraction"
             )
+        if message is not None:
+            if not isinstance(message, str):
+                raise ValidationError(
+                    f"a progress message is a string or None, got {type(message).__name__}",
+                    path="$.message",
+                )
+            try:
+                message.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError(
+                    "a progress message is text UTF-8 can encode; it holds a lone surrogate",
+                    path="$.message",
+                ) from None
         self._progress = Progress(fraction=float(fraction), message=message)
         self._heartbeat = time.time()
 

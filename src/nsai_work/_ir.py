@@ -308,14 +308,14 @@ UNLIMITED: Final = Quota()
 class Tenant(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
     """A tenant's weight in fair share and its limits.
 
-    ``weight`` (> 0) is its share of contended capacity relative to other tenants at the same
-    priority level; ``quota`` limits the tenant as a whole; ``namespaces`` may set tighter
+    ``weight`` (1e-6 to 1e6) is its share of contended capacity relative to other tenants at the
+    same priority level; ``quota`` limits the tenant as a whole; ``namespaces`` may set tighter
     limits for some of its namespaces (they also count against the tenant's quota). The id and
     the namespaces are identifiers (``IDENTIFIER_PATTERN``).
     """
 
     id: Identifier
-    weight: Annotated[float, Meta(gt=0, le=1_000_000)] = 1.0
+    weight: Annotated[float, Meta(ge=1e-6, le=1_000_000)] = 1.0
     quota: Quota = UNLIMITED
     namespaces: dict[Identifier, Quota] = {}
 

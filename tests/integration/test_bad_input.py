@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 import nsai_work as work
@@ -597,3 +598,48 @@ def test_every_rejected_submit_is_counted(
         scheduler.submit(_bad_job(kind, fields))
     totals = scheduler.stats().totals
     assert (totals.submitted, totals.rejected) == (0, 1)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0, None])
+def test_stop_with_a_bad_timeout_is_refused_and_the_scheduler_still_stops(timeout: Any) -> None:
+    s = work.SyncScheduler().start()
+    try:
+        with pytest.raises(work.ValidationError) as refused:
+            s.stop(timeout)
+        assert refused.value.path == "$.timeout"
+        assert s.running
+    finally:
+        s.stop(timeout=1)
+    assert not s.running
+
+
+def test_a_tiny_tenant_weight_is_refused() -> None:
+    """A weight of 1e-300 made a tenant's fair-share charges overflow to infinity."""
+    with pytest.raises(work.ConfigurationError, match="weight"):
+        work.SyncScheduler(tenants=[work.Tenant("t", weight=1e-300)])
+    with work.SyncScheduler() as s, pytest.raises(work.ValidationError) as refused:
+        s.set_tenant(work.Tenant("t", weight=1e-300))
+    assert refused.value.path == "$.tenant.weight"
+
+
+def test_user_text_a_store_cannot_encode_is_refused_or_replaced(
+    handlers: Callable[..., str],
+) -> None:
+    def surrogate_error(job: work.Job) -> None:
+        raise RuntimeError("bad \ud800 text")
+
+    def surrogate_progress(job: work.Job, ctx: work.JobContext) -> str:
+        try:
+            ctx.progress(0.5, "half \ud800 way")
+        except work.ValidationError as exc:
+            return exc.path
+        return "accepted"
+
+    failing, progressing = handlers(surrogate_error), handlers(surrogate_progress)
+    with work.SyncScheduler() as s:
+        failed = s.wait(s.submit(work.Job(kind=failing, tenant_id="t")).id, timeout=10)
+        progressed = s.wait(s.submit(work.Job(kind=progressing, tenant_id="t")).id, timeout=10)
+    assert failed.error is not None
+    assert failed.error.message == "bad ? text"
+    msgspec.json.encode(failed)  # a stored job stays encodable
+    assert progressed.result == "$.message"

@@ -20,7 +20,7 @@ from .._errors import ConfigurationError, NotStartedError
 from .._ir import Job, Status, Tenant
 from .._stats import Stats
 from ._config import Config, make_config
-from ._scheduler import Page
+from ._scheduler import Page, check_stop_timeout
 from ._sync import SyncScheduler
 from ._tenants import SyncTenantScope
 
@@ -72,6 +72,7 @@ def start(config: Config | None = None, **options: Any) -> SyncScheduler:
 def stop(timeout: float = 30.0) -> None:
     """Stop the process-wide scheduler (no-op if it is not running)."""
     global _default
+    check_stop_timeout(timeout)
     with _lock:
         scheduler, _default = _default, None
     if scheduler is not None:

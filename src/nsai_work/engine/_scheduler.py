@@ -242,6 +242,7 @@ def _job_error(exc: BaseException, attempt: int) -> JobError:
     """The exception as data; never raises, whatever the exception's ``__str__`` does."""
     kind = type(exc)
     qualname = getattr(kind, "__qualname__", "?")
+    clean = _encodable  # (a message or traceback with a lone surrogate could not be stored)
     # (an exception raised again from a worker process carries the original type's name)
     name = exc.type_name if isinstance(exc, RemoteError) else public_type_name(kind)
     try:
@@ -252,7 +253,21 @@ def _job_error(exc: BaseException, attempt: int) -> JobError:
         trace: str | None = "".join(traceback.format_exception(exc))
     except Exception:
         trace = None
-    return JobError(type=name, message=message, traceback=trace, attempt=attempt)
+    return JobError(
+        type=name,
+        message=clean(message),
+        traceback=None if trace is None else clean(trace),
+        attempt=attempt,
+    )
+
+
+def _encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) replaced by ``?``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 class Scheduler:
@@ -343,6 +358,7 @@ class Scheduler:
         running ones may finish until ``timeout`` seconds, then they are canceled too and get
         5 more seconds to end. A run still going then (a sync handler's thread, or an async
         handler that ignores cancellation) is abandoned, with an error logged naming its job."""
+        check_stop_timeout(timeout)
         if self._state != "running":
             return
         self._state = "stopping"
@@ -1077,6 +1093,14 @@ def _ids(job_ids: object) -> builtins.list[object]:
             path="$.job_ids",
         )
     return [*job_ids]
+
+
+def check_stop_timeout(timeout: float) -> None:
+    """Refuse a ``stop`` timeout that is not a finite number of seconds >= 0 (None is no
+    limit for a wait, not for a stop)."""
+    if timeout is None:
+        raise ValidationError("stop's timeout is seconds >= 0, got None", path="$.timeout")
+    _check_timeout(timeout)
 
 
 def _check_timeout(timeout: float | None) -> None:

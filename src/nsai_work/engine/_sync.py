@@ -24,7 +24,7 @@ from .._errors import NotStartedError, WorkError
 from .._ir import Job, Status, Tenant
 from .._stats import Stats
 from ._config import Config, make_config
-from ._scheduler import Page, Scheduler, job_list
+from ._scheduler import Page, Scheduler, check_stop_timeout, job_list
 from ._tenants import SyncTenantScope
 
 __all__ = ["SyncScheduler"]
@@ -134,6 +134,7 @@ class SyncScheduler:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the engine (see ``Scheduler.stop``) and its thread (idempotent)."""
+        check_stop_timeout(timeout)
         with self._lock:
             engine, loop, thread = self._engine, self._loop, self._thread
             if engine is None or loop is None or thread is None:
