@@ -249,8 +249,8 @@ def test_set_concurrency_limit_on_an_instance(handlers: Callable[..., str]) -> N
 @pytest.mark.parametrize(
     ("tenant", "path", "rule"),
     [
-        ({"id": "t", "weight": 0}, "$.tenant.weight", "> 0"),
-        ({"id": "t", "weight": -1}, "$.tenant.weight", "> 0"),
+        ({"id": "t", "weight": 0}, "$.tenant.weight", ">= 1e-06"),
+        ({"id": "t", "weight": -1}, "$.tenant.weight", ">= 1e-06"),
         ({"id": "t", "quota": {"cpuz": 1}}, "$.tenant.quota", "unknown field `cpuz`"),
         ({"id": "t", "quota": {"gpus": {1: 2}}}, "$.tenant.quota.gpus", "Expected `str`"),
         ({"id": "", "weight": 1}, "$.tenant.id", "length >= 1"),
