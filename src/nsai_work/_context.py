@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError
 from ._ir import Progress
+from ._validate import is_utf8
 
 if TYPE_CHECKING:
     from ._ir import Job
@@ -64,13 +65,11 @@ class JobContext:
                     f"a progress message is a string or None, got {type(message).__name__}",
                     path="$.message",
                 )
-            try:
-                message.encode("utf-8")
-            except UnicodeEncodeError:
+            if not is_utf8(message):
                 raise ValidationError(
                     "a progress message is text UTF-8 can encode; it holds a lone surrogate",
                     path="$.message",
-                ) from None
+                )
         self._progress = Progress(fraction=float(fraction), message=message)
         self._heartbeat = time.time()
 

@@ -47,6 +47,7 @@ __all__ = [
     "find_non_json",
     "find_unencodable",
     "from_msgspec_error",
+    "is_utf8",
     "normalize_result",
     "refuse_unencodable",
     "retry_copy",
@@ -234,7 +235,7 @@ def find_unencodable(value: Any) -> tuple[str, str, str] | None:
 
 def _walk_unencodable(value: Any, trail: list[str], depth: int) -> tuple[str, str] | None:
     if isinstance(value, str):
-        return None if _is_utf8(value) else ("surrogate", _surrogate_in(value))
+        return None if is_utf8(value) else ("surrogate", _surrogate_in(value))
     if isinstance(value, float):
         return None if math.isfinite(value) else ("non-finite", repr(value))
     if depth > _MAX_DEPTH:
@@ -247,7 +248,7 @@ def _walk_unencodable(value: Any, trail: list[str], depth: int) -> tuple[str, st
                 return found
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and not _is_utf8(key):
+            if isinstance(key, str) and not is_utf8(key):
                 found = ("surrogate", f"{_surrogate_in(key)} (a key)")
             else:
                 found = _walk_unencodable(item, trail, depth + 1)
@@ -267,7 +268,8 @@ def _key_step(key: object) -> str:
     return f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (it holds no lone surrogate)."""
     if text.isascii():
         return True
     try:

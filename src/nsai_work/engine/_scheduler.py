@@ -39,7 +39,7 @@ from .._errors import (
 )
 from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
-from .._validate import normalize_result, retry_copy, validate_new_job, validate_struct
+from .._validate import is_utf8, normalize_result, retry_copy, validate_new_job, validate_struct
 from ..backends import RemoteError, run_in_thread
 from ..core import (
     ArmTimer,
@@ -242,7 +242,6 @@ def _job_error(exc: BaseException, attempt: int) -> JobError:
     """The exception as data; never raises, whatever the exception's ``__str__`` does."""
     kind = type(exc)
     qualname = getattr(kind, "__qualname__", "?")
-    clean = _encodable  # (a message or traceback with a lone surrogate could not be stored)
     # (an exception raised again from a worker process carries the original type's name)
     name = exc.type_name if isinstance(exc, RemoteError) else public_type_name(kind)
     try:
@@ -255,19 +254,16 @@ def _job_error(exc: BaseException, attempt: int) -> JobError:
         trace = None
     return JobError(
         type=name,
-        message=clean(message),
-        traceback=None if trace is None else clean(trace),
+        message=_encodable(message),
+        traceback=None if trace is None else _encodable(trace),
         attempt=attempt,
     )
 
 
 def _encodable(text: str) -> str:
-    """``text`` with what UTF-8 cannot encode (lone surrogates) replaced by ``?``."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
+    """``text`` with what UTF-8 cannot encode (lone surrogates) replaced by ``?``: a job's
+    error must stay storable whatever the exception's message holds."""
+    return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
 
 
 class Scheduler:
