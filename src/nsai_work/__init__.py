@@ -17,12 +17,12 @@ that really run the work. Three faces over one engine::
 
 from __future__ import annotations
 
+import builtins
+import importlib
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import altar, backends, telemetry, testing
 from ._clock import Clock
-from ._context import JobContext
 from ._errors import (
     AdmissionError,
     BackendError,
@@ -61,26 +61,82 @@ from ._ir import (
     new_job_id,
 )
 from ._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsage
-from .backends import Backend
-from .engine import Config, Page, Scheduler, SyncScheduler, SyncTenantScope, TenantScope
-from .engine._default import (
-    as_completed,
-    as_tenant,
-    cancel,
-    default_scheduler,
-    get,
-    list,
-    retry,
-    set_concurrency_limit,
-    set_tenant,
-    start,
-    stats,
-    stop,
-    submit,
-    submit_many,
-    wait,
-    wait_many,
-)
+
+# The engine, the backends and the rest load on first use, so `import nsai_work.core` (or the
+# IR alone) loads no asyncio, threads or backends: name -> the module that defines it ("" for a
+# subpackage of this one).
+_LAZY: dict[str, str] = {
+    "JobContext": "._context",
+    "Backend": ".backends",
+    **dict.fromkeys(
+        ["Config", "Page", "Scheduler", "SyncScheduler", "SyncTenantScope", "TenantScope"],
+        ".engine",
+    ),
+    **dict.fromkeys(
+        [
+            "as_completed",
+            "as_tenant",
+            "cancel",
+            "default_scheduler",
+            "get",
+            "list",
+            "retry",
+            "set_concurrency_limit",
+            "set_tenant",
+            "start",
+            "stats",
+            "stop",
+            "submit",
+            "submit_many",
+            "wait",
+            "wait_many",
+        ],
+        ".engine._default",
+    ),
+    **dict.fromkeys(["altar", "backends", "telemetry", "testing"], ""),
+}
+
+if TYPE_CHECKING:
+    from . import altar, backends, telemetry, testing
+    from ._context import JobContext
+    from .backends import Backend
+    from .engine import Config, Page, Scheduler, SyncScheduler, SyncTenantScope, TenantScope
+    from .engine._default import (
+        as_completed,
+        as_tenant,
+        cancel,
+        default_scheduler,
+        get,
+        list,
+        retry,
+        set_concurrency_limit,
+        set_tenant,
+        start,
+        stats,
+        stop,
+        submit,
+        submit_many,
+        wait,
+        wait_many,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Load a lazily exported name on first use (PEP 562)."""
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'nsai_work' has no attribute {name!r}")
+    if where:
+        value = getattr(importlib.import_module(where, __name__), name)
+    else:
+        value = importlib.import_module(f".{name}", __name__)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> builtins.list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

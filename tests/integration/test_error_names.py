@@ -42,10 +42,12 @@ def _fail_for_good(job: work.Job) -> None:
     raise work.NonRetryableError("no")
 
 
-def test_list_without_a_tenant_names_the_public_function() -> None:
+def test_list_without_a_tenant_says_which_argument_is_missing() -> None:
     work.start()
     try:
-        with pytest.raises(TypeError, match=r"^list\(\) missing 1 required positional argument: "):
-            work.list()  # type: ignore[call-arg]
+        with pytest.raises(work.ValidationError, match=r"^list needs tenant_id: ") as caught:
+            work.list()
+        assert caught.value.path == "$.tenant_id"
+        assert work.as_tenant("acme").list().jobs == []
     finally:
         work.stop()

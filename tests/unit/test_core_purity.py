@@ -6,6 +6,8 @@ function is caught too."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +139,39 @@ def test_the_checker_catches_impure_sources(source: str) -> None:
 )
 def test_the_checker_allows_pure_sources(source: str) -> None:
     assert violations(source, "nsai_work.core._x") == []
+
+
+def test_importing_the_core_loads_the_core_alone() -> None:
+    """`import nsai_work.core` loads the IR and the core, not the engine, asyncio or backends
+    (the package's own `__init__` loads those on first use)."""
+    script = (
+        "import sys, nsai_work.core\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('nsai_work'))))\n"
+        "print('asyncio' in sys.modules)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    loaded = set(found[0].split())
+    outside_core = {m for m in loaded if not m.startswith(CORE_PACKAGE)}
+    assert outside_core <= {
+        "nsai_work",
+        "nsai_work._clock",
+        "nsai_work._errors",
+        "nsai_work._handlers",
+        "nsai_work._ir",
+        "nsai_work._stats",
+        "nsai_work._validate",
+    }, outside_core
+    assert f"{CORE_PACKAGE}._core" in loaded
+    assert found[1] == "False"
+
+
+def test_the_package_exports_every_name_it_lists_lazily_or_not() -> None:
+    import nsai_work as work
+
+    for name in work.__all__:
+        assert getattr(work, name) is not None, name
+    assert set(work.__all__) <= set(dir(work))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        work.nope  # type: ignore[attr-defined]  # noqa: B018

@@ -9,20 +9,17 @@ or the default exit, runs).
 from __future__ import annotations
 
 import atexit
-import builtins
+import functools
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .._errors import ConfigurationError, NotStartedError
-from .._ir import Job, Status, Tenant
-from .._stats import Stats
 from ._config import Config, make_config
-from ._scheduler import Page, check_stop_timeout
+from ._scheduler import check_stop_timeout
 from ._sync import SyncScheduler
-from ._tenants import SyncTenantScope
 
 __all__ = [
     "as_completed",
@@ -43,6 +40,9 @@ __all__ = [
     "wait",
     "wait_many",
 ]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _default: SyncScheduler | None = None
@@ -122,83 +122,32 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 # ---- the verbs, on the default scheduler ------------------------------------------------------
 
 
-def submit(job: Job) -> Job:
-    """Admit one job (see ``SyncScheduler.submit``)."""
-    return default_scheduler().submit(job)
+def on_default(verb: Callable[Concatenate[SyncScheduler, P], T]) -> Callable[P, T]:
+    """The module function that calls the blocking method ``verb`` on the default scheduler
+    (same signature and docstring)."""
+
+    @functools.wraps(verb)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return verb(default_scheduler(), *args, **kwargs)
+
+    call.__qualname__ = verb.__name__
+    call.__module__ = "nsai_work"
+    return call
 
 
-def submit_many(jobs: Iterable[Job]) -> builtins.list[Job]:
-    """Admit a batch, all or nothing."""
-    return default_scheduler().submit_many(jobs)
-
-
-def get(job_id: str, *, tenant_id: str | None = None) -> Job:
-    """The job as it is now (``tenant_id`` only when two tenants use this id)."""
-    return default_scheduler().get(job_id, tenant_id=tenant_id)
-
-
-def list(
-    tenant_id: str,
-    *,
-    namespace: str | None = None,
-    status: Status | str | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> Page:
-    """A page of a tenant's jobs, newest first (``work.list``)."""
-    return default_scheduler().list(
-        tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
-    )
-
-
-def wait(job_id: str, timeout: float | None = None, *, tenant_id: str | None = None) -> Job:
-    """Block until the job is terminal."""
-    return default_scheduler().wait(job_id, timeout, tenant_id=tenant_id)
-
-
-def wait_many(
-    job_ids: Iterable[str], timeout: float | None = None, *, tenant_id: str | None = None
-) -> builtins.list[Job]:
-    """Block until every job is terminal."""
-    return default_scheduler().wait_many(job_ids, timeout, tenant_id=tenant_id)
-
-
-def as_completed(
-    job_ids: Iterable[str], timeout: float | None = None, *, tenant_id: str | None = None
-) -> Iterator[Job]:
-    """Yield jobs as they finish."""
-    return default_scheduler().as_completed(job_ids, timeout, tenant_id=tenant_id)
-
-
-def cancel(job_id: str, reason: str | None = None, *, tenant_id: str | None = None) -> Job:
-    """Cancel a job."""
-    return default_scheduler().cancel(job_id, reason, tenant_id=tenant_id)
-
-
-def retry(job_id: str, *, tenant_id: str | None = None) -> Job:
-    """Submit a copy of a terminal job."""
-    return default_scheduler().retry(job_id, tenant_id=tenant_id)
-
-
-def stats() -> Stats:
-    """The default scheduler's counters."""
-    return default_scheduler().stats()
-
-
-def set_tenant(tenant: Tenant) -> Tenant:
-    """Add or change a tenant of the default scheduler (effective for the next decision)."""
-    return default_scheduler().set_tenant(tenant)
-
-
-def set_concurrency_limit(group: str, limit: int) -> None:
-    """At most ``limit`` jobs of a concurrency group run at once on the default scheduler."""
-    default_scheduler().set_concurrency_limit(group, limit)
-
-
-def as_tenant(tenant_id: str) -> SyncTenantScope:
-    """A handle on the default scheduler that sees and changes only one tenant's jobs."""
-    return default_scheduler().as_tenant(tenant_id)
-
+submit = on_default(SyncScheduler.submit)
+submit_many = on_default(SyncScheduler.submit_many)
+get = on_default(SyncScheduler.get)
+list = on_default(SyncScheduler.list)
+wait = on_default(SyncScheduler.wait)
+wait_many = on_default(SyncScheduler.wait_many)
+as_completed = on_default(SyncScheduler.as_completed)
+cancel = on_default(SyncScheduler.cancel)
+retry = on_default(SyncScheduler.retry)
+stats = on_default(SyncScheduler.stats)
+set_tenant = on_default(SyncScheduler.set_tenant)
+set_concurrency_limit = on_default(SyncScheduler.set_concurrency_limit)
+as_tenant = on_default(SyncScheduler.as_tenant)
 
 #: The same function under the name it had before ``work.list`` was defined as ``list``.
 list_jobs = list

@@ -17,7 +17,7 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,7 +39,7 @@ from .._errors import (
 )
 from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
-from .._validate import is_utf8, normalize_result, retry_copy, validate_new_job, validate_struct
+from .._validate import is_utf8, normalize_result, validate_new_job, validate_struct
 from ..backends import RemoteError, run_in_thread
 from ..core import (
     ArmTimer,
@@ -71,6 +71,7 @@ from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
 from ._emit import Emitter, rejection_reason
 from ._timers import TimerHeap
+from ._verbs import Verbs, Watcher, check_timeout
 
 if TYPE_CHECKING:
     from ._tenants import TenantScope
@@ -112,56 +113,6 @@ class Page(Struct, kw_only=True):
 
 #: A run in flight: its task, its context, its backend.
 _RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
-
-
-class _WaitGroup:
-    """A ``wait_many`` in progress: its results (the jobs it waits for, replaced as they
-    finish), where each of those goes (by job id), how many are left, its future. It watches
-    each of them (``Scheduler._watch``), so a finished job wakes only the calls waiting for it.
-    """
-
-    __slots__ = ("future", "left", "results", "slots")
-
-    def __init__(self, results: builtins.list[Job], future: asyncio.Future[None]) -> None:
-        self.results = results
-        self.future = future
-        self.slots: dict[str, int] = {}  # job id -> index in results, while it is not finished
-        self.left = 0
-
-    def done(self, job: Job) -> bool:
-        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
-        index = self.slots.get(job.id)
-        if index is None or self.results[index].tenant_id != job.tenant_id:
-            return False  # another tenant's job with the same id
-        del self.slots[job.id]
-        self.results[index] = job
-        self.left -= 1
-        if not self.left and not self.future.done():
-            self.future.set_result(None)
-        return True
-
-
-class _Collector:
-    """An ``as_completed`` in progress: watched jobs go to its queue as they finish."""
-
-    __slots__ = ("queue", "tenants")
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
-        self.tenants: dict[str, str] = {}  # watched job id -> its tenant
-
-    def done(self, job: Job) -> bool:
-        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
-        if self.tenants.get(job.id) != job.tenant_id:
-            return False
-        del self.tenants[job.id]
-        self.queue.put_nowait(job)
-        return True
-
-
-#: What waits for jobs to finish: ``done(job)`` takes a terminal job with a watched id, and
-#: says whether it was the watched one.
-_Watcher = _WaitGroup | _Collector
 
 
 class _Handoff:
@@ -266,7 +217,7 @@ def _encodable(text: str) -> str:
     return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
 
 
-class Scheduler:
+class Scheduler(Verbs):
     """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
 
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
@@ -335,7 +286,7 @@ class Scheduler:
         self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
         # who waits for a job to be terminal (wait, wait_many, as_completed), by job id: one
         # watcher, or a list when several do
-        self._watchers: dict[str, _Watcher | list[_Watcher]] = {}
+        self._watchers: dict[str, Watcher | list[Watcher]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._handoff: _Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
@@ -425,128 +376,17 @@ class Scheduler:
                 f"`await s.start()` before submitting"
             )
 
-    # ---- verbs --------------------------------------------------------------------------------
+    # ---- the scheduler's own verbs (those on jobs are Verbs') ----------------------------------
 
-    async def submit(self, job: Job) -> Job:
-        """Admit one job; returns it as accepted (status pending or later)."""
-        return self.submit_now([job], batch=False)[0]
-
-    async def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
-        """Admit a batch, all or nothing (the error names the index of the bad job)."""
-        return self.submit_now(job_list(jobs), batch=True)
-
-    async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job:
-        """The job as it is now (``NotFoundError`` if unknown or pruned).
-
-        Jobs are keyed by (tenant_id, id): ``tenant_id`` is needed only when two tenants have a
-        job with this id (``ValidationError`` says so); the same holds for every verb that
-        takes job ids."""
-        return self.get_now(job_id, tenant_id=tenant_id)
-
-    async def list(
-        self,
-        tenant_id: str,
-        *,
-        namespace: str | None = None,
-        status: Status | str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page:
-        """A page of a tenant's jobs, newest first; pass ``page.next_cursor`` for the next."""
-        return self.list_now(
-            tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
-        )
-
-    async def wait(
-        self, job_id: str, timeout: float | None = None, *, tenant_id: str | None = None
-    ) -> Job:
-        """The job once terminal, whatever its status (a failed job is returned, not raised);
-        ``WaitTimeoutError`` after ``timeout`` seconds."""
-        return (await self.wait_many([job_id], timeout, tenant_id=tenant_id))[0]
-
-    async def wait_many(
-        self,
-        job_ids: Iterable[str],
-        timeout: float | None = None,
-        *,
-        tenant_id: str | None = None,
-    ) -> builtins.list[Job]:
-        """Every job once terminal, in the order given (one wake-up for the whole set)."""
-        jobs = self._lookup(job_ids, tenant_id)
-        _check_timeout(timeout)
-        group = _WaitGroup(jobs, self._loop.create_future())
-        slots = group.slots
-        repeats: builtins.list[tuple[int, int]] = []  # (index, index of its first mention)
-        for index, job in enumerate(jobs):
-            if job.status in TERMINAL_STATUSES:
-                continue
-            first = slots.get(job.id)  # (one call resolves each id to one tenant)
-            if first is not None:
-                repeats.append((index, first))
-                continue
-            slots[job.id] = index
-            group.left += 1
-            self._watch(job.id, group)
-        if group.left:
-            try:
-                await asyncio.wait_for(group.future, timeout)
-            except TimeoutError:
-                one = f" (job {jobs[0].id} is {self._current(jobs[0]).status})"
-                raise WaitTimeoutError(
-                    f"{group.left} of {len(jobs)} jobs are not finished after {timeout} s"
-                    + (one if len(jobs) == 1 else "")
-                ) from None
-            finally:
-                for job_id in slots:
-                    self._unwatch(job_id, group)
-        for index, first in repeats:
-            jobs[index] = jobs[first]
-        return jobs
-
-    async def as_completed(
-        self,
-        job_ids: Iterable[str],
-        timeout: float | None = None,
-        *,
-        tenant_id: str | None = None,
-    ) -> AsyncIterator[Job]:
-        """Yield each job as it reaches a terminal state."""
-        jobs = self._lookup(job_ids, tenant_id)
-        _check_timeout(timeout)
-        collector = _Collector()
-        done, watched = collector.queue, collector.tenants
-        for job in jobs:
-            if job.status in TERMINAL_STATUSES:
-                done.put_nowait(job)
-            elif job.id not in watched:
-                watched[job.id] = job.tenant_id
-                self._watch(job.id, collector)
-        expected = len(watched) + done.qsize()
-        try:
-            async with asyncio.timeout(timeout):
-                for _ in range(expected):
-                    yield await done.get()
-        except TimeoutError:
-            raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
-        finally:
-            for job_id in list(watched):
-                self._unwatch(job_id, collector)
-
-    async def cancel(
-        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
-    ) -> Job:
-        """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
-        return self.cancel_now(job_id, reason, tenant_id=tenant_id)
-
-    async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
-        """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
-        return self.retry_now(job_id, tenant_id=tenant_id)
+    @property
+    def _engine(self) -> Scheduler:
+        return self
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until no execution is in flight (every dispatched run has really ended and
         released its capacity). Useful in tests; ``WaitTimeoutError`` after ``timeout``."""
         self._require_started()
-        _check_timeout(timeout)
+        check_timeout(timeout)
         if not self._runs:
             return
         future: asyncio.Future[None] = self._loop.create_future()
@@ -578,11 +418,23 @@ class Scheduler:
         """Add or change a tenant (weight, quota, namespace limits), effective for the next
         decision. A quota below current use is allowed: nothing running is stopped, new
         dispatches wait."""
-        return self.set_tenant_now(tenant)
+        checked = validate_struct(tenant, Tenant, "$.tenant")
+        self._require_started()
+        self._feed(TenantChanged(checked))
+        return checked
 
     async def set_concurrency_limit(self, group: str, limit: int) -> None:
         """At most ``limit`` jobs of ``constraints.concurrency_group == group`` run at once."""
-        self.set_concurrency_limit_now(group, limit)
+        if not isinstance(group, str) or not group:
+            raise ValidationError(
+                f"a concurrency group is a non-empty string, got {group!r}", path="$.group"
+            )
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValidationError(
+                f"a concurrency limit is an int >= 1, got {limit!r}", path="$.limit"
+            )
+        self._require_started()
+        self._feed(ConcurrencyLimitChanged(group, limit))
 
     def as_tenant(self, tenant_id: str) -> TenantScope:
         """A handle that sees and changes only ``tenant_id``'s jobs."""
@@ -590,10 +442,10 @@ class Scheduler:
 
         return TenantScope(self, tenant_id)
 
-    # ---- the same verbs, synchronous, for the loop thread (the blocking facade calls these) ---
+    # ---- what the verbs do on the loop thread -------------------------------------------------
 
-    def submit_now(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
-        """``submit``/``submit_many`` without awaiting; call on the loop thread only."""
+    def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
+        """Validate, route and admit jobs (all or nothing); the stored jobs."""
         self._require_running()
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
@@ -637,10 +489,6 @@ class Scheduler:
         self._apply(decisions, now)
         store = self._store
         return [store.get(job.tenant_id, job.id) for job in validated]  # type: ignore[misc]
-
-    def get_now(self, job_id: str, *, tenant_id: str | None = None) -> Job:
-        """``get`` without awaiting."""
-        return self._current(self._stored(self._key(job_id, tenant_id)))
 
     def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
         """The (tenant id, job id) a caller means: the tenant is looked up when not given, and
@@ -714,36 +562,15 @@ class Scheduler:
                 return replace(job, progress=run[1].last_progress)
         return job
 
-    def list_now(
+    def _list(
         self,
         tenant_id: str,
-        *,
-        namespace: str | None = None,
-        status: Status | str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
+        namespace: str | None,
+        status: Status | None,
+        limit: int,
+        cursor: str | None,
     ) -> Page:
-        """``list`` without awaiting."""
-        if not isinstance(tenant_id, str) or not tenant_id:
-            raise ValidationError(
-                f"tenant_id is a non-empty string, got {tenant_id!r}", path="$.tenant_id"
-            )
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValidationError(
-                f"namespace is a non-empty string or None, got {namespace!r}", path="$.namespace"
-            )
-        if status is not None:
-            try:
-                status = Status(status)
-            except ValueError:
-                raise ValidationError(
-                    f"unknown status {status!r}; one of {[s.value for s in Status]}",
-                    path="$.status",
-                ) from None
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
-            raise ValidationError(f"limit is an int in [1, 10000], got {limit!r}", path="$.limit")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValidationError(f"cursor is a job id string, got {cursor!r}", path="$.cursor")
+        """A page of a tenant's jobs from the store, newest first (arguments checked)."""
         if self._state == "new":
             return Page(jobs=[])
         jobs, next_cursor = self._store.list(
@@ -751,51 +578,12 @@ class Scheduler:
         )
         return Page(jobs=[self._current(job) for job in jobs], next_cursor=next_cursor)
 
-    def cancel_now(
-        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
-    ) -> Job:
-        """``cancel`` without awaiting."""
-        key = self._key(job_id, tenant_id)
-        job = self._stored(key)
-        if job.status in TERMINAL_STATUSES:
-            return job
-        if reason is not None and not isinstance(reason, str):
-            raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
-        self._feed(Cancel(key[0], key[1], reason or "requested"))
+    def _cancel(self, key: JobKey, reason: str) -> Job:
+        """Cancel a live job; the job as it is then."""
+        self._feed(Cancel(key[0], key[1], reason))
         return self._current(self._stored(key))
 
-    def retry_now(self, job_id: str, *, tenant_id: str | None = None) -> Job:
-        """``retry`` without awaiting."""
-        job = self._stored(self._key(job_id, tenant_id))
-        if job.status not in TERMINAL_STATUSES:
-            raise ConflictError(
-                f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
-                f"timeout or canceled); wait for it or cancel it first"
-            )
-        with retry_copy(job) as copy_of:
-            return self.submit_now([copy_of], batch=False)[0]
-
-    def set_tenant_now(self, tenant: Tenant) -> Tenant:
-        """``set_tenant`` without awaiting."""
-        checked = validate_struct(tenant, Tenant, "$.tenant")
-        self._require_started()
-        self._feed(TenantChanged(checked))
-        return checked
-
-    def set_concurrency_limit_now(self, group: str, limit: int) -> None:
-        """``set_concurrency_limit`` without awaiting."""
-        if not isinstance(group, str) or not group:
-            raise ValidationError(
-                f"a concurrency group is a non-empty string, got {group!r}", path="$.group"
-            )
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValidationError(
-                f"a concurrency limit is an int >= 1, got {limit!r}", path="$.limit"
-            )
-        self._require_started()
-        self._feed(ConcurrencyLimitChanged(group, limit))
-
-    def tenant_stats_now(self, tenant_id: str) -> TenantStats:
+    def _tenant_stats(self, tenant_id: str) -> TenantStats:
         """One tenant's stats, from its own counters: O(1) in the number of tenants (zeros for a
         tenant never seen)."""
         self._require_started()
@@ -1018,7 +806,7 @@ class Scheduler:
     def _on_timer(self, key: TimerKey) -> None:
         self._feed(TimerFired(key))
 
-    def _watch(self, job_id: str, watcher: _Watcher) -> None:
+    def _watch(self, job_id: str, watcher: Watcher) -> None:
         """Have ``watcher.done(job)`` called when a job with this id is terminal."""
         found = self._watchers.get(job_id)
         if found is None:
@@ -1028,7 +816,7 @@ class Scheduler:
         else:
             self._watchers[job_id] = [found, watcher]  # type: ignore[list-item]
 
-    def _unwatch(self, job_id: str, watcher: _Watcher) -> None:
+    def _unwatch(self, job_id: str, watcher: Watcher) -> None:
         found = self._watchers.get(job_id)
         if found is watcher:
             del self._watchers[job_id]
@@ -1070,16 +858,6 @@ async def _quietly(awaitable: Any, backend: str) -> None:
         _log.exception("backend %r failed to cancel a job", backend)
 
 
-def job_list(jobs: object) -> builtins.list[Job]:
-    """The jobs a ``submit_many`` caller passed, as a list (each is checked at submit)."""
-    if isinstance(jobs, str | bytes) or not isinstance(jobs, Iterable):
-        raise ValidationError(
-            f"submit_many takes a list (or other iterable) of work.Job, got {type(jobs).__name__}",
-            path="$.jobs",
-        )
-    return [*jobs]
-
-
 def _ids(job_ids: object) -> builtins.list[object]:
     """The job ids a ``wait_many``/``as_completed`` caller passed, as a list."""
     if isinstance(job_ids, str) or not isinstance(job_ids, Iterable):
@@ -1096,17 +874,4 @@ def check_stop_timeout(timeout: float) -> None:
     limit for a wait, not for a stop)."""
     if timeout is None:
         raise ValidationError("stop's timeout is seconds >= 0, got None", path="$.timeout")
-    _check_timeout(timeout)
-
-
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and (
-        not isinstance(timeout, int | float)
-        or isinstance(timeout, bool)
-        or not 0 <= timeout <= 1e12  # also refuses NaN and infinity (1e12 s: 31,700 years)
-    ):
-        raise ValidationError(
-            f"timeout is a finite number of seconds, 0 to 1e12, or None to wait without a limit; "
-            f"got {timeout!r}",
-            path="$.timeout",
-        )
+    check_timeout(timeout)

@@ -12,19 +12,18 @@ Nothing hangs if the loop thread dies (say user code scheduled a callback on it 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
+import inspect
 import queue
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .._errors import NotStartedError, WorkError
-from .._ir import Job, Status, Tenant
-from .._stats import Stats
+from ._blocking import SyncVerbs, blocking, start_eagerly
 from ._config import Config, make_config
-from ._scheduler import Page, Scheduler, check_stop_timeout, job_list
+from ._scheduler import Scheduler, check_stop_timeout
 from ._tenants import SyncTenantScope
 
 __all__ = ["SyncScheduler"]
@@ -32,7 +31,7 @@ __all__ = ["SyncScheduler"]
 T = TypeVar("T")
 
 
-class SyncScheduler:
+class SyncScheduler(SyncVerbs):
     """The blocking face: ``with work.SyncScheduler(...) as s:``; verbs wait for their answer.
 
     Takes the same options as ``Scheduler`` (``work.Config``).
@@ -188,123 +187,59 @@ class SyncScheduler:
         finally:
             self._unregister(token)
 
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _run(self, make: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        """Run ``make(engine)`` on the loop thread, its first step at once; its answer, here."""
         engine = self._engine
-        if engine is None:
+        loop = self._loop
+        if engine is None or loop is None:
             raise NotStartedError("this SyncScheduler is not started: call start() or use `with`")
         self._guard()
-        future: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
-
         if self._death is not None:
             raise self._dead_error()
-        engine.call_threadsafe(run)
-        return self._wait_for(future)
-
-    def _await(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop
+        coroutine = make(engine)
+        answer: Future[T] = Future()
+        engine.call_threadsafe(lambda: start_eagerly(coroutine, loop, answer))
         try:
-            if loop is None:
-                raise NotStartedError(
-                    "this SyncScheduler is not started: call start() or use `with`"
-                )
-            self._guard()
-            if self._death is not None:
-                raise self._dead_error()
-        except BaseException:
-            coroutine.close()
-            raise
-        return self._wait_for(asyncio.run_coroutine_threadsafe(coroutine, loop))
+            return self._wait_for(answer)
+        finally:
+            if inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+                coroutine.close()  # the loop died before it took the call
 
-    # ---- verbs --------------------------------------------------------------------------------
-
-    def submit(self, job: Job) -> Job:
-        """Admit one job; returns it as accepted (status pending or later)."""
-        return self._call(self.engine.submit_now, [job], batch=False)[0]
-
-    def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
-        """Admit a batch in one hand-off, all or nothing."""
-        return self._call(self.engine.submit_now, job_list(jobs), batch=True)
-
-    def get(self, job_id: str, *, tenant_id: str | None = None) -> Job:
-        """The job as it is now (``tenant_id``: see ``Scheduler.get``)."""
-        return self._call(self.engine.get_now, job_id, tenant_id=tenant_id)
-
-    def list(
-        self,
-        tenant_id: str,
-        *,
-        namespace: str | None = None,
-        status: Status | str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page:
-        """A page of a tenant's jobs, newest first."""
-        return self._call(
-            self.engine.list_now,
-            tenant_id,
-            namespace=namespace,
-            status=status,
-            limit=limit,
-            cursor=cursor,
-        )
-
-    def wait(
-        self, job_id: str, timeout: float | None = None, *, tenant_id: str | None = None
-    ) -> Job:
-        """Block until the job is terminal; returns it whatever its status."""
-        return self._await(self.engine.wait(job_id, timeout, tenant_id=tenant_id))
-
-    def wait_many(
-        self,
-        job_ids: Iterable[str],
-        timeout: float | None = None,
-        *,
-        tenant_id: str | None = None,
-    ) -> builtins.list[Job]:
-        """Block until every job is terminal."""
-        return self._await(self.engine.wait_many(job_ids, timeout, tenant_id=tenant_id))
-
-    def as_completed(
-        self,
-        job_ids: Iterable[str],
-        timeout: float | None = None,
-        *,
-        tenant_id: str | None = None,
-    ) -> Iterator[Job]:
-        """Yield each job as it finishes."""
-        engine = self.engine
+    def _iterate(self, make: Callable[[Any], AsyncIterator[T]]) -> Iterator[T]:
+        """Iterate ``make(engine)`` on the loop thread; its items, here, as they come."""
+        engine = self._engine
+        loop = self._loop
+        if engine is None or loop is None:
+            raise NotStartedError("this SyncScheduler is not started: call start() or use `with`")
         self._guard()
         if self._death is not None:
             raise self._dead_error()
-        ids = job_ids
+        items = make(engine)
         results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
         async def pump() -> None:
             try:
-                async for job in engine.as_completed(ids, timeout, tenant_id=tenant_id):
-                    results.put(("job", job))
+                async for item in items:
+                    results.put(("item", item))
             except BaseException as exc:
                 results.put(("error", exc))
                 return
             results.put(("done", None))
 
-        assert self._loop is not None
+        return self._drain(pump(), loop, results)
+
+    def _drain(
+        self,
+        pump: Coroutine[Any, Any, None],
+        loop: asyncio.AbstractEventLoop,
+        results: queue.SimpleQueue[tuple[str, Any]],
+    ) -> Iterator[Any]:
         token = self._register(lambda error: results.put(("error", error)))
         try:
-            asyncio.run_coroutine_threadsafe(pump(), self._loop)
+            asyncio.run_coroutine_threadsafe(pump, loop)
             while True:
                 what, value = results.get()
-                if what == "job":
+                if what == "item":
                     yield value
                 elif what == "error":
                     raise value
@@ -313,31 +248,12 @@ class SyncScheduler:
         finally:
             self._unregister(token)
 
-    def wait_idle(self, timeout: float | None = None) -> None:
-        """Block until no execution is in flight (see ``Scheduler.wait_idle``)."""
-        self._await(self.engine.wait_idle(timeout))
+    # ---- verbs: those on jobs come from SyncVerbs, these are the scheduler's own ------------
 
-    def cancel(
-        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
-    ) -> Job:
-        """Cancel a job; a terminal one is returned unchanged."""
-        return self._call(self.engine.cancel_now, job_id, reason, tenant_id=tenant_id)
-
-    def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
-        """Submit a copy of a terminal job."""
-        return self._call(self.engine.retry_now, job_id, tenant_id=tenant_id)
-
-    def stats(self) -> Stats:
-        """Counts by status per priority, tenant and backend; pools; waiting reasons."""
-        return self._await(self.engine.stats())
-
-    def set_tenant(self, tenant: Tenant) -> Tenant:
-        """Add or change a tenant, effective for the next decision (see ``Scheduler``)."""
-        return self._call(self.engine.set_tenant_now, tenant)
-
-    def set_concurrency_limit(self, group: str, limit: int) -> None:
-        """At most ``limit`` jobs of the concurrency group run at once."""
-        self._call(self.engine.set_concurrency_limit_now, group, limit)
+    wait_idle = blocking(Scheduler.wait_idle)
+    stats = blocking(Scheduler.stats)
+    set_tenant = blocking(Scheduler.set_tenant)
+    set_concurrency_limit = blocking(Scheduler.set_concurrency_limit)
 
     def as_tenant(self, tenant_id: str) -> SyncTenantScope:
         """A handle that sees and changes only ``tenant_id``'s jobs."""

@@ -1,0 +1,304 @@
+"""The verbs on jobs, written once for every face.
+
+``Verbs`` holds the one implementation of each verb on jobs (submit, get, list, wait, cancel,
+retry...): the checks of its arguments, its options, its documentation. Every face runs it:
+
+- ``Scheduler`` is a ``Verbs`` with full rights over every tenant;
+- ``TenantScope`` is a ``Verbs`` bound to one tenant (``scheduler.as_tenant("acme")``);
+- the blocking faces (``SyncScheduler``, ``SyncTenantScope`` and the module functions) run these
+  same coroutines on the engine's loop thread (``_blocking.blocking``), and take their
+  signatures and docstrings from them.
+
+So an option added here is an option of every face. Each verb is a coroutine, so a verb can wait
+for what it needs (a durable store's commit) before it answers, on every face alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+from .._errors import ConflictError, ValidationError, WaitTimeoutError
+from .._ir import TERMINAL_STATUSES, Job, Status
+from .._validate import retry_copy
+
+if TYPE_CHECKING:
+    from ._scheduler import Page, Scheduler
+
+__all__ = ["Verbs", "check_timeout", "job_list"]
+
+
+class Verbs:
+    """The verbs on jobs. ``_engine`` carries them out; ``_scope`` is the tenant a scoped handle
+    is bound to, or None for full rights over every tenant."""
+
+    __slots__ = ()
+
+    @property
+    def _engine(self) -> Scheduler:
+        raise NotImplementedError
+
+    @property
+    def _scope(self) -> str | None:
+        return None
+
+    def _tenant(self, tenant_id: str | None) -> str | None:
+        """Whose job a caller means: a scoped handle's own tenant, whatever was passed (another
+        tenant is refused); with full rights, what was passed."""
+        scope = self._scope
+        if scope is None or tenant_id is None or tenant_id == scope:
+            return scope if scope is not None else tenant_id
+        raise ValidationError(
+            f"this handle sees tenant {scope!r}'s jobs only; got tenant_id={tenant_id!r}",
+            path="$.tenant_id",
+        )
+
+    def _own(self, jobs: builtins.list[Job], *, batch: bool) -> builtins.list[Job]:
+        """A scoped handle submits its own tenant's jobs only."""
+        scope = self._scope
+        if scope is not None:
+            for index, job in enumerate(jobs):
+                owner = getattr(job, "tenant_id", None)
+                if owner != scope:
+                    raise ValidationError(
+                        f"this handle submits for tenant {scope!r} only; the job is for {owner!r}",
+                        path="$.tenant_id",
+                        index=index if batch else None,
+                    )
+        return jobs
+
+    async def submit(self, job: Job) -> Job:
+        """Admit one job; returns it as accepted (status pending or later)."""
+        return self._engine._admit(self._own([job], batch=False), batch=False)[0]
+
+    async def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
+        """Admit a batch, all or nothing (the error names the index of the bad job)."""
+        return self._engine._admit(self._own(job_list(jobs), batch=True), batch=True)
+
+    async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job:
+        """The job as it is now (``NotFoundError`` if unknown, another tenant's, or pruned).
+
+        Jobs are keyed by (tenant_id, id): ``tenant_id`` is needed only when two tenants have a
+        job with this id (``ValidationError`` says so); the same holds for every verb that
+        takes job ids."""
+        engine = self._engine
+        return engine._current(engine._stored(engine._key(job_id, self._tenant(tenant_id))))
+
+    async def list(
+        self,
+        tenant_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of a tenant's jobs, newest first; pass ``page.next_cursor`` for the next.
+
+        ``tenant_id`` is required with full rights; a scoped handle lists its own tenant."""
+        tenant_id = self._tenant(tenant_id)
+        if tenant_id is None:
+            raise ValidationError(
+                "list needs tenant_id: whose jobs to list (a handle from as_tenant(...) lists "
+                "its own tenant's)",
+                path="$.tenant_id",
+            )
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise ValidationError(
+                f"tenant_id is a non-empty string, got {tenant_id!r}", path="$.tenant_id"
+            )
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ValidationError(
+                f"namespace is a non-empty string or None, got {namespace!r}", path="$.namespace"
+            )
+        if status is not None:
+            try:
+                status = Status(status)
+            except ValueError:
+                raise ValidationError(
+                    f"unknown status {status!r}; one of {[s.value for s in Status]}",
+                    path="$.status",
+                ) from None
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+            raise ValidationError(f"limit is an int in [1, 10000], got {limit!r}", path="$.limit")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValidationError(f"cursor is a string, got {cursor!r}", path="$.cursor")
+        return self._engine._list(tenant_id, namespace, status, limit, cursor)
+
+    async def wait(
+        self, job_id: str, timeout: float | None = None, *, tenant_id: str | None = None
+    ) -> Job:
+        """The job once terminal, whatever its status (a failed job is returned, not raised);
+        ``WaitTimeoutError`` after ``timeout`` seconds."""
+        return (await self.wait_many([job_id], timeout, tenant_id=tenant_id))[0]
+
+    async def wait_many(
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        tenant_id: str | None = None,
+    ) -> builtins.list[Job]:
+        """Every job once terminal, in the order given (one wake-up for the whole set)."""
+        engine = self._engine
+        jobs = engine._lookup(job_ids, self._tenant(tenant_id))
+        check_timeout(timeout)
+        group = _WaitGroup(jobs, engine._loop.create_future())
+        slots = group.slots
+        repeats: builtins.list[tuple[int, int]] = []  # (index, index of its first mention)
+        for index, job in enumerate(jobs):
+            if job.status in TERMINAL_STATUSES:
+                continue
+            first = slots.get(job.id)  # (one call resolves each id to one tenant)
+            if first is not None:
+                repeats.append((index, first))
+                continue
+            slots[job.id] = index
+            group.left += 1
+            engine._watch(job.id, group)
+        if group.left:
+            try:
+                await asyncio.wait_for(group.future, timeout)
+            except TimeoutError:
+                one = f" (job {jobs[0].id} is {engine._current(jobs[0]).status})"
+                raise WaitTimeoutError(
+                    f"{group.left} of {len(jobs)} jobs are not finished after {timeout} s"
+                    + (one if len(jobs) == 1 else "")
+                ) from None
+            finally:
+                for job_id in slots:
+                    engine._unwatch(job_id, group)
+        for index, first in repeats:
+            jobs[index] = jobs[first]
+        return jobs
+
+    async def as_completed(
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        tenant_id: str | None = None,
+    ) -> AsyncIterator[Job]:
+        """Yield each job as it reaches a terminal state."""
+        engine = self._engine
+        jobs = engine._lookup(job_ids, self._tenant(tenant_id))
+        check_timeout(timeout)
+        collector = _Collector()
+        done, watched = collector.queue, collector.tenants
+        for job in jobs:
+            if job.status in TERMINAL_STATUSES:
+                done.put_nowait(job)
+            elif job.id not in watched:
+                watched[job.id] = job.tenant_id
+                engine._watch(job.id, collector)
+        expected = len(watched) + done.qsize()
+        try:
+            async with asyncio.timeout(timeout):
+                for _ in range(expected):
+                    yield await done.get()
+        except TimeoutError:
+            raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
+        finally:
+            for job_id in builtins.list(watched):
+                engine._unwatch(job_id, collector)
+
+    async def cancel(
+        self, job_id: str, reason: str | None = None, *, tenant_id: str | None = None
+    ) -> Job:
+        """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
+        engine = self._engine
+        key = engine._key(job_id, self._tenant(tenant_id))
+        job = engine._stored(key)
+        if job.status in TERMINAL_STATUSES:
+            return job
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
+        return engine._cancel(key, reason or "requested")
+
+    async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
+        """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
+        engine = self._engine
+        job = engine._stored(engine._key(job_id, self._tenant(tenant_id)))
+        if job.status not in TERMINAL_STATUSES:
+            raise ConflictError(
+                f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
+                f"timeout or canceled); wait for it or cancel it first"
+            )
+        with retry_copy(job) as copy_of:
+            return engine._admit([copy_of], batch=False)[0]
+
+
+class _WaitGroup:
+    """A ``wait_many`` in progress: its results (the jobs it waits for, replaced as they
+    finish), where each of those goes (by job id), how many are left, its future. It watches
+    each of them (``Scheduler._watch``), so a finished job wakes only the calls waiting for it.
+    """
+
+    __slots__ = ("future", "left", "results", "slots")
+
+    def __init__(self, results: builtins.list[Job], future: asyncio.Future[None]) -> None:
+        self.results = results
+        self.future = future
+        self.slots: dict[str, int] = {}  # job id -> index in results, while it is not finished
+        self.left = 0
+
+    def done(self, job: Job) -> bool:
+        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
+        index = self.slots.get(job.id)
+        if index is None or self.results[index].tenant_id != job.tenant_id:
+            return False  # another tenant's job with the same id
+        del self.slots[job.id]
+        self.results[index] = job
+        self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(None)
+        return True
+
+
+class _Collector:
+    """An ``as_completed`` in progress: watched jobs go to its queue as they finish."""
+
+    __slots__ = ("queue", "tenants")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.tenants: dict[str, str] = {}  # watched job id -> its tenant
+
+    def done(self, job: Job) -> bool:
+        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
+        if self.tenants.get(job.id) != job.tenant_id:
+            return False
+        del self.tenants[job.id]
+        self.queue.put_nowait(job)
+        return True
+
+
+#: What waits for jobs to finish: ``done(job)`` takes a terminal job with a watched id, and
+#: says whether it was the watched one.
+Watcher = _WaitGroup | _Collector
+
+
+def job_list(jobs: object) -> builtins.list[Job]:
+    """The jobs a ``submit_many`` caller passed, as a list (each is checked at submit)."""
+    if isinstance(jobs, str | bytes) or not isinstance(jobs, Iterable):
+        raise ValidationError(
+            f"submit_many takes a list (or other iterable) of work.Job, got {type(jobs).__name__}",
+            path="$.jobs",
+        )
+    return [*jobs]
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Refuse a wait's timeout that is not a finite number of seconds >= 0 (None: no limit)."""
+    if timeout is not None and (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 <= timeout <= 1e12  # also refuses NaN and infinity (1e12 s: 31,700 years)
+    ):
+        raise ValidationError(
+            f"timeout is a finite number of seconds, 0 to 1e12, or None to wait without a limit; "
+            f"got {timeout!r}",
+            path="$.timeout",
+        )
