@@ -1,6 +1,31 @@
-"""Stores: where jobs are kept. The memory store is the embedded default (SQLite and Postgres
-come with later releases)."""
+"""Stores: where jobs are kept, behind one seam (``Store``). The memory store is the embedded
+default; SQLite and Postgres keep jobs across restarts (being built: see the README)."""
 
+from ._protocol import (
+    Inbox,
+    JobKey,
+    Lease,
+    ListQuery,
+    Quarantined,
+    Recovered,
+    Role,
+    Store,
+    WriteBatch,
+)
+from ._url import redact, store_from_url
 from .memory import MemoryStore
 
-__all__ = ["MemoryStore"]
+__all__ = [
+    "Inbox",
+    "JobKey",
+    "Lease",
+    "ListQuery",
+    "MemoryStore",
+    "Quarantined",
+    "Recovered",
+    "Role",
+    "Store",
+    "WriteBatch",
+    "redact",
+    "store_from_url",
+]

@@ -1,0 +1,171 @@
+"""The Store seam: what the engine asks of a place that keeps jobs.
+
+Every method is a coroutine; writes come in batches (``WriteBatch``), one transaction each. See
+docs/design.md, "Durable state", for how the engine uses it (group commit, recovery, the one
+scheduler and its clients), and ``work.testing.check_store`` for the contract in executable
+form. ``MemoryStore`` is the reference implementation; ``SqliteStore`` and ``PostgresStore``
+keep jobs across restarts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from msgspec import Struct
+
+from .._ir import Job, Status
+
+__all__ = [
+    "Inbox",
+    "JobKey",
+    "Lease",
+    "ListQuery",
+    "Quarantined",
+    "Recovered",
+    "Role",
+    "Store",
+    "WriteBatch",
+]
+
+#: (tenant id, job id): a job's identity.
+JobKey = tuple[str, str]
+
+#: ``"scheduler"``: the one process that runs jobs (holds the lease, loads, writes
+#: transitions). ``"client"``: any number of processes that submit, read and wait.
+Role = Literal["scheduler", "client"]
+
+
+class ListQuery(Struct, frozen=True, kw_only=True):
+    """A page of one tenant's jobs, newest (last submitted) first, narrowed by any of
+    namespace, status and kind, after ``cursor`` (an opaque string a previous page returned)."""
+
+    tenant_id: str
+    namespace: str | None = None
+    status: Status | None = None
+    kind: str | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+class WriteBatch(Struct, kw_only=True):
+    """What one commit writes, in one transaction (all of it, or none).
+
+    ``inserts`` are new jobs: a (tenant_id, id) the store already holds makes the whole batch
+    fail with ``ConflictError`` naming it. ``updates`` are the latest snapshots of jobs the store
+    holds (written in full, in order; an unknown key is a ``StoreError``). ``state`` is the
+    core's exported state (opaque bytes; None: unchanged). ``deletes`` are keys of finished
+    jobs to drop (an unknown key is ignored)."""
+
+    inserts: list[Job] = []
+    updates: list[Job] = []
+    state: bytes | None = None
+    deletes: list[JobKey] = []
+
+
+class Inbox(Struct, kw_only=True):
+    """What clients asked of the scheduler: jobs to admit, oldest first, and cancel requests
+    as ((tenant_id, id), reason)."""
+
+    jobs: list[Job] = []
+    cancels: list[tuple[JobKey, str]] = []
+
+
+class Quarantined(Struct, frozen=True, kw_only=True):
+    """A stored row that could not be read back as a job: set aside, not recovered."""
+
+    tenant_id: str
+    job_id: str
+    reason: str
+
+
+class Recovered(Struct, kw_only=True):
+    """What a starting scheduler needs: every non-terminal job in submission order, the core's
+    state as last committed (None if never written), and the rows set aside as unreadable."""
+
+    jobs: list[Job]
+    state: bytes | None = None
+    quarantined: list[Quarantined] = []
+
+
+class Lease(Struct, frozen=True, kw_only=True):
+    """Who holds a store's scheduler lease: its process, host, since when, and the fencing
+    token bumped at every acquisition (a write under an older token is refused)."""
+
+    pid: int
+    host: str
+    since: _dt.datetime
+    fence: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A place that keeps jobs. Not thread-safe: one event loop uses a store object."""
+
+    #: The store's URL, without a password.
+    url: str
+    #: False when nothing survives the process (the memory store): the engine then applies
+    #: each write at once instead of batching them.
+    durable: bool
+
+    async def open(self, role: Role = "scheduler") -> None:
+        """Connect and apply migrations; as ``"scheduler"``, take the lease (``StoreError``
+        naming the holder when another process has it). Idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Release the lease and the connections. Idempotent."""
+        ...
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit ``batch`` in one transaction; returns once it is durable."""
+        ...
+
+    async def load(self) -> Recovered:
+        """Every non-terminal job in submission order, the core's state, the rows set aside."""
+        ...
+
+    async def get_many(self, keys: Sequence[JobKey]) -> list[Job | None]:
+        """The stored snapshot of each (tenant_id, id), None where there is none; from the
+        primary key."""
+        ...
+
+    async def owners(self, job_id: str) -> list[str]:
+        """The tenants that have a job with this id (usually none or one)."""
+        ...
+
+    async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
+        """A page and the cursor of the next (None: last page); O(page + log n) from an index.
+        A cursor that this store did not make is a ``ValidationError`` at ``$.cursor``."""
+        ...
+
+    async def prune(self, finished_before: _dt.datetime, keep_max: int) -> int:
+        """Drop finished jobs that finished before ``finished_before``, and the oldest finished
+        beyond ``keep_max``; returns how many went."""
+        ...
+
+    async def submit(self, jobs: Sequence[Job]) -> None:
+        """As a client: commit new jobs for the scheduler to admit (``ConflictError`` for a
+        (tenant_id, id) the store holds)."""
+        ...
+
+    async def request_cancel(self, key: JobKey, reason: str) -> bool:
+        """As a client: ask the scheduler to cancel a job (False: no such job, or it is
+        terminal). The request is kept with the job until the scheduler writes it terminal."""
+        ...
+
+    async def inbox(self, limit: int = 1000) -> Inbox:
+        """As the scheduler: at most ``limit`` jobs clients committed that the scheduler has
+        not written since (oldest first), and the cancel requests of non-terminal jobs. Both
+        come again until the scheduler's writes settle them, so a crash loses none."""
+        ...
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Wait until a client may have committed something (True) or ``timeout`` seconds
+        passed (False)."""
+        ...
+
+    async def lease(self) -> Lease | None:
+        """The current holder of the scheduler lease, or None."""
+        ...
