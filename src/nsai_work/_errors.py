@@ -15,6 +15,7 @@ Every error the library raises is a ``WorkError``; subclasses say what the calle
     │   └── UnschedulableError   no backend or pool could ever run it
     ├── BackendError             a backend misbehaved
     ├── StoreError               the store failed
+    │   └── StoreUnavailableError  it did not commit in time (kept, retried)
     └── ConfigurationError       the scheduler's configuration is wrong
 
 ``NonRetryableError`` is raised by user code (handlers, tools) to fail a job at once, without
@@ -39,6 +40,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitedError",
     "StoreError",
+    "StoreUnavailableError",
     "UnschedulableError",
     "ValidationError",
     "WaitTimeoutError",
@@ -122,6 +124,11 @@ class BackendError(WorkError):
 
 class StoreError(WorkError):
     """The job store failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store did not commit in time (a database restarting, a full disk): the call gave
+    up waiting; what it wrote is kept and retried."""
 
 
 class ConfigurationError(WorkError, ValueError):

@@ -321,6 +321,7 @@ TREE = {
     work.UnschedulableError: work.AdmissionError,
     work.BackendError: work.WorkError,
     work.StoreError: work.WorkError,
+    work.StoreUnavailableError: work.StoreError,
     work.ConfigurationError: work.WorkError,
 }
 

@@ -1,0 +1,262 @@
+"""How the engine's changes reach the store: at once for the memory store, by group commit for
+a durable one.
+
+``GroupCommit`` keeps, per job, the latest snapshot written since the last commit (a job that
+moved three times in a batch is written once), and one writer task commits them in one
+transaction per batch. ``commit()`` waits for the commit that holds everything written so far:
+a submit awaits it, so it returns only once its jobs are durable, and concurrent submitters
+share one commit (while a commit is in flight the next batch gathers). Without a waiter, a
+batch is committed ``flush_s`` after its first write. ``after_commit(callback)`` runs the
+callback once everything written so far is committed: the engine tells waiters and telemetry
+that a job finished only then.
+
+When a commit fails the batch is kept (newer writes merge into it) and retried with backoff,
+so nothing is lost while the database restarts; ``commit()`` raises ``StoreUnavailableError``
+after ``timeout_s`` without a commit (the write stays queued). An insert refused as a
+duplicate fails only the submit that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from .._errors import ConflictError, StoreError, StoreUnavailableError
+from .._ir import Job
+from ..stores import JobKey, Store, WriteBatch
+
+__all__ = ["GroupCommit"]
+
+_log = logging.getLogger("nsai_work.engine")
+#: Backoff between retries of a failed commit: doubled from the first to the last.
+_RETRY_FIRST_S: Final = 0.05
+_RETRY_MAX_S: Final = 2.0
+
+
+class _Pending:
+    """What is written but not committed yet: new jobs and the latest snapshot of changed
+    ones (by key, in the order first written), the core's state, deletes, and who waits."""
+
+    __slots__ = ("callbacks", "deletes", "inserted", "jobs", "state", "waiters")
+
+    def __init__(self) -> None:
+        self.jobs: dict[JobKey, Job] = {}
+        self.inserted: dict[JobKey, asyncio.Future[None] | None] = {}  # key -> its submit
+        self.state: bytes | None = None
+        self.deletes: list[JobKey] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.callbacks: list[Callable[[], None]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.deletes or self.state is not None)
+
+    def batch(self) -> WriteBatch:
+        inserted = self.inserted
+        return WriteBatch(
+            inserts=[job for key, job in self.jobs.items() if key in inserted],
+            updates=[job for key, job in self.jobs.items() if key not in inserted],
+            state=self.state,
+            deletes=list(self.deletes),
+        )
+
+    def absorb(self, newer: _Pending) -> None:
+        """Merge writes made after this batch into it (this batch failed and is retried)."""
+        for key, job in newer.jobs.items():
+            self.jobs[key] = job
+        self.inserted.update(newer.inserted)
+        if newer.state is not None:
+            self.state = newer.state
+        self.deletes += newer.deletes
+        self.waiters += newer.waiters
+        self.callbacks += newer.callbacks
+
+
+class GroupCommit:
+    """Batches of writes to a durable store, one writer task, commits in order."""
+
+    def __init__(self, store: Store, *, flush_s: float, timeout_s: float) -> None:
+        self.store = store
+        self.flush_s = flush_s
+        self.timeout_s = timeout_s
+        self._pending = _Pending()
+        self._in_flight: _Pending | None = None  # the batch being committed
+        self._wake = asyncio.Event()  # something is queued
+        self._urgent = asyncio.Event()  # someone waits for a commit
+        self._withdrawn: set[JobKey] = set()  # refused inserts: their later writes are dropped
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        #: Called with the keys of inserts the store refused as duplicates (the engine
+        #: withdraws those jobs); set by the engine.
+        self.on_conflict: Callable[[list[JobKey]], None] = lambda keys: None
+        #: True while commits fail (the engine holds dispatch back meanwhile).
+        self.failing = False
+
+    def start(self) -> None:
+        """Start the writer task (on the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="nsai-work-writer")
+
+    # ---- writes (synchronous: they only queue) ---------------------------------------------
+
+    def insert(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
+        """Queue new jobs; the future is done when they are committed (or fails)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = self._pending
+        for job in jobs:
+            key = (job.tenant_id, job.id)
+            pending.jobs[key] = job
+            pending.inserted[key] = done
+        pending.waiters.append(done)
+        self._wake.set()
+        self._urgent.set()
+        return done
+
+    def update(self, job: Job) -> None:
+        """Queue a job's new snapshot (it replaces any snapshot of it not committed yet)."""
+        key = (job.tenant_id, job.id)
+        if key in self._withdrawn:
+            return
+        self._pending.jobs[key] = job
+        self._wake.set()
+
+    def forget(self, key: JobKey) -> None:
+        """The engine is done with a withdrawn job: stop dropping writes to its key."""
+        self._withdrawn.discard(key)
+
+    def state(self, blob: bytes) -> None:
+        """Queue the core's exported state."""
+        self._pending.state = blob
+        self._wake.set()
+
+    def delete(self, keys: Sequence[JobKey]) -> None:
+        """Queue the removal of finished jobs."""
+        self._pending.deletes += keys
+        self._wake.set()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything queued so far is committed."""
+        last = self._last_batch()
+        if last is None:
+            callback()
+        else:
+            last.callbacks.append(callback)
+
+    def _last_batch(self) -> _Pending | None:
+        """The batch whose commit covers everything queued so far, or None if all is."""
+        if self._pending:
+            return self._pending
+        return self._in_flight
+
+    async def commit(self) -> None:
+        """Wait until everything queued so far is committed (``StoreUnavailableError`` after
+        ``timeout_s`` while the store fails; the writes stay queued)."""
+        last = self._last_batch()
+        if last is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        last.waiters.append(done)
+        self._wake.set()
+        self._urgent.set()
+        await self._wait(done)
+
+    async def _wait(self, done: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.timeout_s)
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"the store ({self.store.url}) did not commit within {self.timeout_s} s; "
+                f"the write is kept and retried, but this call gives up waiting"
+            ) from None
+
+    async def wait_inserted(self, done: asyncio.Future[None]) -> None:
+        """Wait for an ``insert``'s commit (``ConflictError`` if the store refused it)."""
+        await self._wait(done)
+
+    async def close(self) -> None:
+        """Commit what is queued (retrying while the store fails, up to ``timeout_s``) and stop
+        the writer."""
+        if self._task is None:
+            return
+        if self._last_batch() is not None:
+            try:
+                await self.commit()
+            except StoreUnavailableError:
+                _log.error("nsai-work: writes not committed at stop: %s", self.store.url)
+        self._closing = True
+        self._wake.set()
+        task, self._task = self._task, None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    # ---- the writer -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                continue
+            if not self._pending.waiters and self.flush_s > 0:  # let the batch gather
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.flush_s)
+            self._urgent.clear()
+            batch, self._pending = self._pending, _Pending()
+            self._in_flight = batch
+            try:
+                await self._commit(batch)
+            finally:
+                self._in_flight = None
+
+    async def _commit(self, batch: _Pending) -> None:
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                await self.store.write(batch.batch())
+            except ConflictError:
+                await self._drop_conflicts(batch)
+                continue
+            except StoreError as exc:
+                self.failing = True
+                _log.warning("nsai-work: commit failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                batch.absorb(self._pending)  # newer writes go in the same (ordered) commit
+                self._pending = _Pending()
+                continue
+            break
+        self.failing = False
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        for callback in batch.callbacks:
+            try:
+                callback()
+            except Exception:
+                _log.exception("nsai-work: a callback after a commit raised")
+
+    async def _drop_conflicts(self, batch: _Pending) -> None:
+        """Some inserts hold a (tenant_id, id) the store already has: fail the submits that
+        made them (all of each: a batch is all or nothing), drop their jobs, write the rest."""
+        keys = list(batch.inserted)
+        found = await self.store.get_many(keys)
+        clashes = {key: batch.inserted[key] for key, job in zip(keys, found, strict=True) if job}
+        if not clashes:  # not a duplicate after all: the retry reports what it is
+            raise StoreError(f"the store refused a batch as a conflict: {self.store.url}")
+        refused_submits = set(clashes.values())
+        withdrawn = [key for key, submit in batch.inserted.items() if submit in refused_submits]
+        for key in withdrawn:
+            batch.jobs.pop(key, None)
+            del batch.inserted[key]
+        self._withdrawn.update(withdrawn)
+        for key, submit in clashes.items():
+            if submit is not None and not submit.done():
+                submit.set_exception(
+                    ConflictError(
+                        f"duplicate job id {key[1]!r}: tenant {key[0]!r} already has a job "
+                        f"with this id in the store; omit id to get a fresh one"
+                    )
+                )
+        self.on_conflict(withdrawn)
