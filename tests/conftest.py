@@ -1,11 +1,14 @@
 """Shared fixtures: unique handler kinds and tools that are unregistered after each test, the
-mock backend's process-wide state reset, and ``arun`` to drive the async engine from sync tests
-(pytest-asyncio is not used)."""
+mock backend's process-wide state reset, ``arun`` to drive the async engine from sync tests
+(pytest-asyncio is not used), and a real PostgreSQL: ``postgres_cluster`` (one throwaway
+cluster for the session, started by the first test that asks) and ``postgres_url`` (a fresh
+database per test)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -13,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 import nsai_work as work
+from tests._postgres import PostgresCluster, PostgresUnavailableError
 
 T = TypeVar("T")
 
@@ -77,3 +81,29 @@ def arun() -> Callable[[Coroutine[Any, Any, T]], T]:
         return asyncio.run(guarded())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the whole session (tests/_postgres.py), on
+    127.0.0.1 inside the test's network namespace, with stock durability. Started by the first
+    test that asks for it, stopped and deleted at the end. Where PostgreSQL cannot run at all it
+    skips, naming why, and under ``CI=true`` it fails instead."""
+    try:
+        cluster = PostgresCluster()
+    except PostgresUnavailableError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs PostgreSQL: {e}", pytrace=False)
+        pytest.skip(str(e))
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database of this test's own, dropped afterwards. A test that
+    restarts the cluster shares it with every other test: restart() keeps the data and the
+    port, so the other tests' URLs stay valid."""
+    url = postgres_cluster.create_database()
+    yield url
+    postgres_cluster.drop_database(url.rsplit("/", 1)[1])
