@@ -1,16 +1,19 @@
-"""The memory store: its indexes by tenant, (tenant, namespace) and status stay right through
-every transition; listing pages newest first; finished jobs are pruned by count and by age, and
-vanish from every index."""
+"""The memory store: its indexes stay right through every transition; listing pages newest
+first, by any combination of namespace, status and kind, and refuses a cursor it did not give;
+finished jobs are pruned by count and by age, and vanish from every index. (Listings against a
+brute-force oracle, jobs changing between pages: tests/property/test_memory_store_machine.py.)"""
 
 from __future__ import annotations
 
 import random
+from itertools import product
 from typing import Any
 
 import pytest
 from msgspec.structs import replace
 
 import nsai_work as work
+from nsai_work.stores import memory
 from nsai_work.stores.memory import MemoryStore
 
 S = work.Status
@@ -18,8 +21,10 @@ LIVE = (S.PENDING, S.QUEUED, S.RUNNING)
 TERMINAL = (S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCELED)
 
 
-def new_job(tenant: str = "t1", namespace: str = "default", **fields: Any) -> work.Job:
-    return work.Job(kind="k", tenant_id=tenant, namespace=namespace, **fields)
+def new_job(
+    tenant: str = "t1", namespace: str = "default", kind: str = "k", **fields: Any
+) -> work.Job:
+    return work.Job(kind=kind, tenant_id=tenant, namespace=namespace, **fields)
 
 
 def everything(store: MemoryStore, tenant: str, **filters: Any) -> list[str]:
@@ -46,20 +51,22 @@ def check_indexes(store: MemoryStore, model: dict[str, work.Job]) -> None:
         assert set(store.keys_with_status(status)) == expected
     tenants = {j.tenant_id for j in model.values()} | {"nobody"}
     namespaces = {j.namespace for j in model.values()} | {"nowhere"}
+    kinds = {j.kind for j in model.values()} | {"nothing"}
     for tenant in tenants:
-        for namespace in (None, *namespaces):
-            for status in (None, *S):
-                expected = sorted(
-                    (
-                        i
-                        for i, j in model.items()
-                        if j.tenant_id == tenant
-                        and (namespace is None or j.namespace == namespace)
-                        and (status is None or j.status is status)
-                    ),
-                    reverse=True,
-                )
-                assert everything(store, tenant, namespace=namespace, status=status) == expected
+        for namespace, kind, status in product((None, *namespaces), (None, *kinds), (None, *S)):
+            expected = sorted(
+                (
+                    i
+                    for i, j in model.items()
+                    if j.tenant_id == tenant
+                    and (namespace is None or j.namespace == namespace)
+                    and (kind is None or j.kind == kind)
+                    and (status is None or j.status is status)
+                ),
+                reverse=True,  # ids are UUIDv7: in submission order here
+            )
+            listed = everything(store, tenant, namespace=namespace, kind=kind, status=status)
+            assert listed == expected
 
 
 def test_insert_and_transitions_keep_every_index_right() -> None:
@@ -73,6 +80,7 @@ def test_insert_and_transitions_keep_every_index_right() -> None:
             job = new_job(
                 tenant=rng.choice(["t1", "t2", "t3"]),
                 namespace=rng.choice(["default", "a", "b"]),
+                kind=rng.choice(["k", "k", "other"]),
                 status=rng.choice(LIVE),
             )
             store.insert(job)
@@ -191,6 +199,118 @@ def test_an_unknown_tenant_or_namespace_lists_nothing() -> None:
     assert store.list("t1", status=S.FAILED) == ([], None)
 
 
+def test_filters_combine() -> None:
+    store = MemoryStore()
+    jobs = [
+        new_job(namespace=namespace, kind=kind, status=status)
+        for namespace in ("a", "b")
+        for kind in ("x", "y")
+        for status in (S.QUEUED, S.RUNNING)
+    ]
+    for job in jobs:
+        store.insert(job)
+
+    def ids(**filters: Any) -> list[str]:
+        return [
+            j.id
+            for j in reversed(jobs)
+            if all(getattr(j, name) == value for name, value in filters.items())
+        ]
+
+    assert everything(store, "t1", kind="x") == ids(kind="x")
+    assert everything(store, "t1", kind="y", status=S.RUNNING) == ids(kind="y", status=S.RUNNING)
+    assert everything(store, "t1", namespace="b", kind="x") == ids(namespace="b", kind="x")
+    only = everything(store, "t1", namespace="a", kind="y", status=S.QUEUED)
+    assert only == ids(namespace="a", kind="y", status=S.QUEUED)
+    assert len(only) == 1
+    assert store.list("t1", kind="z") == ([], None)
+
+
+@pytest.mark.parametrize("fanout", [1, 2, 4])
+def test_listings_stay_right_as_coarse_cells_are_built(
+    monkeypatch: pytest.MonkeyPatch, fanout: int
+) -> None:
+    """A listing that spans more than ``_FANOUT`` (namespace, kind) leaves reads a coarse cell,
+    built from them when they went past it: it holds every job they hold, and moves with them.
+    While the tenant has one namespace, a listing by it reads the cell of all its jobs; its
+    second namespace builds the first one's own."""
+    monkeypatch.setattr(memory, "_FANOUT", fanout)
+    store = MemoryStore()
+    first = [new_job(namespace="a", kind=f"k{i % 3}", status=S.QUEUED) for i in range(9)]
+    for job in first:
+        store.insert(job)
+    assert store.list("t1", namespace="b") == ([], None)
+    assert store.list("t1", kind="k9") == ([], None)
+    newest_first = [j.id for j in reversed(first)]
+    assert everything(store, "t1", namespace="a") == newest_first
+    assert everything(store, "t1", kind="k1") == [j.id for j in reversed(first) if j.kind == "k1"]
+    other = new_job(namespace="b", kind="k0", status=S.QUEUED)
+    store.insert(other)
+    store.put(replace(first[0], status=S.RUNNING), 1.0)  # moves in every cell it is in
+    assert everything(store, "t1", namespace="a") == newest_first
+    assert everything(store, "t1", namespace="a", status=S.QUEUED) == newest_first[:8]
+    assert everything(store, "t1", kind="k0", status=S.RUNNING) == [first[0].id]
+    assert everything(store, "t1", namespace="b") == [other.id]
+    k0 = [other.id, *(j.id for j in reversed(first) if j.kind == "k0")]
+    assert everything(store, "t1", kind="k0") == k0
+    assert everything(store, "t1", kind="k0", status=S.QUEUED) == k0[:-1]
+    assert everything(store, "t1") == [other.id, *newest_first]
+    tenant = store._tenants["t1"]
+    assert len(tenant.leaves) == 4
+    kept = {(None, None), ("a", None)} if fanout < 3 else set()
+    assert set(tenant.coarse) == kept | ({(None, "k0")} if fanout == 1 else set())
+
+
+def test_a_cursor_outlives_the_job_it_names() -> None:
+    store = MemoryStore(finished_max=0)
+    jobs = [new_job(status=S.RUNNING) for _ in range(6)]
+    for job in jobs:
+        store.insert(job)
+    page, cursor = store.list("t1", limit=3)
+    assert [j.id for j in page] == [jobs[5].id, jobs[4].id, jobs[3].id]
+    store.put(replace(jobs[3], status=S.SUCCEEDED), 1.0)  # finished_max=0: pruned at once
+    assert store.get("t1", jobs[3].id) is None
+    rest, end = store.list("t1", limit=3, cursor=cursor)
+    assert [j.id for j in rest] == [jobs[2].id, jobs[1].id, jobs[0].id]
+    assert end is None
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "abc", "-1", "1.5", " 12", "\u00b2", "\u0661", "9" * 20, "x" * 500, 12]
+)
+def test_a_cursor_the_store_did_not_give_is_refused(cursor: Any) -> None:
+    store = MemoryStore()
+    store.insert(new_job())
+    with pytest.raises(work.ValidationError, match="cursor") as caught:
+        store.list("t1", cursor=cursor)
+    assert caught.value.path == "$.cursor"
+    assert "next_cursor" in str(caught.value)
+    assert len(str(caught.value)) < 300  # a long cursor is shown cut
+
+
+def test_status_may_be_its_value_and_a_bad_one_or_limit_is_refused() -> None:
+    store = MemoryStore()
+    job = new_job(status=S.QUEUED)
+    store.insert(job)
+    assert store.list("t1", status="queued") == ([job], None)  # type: ignore[arg-type]
+    with pytest.raises(work.ValidationError, match="unknown status 'queueing'"):
+        store.list("t1", status="queueing")  # type: ignore[arg-type]
+    with pytest.raises(work.ValidationError, match="limit"):
+        store.list("t1", limit=0)
+
+
+def test_owners_of_a_shared_id_are_found_without_a_scan() -> None:
+    store = MemoryStore()
+    for tenant in ("t1", "t2", "t3"):
+        store.insert(new_job(tenant=tenant, id="same"))
+    for i in range(50):
+        store.insert(new_job(tenant="t2", id=f"other-{i}"))
+        store.insert(new_job(tenant="t3", id=f"other-{i}"))
+    assert sorted(store.owners("same")) == ["t1", "t2", "t3"]
+    assert store._shared_ids["same"] == {"t2", "t3"}  # the tenants, kept by id
+    assert sorted(store.owners("other-7")) == ["t2", "t3"]
+
+
 # ---- retention ---------------------------------------------------------------------------------
 
 
@@ -274,19 +394,29 @@ def test_finished_max_zero_keeps_no_finished_job() -> None:
     assert len(store) == 0
 
 
-def test_pruning_leaves_no_empty_index_entries() -> None:
+def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_FANOUT", 1)  # every coarse cell is kept
     store = MemoryStore(finished_max=0)
     for tenant in ("a", "b"):
         for namespace in ("x", "y"):
             job = new_job(tenant=tenant, namespace=namespace)
             store.insert(job)
             _finish(store, job, 1.0)
+    # a tenant with jobs in two namespaces and two kinds at once (all four cells)
+    jobs = [new_job(tenant="c", namespace=n, kind=k) for n in ("x", "y") for k in ("p", "q")]
+    for job in jobs:
+        store.insert(job)
+    assert len(store._tenants["c"].leaves) == 4
+    assert len(store._tenants["c"].coarse) == 5  # all, 2 namespaces, 2 kinds
+    for job in jobs:
+        _finish(store, job, 2.0)
     # memory stays bounded however many tenants and namespaces came and went
-    assert store._by_tenant == {}
-    assert store._by_namespace == {}
+    assert store._tenants == {}
+    assert store._seq_of == {}
+    assert store._slot_at == {}
     assert store._shared_ids == {}
     assert len(store) == 0
-    assert all(not slots for slots in store._by_status.values())
+    assert store._counts == [0] * len(S)
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])

@@ -40,7 +40,17 @@ def store_from_url(url: str, **options: Any) -> Store:
         from .memory import MemoryStore
 
         return MemoryStore(**options)  # type: ignore[return-value]  # (conforms next step)
-    if scheme in ("sqlite", "postgresql", "postgres"):  # the durable stores land next
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        unknown = sorted(set(options) - set(SqliteStore.OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown SQLite store option(s) {', '.join(unknown)} for {redact(url)}; "
+                f"one of {', '.join(SqliteStore.OPTIONS)}"
+            )
+        return SqliteStore(url, **options)
+    if scheme in ("postgresql", "postgres"):  # the Postgres store lands next
         raise ConfigurationError(f"the {scheme} store is not built yet: {redact(url)}")
     raise ConfigurationError(
         f"unknown store scheme {scheme!r} in {redact(url)}; one of {', '.join(SCHEMES)}"
