@@ -1,7 +1,7 @@
-"""Listing: the time of one page of ``MemoryStore.list`` as one tenant's jobs grow, and of paging
+"""Listing: the time of one page of ``JobTable.list`` as one tenant's jobs grow, and of paging
 through all of them.
 
-For each size, a ``MemoryStore`` (the store the scheduler keeps its jobs in; no engine, so that
+For each size, a ``JobTable`` (the store the scheduler keeps its jobs in; no engine, so that
 a million jobs take seconds to set up) gets that many jobs of one tenant, ``acme``, over 3
 namespaces and 3 kinds, a little over half of them then moved on (queued, running, succeeded,
 failed), with a job of another tenant after every 4th. Then, each timed as the
@@ -26,7 +26,7 @@ from typing import Any
 from msgspec.structs import replace
 
 import nsai_work as work
-from nsai_work.stores.memory import MemoryStore
+from nsai_work.stores._memory_table import JobTable
 
 from ._common import QUICK, Figure, Params, ScenarioResult, settle
 
@@ -53,9 +53,9 @@ _MOVES = (
 )
 
 
-def build(n: int) -> MemoryStore:
+def build(n: int) -> JobTable:
     """A store with ``n`` jobs of ``acme`` and ``n // 4`` of ``other``, interleaved."""
-    store = MemoryStore(finished_max=2 * n)
+    store = JobTable(finished_max=2 * n)
     jobs = []
     for i in range(n):
         for tenant in ("acme", "other") if i % 4 == 3 else ("acme",):
@@ -83,7 +83,7 @@ def timed(call: Callable[[], Any]) -> float:
     return statistics.median(times)
 
 
-def page_through(store: MemoryStore) -> tuple[float, list[str]]:
+def page_through(store: JobTable) -> tuple[float, list[str]]:
     """Page through all of ``acme``'s jobs: seconds, and the cursor of each page but the last."""
     cursor: str | None = None
     cursors: list[str] = []
@@ -95,7 +95,7 @@ def page_through(store: MemoryStore) -> tuple[float, list[str]]:
         cursors.append(cursor)
 
 
-def measure(store: MemoryStore, seed: int) -> dict[str, float]:
+def measure(store: JobTable, seed: int) -> dict[str, float]:
     """One run's figures for one store."""
     through_s, cursors = page_through(store)
     middle = cursors[len(cursors) // 2]
@@ -180,7 +180,7 @@ def run(params: Params, runs: int) -> ScenarioResult:
     return ScenarioResult(
         name="list",
         description=(
-            f"MemoryStore.list pages of {PAGE} over one tenant's jobs ({counts}; "
+            f"JobTable.list pages of {PAGE} over one tenant's jobs ({counts}; "
             f"3 namespaces x 3 kinds, ~45% queued, the rest running, succeeded or failed; a job "
             f"of another tenant after every 4th), each page the median of {REPEAT} calls; "
             f"{runs} run(s) on one store per size."

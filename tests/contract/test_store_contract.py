@@ -1,5 +1,6 @@
-"""``work.testing.check_store`` over the SQLite store (durable, and as a store that keeps its
-data in its object, the way the memory store will run it), and its verdict on broken stores."""
+"""``work.testing.check_store`` over the memory store, the SQLite store (durable, and as a store
+that keeps its data in its object, the way the memory store runs it), and its verdict on broken
+stores."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from msgspec.structs import replace
 
 from nsai_work import Job
-from nsai_work.stores import Inbox, ListQuery, WriteBatch
+from nsai_work.stores import Inbox, ListQuery, MemoryStore, WriteBatch
 from nsai_work.stores.sqlite import SqliteStore
 from nsai_work.testing import check_store
 
@@ -31,6 +32,10 @@ def damage(path: Path) -> Any:
         assert changed == 1
 
     return spoil
+
+
+def test_memory_store() -> None:
+    check_store(MemoryStore)
 
 
 def test_sqlite_store(tmp_path: Path) -> None:

@@ -30,8 +30,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from msgspec.structs import replace
 
 import nsai_work as work
-from nsai_work.stores import memory
-from nsai_work.stores.memory import MemoryStore
+from nsai_work.stores import _memory_table as memory
+from nsai_work.stores._memory_table import JobTable
 
 from ._machines import phases
 
@@ -94,7 +94,7 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         memory._FANOUT, memory._SCAN = self.fanout, self.scan
-        self.store = MemoryStore(finished_ttl_s=TTL_S, finished_max=FINISHED_MAX)
+        self.store = JobTable(finished_ttl_s=TTL_S, finished_max=FINISHED_MAX)
         self.jobs: dict[Key, tuple[int, work.Job]] = {}  # the oracle: key -> (position, job)
         self.position = 0
         self.finished: deque[tuple[float, Key]] = deque()

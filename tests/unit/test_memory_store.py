@@ -13,8 +13,8 @@ import pytest
 from msgspec.structs import replace
 
 import nsai_work as work
-from nsai_work.stores import memory
-from nsai_work.stores.memory import MemoryStore
+from nsai_work.stores import _memory_table as memory
+from nsai_work.stores._memory_table import JobTable
 
 S = work.Status
 LIVE = (S.PENDING, S.QUEUED, S.RUNNING)
@@ -27,7 +27,7 @@ def new_job(
     return work.Job(kind=kind, tenant_id=tenant, namespace=namespace, **fields)
 
 
-def everything(store: MemoryStore, tenant: str, **filters: Any) -> list[str]:
+def everything(store: JobTable, tenant: str, **filters: Any) -> list[str]:
     """Every id ``list`` returns for these filters, page by page (small pages)."""
     ids: list[str] = []
     cursor = None
@@ -38,7 +38,7 @@ def everything(store: MemoryStore, tenant: str, **filters: Any) -> list[str]:
             return ids
 
 
-def check_indexes(store: MemoryStore, model: dict[str, work.Job]) -> None:
+def check_indexes(store: JobTable, model: dict[str, work.Job]) -> None:
     """What the store answers equals what a plain dict of jobs says."""
     assert len(store) == len(model)
     for job_id, job in model.items():
@@ -71,7 +71,7 @@ def check_indexes(store: MemoryStore, model: dict[str, work.Job]) -> None:
 
 def test_insert_and_transitions_keep_every_index_right() -> None:
     rng = random.Random(1234)
-    store = MemoryStore(finished_max=10_000)
+    store = JobTable(finished_max=10_000)
     model: dict[str, work.Job] = {}
     now = 1000.0
     for step in range(400):
@@ -96,7 +96,7 @@ def test_insert_and_transitions_keep_every_index_right() -> None:
 
 
 def test_a_put_without_a_status_change_keeps_the_status_index() -> None:
-    store = MemoryStore()
+    store = JobTable()
     job = new_job(status=S.RUNNING)
     store.insert(job)
     progressed = replace(job, progress=work.Progress(fraction=0.5))
@@ -107,7 +107,7 @@ def test_a_put_without_a_status_change_keeps_the_status_index() -> None:
 
 
 def test_duplicate_insert_for_the_same_tenant_is_a_conflict() -> None:
-    store = MemoryStore()
+    store = JobTable()
     job = new_job()
     store.insert(job)
     with pytest.raises(work.ConflictError, match=job.id):
@@ -118,7 +118,7 @@ def test_duplicate_insert_for_the_same_tenant_is_a_conflict() -> None:
 def test_jobs_are_keyed_by_tenant_and_id() -> None:
     """Two tenants may use the same id: each sees only its own job, and the id index names
     both owners until their jobs are pruned."""
-    store = MemoryStore(finished_max=0)
+    store = JobTable(finished_max=0)
     mine = new_job(tenant="t1", id="shared")
     theirs = new_job(tenant="t2", id="shared")
     store.insert(mine)
@@ -138,7 +138,7 @@ def test_jobs_are_keyed_by_tenant_and_id() -> None:
 
 
 def test_pages_cover_everything_exactly_once_newest_first() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [new_job(namespace="a" if i % 3 else "b") for i in range(57)]
     for job in jobs:
         store.insert(job)
@@ -162,7 +162,7 @@ def test_pages_cover_everything_exactly_once_newest_first() -> None:
 
 
 def test_the_cursor_resumes_after_the_last_job_of_the_page() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [new_job() for _ in range(5)]
     for job in jobs:
         store.insert(job)
@@ -177,7 +177,7 @@ def test_the_cursor_resumes_after_the_last_job_of_the_page() -> None:
 
 
 def test_status_filter_pages_while_jobs_move() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [new_job(status=S.QUEUED) for _ in range(6)]
     for job in jobs:
         store.insert(job)
@@ -192,7 +192,7 @@ def test_status_filter_pages_while_jobs_move() -> None:
 
 
 def test_an_unknown_tenant_or_namespace_lists_nothing() -> None:
-    store = MemoryStore()
+    store = JobTable()
     store.insert(new_job())
     assert store.list("nobody") == ([], None)
     assert store.list("t1", namespace="nowhere") == ([], None)
@@ -200,7 +200,7 @@ def test_an_unknown_tenant_or_namespace_lists_nothing() -> None:
 
 
 def test_filters_combine() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [
         new_job(namespace=namespace, kind=kind, status=status)
         for namespace in ("a", "b")
@@ -235,7 +235,7 @@ def test_listings_stay_right_as_coarse_cells_are_built(
     While the tenant has one namespace, a listing by it reads the cell of all its jobs; its
     second namespace builds the first one's own."""
     monkeypatch.setattr(memory, "_FANOUT", fanout)
-    store = MemoryStore()
+    store = JobTable()
     first = [new_job(namespace="a", kind=f"k{i % 3}", status=S.QUEUED) for i in range(9)]
     for job in first:
         store.insert(job)
@@ -262,7 +262,7 @@ def test_listings_stay_right_as_coarse_cells_are_built(
 
 
 def test_a_cursor_outlives_the_job_it_names() -> None:
-    store = MemoryStore(finished_max=0)
+    store = JobTable(finished_max=0)
     jobs = [new_job(status=S.RUNNING) for _ in range(6)]
     for job in jobs:
         store.insert(job)
@@ -279,7 +279,7 @@ def test_a_cursor_outlives_the_job_it_names() -> None:
     "cursor", ["", "abc", "-1", "1.5", " 12", "\u00b2", "\u0661", "9" * 20, "x" * 500, 12]
 )
 def test_a_cursor_the_store_did_not_give_is_refused(cursor: Any) -> None:
-    store = MemoryStore()
+    store = JobTable()
     store.insert(new_job())
     with pytest.raises(work.ValidationError, match="cursor") as caught:
         store.list("t1", cursor=cursor)
@@ -289,7 +289,7 @@ def test_a_cursor_the_store_did_not_give_is_refused(cursor: Any) -> None:
 
 
 def test_status_may_be_its_value_and_a_bad_one_or_limit_is_refused() -> None:
-    store = MemoryStore()
+    store = JobTable()
     job = new_job(status=S.QUEUED)
     store.insert(job)
     assert store.list("t1", status="queued") == ([job], None)  # type: ignore[arg-type]
@@ -300,7 +300,7 @@ def test_status_may_be_its_value_and_a_bad_one_or_limit_is_refused() -> None:
 
 
 def test_owners_of_a_shared_id_are_found_without_a_scan() -> None:
-    store = MemoryStore()
+    store = JobTable()
     for tenant in ("t1", "t2", "t3"):
         store.insert(new_job(tenant=tenant, id="same"))
     for i in range(50):
@@ -315,14 +315,14 @@ def test_owners_of_a_shared_id_are_found_without_a_scan() -> None:
 
 
 def _finish(
-    store: MemoryStore, job: work.Job, now: float, status: work.Status = S.SUCCEEDED
+    store: JobTable, job: work.Job, now: float, status: work.Status = S.SUCCEEDED
 ) -> work.Job:
     done = replace(job, status=status)
     store.put(done, now)
     return done
 
 
-def assert_gone(store: MemoryStore, job: work.Job) -> None:
+def assert_gone(store: JobTable, job: work.Job) -> None:
     assert store.get(job.tenant_id, job.id) is None
     assert (job.tenant_id, job.id) not in store
     assert store.owners(job.id) == []
@@ -334,7 +334,7 @@ def assert_gone(store: MemoryStore, job: work.Job) -> None:
 
 
 def test_retention_by_count_drops_the_oldest_finished() -> None:
-    store = MemoryStore(finished_max=3)
+    store = JobTable(finished_max=3)
     live = new_job(status=S.RUNNING)
     store.insert(live)
     jobs = [new_job(namespace=f"ns{i}", status=S.RUNNING) for i in range(5)]
@@ -356,7 +356,7 @@ def test_retention_by_count_drops_the_oldest_finished() -> None:
 
 
 def test_retention_by_age() -> None:
-    store = MemoryStore(finished_ttl_s=10.0)
+    store = JobTable(finished_ttl_s=10.0)
     old, young, live = new_job(tenant="t9"), new_job(), new_job(status=S.QUEUED)
     for job in (old, young, live):
         store.insert(job)
@@ -375,7 +375,7 @@ def test_retention_by_age() -> None:
 
 
 def test_a_later_transition_prunes_what_has_expired() -> None:
-    store = MemoryStore(finished_ttl_s=5.0)
+    store = JobTable(finished_ttl_s=5.0)
     first, second = new_job(), new_job()
     store.insert(first)
     store.insert(second)
@@ -386,7 +386,7 @@ def test_a_later_transition_prunes_what_has_expired() -> None:
 
 
 def test_finished_max_zero_keeps_no_finished_job() -> None:
-    store = MemoryStore(finished_max=0)
+    store = JobTable(finished_max=0)
     job = new_job()
     store.insert(job)
     done = _finish(store, job, 1.0, S.CANCELED)
@@ -396,7 +396,7 @@ def test_finished_max_zero_keeps_no_finished_job() -> None:
 
 def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_FANOUT", 1)  # every coarse cell is kept
-    store = MemoryStore(finished_max=0)
+    store = JobTable(finished_max=0)
     for tenant in ("a", "b"):
         for namespace in ("x", "y"):
             job = new_job(tenant=tenant, namespace=namespace)
@@ -422,4 +422,4 @@ def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])
 def test_negative_retention_is_refused(options: dict[str, Any]) -> None:
     with pytest.raises(work.ValidationError):
-        MemoryStore(**options)
+        JobTable(**options)

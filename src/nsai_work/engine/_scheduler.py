@@ -373,7 +373,8 @@ class Scheduler(Verbs):
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
         await self._writes.close()
-        await self._store.close()
+        if self._writes.durable:  # (the memory store's jobs stay readable after stop)
+            await self._store.close()
 
     async def _wait_runs(self, deadline: float, between: Callable[[], None] | None = None) -> None:
         """Wait until no run is in flight or ``deadline`` (loop time) has passed; ``between``
@@ -496,7 +497,7 @@ class Scheduler(Verbs):
                 any_limits = any_limits or bool(shared)
                 validated.append(checked)
             keys = [(job.tenant_id, job.id) for job in validated]
-            for index, stored in enumerate(await self._store.get_many(keys)):
+            for index, stored in enumerate(await self._store.get_many(keys)):  # noqa: B007
                 if stored is not None:  # (a live job's id is refused by the core)
                     raise ConflictError(
                         f"duplicate job id {stored.id!r}: tenant {stored.tenant_id!r} already "

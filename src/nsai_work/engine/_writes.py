@@ -81,6 +81,7 @@ class MemoryWrites:
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
+        self.table = store.table
         self.failing = False
 
     def start(self) -> None:
@@ -88,11 +89,11 @@ class MemoryWrites:
 
     def insert(self, job: Job) -> None:
         """Store a new job."""
-        self.store.insert(job)
+        self.table.insert(job)
 
     def update(self, job: Job, now: float = 0.0) -> None:
         """Store a job's new snapshot (``now``, monotonic, starts a finished job's retention)."""
-        self.store.put(job, now)
+        self.table.put(job, now)
 
     def submitted(self, keys: Sequence[JobKey]) -> None:
         """Nothing to wait for: the jobs are stored."""

@@ -39,7 +39,7 @@ def store_from_url(url: str, **options: Any) -> Store:
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore(**options)  # type: ignore[return-value]  # (conforms next step)
+        return MemoryStore(**options)
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
