@@ -94,7 +94,7 @@ from nsai_work.core import (
     TenantChanged,
     TimerFired,
 )
-from nsai_work.core._queues import Entry
+from nsai_work.core._queues import Entry, TenantQueue
 from tests._core_builders import key_of
 
 from ._machines import check_live_jobs, milli, normalized, phases, step
@@ -114,9 +114,9 @@ class CheckedCore(SchedulingCore):
     probes = 0  # picks checked
     contested = 0  # picks with another active tenant of smaller virtual time in the queue
 
-    def try_start(self, entry: Entry) -> bool:
+    def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         self.check_pick(entry)
-        return super().try_start(entry)
+        return super().try_start(entry, queue, out)
 
     def passes_limits(self, head: Entry) -> bool:
         """Whether tenant, namespace and concurrency-group limits let ``head`` start now

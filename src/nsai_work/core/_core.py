@@ -71,6 +71,7 @@ from ._messages import (
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
+    Decision,
     DisarmTimer,
     Dispatch,
     Event,
@@ -103,9 +104,7 @@ from ._queues import (
 from ._retry import backoff_delay_ms
 from ._tenants import Capacity, TenantState, dominant_share, job_share, quota_gate
 
-__all__ = ["Decision", "SchedulingCore"]
-
-Decision = Reject | Record | Dispatch | ArmTimer | StopRun | DisarmTimer
+__all__ = ["SchedulingCore"]
 
 _UTC: Final = _dt.UTC
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
@@ -135,13 +134,13 @@ class _Run(Struct, gc=False):
     limits: tuple[_Limit, ...]
     started: float
     rate: float  # USD per hour
+    # its tenant's queue in the group it was picked from, what its dispatch charged the tenant
+    # in virtual time, its dominant share of the group's capacity and its tenant's weight then
+    queue: TenantQueue
+    charged: float
+    share: float
+    weight: float
     stopping: bool = False  # told to stop (cancel, timeout): counted in its pool's stopping
-    # Set by charge(): its tenant's queue in the group it was picked from, what it was charged,
-    # its dominant share of the group's capacity and its tenant's weight then.
-    queue: TenantQueue | None = None
-    charged: float = 0.0
-    share: float = 0.0
-    weight: float = 1.0
 
 
 class _Limit:
@@ -314,13 +313,10 @@ class SchedulingCore:
         self._idle: dict[str, float] = {}
         self._idle_ttl = tenant_idle_ttl_s
         self._sweep_armed = tenant_idle_ttl_s is None  # (never armed without a ttl)
-        # Per handle() call: the clock readings, the wall clock's datetime, where decisions go.
+        # The clock readings of the event being handled, and the wall clock's datetime.
         self._now = 0.0
         self._wall = 0.0
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
-        self._out: list[Decision] = []
-        self._last_run: _Run | None = None  # the run try_start just made, for charge()
-        self._hold_released = False
         self._hold_seq = 0
         self.release_epoch = 0  # bumped when held capacity is released (drain re-offers heads)
 
@@ -337,17 +333,16 @@ class SchedulingCore:
             self._wall = wall
             self._now_dt = _dt.datetime.fromtimestamp(wall, _UTC)
         out: list[Decision] = []
-        self._out = out
         kind = type(event)
         if kind is RunEnded:
-            self._run_ended(event)  # type: ignore[arg-type]
+            self._run_ended(event, out)  # type: ignore[arg-type]
         elif kind is Submit:
-            if not self._submit(event):  # type: ignore[arg-type]
+            if not self._submit(event, out):  # type: ignore[arg-type]
                 return out
         elif kind is Cancel:
-            self._cancel(event)  # type: ignore[arg-type]
+            self._cancel(event, out)  # type: ignore[arg-type]
         elif kind is TimerFired:
-            self._timer(event)  # type: ignore[arg-type]
+            self._timer(event, out)  # type: ignore[arg-type]
         elif kind is PoolsChanged:
             self._pools_changed(event)  # type: ignore[arg-type]
         elif kind is TenantChanged:
@@ -357,25 +352,25 @@ class SchedulingCore:
         elif kind is Rejected:
             self._count_rejected(event.jobs, event.reason)  # type: ignore[union-attr]
             if not self._sweep_armed:
-                self._arm_sweep()
+                self._arm_sweep(out)
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
-        self._dispatch()
+        self._dispatch(out)
         return out
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, out: list[Decision]) -> None:
         queues = self._queues
         guard = self._guard
         if guard is not None:
             for rank in guard.owed(queues.counts):
-                queues.dispatch_level(rank, self, limit=1)
-        self._hold_released = False
-        queues.dispatch(self)
-        while self._hold_released:
+                queues.dispatch_level(rank, self, out, limit=1)
+        epoch = self.release_epoch
+        queues.dispatch(self, out)
+        while self.release_epoch != epoch:
             # a held job started or left during the pass: capacity it held is free for heads
             # that were declined before that happened
-            self._hold_released = False
-            queues.dispatch(self)
+            epoch = self.release_epoch
+            queues.dispatch(self, out)
 
     # ---- queries (no decisions) --------------------------------------------------------------
 
@@ -559,20 +554,6 @@ class SchedulingCore:
 
     # ---- what a GroupQueue asks while it picks (the Selector protocol) ----------------------
 
-    def charge(self, head: Entry, queue: TenantQueue) -> float:
-        """What the dispatch of ``head`` (just started) costs its tenant in virtual time: its
-        dominant share of the group's capacity times the expected run time, over the tenant's
-        weight. Corrected with the real run time when the run ends."""
-        run = self._last_run
-        needs = head.needs
-        group = queue.queue
-        share = group.capacity.slot_share if needs is NO_NEEDS else job_share(needs, group.capacity)
-        weight = head.tenant_state.weight
-        charged = share * group.expected_run_s / weight
-        if run is not None:
-            run.queue, run.charged, run.share, run.weight = queue, charged, share, weight
-        return charged
-
     def _holding_back(self, head: Entry) -> tuple[str, str, LimitKey | None] | None:
         """The first limit that holds a head back now, as (scope, reason, limit key) with scope
         "tenant", "namespace" or "limit"; None if none does. No side effects."""
@@ -593,8 +574,9 @@ class SchedulingCore:
                 return ("limit", reason, key)
         return None
 
-    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
-        """The limit holding a head back, recording where it is parked; None if none does."""
+    def gate(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> str | None:
+        """If a limit holds a head back: park its tenant (TENANT) or its FIFO (FIFO) and say
+        which; None if no limit does."""
         found = self._holding_back(head)
         if found is None:
             return None
@@ -604,17 +586,20 @@ class SchedulingCore:
             if held is not None and held.tenant == head.tenant:
                 self._unhold(held)  # a parked tenant holds no capacity
             head.tenant_state.parked_in.add(queue.queue)
-            return (TENANT, reason)
+            queue.key = None
+            queue.queue.parked[queue.tenant] = reason
+            return TENANT
         self._unhold_fifo(queue, head)
+        queue.park(head.subkey, reason)
         if key is None:
             head.tenant_state.namespaces[head.namespace].parked.append((queue, head.subkey))
-            return (FIFO, reason)
+            return FIFO
         limit = self._limits[key]
         limit.parked.append((queue, head.subkey))
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
-            self._out.append(ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, "", key[1], 0)))
-        return (FIFO, reason)
+            out.append(ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, "", key[1], 0)))
+        return FIFO
 
     def _release_stopped_holds(self) -> None:
         """A start used up some of a quota or limit: capacity held for a head that it now holds
@@ -625,28 +610,30 @@ class SchedulingCore:
             if held is not None and self._holding_back(held) is not None:
                 self._unhold(held)
 
-    def try_start(self, entry: Entry) -> bool:
+    def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         """Reserve a pool for the job and dispatch it there: among its pools that fit now, the
         cheapest for its needs, then the least loaded (capacity held for other jobs of its level
-        or higher is left alone)."""
+        or higher is left alone). Returns what the dispatch costs its tenant in virtual time
+        (its dominant share of the group's capacity times the expected run time, over the
+        tenant's weight; corrected with the real run time when the run ends), or None if the
+        job fits none of its pools now."""
         placement = entry.placement
         needs, rank = entry.needs, entry.rank
         if len(placement) == 1:
             rate, pool = placement[0]
             reservation = pool.try_reserve(needs, rank, entry)
             if reservation is None:
-                return False
+                return None
         else:
             chosen = self._place(entry)
             if chosen is None:
-                return False
+                return None
             rate, pool = chosen
             reservation = pool.try_reserve(needs, rank, entry)
             if reservation is None:  # pragma: no cover - _place checked the fit
-                return False
+                return None
         name = pool.name
         if entry.held is not None:
-            self._hold_released = True
             self.release_epoch += 1
             entry.held.unhold(entry)
             entry.held = None
@@ -679,7 +666,11 @@ class SchedulingCore:
             self._release_stopped_holds()
         if self._guard is not None:
             self._guard.record(entry.rank)
-        run = self._runs[(entry.tenant, job.id, number)] = _Run(
+        group = queue.queue
+        share = group.capacity.slot_share if needs is NO_NEEDS else job_share(needs, group.capacity)
+        weight = tenant.weight
+        charged = share * group.expected_run_s / weight
+        self._runs[(entry.tenant, job.id, number)] = _Run(
             reservation,
             entry,
             entry.backend,
@@ -688,23 +679,26 @@ class SchedulingCore:
             limits,
             self._now,
             rate,
+            queue,
+            charged,
+            share,
+            weight,
         )
-        self._last_run = run
         queue_time_ms = (self._now - entry.since) * 1000.0
         self._move(entry, _RUNNING, job)
-        self._out.append(Dispatch(job, entry.backend, name, queue_time_ms))
+        out.append(Dispatch(job, entry.backend, name, queue_time_ms))
         timeout_ms = job.resources.timeout_ms
         if timeout_ms is not None:
-            self._out.append(
+            out.append(
                 ArmTimer(
                     self._now + timeout_ms / 1000.0, (_TIMEOUT_KEY, entry.tenant, job.id, number)
                 )
             )
-        return True
+        return charged
 
     # ---- admission ---------------------------------------------------------------------------
 
-    def _submit(self, event: Submit) -> bool:
+    def _submit(self, event: Submit, out: list[Decision]) -> bool:
         jobs = event.jobs
         count = len(jobs)
         if len(event.routes) != count:
@@ -738,10 +732,10 @@ class SchedulingCore:
                 or check_rate(plans, self._now)
             )
         if rejection is not None:
-            self._reject(jobs, rejection)
+            self._reject(jobs, rejection, out)
             return False
         now, at = self._now, self._now_dt
-        queues, out = self._queues, self._out
+        queues = self._queues
         backend_limits = event.limits
         for index, (job, needs, choice, tenant) in enumerate(plans):
             backend, estimate = choice.backend, choice.estimate
@@ -799,12 +793,12 @@ class SchedulingCore:
             out.append(Record(job, None))
         self._waiting += count
         if not self._sweep_armed:
-            self._arm_sweep()
+            self._arm_sweep(out)
         return True
 
-    def _reject(self, jobs: Sequence[Job], rejection: Rejection) -> None:
+    def _reject(self, jobs: Sequence[Job], rejection: Rejection, out: list[Decision]) -> None:
         error, index, reason = rejection
-        self._out.append(Reject(error, index))
+        out.append(Reject(error, index))
         self._count_rejected(jobs, reason)
 
     def _tenant_state(self, tenant_id: str) -> TenantState | None:
@@ -874,7 +868,6 @@ class SchedulingCore:
 
     def _unhold(self, entry: Entry) -> None:
         if entry.held is not None:
-            self._hold_released = True
             self.release_epoch += 1
             entry.held.unhold(entry)
             entry.held = None
@@ -912,7 +905,7 @@ class SchedulingCore:
 
     # ---- the end of a run --------------------------------------------------------------------
 
-    def _run_ended(self, event: RunEnded) -> None:
+    def _run_ended(self, event: RunEnded, out: list[Decision]) -> None:
         run = self._runs.pop((event.tenant_id, event.job_id, event.attempt), None)
         if run is None:
             return  # already reported: ending a run is idempotent
@@ -925,16 +918,16 @@ class SchedulingCore:
         if entry.status is _RUNNING and entry.job.attempt == event.attempt:
             outcome = event.outcome
             if type(outcome) is Succeeded:
-                self._finish(entry, Status.SUCCEEDED, result=outcome.result)
+                self._finish(entry, Status.SUCCEEDED, out, result=outcome.result)
             elif type(outcome) is Failed:
-                self._attempt_failed(entry, outcome.error, outcome.retryable, Status.FAILED)
+                self._attempt_failed(entry, outcome.error, outcome.retryable, Status.FAILED, out)
             else:
                 error = JobError(
                     type="StoppedError",
                     message="the run was stopped by its backend before it finished",
                     attempt=event.attempt,
                 )
-                self._attempt_failed(entry, error, True, Status.FAILED)
+                self._attempt_failed(entry, error, True, Status.FAILED, out)
         # (else the job already moved on, by timeout or cancel: only the capacity came back)
         tenant = run.tenant
         if not tenant.running and not tenant.waiting:  # its last live job: it goes idle
@@ -948,15 +941,10 @@ class SchedulingCore:
         if run.rate:
             tenant.spend(run.rate * (self._now - run.started) / 3600.0, self._now)
         queue = run.queue
-        if queue is not None:
-            run_s = self._now - run.started
-            queue.queue.adjust(
-                queue,
-                run.share * run_s / run.weight - run.charged,
-                run_s,
-                run.share,
-                run.weight,
-            )
+        run_s = self._now - run.started
+        queue.queue.adjust(
+            queue, run.share * run_s / run.weight - run.charged, run_s, run.share, run.weight
+        )
         for limit in run.limits:
             limit.running -= 1
             self._unpark_fifos(limit.parked)
@@ -986,7 +974,7 @@ class SchedulingCore:
                 group_queue.activate(tenant_queue.tenant)
 
     def _attempt_failed(
-        self, entry: Entry, error: JobError, retryable: bool, final: Status
+        self, entry: Entry, error: JobError, retryable: bool, final: Status, out: list[Decision]
     ) -> None:
         if error.attempt != entry.job.attempt:
             error = replace(error, attempt=entry.job.attempt)
@@ -994,15 +982,17 @@ class SchedulingCore:
         if final is Status.TIMEOUT and not policy.retry_on_timeout:
             retryable = False
         if retryable and entry.job.attempt < policy.max_attempts:
-            self._retry(entry, error, final)
+            self._retry(entry, error, final, out)
         else:
-            self._finish(entry, final, error=error)
+            self._finish(entry, final, out, error=error)
 
-    def _retry(self, entry: Entry, error: JobError, attempt_status: Status) -> None:
+    def _retry(
+        self, entry: Entry, error: JobError, attempt_status: Status, out: list[Decision]
+    ) -> None:
         job = entry.job
         delay_ms = backoff_delay_ms(job.constraints.retry_policy, job.attempt, self._rand)
         ready_at = self._now + delay_ms / 1000.0
-        attempts, cost = self._close_attempt(entry, attempt_status, error)
+        attempts, cost = self._close_attempt(entry, attempt_status, error, out)
         job = replace(
             job,
             status=_PENDING,
@@ -1014,16 +1004,17 @@ class SchedulingCore:
         )
         elapsed_ms = (self._now - entry.since) * 1000.0
         self._move(entry, _PENDING, job)
-        self._out.append(Record(job, _RUNNING, elapsed_ms=elapsed_ms, backoff_ms=delay_ms))
+        out.append(Record(job, _RUNNING, elapsed_ms=elapsed_ms, backoff_ms=delay_ms))
         if delay_ms > 0:
-            self._out.append(ArmTimer(ready_at, (_READY_KEY, entry.tenant, job.id, job.attempt)))
+            out.append(ArmTimer(ready_at, (_READY_KEY, entry.tenant, job.id, job.attempt)))
         else:
-            self._enqueue_pending(entry)
+            self._enqueue_pending(entry, out)
 
     def _finish(
         self,
         entry: Entry,
         status: Status,
+        out: list[Decision],
         *,
         result: object = None,
         error: JobError | None = None,
@@ -1033,11 +1024,11 @@ class SchedulingCore:
         previous = entry.status
         attempts, cost = job.attempts, 0.0
         if previous is _RUNNING:
-            attempts, cost = self._close_attempt(entry, status, error)
+            attempts, cost = self._close_attempt(entry, status, error, out)
         elif previous is _QUEUED:
             self._unhold(entry)
         elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
-            self._out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
+            out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
         if entry.estimate is not None:
             entry.tenant_state.committed -= entry.estimate
         job = replace(
@@ -1059,7 +1050,7 @@ class SchedulingCore:
             del self._jobs[job.id]
         else:
             del self._shared_jobs[(entry.tenant, job.id)]
-        self._out.append(
+        out.append(
             Record(
                 job,
                 previous,
@@ -1069,13 +1060,13 @@ class SchedulingCore:
         )
 
     def _close_attempt(
-        self, entry: Entry, status: Status, error: JobError | None
+        self, entry: Entry, status: Status, error: JobError | None, out: list[Decision]
     ) -> tuple[tuple[Attempt, ...], float]:
         """The job's attempts with the last one ended now, and what that attempt cost; its
         timeout timer is no longer needed."""
         job = entry.job
         if job.resources.timeout_ms is not None:
-            self._out.append(DisarmTimer((_TIMEOUT_KEY, entry.tenant, job.id, job.attempt)))
+            out.append(DisarmTimer((_TIMEOUT_KEY, entry.tenant, job.id, job.attempt)))
         cost = entry.rate * (self._now - entry.since) / 3600.0 if entry.rate else 0.0
         last = replace(
             job.attempts[-1], finished_at=self._now_dt, status=status, error=error, cost_usd=cost
@@ -1084,10 +1075,10 @@ class SchedulingCore:
 
     # ---- timers, cancellation, configuration -----------------------------------------------
 
-    def _timer(self, event: TimerFired) -> None:
+    def _timer(self, event: TimerFired, out: list[Decision]) -> None:
         what, tenant_id, job_id, attempt = event.key
         if what == _SWEEP_KEY:
-            self._sweep()
+            self._sweep(out)
             return
         if what == _LIMIT_KEY:  # a rate-limited tool has a token again
             limit = self._limits.get(("tool", job_id))
@@ -1099,7 +1090,7 @@ class SchedulingCore:
         if entry is None or entry.job.attempt != attempt:
             return  # stale: the job moved on
         if what == _READY_KEY and entry.status is _PENDING:
-            self._enqueue_pending(entry)
+            self._enqueue_pending(entry, out)
         elif what == _TIMEOUT_KEY and entry.status is _RUNNING:
             timeout_ms = entry.job.resources.timeout_ms
             error = JobError(
@@ -1107,10 +1098,10 @@ class SchedulingCore:
                 message=f"timed out after {timeout_ms} ms (resources.timeout_ms)",
                 attempt=attempt,
             )
-            self._stop_run(entry, "timeout")
-            self._attempt_failed(entry, error, True, Status.TIMEOUT)
+            self._stop_run(entry, "timeout", out)
+            self._attempt_failed(entry, error, True, Status.TIMEOUT, out)
 
-    def _stop_run(self, entry: Entry, reason: str) -> None:
+    def _stop_run(self, entry: Entry, reason: str, out: list[Decision]) -> None:
         """Tell the engine to stop a job's current run. Until the run really ends it holds its
         capacity, counted as ``stopping`` on its pool (stats; the waiting reason
         ``stopping_runs:<pool>``), so a run that ignores cancellation stays visible."""
@@ -1119,27 +1110,27 @@ class SchedulingCore:
         if run is not None and not run.stopping:
             run.stopping = True
             run.reservation.pool.stopping += 1
-        self._out.append(StopRun(entry.tenant, job.id, job.attempt, entry.backend, reason))
+        out.append(StopRun(entry.tenant, job.id, job.attempt, entry.backend, reason))
 
-    def _enqueue_pending(self, entry: Entry) -> None:
+    def _enqueue_pending(self, entry: Entry, out: list[Decision]) -> None:
         job = replace(entry.job, status=_QUEUED, queued_at=self._now_dt, waiting_reason=None)
         elapsed_ms = (self._now - entry.since) * 1000.0
         self._move(entry, _QUEUED, job)
         self._queues.push(entry, self._group_pools)
-        self._out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
+        out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
 
-    def _cancel(self, event: Cancel) -> None:
+    def _cancel(self, event: Cancel, out: list[Decision]) -> None:
         entry = self._entry(event.tenant_id, event.job_id)
         if entry is None:
             return  # unknown or already terminal: nothing changes
         if entry.status is _RUNNING:
-            self._stop_run(entry, event.reason)
+            self._stop_run(entry, event.reason, out)
         elif entry.status is _QUEUED:
             self._queues.discard(entry)
             queue = self._queues.queue_of(entry)
             if queue.parked.pop(entry.tenant, None) is not None:  # its head may have changed
                 queue.activate(entry.tenant)
-        self._finish(entry, Status.CANCELED, cancel_reason=event.reason)
+        self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
 
     def _tenant_changed(self, spec: Tenant) -> None:
         self._tenant_specs[spec.id] = spec
@@ -1225,7 +1216,7 @@ class SchedulingCore:
             self._active_weight = self._active_weight - tenant.weight if self._active_count else 0.0
             self._idle[tenant_id] = self._now
 
-    def _arm_sweep(self, soon: bool = False) -> None:
+    def _arm_sweep(self, out: list[Decision], soon: bool = False) -> None:
         """Arm the idle-tenant sweep, one ``tenant_idle_ttl_s`` from now (or at once to go on
         with a big sweep). It is armed by the first admitted submit (never with a Reject, which
         comes alone) and re-armed by each sweep while tenants are idle."""
@@ -1233,9 +1224,9 @@ class SchedulingCore:
         if ttl is None:
             return
         self._sweep_armed = True
-        self._out.append(ArmTimer(self._now if soon else self._now + ttl, (_SWEEP_KEY, "", "", 0)))
+        out.append(ArmTimer(self._now if soon else self._now + ttl, (_SWEEP_KEY, "", "", 0)))
 
-    def _sweep(self) -> None:
+    def _sweep(self, out: list[Decision]) -> None:
         """Drop the state of tenants idle for ``tenant_idle_ttl_s`` (at most a batch at a
         time): no waiting or running job, no submit-rate debt, nothing spent in the current
         budget period. Their counters are folded into the retired cells (totals stay right);
@@ -1258,7 +1249,7 @@ class SchedulingCore:
             else:
                 idle[tenant_id] = self._now  # look again after another ttl
         if idle:
-            self._arm_sweep(soon=dropped >= _SWEEP_BATCH)
+            self._arm_sweep(out, soon=dropped >= _SWEEP_BATCH)
 
     def _droppable(self, tenant_id: str) -> bool:
         """Whether forgetting an idle tenant's state changes no later decision."""

@@ -40,6 +40,7 @@ from ._capacity import Needs, PoolState
 from ._tenants import Capacity
 
 if TYPE_CHECKING:
+    from ._messages import Decision
     from ._tenants import TenantState
 
 __all__ = [
@@ -115,20 +116,17 @@ class Entry(Struct, kw_only=True, gc=False):
 
 
 class Selector(Protocol):
-    """What a GroupQueue asks the core while it picks jobs."""
+    """What a GroupQueue asks the core while it picks jobs. Decisions go to ``out``, the list
+    of the ``handle`` call the pick is part of."""
 
-    def charge(self, head: Entry, queue: TenantQueue) -> float:
-        """The virtual time a dispatch of ``head`` (from ``queue``) costs its tenant
-        (estimated)."""
+    def gate(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> str | None:
+        """If a limit holds the head back: park it and say where, TENANT (the tenant, in this
+        group) or FIFO (the head's FIFO); else None."""
         ...
 
-    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
-        """(TENANT or FIFO, reason) if a limit holds the head back (and record the parking),
-        else None."""
-        ...
-
-    def try_start(self, head: Entry) -> bool:
-        """Start the head if it fits the free capacity now."""
+    def try_start(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
+        """Start the head if it fits the free capacity now, and return the virtual time the
+        dispatch costs its tenant (estimated); None if it does not fit."""
         ...
 
     def hold(self, head: Entry, queue: GroupQueue) -> None:
@@ -430,9 +428,10 @@ class GroupQueue:
         if self.parked.pop(tenant, None) is not None:
             self.activate(tenant)
 
-    def drain(self, selector: Selector, limit: int = -1) -> int:
+    def drain(self, selector: Selector, out: list[Decision], limit: int = -1) -> int:
         """Start heads, least-served tenant first, until the pools are full, every tenant is
-        parked or declined, or ``limit`` jobs started. Returns how many started."""
+        parked or declined, or ``limit`` jobs started (decisions go to ``out``). Returns how
+        many started."""
         heap, run = self.heap, self.run
         declined: list[Key] = []
         started = 0
@@ -478,27 +477,20 @@ class GroupQueue:
                 if declined and selector.release_epoch != epoch:
                     heappush(heap, key)
                     continue  # capacity was freed: heads set aside go first (top of the loop)
-            held = (
-                selector.gate(head, queue)
-                if head.limits or head.tenant_state.limited  # nothing to check otherwise
-                else None
-            )
-            if held is not None:
-                scope, reason = held
-                if scope == TENANT:
-                    queue.key = None
-                    self.parked[queue.tenant] = reason
-                else:
-                    queue.park(head.subkey, reason)
-                    heappush(heap, key)  # offered again at once: re-keyed at its next head
-                continue
-            if selector.try_start(head):
+            if head.limits or head.tenant_state.limited:  # (nothing to check otherwise)
+                parked = selector.gate(head, queue, out)
+                if parked is not None:
+                    if parked == FIFO:
+                        heappush(heap, key)  # offered again at once: re-keyed at its next head
+                    continue
+            charge = selector.try_start(head, queue, out)
+            if charge is not None:
                 started += 1
                 queue.pop(head)
                 self.count -= 1
                 if actual > self.clock:
                     self.clock = actual
-                vtime = queue.vtime = actual + selector.charge(head, queue)
+                vtime = queue.vtime = actual + charge
                 following = queue.peek()
                 if following is None:
                     queue.key = None
@@ -567,23 +559,25 @@ class ReadyQueues:
             tenant_queue.count -= 1
         self.counts[entry.rank] -= 1
 
-    def dispatch_level(self, rank: int, selector: Selector, limit: int = -1) -> int:
+    def dispatch_level(
+        self, rank: int, selector: Selector, out: list[Decision], limit: int = -1
+    ) -> int:
         """Offer one level's queued jobs; returns how many started."""
         started = 0
         for queue in self.levels[rank].values():
             if queue.count and queue.any_free_slot():
-                started += queue.drain(selector, limit - started if limit > 0 else -1)
+                started += queue.drain(selector, out, limit - started if limit > 0 else -1)
                 if started == limit:
                     break
         self.counts[rank] -= started
         return started
 
-    def dispatch(self, selector: Selector) -> None:
+    def dispatch(self, selector: Selector, out: list[Decision]) -> None:
         """Offer queued jobs: levels in strict priority order, then each pool group of a level
         with a free slot, tenants by fair share."""
         for rank in range(LEVELS):
             if self.counts[rank]:
-                self.dispatch_level(rank, selector)
+                self.dispatch_level(rank, selector, out)
 
     def queue_of(self, entry: Entry) -> GroupQueue:
         """The GroupQueue of a queued entry."""
