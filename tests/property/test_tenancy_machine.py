@@ -132,7 +132,7 @@ class CheckedCore(SchedulingCore):
             if quota.cpu is not None and cpu + head.needs.cpu > milli(quota.cpu):
                 return False
         for key in head.limits:
-            limit = self._limits[key]
+            limit = self._limits.states[key]
             if limit.max_running is not None and limit.running + 1 > limit.max_running:
                 return False
         return True

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -28,7 +27,6 @@ from msgspec.structs import replace
 from .._errors import ConfigurationError
 from .._ir import (
     _PRIORITY_RANK,
-    UNLIMITED,
     Attempt,
     Job,
     JobError,
@@ -67,6 +65,7 @@ from ._counters import (
     pool_usage,
 )
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
+from ._limits import Limits, LimitState, StarvationGuard
 from ._messages import (
     ArmTimer,
     Cancel,
@@ -76,7 +75,6 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
-    Limit,
     PoolsChanged,
     Record,
     Reject,
@@ -95,14 +93,13 @@ from ._queues import (
     TENANT,
     Entry,
     GroupQueue,
-    LimitKey,
     ReadyQueues,
     SubKey,
     TenantQueue,
     check_resolution,
 )
 from ._retry import backoff_delay_ms
-from ._tenants import Capacity, TenantState, dominant_share, job_share, quota_gate
+from ._tenants import Capacity, TenantState, dominant_share, job_share
 
 __all__ = ["SchedulingCore"]
 
@@ -131,7 +128,7 @@ class _Run(Struct, gc=False):
     backend: str
     tenant: TenantState
     namespace: str
-    limits: tuple[_Limit, ...]
+    limits: tuple[LimitState, ...]
     started: float
     rate: float  # USD per hour
     # its tenant's queue in the group it was picked from, what its dispatch charged the tenant
@@ -141,94 +138,6 @@ class _Run(Struct, gc=False):
     share: float
     weight: float
     stopping: bool = False  # told to stop (cancel, timeout): counted in its pool's stopping
-
-
-class _Limit:
-    """A concurrency group, or a limit a backend puts on some of its jobs (an ALTAR tool's):
-    how many of its runs hold a slot against ``max_running``, an optional token bucket of
-    ``rate`` starts per second, and the FIFOs parked on it."""
-
-    __slots__ = (
-        "burst",
-        "key",
-        "last",
-        "max_running",
-        "parked",
-        "rate",
-        "running",
-        "timer_armed",
-        "tokens",
-    )
-
-    def __init__(self, key: LimitKey, max_running: int | None) -> None:
-        self.key = key
-        self.max_running = max_running
-        self.running = 0
-        self.rate: float | None = None
-        self.burst = 1
-        self.tokens = 0.0
-        self.last = 0.0
-        self.timer_armed = False
-        self.parked: list[tuple[TenantQueue, SubKey]] = []
-
-    def set_rate(self, rate: float | None, burst: int | None, now: float) -> None:
-        """Change the bucket (a new one starts full)."""
-        if rate == self.rate and (burst or max(1, math.ceil(rate or 0))) == self.burst:
-            return
-        fresh = self.rate is None
-        self.rate = rate
-        self.burst = burst or max(1, math.ceil(rate or 0))
-        if fresh:
-            self.tokens, self.last = float(self.burst), now
-        self.tokens = min(self.tokens, float(self.burst))
-
-    def refill(self, now: float) -> None:
-        if self.rate is not None and now > self.last:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
-            self.last = now
-
-    def reason(self, now: float) -> str | None:
-        """Why one more run cannot start now (and the waiting reason), or None."""
-        kind, name = self.key
-        if self.max_running is not None and self.running >= self.max_running:
-            return f"concurrency_group:{name}" if kind == "group" else f"tool_concurrency:{name}"
-        if self.rate is not None:
-            self.refill(now)
-            if self.tokens < 1.0 - 1e-9:
-                return f"tool_rate:{name}"
-        return None
-
-    def next_token_at(self, now: float) -> float:
-        assert self.rate is not None
-        return now + (1.0 - self.tokens) / self.rate
-
-
-class _Guard:
-    """The starvation guard's memory: the levels of the last ``window`` dispatches."""
-
-    __slots__ = ("counts", "min_share", "recent", "window")
-
-    def __init__(self, spec: PriorityGuard) -> None:
-        self.window = spec.window
-        self.min_share = {p.rank: share for p, share in spec.min_share.items()}
-        self.recent: deque[int] = deque()
-        self.counts = [0] * LEVELS
-
-    def record(self, rank: int) -> None:
-        self.recent.append(rank)
-        self.counts[rank] += 1
-        if len(self.recent) > self.window:
-            self.counts[self.recent.popleft()] -= 1
-
-    def owed(self, backlog: list[int]) -> list[int]:
-        """Guarded levels with queued jobs that got less than their share of recent dispatches,
-        lowest level first."""
-        total = len(self.recent) or 1
-        return [
-            rank
-            for rank in sorted(self.min_share, reverse=True)
-            if backlog[rank] and self.counts[rank] / total < self.min_share[rank]
-        ]
 
 
 class SchedulingCore:
@@ -275,10 +184,7 @@ class SchedulingCore:
             )
         if max_waiting is not None and max_waiting < 0:
             raise ConfigurationError(f"max_waiting must be >= 0 or None, got {max_waiting}")
-        if default_concurrency_limit < 1:
-            raise ConfigurationError(
-                f"default_concurrency_limit must be >= 1, got {default_concurrency_limit}"
-            )
+        self._limits = Limits(concurrency_limits, default_concurrency_limit)
         self._rand = rand
         self._max_waiting = max_waiting
         self._pools: dict[str, PoolState] = {}
@@ -295,10 +201,7 @@ class SchedulingCore:
         self._tenant_specs = {t.id: t for t in tenants}
         self._default_tenant = default_tenant
         self._tenants: dict[str, TenantState] = {}
-        self._cgroup_limits = dict(concurrency_limits or {})
-        self._default_cgroup_limit = default_concurrency_limit
-        self._limits: dict[LimitKey, _Limit] = {}
-        self._guard = None if guard is None or not guard.min_share else _Guard(guard)
+        self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
         # Counters by status (then submitted, rejected): one per (tenant, level, backend), in the
         # tenant's TenantCounters (tenant "": rejected jobs without a valid tenant); the cells of
         # dropped tenants are summed in _retired; rejections without a tenant or a level apart.
@@ -467,17 +370,11 @@ class SchedulingCore:
 
     def concurrency_usage(self, group: str) -> tuple[int, int]:
         """(runs holding a slot of the concurrency group, its limit)."""
-        state = self._limits.get(("group", group))
-        if state is None or state.max_running is None:
-            return (0, self._cgroup_limits.get(group, self._default_cgroup_limit))
-        return (state.running, state.max_running)
+        return self._limits.group_usage(group)
 
     def limit_usage(self, tool: str) -> tuple[int, int | None, float | None]:
         """(runs of a backend limit such as a tool's, its max_concurrency, tokens left)."""
-        state = self._limits.get(("tool", tool))
-        if state is None:
-            return (0, None, None)
-        return (state.running, state.max_running, state.tokens if state.rate else None)
+        return self._limits.tool_usage(tool)
 
     def stats(self) -> Stats:
         """Counts by status, per priority, tenant and backend; pools; waiting reasons (in one
@@ -554,33 +451,13 @@ class SchedulingCore:
 
     # ---- what a GroupQueue asks while it picks (the Selector protocol) ----------------------
 
-    def _holding_back(self, head: Entry) -> tuple[str, str, LimitKey | None] | None:
-        """The first limit that holds a head back now, as (scope, reason, limit key) with scope
-        "tenant", "namespace" or "limit"; None if none does. No side effects."""
-        state = head.tenant_state
-        if state.quota is not UNLIMITED:
-            reason = quota_gate(state.quota, state.running, state.usage, head.needs)
-            if reason is not None:
-                return ("tenant", f"tenant_{reason}", None)
-        if state.namespaces:
-            namespace = state.namespaces.get(head.namespace)
-            if namespace is not None and namespace.quota is not UNLIMITED:
-                reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
-                if reason is not None:
-                    return ("namespace", f"namespace_{reason}", None)
-        for key in head.limits:
-            reason = self._limits[key].reason(self._now)
-            if reason is not None:
-                return ("limit", reason, key)
-        return None
-
     def gate(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> str | None:
         """If a limit holds a head back: park its tenant (TENANT) or its FIFO (FIFO) and say
         which; None if no limit does."""
-        found = self._holding_back(head)
+        found = self._limits.holding_back(head, self._now)
         if found is None:
             return None
-        scope, reason, key = found
+        scope, reason, limit = found
         if scope == "tenant":
             held = queue.queue.held
             if held is not None and held.tenant == head.tenant:
@@ -591,14 +468,14 @@ class SchedulingCore:
             return TENANT
         self._unhold_fifo(queue, head)
         queue.park(head.subkey, reason)
-        if key is None:
+        if limit is None:
             head.tenant_state.namespaces[head.namespace].parked.append((queue, head.subkey))
             return FIFO
-        limit = self._limits[key]
         limit.parked.append((queue, head.subkey))
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
-            out.append(ArmTimer(limit.next_token_at(self._now), (_LIMIT_KEY, "", key[1], 0)))
+            at = limit.next_token_at(self._now)
+            out.append(ArmTimer(at, (_LIMIT_KEY, "", limit.key[1], 0)))
         return FIFO
 
     def _release_stopped_holds(self) -> None:
@@ -607,7 +484,7 @@ class SchedulingCore:
         held capacity would sit idle while others could use it)."""
         for queue in self._queues.groups():
             held = queue.held
-            if held is not None and self._holding_back(held) is not None:
+            if held is not None and self._limits.holding_back(held, self._now) is not None:
                 self._unhold(held)
 
     def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
@@ -655,13 +532,7 @@ class SchedulingCore:
         )
         tenant = entry.tenant_state
         tenant.reserve(reservation, entry.namespace)
-        limits: tuple[_Limit, ...] = ()
-        if entry.limits:
-            limits = tuple(self._limits[key] for key in entry.limits)
-            for limit in limits:
-                limit.running += 1
-                if limit.rate is not None:
-                    limit.tokens -= 1.0
+        limits = self._limits.start(entry.limits) if entry.limits else ()
         if tenant.limited or limits:
             self._release_stopped_holds()
         if self._guard is not None:
@@ -747,7 +618,9 @@ class SchedulingCore:
                 queued_at=at,
                 estimated_cost_usd=estimate,
             )
-            keys = self._limit_keys(job, backend_limits[index] if backend_limits else ())
+            keys = self._limits.keys_for(
+                job, backend_limits[index] if backend_limits else (), self._now
+            )
             subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
             if subkey is None or subkey[0] != job.namespace or subkey[1] != keys:
                 subkey = tenant.last_subkey = (job.namespace, keys)
@@ -877,31 +750,6 @@ class SchedulingCore:
 
     def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
         return [self._pools[name] for name in group]
-
-    def _limit_keys(self, job: Job, specs: Sequence[Limit]) -> tuple[LimitKey, ...]:
-        """The limits a job is subject to (creating or updating their state)."""
-        group = job.constraints.concurrency_group
-        if group is None and not specs:
-            return ()
-        keys: list[LimitKey] = []
-        if group is not None:
-            key = ("group", group)
-            if key not in self._limits:
-                limit = self._cgroup_limits.get(group, self._default_cgroup_limit)
-                self._limits[key] = _Limit(key, limit)
-            keys.append(key)
-        for spec in specs:
-            if spec.max_concurrency is None and spec.rate is None:
-                continue
-            key = ("tool", spec.name)
-            state = self._limits.get(key)
-            if state is None:
-                state = self._limits[key] = _Limit(key, spec.max_concurrency)
-            else:
-                state.max_running = spec.max_concurrency
-            state.set_rate(spec.rate, spec.burst, self._now)
-            keys.append(key)
-        return tuple(keys)
 
     # ---- the end of a run --------------------------------------------------------------------
 
@@ -1081,7 +929,7 @@ class SchedulingCore:
             self._sweep(out)
             return
         if what == _LIMIT_KEY:  # a rate-limited tool has a token again
-            limit = self._limits.get(("tool", job_id))
+            limit = self._limits.tool(job_id)
             if limit is not None:
                 limit.timer_armed = False
                 self._unpark_fifos(limit.parked)
@@ -1164,14 +1012,8 @@ class SchedulingCore:
                 namespace.usage.add(run.reservation)
 
     def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
-        if event.limit < 1:
-            raise ConfigurationError(
-                f"a concurrency limit is >= 1, got {event.limit} for {event.group!r}"
-            )
-        self._cgroup_limits[event.group] = event.limit
-        group = self._limits.get(("group", event.group))
+        group = self._limits.set_group_limit(event.group, event.limit)
         if group is not None:
-            group.max_running = event.limit
             self._unpark_fifos(group.parked)
 
     def _pools_changed(self, event: PoolsChanged) -> None:
