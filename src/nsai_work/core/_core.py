@@ -64,6 +64,7 @@ from ._counters import (
     new_counter,
     pool_usage,
 )
+from ._holds import Holds, reserve
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._limits import Limits, LimitState, StarvationGuard
 from ._messages import (
@@ -86,6 +87,7 @@ from ._messages import (
     TenantChanged,
     TimerFired,
 )
+from ._parking import park_fifo, park_tenant, unpark_fifos, unpark_tenant, unpark_tenant_in
 from ._queues import (
     DEFAULT_FAIR_SHARE_RESOLUTION_S,
     FIFO,
@@ -94,7 +96,6 @@ from ._queues import (
     Entry,
     GroupQueue,
     ReadyQueues,
-    SubKey,
     TenantQueue,
     check_resolution,
 )
@@ -197,6 +198,7 @@ class SchedulingCore:
         self._shared_jobs: dict[tuple[str, str], Entry] = {}
         self._runs: dict[tuple[str, str, int], _Run] = {}  # by (tenant id, job id, attempt)
         self._queues = ReadyQueues(fair_share_resolution_s)
+        self._holds = Holds(self._queues)
         self._waiting = 0
         self._tenant_specs = {t.id: t for t in tenants}
         self._default_tenant = default_tenant
@@ -220,8 +222,6 @@ class SchedulingCore:
         self._now = 0.0
         self._wall = 0.0
         self._now_dt = _dt.datetime.fromtimestamp(0.0, _UTC)
-        self._hold_seq = 0
-        self.release_epoch = 0  # bumped when held capacity is released (drain re-offers heads)
 
     # ---- the one entry point ---------------------------------------------------------------
 
@@ -267,12 +267,13 @@ class SchedulingCore:
         if guard is not None:
             for rank in guard.owed(queues.counts):
                 queues.dispatch_level(rank, self, out, limit=1)
-        epoch = self.release_epoch
+        holds = self._holds
+        epoch = holds.release_epoch
         queues.dispatch(self, out)
-        while self.release_epoch != epoch:
+        while holds.release_epoch != epoch:
             # a held job started or left during the pass: capacity it held is free for heads
             # that were declined before that happened
-            epoch = self.release_epoch
+            epoch = holds.release_epoch
             queues.dispatch(self, out)
 
     # ---- queries (no decisions) --------------------------------------------------------------
@@ -459,19 +460,15 @@ class SchedulingCore:
             return None
         scope, reason, limit = found
         if scope == "tenant":
-            held = queue.queue.held
-            if held is not None and held.tenant == head.tenant:
-                self._unhold(held)  # a parked tenant holds no capacity
-            head.tenant_state.parked_in.add(queue.queue)
-            queue.key = None
-            queue.queue.parked[queue.tenant] = reason
+            self._holds.release_tenant(queue.queue, head.tenant)  # a parked head holds nothing
+            park_tenant(queue, head.tenant_state, reason)
             return TENANT
-        self._unhold_fifo(queue, head)
-        queue.park(head.subkey, reason)
+        self._holds.release_fifo(queue, head)
         if limit is None:
-            head.tenant_state.namespaces[head.namespace].parked.append((queue, head.subkey))
+            namespace = head.tenant_state.namespaces[head.namespace]
+            park_fifo(queue, head.subkey, reason, namespace.parked)
             return FIFO
-        limit.parked.append((queue, head.subkey))
+        park_fifo(queue, head.subkey, reason, limit.parked)
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
             at = limit.next_token_at(self._now)
@@ -485,7 +482,7 @@ class SchedulingCore:
         for queue in self._queues.groups():
             held = queue.held
             if held is not None and self._limits.holding_back(held, self._now) is not None:
-                self._unhold(held)
+                self._holds.release(held)
 
     def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         """Reserve a pool for the job and dispatch it there: among its pools that fit now, the
@@ -494,27 +491,12 @@ class SchedulingCore:
         (its dominant share of the group's capacity times the expected run time, over the
         tenant's weight; corrected with the real run time when the run ends), or None if the
         job fits none of its pools now."""
-        placement = entry.placement
-        needs, rank = entry.needs, entry.rank
-        if len(placement) == 1:
-            rate, pool = placement[0]
-            reservation = pool.try_reserve(needs, rank, entry)
-            if reservation is None:
-                return None
-        else:
-            chosen = self._place(entry)
-            if chosen is None:
-                return None
-            rate, pool = chosen
-            reservation = pool.try_reserve(needs, rank, entry)
-            if reservation is None:  # pragma: no cover - _place checked the fit
-                return None
-        name = pool.name
-        if entry.held is not None:
-            self.release_epoch += 1
-            entry.held.unhold(entry)
-            entry.held = None
-            self._queues.queue_of(entry).held = None
+        reserved = reserve(entry)
+        if reserved is None:
+            return None
+        rate, reservation = reserved
+        name = reservation.pool.name
+        self._holds.release(entry)
         entry.rate = rate
         job = entry.job
         number = job.attempt + 1
@@ -537,7 +519,7 @@ class SchedulingCore:
             self._release_stopped_holds()
         if self._guard is not None:
             self._guard.record(entry.rank)
-        group = queue.queue
+        group, needs = queue.queue, entry.needs
         share = group.capacity.slot_share if needs is NO_NEEDS else job_share(needs, group.capacity)
         weight = tenant.weight
         charged = share * group.expected_run_s / weight
@@ -701,52 +683,18 @@ class SchedulingCore:
             counters = self._counters[tenant_id] = TenantCounters()
         return counters
 
-    def _place(self, entry: Entry) -> tuple[float, PoolState] | None:
-        best: tuple[float, PoolState] | None = None
-        best_load = 2.0
-        for rate, pool in entry.placement:
-            if best is not None and rate > best[0]:
-                break  # sorted by rate: the rest cost more
-            if not pool.fits_now(entry.needs, entry.rank, entry):
-                continue
-            load = pool.used_slots / pool.cap_slots if pool.cap_slots else 1.0
-            if best is None or load < best_load:
-                best, best_load = (rate, pool), load
-        return best
-
     def hold(self, head: Entry, queue: GroupQueue) -> None:
-        """Hold capacity for a head that is first in line and does not fit: on the cheapest of
-        its pools that could ever hold it, later jobs of its level or lower only get what is
-        left beyond it, so it starts as soon as the runs there now have freed enough."""
-        for _, pool in head.placement:
-            if pool.could_ever_hold(head.needs):
-                self._hold_seq += 1
-                pool.hold_for(head, head.rank, head.needs, self._hold_seq)
-                head.held = pool
-                queue.held = head
-                return
-
-    def _unhold_fifo(self, queue: TenantQueue, head: Entry) -> None:
-        """A FIFO is parked: the capacity held for one of its jobs is released."""
-        held = queue.queue.held
-        if held is not None and held.tenant == head.tenant and held.subkey == head.subkey:
-            self._unhold(held)
+        """Hold capacity for a head that is first in line and does not fit (see ``Holds``)."""
+        self._holds.hold(head, queue)
 
     def release_hold_of_other_than(self, head: Entry, queue: GroupQueue) -> None:
-        """The head of a tenant is offered: capacity held for another job of that tenant (no
-        longer its head) is released, or the two would wait for each other."""
-        held = queue.held
-        if held is not None and held is not head and held.tenant == head.tenant:
-            self._unhold(held)
+        """Release capacity held for another job of the head's tenant (see ``Holds``)."""
+        self._holds.release_other_than(head, queue)
 
-    def _unhold(self, entry: Entry) -> None:
-        if entry.held is not None:
-            self.release_epoch += 1
-            entry.held.unhold(entry)
-            entry.held = None
-            queue = self._queues.levels[entry.rank].get(entry.group)
-            if queue is not None and queue.held is entry:
-                queue.held = None
+    @property
+    def release_epoch(self) -> int:
+        """Bumped whenever held capacity is released."""
+        return self._holds.release_epoch
 
     def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
         return [self._pools[name] for name in group]
@@ -795,31 +743,12 @@ class SchedulingCore:
         )
         for limit in run.limits:
             limit.running -= 1
-            self._unpark_fifos(limit.parked)
+            unpark_fifos(limit.parked)
         if tenant.limited:  # (only a limited tenant has namespace limits or is parked)
             namespace = tenant.namespaces.get(run.namespace)
             if namespace is not None:
-                self._unpark_fifos(namespace.parked)
-            if tenant.parked_in:
-                self._refresh_tenant(tenant)
-
-    def _refresh_tenant(self, tenant: TenantState) -> None:
-        """Unpark the tenant where it was parked."""
-        if tenant.parked_in:
-            for queue in tenant.parked_in:
-                queue.unpark(tenant.spec.id)
-            tenant.parked_in.clear()
-
-    def _unpark_fifos(self, parked: list[tuple[TenantQueue, SubKey]]) -> None:
-        if not parked:
-            return
-        waiting = parked[:]
-        parked.clear()
-        for tenant_queue, sub in waiting:
-            if tenant_queue.unpark(sub):
-                group_queue = tenant_queue.queue
-                group_queue.parked.pop(tenant_queue.tenant, None)  # its head may have changed
-                group_queue.activate(tenant_queue.tenant)
+                unpark_fifos(namespace.parked)
+            unpark_tenant(tenant)
 
     def _attempt_failed(
         self, entry: Entry, error: JobError, retryable: bool, final: Status, out: list[Decision]
@@ -874,7 +803,7 @@ class SchedulingCore:
         if previous is _RUNNING:
             attempts, cost = self._close_attempt(entry, status, error, out)
         elif previous is _QUEUED:
-            self._unhold(entry)
+            self._holds.release(entry)
         elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
             out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
         if entry.estimate is not None:
@@ -932,7 +861,7 @@ class SchedulingCore:
             limit = self._limits.tool(job_id)
             if limit is not None:
                 limit.timer_armed = False
-                self._unpark_fifos(limit.parked)
+                unpark_fifos(limit.parked)
             return
         entry = self._entry(tenant_id, job_id)
         if entry is None or entry.job.attempt != attempt:
@@ -975,9 +904,7 @@ class SchedulingCore:
             self._stop_run(entry, event.reason, out)
         elif entry.status is _QUEUED:
             self._queues.discard(entry)
-            queue = self._queues.queue_of(entry)
-            if queue.parked.pop(entry.tenant, None) is not None:  # its head may have changed
-                queue.activate(entry.tenant)
+            unpark_tenant_in(self._queues.queue_of(entry), entry.tenant)  # (new head)
         self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
 
     def _tenant_changed(self, spec: Tenant) -> None:
@@ -992,8 +919,8 @@ class SchedulingCore:
         if new:
             self._recount_namespaces(state, new)
         for namespace in state.namespaces.values():
-            self._unpark_fifos(namespace.parked)
-        self._refresh_tenant(state)
+            unpark_fifos(namespace.parked)
+        unpark_tenant(state)
 
     def _recount_namespaces(self, tenant: TenantState, names: list[str]) -> None:
         """Namespaces that just got limits start from what is there: waiting jobs and runs."""
@@ -1014,7 +941,7 @@ class SchedulingCore:
     def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
         group = self._limits.set_group_limit(event.group, event.limit)
         if group is not None:
-            self._unpark_fifos(group.parked)
+            unpark_fifos(group.parked)
 
     def _pools_changed(self, event: PoolsChanged) -> None:
         existing = [p for p in event.pools if p.name in self._pools]
@@ -1108,7 +1035,7 @@ class SchedulingCore:
             state.roll_period(self._now)
             if state.spend_period > 0.0:
                 return False  # spent in this budget period: dropping would refund it
-        self._refresh_tenant(state)  # parked with no job left (a quota lowered to 0)
+        unpark_tenant(state)  # parked with no job left (a quota lowered to 0)
         return True
 
     def _drop_tenant(self, tenant_id: str) -> None:

@@ -24,7 +24,8 @@ from ._queues import LEVELS, LimitKey
 from ._tenants import quota_gate
 
 if TYPE_CHECKING:
-    from ._queues import Entry, SubKey, TenantQueue
+    from ._parking import ParkedFifos
+    from ._queues import Entry
 
 __all__ = ["LimitState", "Limits", "StarvationGuard"]
 
@@ -55,7 +56,7 @@ class LimitState:
         self.tokens = 0.0
         self.last = 0.0
         self.timer_armed = False
-        self.parked: list[tuple[TenantQueue, SubKey]] = []
+        self.parked: ParkedFifos = []
 
     def set_rate(self, rate: float | None, burst: int | None, now: float) -> None:
         """Change the bucket (a new one starts full)."""

@@ -16,8 +16,10 @@ group), with weighted dominant-resource fair share between tenants.
   is the oldest head among the FIFOs that are not parked.
 - Parking: a tenant at one of its limits leaves the keys (``GroupQueue.parked``); a FIFO whose
   namespace or concurrency group is at its limit leaves the tenant's heads
-  (``TenantQueue.parked``). The core unparks them when what blocked them is released, so a
-  blocked tenant costs nothing per dispatch.
+  (``TenantQueue.parked``). ``_parking`` parks and unparks them (the core calls it); the queues
+  only read what is parked.
+- Holds: ``GroupQueue.held`` is the head capacity is held for; ``_holds`` makes and releases
+  holds (the drain asks for them through its ``Selector``).
 - A head that does not fit the free capacity now is skipped for this pass and keeps its place
   (backfill over queue heads; the resources release adds holding capacity for it).
 
@@ -243,16 +245,14 @@ class TenantQueue:
         (self.only or self.fifos[head.subkey]).popleft()
         self.count -= 1
 
-    def park(self, sub: SubKey, reason: str) -> None:
-        """Take the FIFO whose head ``peek`` just returned out of the heads."""
+    def withdraw_head(self) -> None:
+        """Take the FIFO whose head ``peek`` just returned out of the heads (it is parked)."""
         heappop(self.heads)
-        self.parked[sub] = reason
         self.only_sub = self.only = None
 
-    def unpark(self, sub: SubKey) -> bool:
-        """Put a parked FIFO back; True if it has jobs."""
-        if self.parked.pop(sub, None) is None:
-            return False
+    def restore(self, sub: SubKey) -> bool:
+        """Put a FIFO that is no longer parked back among the heads; True if it has jobs (an
+        empty one is dropped)."""
         fifo = self.fifos.get(sub)
         if not fifo:
             self.fifos.pop(sub, None)
@@ -422,11 +422,6 @@ class GroupQueue:
                 self.step + 2.0 * share * self.expected_run_s / weight
             ):
                 self.activate(queue.tenant)
-
-    def unpark(self, tenant: str) -> None:
-        """A tenant parked here may compete again."""
-        if self.parked.pop(tenant, None) is not None:
-            self.activate(tenant)
 
     def drain(self, selector: Selector, out: list[Decision], limit: int = -1) -> int:
         """Start heads, least-served tenant first, until the pools are full, every tenant is

@@ -15,7 +15,8 @@ from ._capacity import Needs, PoolState, Reservation, Usage
 from ._counters import TenantCounters
 
 if TYPE_CHECKING:
-    from ._queues import GroupQueue, SubKey, TenantQueue
+    from ._parking import ParkedFifos
+    from ._queues import GroupQueue, SubKey
 
 __all__ = [
     "NamespaceState",
@@ -79,7 +80,7 @@ class NamespaceState:
         self.waiting = 0
         self.running = 0
         self.usage = Usage()
-        self.parked: list[tuple[TenantQueue, SubKey]] = []
+        self.parked: ParkedFifos = []  # the FIFOs parked on its quota (see _parking)
 
 
 class TenantState:
@@ -133,7 +134,7 @@ class TenantState:
         # the status counter of its last submitted job's (level, backend), and that pair
         self.last_cell: tuple[int, str, list[int]] | None = None
         self.last_subkey: SubKey | None = None  # the FIFO key of its last submitted job
-        self.parked_in: set[GroupQueue] = set()
+        self.parked_in: set[GroupQueue] = set()  # where it is parked (see _parking)
 
     def update(self, spec: Tenant) -> None:
         """Take a new spec (weight, quota, namespace limits); usage and queues stay."""
