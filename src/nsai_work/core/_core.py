@@ -17,9 +17,8 @@ the run has really ended, retries with backoff, timeouts, and cancellation.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from msgspec import Struct
 from msgspec.structs import replace
@@ -31,12 +30,11 @@ from .._ir import (
     Job,
     JobError,
     Pool,
-    Priority,
     PriorityGuard,
     Status,
     Tenant,
 )
-from .._stats import PoolStats, Stats, TenantStats, TenantUsage
+from .._stats import Stats, TenantStats
 from ._admission import (
     Choice,
     Plan,
@@ -53,16 +51,10 @@ from ._admission import (
 from ._capacity import NO_NEEDS, PoolState, Reservation, needs_of
 from ._counters import (
     QUEUED_SLOT,
-    REJECTED,
     SLOT,
     SUBMITTED,
-    CellKey,
     StatsBuilder,
-    TenantCounters,
-    add_counter,
-    counts,
-    new_counter,
-    pool_usage,
+    pool_stats,
 )
 from ._holds import Holds, reserve
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
@@ -99,8 +91,10 @@ from ._queues import (
     TenantQueue,
     check_resolution,
 )
+from ._reasons import WaitingReasons
+from ._registry import TenantRegistry
 from ._retry import backoff_delay_ms
-from ._tenants import Capacity, TenantState, dominant_share, job_share
+from ._tenants import Capacity, TenantState, job_share
 
 __all__ = ["SchedulingCore"]
 
@@ -111,8 +105,7 @@ _TIMEOUT_KEY: Final = "timeout"
 _READY_KEY: Final = "ready"
 _LIMIT_KEY: Final = "limit"
 _SWEEP_KEY: Final = "sweep"
-#: How many idle tenants one sweep drops at most (the next sweep follows at once).
-_SWEEP_BATCH: Final = 512
+_SWEEP_TIMER: Final = (_SWEEP_KEY, "", "", 0)
 #: How long a tenant's state is kept once it has no waiting or running job, by default.
 DEFAULT_TENANT_IDLE_TTL_S: Final = 3600.0
 #: The tenant unknown tenants are admitted as, unless configured otherwise.
@@ -173,22 +166,16 @@ class SchedulingCore:
         tenant_idle_ttl_s: float | None = DEFAULT_TENANT_IDLE_TTL_S,
     ) -> None:
         check_resolution(fair_share_resolution_s)
-        if tenant_idle_ttl_s is not None and not (
-            isinstance(tenant_idle_ttl_s, int | float)
-            and not isinstance(tenant_idle_ttl_s, bool)
-            and math.isfinite(tenant_idle_ttl_s)
-            and tenant_idle_ttl_s > 0
-        ):
-            raise ConfigurationError(
-                f"tenant_idle_ttl_s must be a finite number of seconds > 0 or None, got "
-                f"{tenant_idle_ttl_s!r}"
-            )
+        self._pools: dict[str, PoolState] = {}
+        self._queues = ReadyQueues(fair_share_resolution_s)
+        self._tenants = TenantRegistry(
+            tenants, default_tenant, tenant_idle_ttl_s, self._queues, self._pools
+        )
         if max_waiting is not None and max_waiting < 0:
             raise ConfigurationError(f"max_waiting must be >= 0 or None, got {max_waiting}")
         self._limits = Limits(concurrency_limits, default_concurrency_limit)
         self._rand = rand
         self._max_waiting = max_waiting
-        self._pools: dict[str, PoolState] = {}
         for backend, specs in pools.items():
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
@@ -197,27 +184,10 @@ class SchedulingCore:
         self._jobs: dict[str, Entry] = {}
         self._shared_jobs: dict[tuple[str, str], Entry] = {}
         self._runs: dict[tuple[str, str, int], _Run] = {}  # by (tenant id, job id, attempt)
-        self._queues = ReadyQueues(fair_share_resolution_s)
         self._holds = Holds(self._queues)
         self._waiting = 0
-        self._tenant_specs = {t.id: t for t in tenants}
-        self._default_tenant = default_tenant
-        self._tenants: dict[str, TenantState] = {}
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
-        # Counters by status (then submitted, rejected): one per (tenant, level, backend), in the
-        # tenant's TenantCounters (tenant "": rejected jobs without a valid tenant); the cells of
-        # dropped tenants are summed in _retired; rejections without a tenant or a level apart.
-        self._counters: dict[str, TenantCounters] = {}
-        self._retired: dict[CellKey, list[int]] = {}
-        self._rejected_unleveled = 0
-        # Tenants with waiting or running jobs: how many, and their weights' sum (fair share).
-        self._active_count = 0
-        self._active_weight = 0.0
-        # Tenants without live jobs, oldest idle first: tenant id -> when it became idle. A
-        # sweep drops those idle for tenant_idle_ttl_s (see _sweep).
-        self._idle: dict[str, float] = {}
-        self._idle_ttl = tenant_idle_ttl_s
-        self._sweep_armed = tenant_idle_ttl_s is None  # (never armed without a ttl)
+        self._reasons = WaitingReasons(self._queues, self._guard)
         # The clock readings of the event being handled, and the wall clock's datetime.
         self._now = 0.0
         self._wall = 0.0
@@ -253,9 +223,8 @@ class SchedulingCore:
         elif kind is ConcurrencyLimitChanged:
             self._limit_changed(event)  # type: ignore[arg-type]
         elif kind is Rejected:
-            self._count_rejected(event.jobs, event.reason)  # type: ignore[union-attr]
-            if not self._sweep_armed:
-                self._arm_sweep(out)
+            self._tenants.count_rejected(event.jobs, event.reason, now)  # type: ignore[union-attr]
+            self._arm_sweep(out)
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
         self._dispatch(out)
@@ -291,46 +260,8 @@ class SchedulingCore:
         if entry.status is _PENDING:
             return entry.job.waiting_reason
         if entry.status is _QUEUED:
-            return self._queued_reason(entry)
+            return self._reasons.queued(entry)
         return None
-
-    def _queued_reason(self, entry: Entry, cache: dict[Any, Any] | None = None) -> str:
-        """Why a queued job waits. ``cache`` (one stats build's) keeps what is the same for
-        every job of a level and pool group."""
-        if entry.held is not None:
-            return f"capacity_held:{entry.held.name}"
-        queue = self._queues.queue_of(entry)
-        tenant_queue = queue.tenants.get(entry.tenant)
-        if tenant_queue is not None:
-            parked = tenant_queue.parked.get(entry.subkey)
-            if parked is not None:
-                return parked
-        parked = queue.parked.get(entry.tenant)
-        if parked is not None:
-            return parked
-        above = None if cache is None else cache.get((entry.rank, entry.group))
-        if above is None:
-            guard = self._guard
-            above = (
-                "higher_priority_backlog"
-                if self._queues.competes_above(entry)
-                else "priority_guard"
-                if guard is not None
-                and any(rank > entry.rank for rank in guard.owed(self._queues.counts))
-                else ""
-            )
-            if cache is not None:
-                cache[(entry.rank, entry.group)] = above
-        if above:
-            return above
-        mine = None if tenant_queue is None else tenant_queue.key
-        top = queue.top()  # (drops stale keys)
-        if mine is not None and top is not None and top[2] is not tenant_queue and top[0] < mine[0]:
-            return "fair_share"
-        for _, pool in entry.placement:
-            if pool.stopping:
-                return f"stopping_runs:{pool.name}"
-        return "no_capacity"
 
     @property
     def waiting(self) -> int:
@@ -364,10 +295,7 @@ class SchedulingCore:
 
     def tenant(self, tenant_id: str) -> Tenant | None:
         """The spec a tenant is scheduled with (configured, or the default), or None."""
-        state = self._tenants.get(tenant_id)
-        if state is not None:
-            return state.spec
-        return self._tenant_specs.get(tenant_id)
+        return self._tenants.spec(tenant_id)
 
     def concurrency_usage(self, group: str) -> tuple[int, int]:
         """(runs holding a slot of the concurrency group, its limit)."""
@@ -385,70 +313,26 @@ class SchedulingCore:
     def stats_builder(self) -> StatsBuilder:
         """A ``StatsBuilder`` over the state as it is now, to build the Stats in steps of
         bounded work (O(tenants + waiting jobs) in all)."""
+        tenants = self._tenants
         return StatsBuilder(
-            self._counters,
-            self._retired,
-            self._rejected_unleveled,
+            tenants.counters,
+            tenants.retired,
+            tenants.rejected_unleveled,
             list(self.live_entries()) if self._waiting else [],
-            self._tenant_stats,
-            self._reason_of,
-            self._pool_stats,
+            tenants.stats_of,
+            self._reasons.of,
+            lambda: pool_stats(self._pools),
         )
 
     def tenant_stats(self, tenant_id: str) -> TenantStats:
         """One tenant's stats, from its own counters (O(1) in the number of tenants); zeros
         with its weight and quota for a tenant with no counters."""
-        counters = self._counters.get(tenant_id)
-        if counters is not None:
-            return self._tenant_stats(tenant_id, counters)
-        spec = self.tenant(tenant_id)
-        if spec is None:
-            return TenantStats()
-        return TenantStats(weight=spec.weight, quota=spec.quota, budget_usd=spec.quota.budget_usd)
+        return self._tenants.stats(tenant_id)
 
-    def _reason_of(self, entry: Entry, cache: dict[Any, Any]) -> str | None:
-        status = entry.status
-        if status is _PENDING:
-            return entry.job.waiting_reason or "pending"
-        if status is _QUEUED:
-            return self._queued_reason(entry, cache)
-        return None
-
-    def _pool_stats(self) -> dict[str, PoolStats]:
-        return {
-            name: PoolStats(
-                backend=pool.backend,
-                capacity=pool.spec,
-                used=pool_usage(pool.usage(), pool.stopping),
-            )
-            for name, pool in self._pools.items()
-        }
-
-    def _tenant_stats(self, tenant_id: str, counters: TenantCounters) -> TenantStats:
-        counter, by_priority = counters.total()
-        base = counts(counter)
-        fields = {name: getattr(base, name) for name in base.__struct_fields__}
-        state = self._tenants.get(tenant_id)
-        if state is None:
-            return TenantStats(
-                **fields, by_priority=by_priority, rejections=dict(counters.rejections)
-            )
-        active_weight = self._active_weight
-        return TenantStats(
-            **fields,
-            weight=state.weight,
-            quota=state.quota,
-            usage=TenantUsage(**state.usage.as_dict()),  # type: ignore[arg-type]
-            dominant_share=dominant_share(state, Capacity(list(self._pools.values())))
-            * state.weight,
-            fair_share=state.weight / active_weight if active_weight and state.active else 0.0,
-            by_priority=by_priority,
-            rejections=dict(counters.rejections),
-            spend_usd=state.spend_period,
-            spend_total_usd=state.spend_total,
-            committed_usd=max(0.0, state.committed),
-            budget_usd=state.quota.budget_usd,
-        )
+    @property
+    def tenants_kept(self) -> int:
+        """Tenants the core keeps state or counters for now (bounded by the idle sweep)."""
+        return self._tenants.kept
 
     # ---- what a GroupQueue asks while it picks (the Selector protocol) ----------------------
 
@@ -571,7 +455,7 @@ class SchedulingCore:
                 if not isinstance(choice, Choice):
                     rejection = (choice, index, "unschedulable")
                     break
-                tenant = self._tenant_state(job.tenant_id)
+                tenant = self._tenants.state(job.tenant_id, self._now)
                 if tenant is None:
                     rejection = unknown_tenant(job.tenant_id, index)
                     break
@@ -639,7 +523,7 @@ class SchedulingCore:
             counter[QUEUED_SLOT] += 1
             tenant.waiting += 1
             if not tenant.active:
-                self._check_active(tenant)
+                self._tenants.check_active(tenant, now)
             if tenant.limited:
                 namespace = tenant.namespaces.get(entry.namespace)
                 if namespace is not None:
@@ -647,28 +531,14 @@ class SchedulingCore:
             queues.push(entry, self._group_pools)
             out.append(Record(job, None))
         self._waiting += count
-        if not self._sweep_armed:
+        if not self._tenants.sweep_armed:
             self._arm_sweep(out)
         return True
 
     def _reject(self, jobs: Sequence[Job], rejection: Rejection, out: list[Decision]) -> None:
         error, index, reason = rejection
         out.append(Reject(error, index))
-        self._count_rejected(jobs, reason)
-
-    def _tenant_state(self, tenant_id: str) -> TenantState | None:
-        state = self._tenants.get(tenant_id)
-        if state is not None:
-            return state
-        spec = self._tenant_specs.get(tenant_id)
-        if spec is None:
-            if self._default_tenant is None:
-                return None
-            spec = replace(self._default_tenant, id=tenant_id)
-        state = self._tenants[tenant_id] = TenantState(
-            spec, self._now, self._tenant_counters(tenant_id)
-        )
-        return state
+        self._tenants.count_rejected(jobs, reason, self._now)
 
     def _entry(self, tenant_id: str, job_id: str) -> Entry | None:
         """A tenant's live job, or None."""
@@ -676,12 +546,6 @@ class SchedulingCore:
         if entry is not None and entry.tenant == tenant_id:
             return entry
         return self._shared_jobs.get((tenant_id, job_id)) if self._shared_jobs else None
-
-    def _tenant_counters(self, tenant_id: str) -> TenantCounters:
-        counters = self._counters.get(tenant_id)
-        if counters is None:
-            counters = self._counters[tenant_id] = TenantCounters()
-        return counters
 
     def hold(self, head: Entry, queue: GroupQueue) -> None:
         """Hold capacity for a head that is first in line and does not fit (see ``Holds``)."""
@@ -727,7 +591,7 @@ class SchedulingCore:
         # (else the job already moved on, by timeout or cancel: only the capacity came back)
         tenant = run.tenant
         if not tenant.running and not tenant.waiting:  # its last live job: it goes idle
-            self._check_active(tenant)
+            self._tenants.check_active(tenant, self._now)
 
     def _released(self, run: _Run) -> None:
         """A run gave its capacity back: its charge is corrected with its real run time, and its
@@ -855,7 +719,9 @@ class SchedulingCore:
     def _timer(self, event: TimerFired, out: list[Decision]) -> None:
         what, tenant_id, job_id, attempt = event.key
         if what == _SWEEP_KEY:
-            self._sweep(out)
+            at = self._tenants.sweep(self._now)
+            if at is not None:
+                out.append(ArmTimer(at, _SWEEP_TIMER))
             return
         if what == _LIMIT_KEY:  # a rate-limited tool has a token again
             limit = self._limits.tool(job_id)
@@ -908,14 +774,10 @@ class SchedulingCore:
         self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
 
     def _tenant_changed(self, spec: Tenant) -> None:
-        self._tenant_specs[spec.id] = spec
-        state = self._tenants.get(spec.id)
-        if state is None:
-            return
-        new = [name for name in spec.namespaces if name not in state.namespaces]
-        if state.active:
-            self._active_weight += spec.weight - state.weight
-        state.update(spec)
+        changed = self._tenants.update(spec)
+        if changed is None:
+            return  # not kept now: it starts from this spec when it comes back
+        state, new = changed
         if new:
             self._recount_namespaces(state, new)
         for namespace in state.namespaces.values():
@@ -968,95 +830,13 @@ class SchedulingCore:
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
-    def _check_active(self, tenant: TenantState) -> None:
-        """Keep ``tenant.active`` (has waiting or running jobs), the count and weight of the
-        active tenants, and the idle list, right after its waiting or running count changed."""
-        active = tenant.waiting > 0 or tenant.running > 0
-        if active is tenant.active:
-            return
-        tenant.active = active
-        tenant_id = tenant.spec.id
-        if active:
-            self._active_count += 1
-            self._active_weight += tenant.weight
-            self._idle.pop(tenant_id, None)
-        else:
-            self._active_count -= 1
-            self._active_weight = self._active_weight - tenant.weight if self._active_count else 0.0
-            self._idle[tenant_id] = self._now
-
-    def _arm_sweep(self, out: list[Decision], soon: bool = False) -> None:
-        """Arm the idle-tenant sweep, one ``tenant_idle_ttl_s`` from now (or at once to go on
-        with a big sweep). It is armed by the first admitted submit (never with a Reject, which
-        comes alone) and re-armed by each sweep while tenants are idle."""
-        ttl = self._idle_ttl
-        if ttl is None:
-            return
-        self._sweep_armed = True
-        out.append(ArmTimer(self._now if soon else self._now + ttl, (_SWEEP_KEY, "", "", 0)))
-
-    def _sweep(self, out: list[Decision]) -> None:
-        """Drop the state of tenants idle for ``tenant_idle_ttl_s`` (at most a batch at a
-        time): no waiting or running job, no submit-rate debt, nothing spent in the current
-        budget period. Their counters are folded into the retired cells (totals stay right);
-        their configured spec stays, so they come back as configured."""
-        self._sweep_armed = False
-        ttl = self._idle_ttl
-        if ttl is None:
-            return
-        horizon = self._now - ttl
-        idle = self._idle
-        dropped = 0
-        while idle and dropped < _SWEEP_BATCH:
-            tenant_id, since = next(iter(idle.items()))
-            if since > horizon:
-                break
-            del idle[tenant_id]
-            if self._droppable(tenant_id):
-                self._drop_tenant(tenant_id)
-                dropped += 1
-            else:
-                idle[tenant_id] = self._now  # look again after another ttl
-        if idle:
-            self._arm_sweep(out, soon=dropped >= _SWEEP_BATCH)
-
-    def _droppable(self, tenant_id: str) -> bool:
-        """Whether forgetting an idle tenant's state changes no later decision."""
-        state = self._tenants.get(tenant_id)
-        if state is None:
-            return True  # only counters (rejections)
-        if state.active:
-            return False
-        if state.quota.submit_rate is not None:
-            state.refill(self._now)
-            if state.tokens < state.burst - 1e-9:
-                return False  # it still owes tokens: dropping would forgive them
-        if state.quota.budget_usd is not None:
-            state.roll_period(self._now)
-            if state.spend_period > 0.0:
-                return False  # spent in this budget period: dropping would refund it
-        unpark_tenant(state)  # parked with no job left (a quota lowered to 0)
-        return True
-
-    def _drop_tenant(self, tenant_id: str) -> None:
-        counters = self._counters.pop(tenant_id, None)
-        if counters is not None:
-            for key, cell in counters.cells.items():
-                retired = self._retired.get(key)
-                if retired is None:
-                    retired = self._retired[key] = new_counter()
-                add_counter(retired, cell)
-            self._rejected_unleveled += counters.rejected_unleveled
-        if self._tenants.pop(tenant_id, None) is not None:
-            for queue in self._queues.groups():
-                vtime = queue.idle_vtimes.get(tenant_id)
-                if vtime is not None and vtime <= queue.clock:  # no standing to remember
-                    del queue.idle_vtimes[tenant_id]
-
-    @property
-    def tenants_kept(self) -> int:
-        """Tenants the core keeps state or counters for now (bounded by the idle sweep)."""
-        return len(self._counters)
+    def _arm_sweep(self, out: list[Decision]) -> None:
+        """Arm the idle-tenant sweep unless it is armed: by the first admitted submit (never
+        with a Reject, which comes alone) or a Rejected; each sweep re-arms it while tenants
+        are idle."""
+        at = self._tenants.arm_sweep(self._now)
+        if at is not None:
+            out.append(ArmTimer(at, _SWEEP_TIMER))
 
     def _move(self, entry: Entry, status: Status, job: Job) -> None:
         """The one place a live job changes status: checks the edge, counts, keeps the job."""
@@ -1077,41 +857,7 @@ class SchedulingCore:
                 if namespace is not None:
                     namespace.waiting += step
             if not tenant.running:  # (with a run, the tenant stays active whatever happens)
-                self._check_active(tenant)
+                self._tenants.check_active(tenant, self._now)
         entry.status = status
         entry.job = job
         entry.since = self._now
-
-    def _count_rejected(self, jobs: Sequence[object], reason: str) -> None:
-        """Count refused submits: in their tenant's counters (its rejections by reason, and its
-        level's cell when the job has a valid priority), or apart when the tenant id itself is
-        not valid (then in the totals and its level only)."""
-        for job in jobs:
-            priority = getattr(job, "priority", None)
-            raw_tenant = getattr(job, "tenant_id", None)
-            tenant_id = raw_tenant if _countable_tenant(raw_tenant) else None
-            counters = None if tenant_id is None else self._tenant_counters(tenant_id)
-            if isinstance(priority, Priority):
-                where = counters or self._tenant_counters("")
-                where.cell(priority.rank, None)[REJECTED] += 1
-            elif counters is not None:
-                counters.rejected_unleveled += 1
-            else:
-                self._rejected_unleveled += 1
-            if counters is not None and tenant_id is not None:
-                counters.rejections[reason] = counters.rejections.get(reason, 0) + 1
-                state = self._tenants.get(tenant_id)
-                if state is None or not state.active:  # remembered until idle long enough
-                    self._idle.pop(tenant_id, None)
-                    self._idle[tenant_id] = self._now
-
-
-def _countable_tenant(tenant_id: object) -> bool:
-    """Whether a refused job's tenant id is one to count rejections under (a short printable
-    ASCII string; anything else is counted apart rather than kept as a key)."""
-    return (
-        isinstance(tenant_id, str)
-        and 0 < len(tenant_id) <= 128
-        and tenant_id.isascii()
-        and tenant_id.isprintable()
-    )

@@ -589,6 +589,14 @@ class ReadyQueues:
                     return True
         return False
 
+    def forget_standing(self, tenant: str) -> None:
+        """A tenant is forgotten: its virtual time goes from the groups where it gives it no
+        standing (no more than the group's clock)."""
+        for queue in self.groups():
+            vtime = queue.idle_vtimes.get(tenant)
+            if vtime is not None and vtime <= queue.clock:
+                del queue.idle_vtimes[tenant]
+
     def groups(self) -> Iterator[GroupQueue]:
         """Every GroupQueue, highest level first."""
         for level in self.levels:

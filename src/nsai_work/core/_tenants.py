@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Final
 
 from .._ir import UNLIMITED, Quota, Tenant
 from ._capacity import Needs, PoolState, Reservation, Usage
-from ._counters import TenantCounters
 
 if TYPE_CHECKING:
+    from ._counters import TenantCounters
     from ._parking import ParkedFifos
     from ._queues import GroupQueue, SubKey
 
