@@ -20,7 +20,6 @@ import datetime as _dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-from msgspec import Struct
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
@@ -48,17 +47,14 @@ from ._admission import (
     check_rate,
     unknown_tenant,
 )
-from ._capacity import NO_NEEDS, PoolState, Reservation, needs_of
+from ._capacity import PoolState, needs_of
 from ._counters import (
-    QUEUED_SLOT,
-    SLOT,
-    SUBMITTED,
     StatsBuilder,
     pool_stats,
 )
 from ._holds import Holds, reserve
-from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
-from ._limits import Limits, LimitState, StarvationGuard
+from ._jobs import LiveJobs
+from ._limits import Limits, StarvationGuard
 from ._messages import (
     ArmTimer,
     Cancel,
@@ -94,7 +90,8 @@ from ._queues import (
 from ._reasons import WaitingReasons
 from ._registry import TenantRegistry
 from ._retry import backoff_delay_ms
-from ._tenants import Capacity, TenantState, job_share
+from ._runs import Run, end_run, start_run, stop_run
+from ._tenants import Capacity, TenantState
 
 __all__ = ["SchedulingCore"]
 
@@ -110,28 +107,6 @@ _SWEEP_TIMER: Final = (_SWEEP_KEY, "", "", 0)
 DEFAULT_TENANT_IDLE_TTL_S: Final = 3600.0
 #: The tenant unknown tenants are admitted as, unless configured otherwise.
 DEFAULT_TENANT: Final = Tenant("*")
-
-
-class _Run(Struct, gc=False):
-    """A dispatched execution: holds its reservation (on the pool, the tenant, its namespace and
-    its concurrency group) until the engine reports its end. Not tracked by the garbage
-    collector: nothing it refers to refers back to it."""
-
-    reservation: Reservation
-    entry: Entry  # the job's (its status and attempt say whether the run is still current)
-    backend: str
-    tenant: TenantState
-    namespace: str
-    limits: tuple[LimitState, ...]
-    started: float
-    rate: float  # USD per hour
-    # its tenant's queue in the group it was picked from, what its dispatch charged the tenant
-    # in virtual time, its dominant share of the group's capacity and its tenant's weight then
-    queue: TenantQueue
-    charged: float
-    share: float
-    weight: float
-    stopping: bool = False  # told to stop (cancel, timeout): counted in its pool's stopping
 
 
 class SchedulingCore:
@@ -179,13 +154,9 @@ class SchedulingCore:
         for backend, specs in pools.items():
             self._add_pools(backend, specs)
         self._router = Router(self._pools)
-        # Live jobs, keyed by (tenant id, id): under their id, or under the pair when another
-        # tenant's live job has the id (ids are UUIDs: two tenants share one only by choice)
-        self._jobs: dict[str, Entry] = {}
-        self._shared_jobs: dict[tuple[str, str], Entry] = {}
-        self._runs: dict[tuple[str, str, int], _Run] = {}  # by (tenant id, job id, attempt)
+        self._jobs = LiveJobs(self._tenants)
+        self._runs: dict[tuple[str, str, int], Run] = {}  # by (tenant id, job id, attempt)
         self._holds = Holds(self._queues)
-        self._waiting = 0
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
         self._reasons = WaitingReasons(self._queues, self._guard)
         # The clock readings of the event being handled, and the wall clock's datetime.
@@ -249,12 +220,12 @@ class SchedulingCore:
 
     def get(self, tenant_id: str, job_id: str) -> Job | None:
         """The current snapshot of a tenant's live job, or None if it is not live here."""
-        entry = self._entry(tenant_id, job_id)
+        entry = self._jobs.get(tenant_id, job_id)
         return None if entry is None else entry.job
 
     def waiting_reason(self, tenant_id: str, job_id: str) -> str | None:
         """Why a tenant's pending or queued job is not running now; None for any other."""
-        entry = self._entry(tenant_id, job_id)
+        entry = self._jobs.get(tenant_id, job_id)
         if entry is None:
             return None
         if entry.status is _PENDING:
@@ -266,12 +237,12 @@ class SchedulingCore:
     @property
     def waiting(self) -> int:
         """Pending plus queued jobs."""
-        return self._waiting
+        return self._jobs.waiting
 
     @property
     def live_jobs(self) -> int:
         """Jobs admitted and not yet terminal."""
-        return len(self._jobs) + len(self._shared_jobs)
+        return len(self._jobs)
 
     @property
     def active_runs(self) -> int:
@@ -284,7 +255,7 @@ class SchedulingCore:
 
     def live_entries(self) -> Iterable[Entry]:
         """The core's record of every live job (read-only use: for checks)."""
-        return [*self._jobs.values(), *self._shared_jobs.values()]
+        return self._jobs.entries()
 
     def queued_in_order(self) -> list[list[Job]]:
         """Queued jobs per level (for checks)."""
@@ -318,7 +289,7 @@ class SchedulingCore:
             tenants.counters,
             tenants.retired,
             tenants.rejected_unleveled,
-            list(self.live_entries()) if self._waiting else [],
+            self._jobs.entries() if self._jobs.waiting else [],
             tenants.stats_of,
             self._reasons.of,
             lambda: pool_stats(self._pools),
@@ -379,9 +350,9 @@ class SchedulingCore:
         if reserved is None:
             return None
         rate, reservation = reserved
-        name = reservation.pool.name
         self._holds.release(entry)
         entry.rate = rate
+        name = reservation.pool.name
         job = entry.job
         number = job.attempt + 1
         at = self._now_dt
@@ -396,33 +367,15 @@ class SchedulingCore:
             waiting_reason=None,
             next_attempt_at=None,
         )
-        tenant = entry.tenant_state
-        tenant.reserve(reservation, entry.namespace)
         limits = self._limits.start(entry.limits) if entry.limits else ()
-        if tenant.limited or limits:
+        run = start_run(entry, reservation, rate, limits, queue, self._now)
+        self._runs[(entry.tenant, job.id, number)] = run
+        if entry.tenant_state.limited or limits:
             self._release_stopped_holds()
         if self._guard is not None:
             self._guard.record(entry.rank)
-        group, needs = queue.queue, entry.needs
-        share = group.capacity.slot_share if needs is NO_NEEDS else job_share(needs, group.capacity)
-        weight = tenant.weight
-        charged = share * group.expected_run_s / weight
-        self._runs[(entry.tenant, job.id, number)] = _Run(
-            reservation,
-            entry,
-            entry.backend,
-            tenant,
-            entry.namespace,
-            limits,
-            self._now,
-            rate,
-            queue,
-            charged,
-            share,
-            weight,
-        )
         queue_time_ms = (self._now - entry.since) * 1000.0
-        self._move(entry, _RUNNING, job)
+        self._jobs.move(entry, _RUNNING, job, self._now)
         out.append(Dispatch(job, entry.backend, name, queue_time_ms))
         timeout_ms = job.resources.timeout_ms
         if timeout_ms is not None:
@@ -431,7 +384,7 @@ class SchedulingCore:
                     self._now + timeout_ms / 1000.0, (_TIMEOUT_KEY, entry.tenant, job.id, number)
                 )
             )
-        return charged
+        return run.charged
 
     # ---- admission ---------------------------------------------------------------------------
 
@@ -440,9 +393,10 @@ class SchedulingCore:
         count = len(jobs)
         if len(event.routes) != count:
             raise ValueError("Submit: one route per job is required")
-        rejection = check_max_waiting(self._waiting, self._max_waiting, count) or (
-            check_duplicates(jobs, self._jobs, self._shared_jobs)
-            if count > 1 or self._entry(jobs[0].tenant_id, jobs[0].id) is not None
+        live = self._jobs
+        rejection = check_max_waiting(live.waiting, self._max_waiting, count) or (
+            check_duplicates(jobs, live.by_id, live.shared)
+            if count > 1 or live.get(jobs[0].tenant_id, jobs[0].id) is not None
             else None
         )
         plans: list[Plan] = []
@@ -509,28 +463,9 @@ class SchedulingCore:
             )
             if estimate is not None:
                 tenant.committed += estimate
-            last = tenant.last_cell  # a tenant's jobs mostly share one (level, backend)
-            if last is not None and last[0] == entry.rank and last[1] == backend:
-                counter = entry.counter = last[2]
-            else:
-                counter = entry.counter = tenant.counters.cell(entry.rank, backend)
-                tenant.last_cell = (entry.rank, backend, counter)
-            if job.id in self._jobs:  # another tenant's live job has this id
-                self._shared_jobs[(entry.tenant, job.id)] = entry
-            else:
-                self._jobs[job.id] = entry
-            counter[SUBMITTED] += 1
-            counter[QUEUED_SLOT] += 1
-            tenant.waiting += 1
-            if not tenant.active:
-                self._tenants.check_active(tenant, now)
-            if tenant.limited:
-                namespace = tenant.namespaces.get(entry.namespace)
-                if namespace is not None:
-                    namespace.waiting += 1
+            live.admit(entry, now)
             queues.push(entry, self._group_pools)
             out.append(Record(job, None))
-        self._waiting += count
         if not self._tenants.sweep_armed:
             self._arm_sweep(out)
         return True
@@ -539,13 +474,6 @@ class SchedulingCore:
         error, index, reason = rejection
         out.append(Reject(error, index))
         self._tenants.count_rejected(jobs, reason, self._now)
-
-    def _entry(self, tenant_id: str, job_id: str) -> Entry | None:
-        """A tenant's live job, or None."""
-        entry = self._jobs.get(job_id)
-        if entry is not None and entry.tenant == tenant_id:
-            return entry
-        return self._shared_jobs.get((tenant_id, job_id)) if self._shared_jobs else None
 
     def hold(self, head: Entry, queue: GroupQueue) -> None:
         """Hold capacity for a head that is first in line and does not fit (see ``Holds``)."""
@@ -569,11 +497,7 @@ class SchedulingCore:
         run = self._runs.pop((event.tenant_id, event.job_id, event.attempt), None)
         if run is None:
             return  # already reported: ending a run is idempotent
-        pool = run.reservation.pool
-        pool.release(run.reservation)
-        if run.stopping:
-            pool.stopping -= 1
-        self._released(run)
+        end_run(run, self._now)
         entry = run.entry
         if entry.status is _RUNNING and entry.job.attempt == event.attempt:
             outcome = event.outcome
@@ -592,27 +516,6 @@ class SchedulingCore:
         tenant = run.tenant
         if not tenant.running and not tenant.waiting:  # its last live job: it goes idle
             self._tenants.check_active(tenant, self._now)
-
-    def _released(self, run: _Run) -> None:
-        """A run gave its capacity back: its charge is corrected with its real run time, and its
-        tenant, namespace and concurrency group may let parked jobs go."""
-        tenant = run.tenant
-        tenant.release(run.reservation, run.namespace)
-        if run.rate:
-            tenant.spend(run.rate * (self._now - run.started) / 3600.0, self._now)
-        queue = run.queue
-        run_s = self._now - run.started
-        queue.queue.adjust(
-            queue, run.share * run_s / run.weight - run.charged, run_s, run.share, run.weight
-        )
-        for limit in run.limits:
-            limit.running -= 1
-            unpark_fifos(limit.parked)
-        if tenant.limited:  # (only a limited tenant has namespace limits or is parked)
-            namespace = tenant.namespaces.get(run.namespace)
-            if namespace is not None:
-                unpark_fifos(namespace.parked)
-            unpark_tenant(tenant)
 
     def _attempt_failed(
         self, entry: Entry, error: JobError, retryable: bool, final: Status, out: list[Decision]
@@ -644,7 +547,7 @@ class SchedulingCore:
             next_attempt_at=_dt.datetime.fromtimestamp(self._wall + delay_ms / 1000.0, _UTC),
         )
         elapsed_ms = (self._now - entry.since) * 1000.0
-        self._move(entry, _PENDING, job)
+        self._jobs.move(entry, _PENDING, job, self._now)
         out.append(Record(job, _RUNNING, elapsed_ms=elapsed_ms, backoff_ms=delay_ms))
         if delay_ms > 0:
             out.append(ArmTimer(ready_at, (_READY_KEY, entry.tenant, job.id, job.attempt)))
@@ -685,12 +588,8 @@ class SchedulingCore:
             cancel_reason=cancel_reason,
         )
         now = self._now
-        elapsed_ms = (now - entry.since) * 1000.0  # (before _move restarts the state's clock)
-        self._move(entry, status, job)
-        if self._jobs.get(job.id) is entry:
-            del self._jobs[job.id]
-        else:
-            del self._shared_jobs[(entry.tenant, job.id)]
+        elapsed_ms = (now - entry.since) * 1000.0  # (before the move restarts the state's clock)
+        self._jobs.move(entry, status, job, now)
         out.append(
             Record(
                 job,
@@ -729,7 +628,7 @@ class SchedulingCore:
                 limit.timer_armed = False
                 unpark_fifos(limit.parked)
             return
-        entry = self._entry(tenant_id, job_id)
+        entry = self._jobs.get(tenant_id, job_id)
         if entry is None or entry.job.attempt != attempt:
             return  # stale: the job moved on
         if what == _READY_KEY and entry.status is _PENDING:
@@ -750,20 +649,19 @@ class SchedulingCore:
         ``stopping_runs:<pool>``), so a run that ignores cancellation stays visible."""
         job = entry.job
         run = self._runs.get((entry.tenant, job.id, job.attempt))
-        if run is not None and not run.stopping:
-            run.stopping = True
-            run.reservation.pool.stopping += 1
+        if run is not None:
+            stop_run(run)
         out.append(StopRun(entry.tenant, job.id, job.attempt, entry.backend, reason))
 
     def _enqueue_pending(self, entry: Entry, out: list[Decision]) -> None:
         job = replace(entry.job, status=_QUEUED, queued_at=self._now_dt, waiting_reason=None)
         elapsed_ms = (self._now - entry.since) * 1000.0
-        self._move(entry, _QUEUED, job)
+        self._jobs.move(entry, _QUEUED, job, self._now)
         self._queues.push(entry, self._group_pools)
         out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
 
     def _cancel(self, event: Cancel, out: list[Decision]) -> None:
-        entry = self._entry(event.tenant_id, event.job_id)
+        entry = self._jobs.get(event.tenant_id, event.job_id)
         if entry is None:
             return  # unknown or already terminal: nothing changes
         if entry.status is _RUNNING:
@@ -787,7 +685,7 @@ class SchedulingCore:
     def _recount_namespaces(self, tenant: TenantState, names: list[str]) -> None:
         """Namespaces that just got limits start from what is there: waiting jobs and runs."""
         wanted = set(names)
-        for entry in self.live_entries():
+        for entry in self._jobs.entries():
             if (
                 entry.tenant_state is tenant
                 and entry.namespace in wanted
@@ -837,27 +735,3 @@ class SchedulingCore:
         at = self._tenants.arm_sweep(self._now)
         if at is not None:
             out.append(ArmTimer(at, _SWEEP_TIMER))
-
-    def _move(self, entry: Entry, status: Status, job: Job) -> None:
-        """The one place a live job changes status: checks the edge, counts, keeps the job."""
-        previous = entry.status
-        if status not in ALLOWED_TRANSITIONS[previous]:
-            check_transition(job.id, previous, status)  # raises, saying which edge
-        counter = entry.counter
-        counter[SLOT[previous]] -= 1
-        counter[SLOT[status]] += 1
-        was_waiting, is_waiting = previous in _WAITING, status in _WAITING
-        if was_waiting is not is_waiting:
-            step = 1 if is_waiting else -1
-            self._waiting += step
-            tenant = entry.tenant_state
-            tenant.waiting += step
-            if tenant.limited:
-                namespace = tenant.namespaces.get(entry.namespace)
-                if namespace is not None:
-                    namespace.waiting += step
-            if not tenant.running:  # (with a run, the tenant stays active whatever happens)
-                self._tenants.check_active(tenant, self._now)
-        entry.status = status
-        entry.job = job
-        entry.since = self._now
