@@ -23,35 +23,11 @@ from typing import Final
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
-from .._ir import (
-    _PRIORITY_RANK,
-    Attempt,
-    Job,
-    JobError,
-    Pool,
-    PriorityGuard,
-    Status,
-    Tenant,
-)
+from .._ir import Attempt, Job, JobError, Pool, PriorityGuard, Status, Tenant
 from .._stats import Stats, TenantStats
-from ._admission import (
-    Choice,
-    Plan,
-    Rejection,
-    Router,
-    check_budgets,
-    check_duplicates,
-    check_max_waiting,
-    check_queue_caps,
-    check_quotas,
-    check_rate,
-    unknown_tenant,
-)
-from ._capacity import PoolState, needs_of
-from ._counters import (
-    StatsBuilder,
-    pool_stats,
-)
+from ._admission import Rejection, Router, check_batch, queued_entry
+from ._capacity import PoolState
+from ._counters import StatsBuilder, pool_stats
 from ._holds import Holds, reserve
 from ._jobs import LiveJobs
 from ._limits import Limits, StarvationGuard
@@ -389,83 +365,22 @@ class SchedulingCore:
     # ---- admission ---------------------------------------------------------------------------
 
     def _submit(self, event: Submit, out: list[Decision]) -> bool:
-        jobs = event.jobs
-        count = len(jobs)
-        if len(event.routes) != count:
-            raise ValueError("Submit: one route per job is required")
-        live = self._jobs
-        rejection = check_max_waiting(live.waiting, self._max_waiting, count) or (
-            check_duplicates(jobs, live.by_id, live.shared)
-            if count > 1 or live.get(jobs[0].tenant_id, jobs[0].id) is not None
-            else None
+        live, now, at = self._jobs, self._now, self._now_dt
+        plans, rejection = check_batch(
+            event, live, self._max_waiting, self._router, self._tenants, now
         )
-        plans: list[Plan] = []
-        limited = False  # does any tenant of the batch have a quota or namespace limits?
-        if rejection is None:
-            router = self._router
-            for index, job in enumerate(jobs):
-                needs = needs_of(job.resources)
-                choice = router.choose(needs, event.routes[index], job)
-                if not isinstance(choice, Choice):
-                    rejection = (choice, index, "unschedulable")
-                    break
-                tenant = self._tenants.state(job.tenant_id, self._now)
-                if tenant is None:
-                    rejection = unknown_tenant(job.tenant_id, index)
-                    break
-                limited = limited or tenant.limited
-                plans.append((job, needs, choice, tenant))
-        if rejection is None and limited:
-            rejection = (
-                check_quotas(plans)
-                or check_queue_caps(plans)
-                or check_budgets(plans, self._now)
-                or check_rate(plans, self._now)
-            )
         if rejection is not None:
-            self._reject(jobs, rejection, out)
+            self._reject(event.jobs, rejection, out)
             return False
-        now, at = self._now, self._now_dt
-        queues = self._queues
-        backend_limits = event.limits
-        for index, (job, needs, choice, tenant) in enumerate(plans):
-            backend, estimate = choice.backend, choice.estimate
-            job = replace(
-                job,
-                status=_QUEUED,
-                backend=backend,
-                submitted_at=at,
-                queued_at=at,
-                estimated_cost_usd=estimate,
-            )
-            keys = self._limits.keys_for(
-                job, backend_limits[index] if backend_limits else (), self._now
-            )
-            subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
-            if subkey is None or subkey[0] != job.namespace or subkey[1] != keys:
-                subkey = tenant.last_subkey = (job.namespace, keys)
-            entry = Entry(
-                job=job,
-                tenant=job.tenant_id,
-                tenant_state=tenant,
-                namespace=job.namespace,
-                limits=keys,
-                subkey=subkey,
-                rank=_PRIORITY_RANK[job.priority],  # (Priority.rank without the property)
-                needs=needs,
-                backend=backend,
-                group=choice.group,
-                status=_QUEUED,
-                since=now,
-                submitted=now,
-                placement=choice.placement,
-                estimate=estimate,
-            )
-            if estimate is not None:
-                tenant.committed += estimate
+        limits, queues, backend_limits = self._limits, self._queues, event.limits
+        for index, plan in enumerate(plans):
+            keys = limits.keys_for(plan[0], backend_limits[index] if backend_limits else (), now)
+            entry = queued_entry(plan, keys, now, at)
+            if entry.estimate is not None:
+                entry.tenant_state.committed += entry.estimate
             live.admit(entry, now)
             queues.push(entry, self._group_pools)
-            out.append(Record(job, None))
+            out.append(Record(entry.job, None))
         if not self._tenants.sweep_armed:
             self._arm_sweep(out)
         return True
