@@ -26,7 +26,7 @@ from .._errors import ConfigurationError
 from .._ir import Attempt, Job, JobError, Pool, PriorityGuard, Status, Tenant
 from .._stats import Stats, TenantStats
 from ._admission import Rejection, Router, check_batch, queued_entry
-from ._capacity import PoolState
+from ._capacity import PoolState, add_pools, change_pools
 from ._counters import StatsBuilder, pool_stats
 from ._holds import Holds, reserve
 from ._jobs import LiveJobs
@@ -51,14 +51,13 @@ from ._messages import (
     TenantChanged,
     TimerFired,
 )
-from ._parking import park_fifo, park_tenant, unpark_fifos, unpark_tenant, unpark_tenant_in
+from ._parking import park_fifo, park_tenant, unpark_fifos, unpark_tenant_in
 from ._queues import (
     DEFAULT_FAIR_SHARE_RESOLUTION_S,
     FIFO,
     LEVELS,
     TENANT,
     Entry,
-    GroupQueue,
     ReadyQueues,
     TenantQueue,
     check_resolution,
@@ -67,7 +66,7 @@ from ._reasons import WaitingReasons
 from ._registry import TenantRegistry
 from ._retry import backoff_delay_ms
 from ._runs import Run, end_run, start_run, stop_run
-from ._tenants import Capacity, TenantState
+from ._tenants import Capacity
 
 __all__ = ["SchedulingCore"]
 
@@ -128,11 +127,11 @@ class SchedulingCore:
         self._rand = rand
         self._max_waiting = max_waiting
         for backend, specs in pools.items():
-            self._add_pools(backend, specs)
+            add_pools(self._pools, backend, specs)
         self._router = Router(self._pools)
         self._jobs = LiveJobs(self._tenants)
         self._runs: dict[tuple[str, str, int], Run] = {}  # by (tenant id, job id, attempt)
-        self._holds = Holds(self._queues)
+        self._holds = Holds()
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
         self._reasons = WaitingReasons(self._queues, self._guard)
         # The clock readings of the event being handled, and the wall clock's datetime.
@@ -166,7 +165,8 @@ class SchedulingCore:
         elif kind is PoolsChanged:
             self._pools_changed(event)  # type: ignore[arg-type]
         elif kind is TenantChanged:
-            self._tenant_changed(event.tenant)  # type: ignore[union-attr]
+            spec = event.tenant  # type: ignore[union-attr]
+            self._tenants.update(spec, self._jobs, self._runs.values())
         elif kind is ConcurrencyLimitChanged:
             self._limit_changed(event)  # type: ignore[arg-type]
         elif kind is Rejected:
@@ -180,17 +180,17 @@ class SchedulingCore:
     def _dispatch(self, out: list[Decision]) -> None:
         queues = self._queues
         guard = self._guard
+        holds = self._holds
         if guard is not None:
             for rank in guard.owed(queues.counts):
-                queues.dispatch_level(rank, self, out, limit=1)
-        holds = self._holds
+                queues.dispatch_level(rank, self, holds, out, limit=1)
         epoch = holds.release_epoch
-        queues.dispatch(self, out)
+        queues.dispatch(self, holds, out)
         while holds.release_epoch != epoch:
             # a held job started or left during the pass: capacity it held is free for heads
             # that were declined before that happened
             epoch = holds.release_epoch
-            queues.dispatch(self, out)
+            queues.dispatch(self, holds, out)
 
     # ---- queries (no decisions) --------------------------------------------------------------
 
@@ -313,7 +313,7 @@ class SchedulingCore:
         for queue in self._queues.groups():
             held = queue.held
             if held is not None and self._limits.holding_back(held, self._now) is not None:
-                self._holds.release(held)
+                self._holds.release(held, queue)
 
     def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         """Reserve a pool for the job and dispatch it there: among its pools that fit now, the
@@ -326,7 +326,7 @@ class SchedulingCore:
         if reserved is None:
             return None
         rate, reservation = reserved
-        self._holds.release(entry)
+        self._holds.release(entry, queue.queue)
         entry.rate = rate
         name = reservation.pool.name
         job = entry.job
@@ -389,19 +389,6 @@ class SchedulingCore:
         error, index, reason = rejection
         out.append(Reject(error, index))
         self._tenants.count_rejected(jobs, reason, self._now)
-
-    def hold(self, head: Entry, queue: GroupQueue) -> None:
-        """Hold capacity for a head that is first in line and does not fit (see ``Holds``)."""
-        self._holds.hold(head, queue)
-
-    def release_hold_of_other_than(self, head: Entry, queue: GroupQueue) -> None:
-        """Release capacity held for another job of the head's tenant (see ``Holds``)."""
-        self._holds.release_other_than(head, queue)
-
-    @property
-    def release_epoch(self) -> int:
-        """Bumped whenever held capacity is released."""
-        return self._holds.release_epoch
 
     def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
         return [self._pools[name] for name in group]
@@ -485,7 +472,7 @@ class SchedulingCore:
         if previous is _RUNNING:
             attempts, cost = self._close_attempt(entry, status, error, out)
         elif previous is _QUEUED:
-            self._holds.release(entry)
+            self._holds.release(entry, self._queues.queue_of(entry))
         elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
             out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
         if entry.estimate is not None:
@@ -586,60 +573,16 @@ class SchedulingCore:
             unpark_tenant_in(self._queues.queue_of(entry), entry.tenant)  # (new head)
         self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
 
-    def _tenant_changed(self, spec: Tenant) -> None:
-        changed = self._tenants.update(spec)
-        if changed is None:
-            return  # not kept now: it starts from this spec when it comes back
-        state, new = changed
-        if new:
-            self._recount_namespaces(state, new)
-        for namespace in state.namespaces.values():
-            unpark_fifos(namespace.parked)
-        unpark_tenant(state)
-
-    def _recount_namespaces(self, tenant: TenantState, names: list[str]) -> None:
-        """Namespaces that just got limits start from what is there: waiting jobs and runs."""
-        wanted = set(names)
-        for entry in self._jobs.entries():
-            if (
-                entry.tenant_state is tenant
-                and entry.namespace in wanted
-                and entry.status in _WAITING
-            ):
-                tenant.namespaces[entry.namespace].waiting += 1
-        for run in self._runs.values():
-            if run.tenant is tenant and run.namespace in wanted:
-                namespace = tenant.namespaces[run.namespace]
-                namespace.running += 1
-                namespace.usage.add(run.reservation)
-
     def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
         group = self._limits.set_group_limit(event.group, event.limit)
         if group is not None:
             unpark_fifos(group.parked)
 
     def _pools_changed(self, event: PoolsChanged) -> None:
-        existing = [p for p in event.pools if p.name in self._pools]
-        for spec in existing:
-            pool = self._pools[spec.name]
-            if pool.backend != event.backend:
-                raise ConfigurationError(
-                    f"pool {spec.name!r} belongs to backend {pool.backend!r}, not {event.backend!r}"
-                )
-            pool.set_spec(spec)
-        self._add_pools(event.backend, [p for p in event.pools if p.name not in self._pools])
+        change_pools(self._pools, event.backend, event.pools)
         self._router.forget()
         for queue in self._queues.groups():
             queue.capacity = Capacity(queue.pools)
-
-    def _add_pools(self, backend: str, specs: Iterable[Pool]) -> None:
-        for spec in specs:
-            if spec.name in self._pools:
-                raise ConfigurationError(
-                    f"pool name {spec.name!r} is used twice ({self._pools[spec.name].backend!r} "
-                    f"and {backend!r}); pool names must be unique across backends"
-                )
-            self._pools[spec.name] = PoolState(backend, spec)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._capacity import PoolState, Reservation
-    from ._queues import Entry, GroupQueue, ReadyQueues, TenantQueue
+    from ._queues import Entry, GroupQueue, TenantQueue
 
 __all__ = ["Holds", "reserve"]
 
@@ -60,10 +60,9 @@ class Holds:
     """The holds of all group queues: how they are made and released (see the module
     docstring)."""
 
-    __slots__ = ("_queues", "_seq", "release_epoch")
+    __slots__ = ("_seq", "release_epoch")
 
-    def __init__(self, queues: ReadyQueues) -> None:
-        self._queues = queues
+    def __init__(self) -> None:
         self._seq = 0  # orders the holds of one level on a pool (see ``Hold``)
         self.release_epoch = 0  # bumped by every release
 
@@ -78,31 +77,32 @@ class Holds:
                 queue.held = head
                 return
 
-    def release(self, entry: Entry) -> None:
-        """Release the capacity held for a job, if any (it starts, leaves, or is held back)."""
+    def release(self, entry: Entry, queue: GroupQueue) -> None:
+        """Release the capacity held for a job of ``queue``, if any (it starts, leaves, or is
+        held back)."""
         if entry.held is not None:
             self.release_epoch += 1
             entry.held.unhold(entry)
             entry.held = None
-            queue = self._queues.levels[entry.rank].get(entry.group)
-            if queue is not None and queue.held is entry:
+            if queue.held is entry:
                 queue.held = None
 
     def release_tenant(self, queue: GroupQueue, tenant_id: str) -> None:
         """A tenant is parked in ``queue``: the capacity held there for its head is released."""
         held = queue.held
         if held is not None and held.tenant == tenant_id:
-            self.release(held)
+            self.release(held, queue)
 
     def release_fifo(self, queue: TenantQueue, head: Entry) -> None:
         """The FIFO of ``head`` is parked: the capacity held for one of its jobs is released."""
-        held = queue.queue.held
+        group = queue.queue
+        held = group.held
         if held is not None and held.tenant == head.tenant and held.subkey == head.subkey:
-            self.release(held)
+            self.release(held, group)
 
     def release_other_than(self, head: Entry, queue: GroupQueue) -> None:
         """The head of a tenant is offered: capacity held for another job of that tenant (no
         longer its head) is released, or the two would wait for each other."""
         held = queue.held
         if held is not None and held is not head and held.tenant == head.tenant:
-            self.release(held)
+            self.release(held, queue)

@@ -19,7 +19,7 @@ group), with weighted dominant-resource fair share between tenants.
   (``TenantQueue.parked``). ``_parking`` parks and unparks them (the core calls it); the queues
   only read what is parked.
 - Holds: ``GroupQueue.held`` is the head capacity is held for; ``_holds`` makes and releases
-  holds (the drain asks for them through its ``Selector``).
+  holds (the drain asks its ``Holds`` for them).
 - A head that does not fit the free capacity now is skipped for this pass and keeps its place
   (backfill over queue heads; the resources release adds holding capacity for it).
 
@@ -42,6 +42,7 @@ from ._capacity import Needs, PoolState
 from ._tenants import Capacity
 
 if TYPE_CHECKING:
+    from ._holds import Holds
     from ._messages import Decision
     from ._tenants import TenantState
 
@@ -129,19 +130,6 @@ class Selector(Protocol):
     def try_start(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         """Start the head if it fits the free capacity now, and return the virtual time the
         dispatch costs its tenant (estimated); None if it does not fit."""
-        ...
-
-    def hold(self, head: Entry, queue: GroupQueue) -> None:
-        """Hold capacity for a head that is first in line and does not fit."""
-        ...
-
-    def release_hold_of_other_than(self, head: Entry, queue: GroupQueue) -> None:
-        """Release capacity held for another job of the head's tenant."""
-        ...
-
-    @property
-    def release_epoch(self) -> int:
-        """Bumped whenever held capacity is released."""
         ...
 
 
@@ -423,15 +411,15 @@ class GroupQueue:
             ):
                 self.activate(queue.tenant)
 
-    def drain(self, selector: Selector, out: list[Decision], limit: int = -1) -> int:
+    def drain(self, selector: Selector, holds: Holds, out: list[Decision], limit: int = -1) -> int:
         """Start heads, least-served tenant first, until the pools are full, every tenant is
-        parked or declined, or ``limit`` jobs started (decisions go to ``out``). Returns how
-        many started."""
+        parked or declined, or ``limit`` jobs started (decisions go to ``out``); capacity is
+        held for the first head in line that does not fit. Returns how many started."""
         heap, run = self.heap, self.run
         declined: list[Key] = []
         started = 0
         first = True  # the first head offered in a pass is first in line
-        epoch = selector.release_epoch
+        epoch = holds.release_epoch
         # how far a tenant's virtual time may pass its key before it is re-keyed: the key's
         # resolution step plus a typical job's charge (one slot for the expected run time,
         # weight 1)
@@ -440,10 +428,10 @@ class GroupQueue:
         pools = self.pools
         pool = pools[0] if len(pools) == 1 else None  # one pool (the usual case): no call to ask
         while (run or heap) and started != limit:
-            if declined and selector.release_epoch != epoch:
+            if declined and holds.release_epoch != epoch:
                 # held capacity was released during this pass: heads set aside get another
                 # chance, in their order, before the tenants after them
-                epoch = selector.release_epoch
+                epoch = holds.release_epoch
                 for item in declined:
                     heappush(heap, item)
                 declined.clear()
@@ -468,8 +456,8 @@ class GroupQueue:
                 self._insert(key)
                 continue
             if self.held is not None:
-                selector.release_hold_of_other_than(head, self)
-                if declined and selector.release_epoch != epoch:
+                holds.release_other_than(head, self)
+                if declined and holds.release_epoch != epoch:
                     heappush(heap, key)
                     continue  # capacity was freed: heads set aside go first (top of the loop)
             if head.limits or head.tenant_state.limited:  # (nothing to check otherwise)
@@ -498,7 +486,7 @@ class GroupQueue:
                     run.append(key)
             else:
                 if first and self.held is None:
-                    selector.hold(head, self)
+                    holds.hold(head, self)
                 declined.append(key)
             first = False
             if pool is not None:
@@ -555,24 +543,25 @@ class ReadyQueues:
         self.counts[entry.rank] -= 1
 
     def dispatch_level(
-        self, rank: int, selector: Selector, out: list[Decision], limit: int = -1
+        self, rank: int, selector: Selector, holds: Holds, out: list[Decision], limit: int = -1
     ) -> int:
         """Offer one level's queued jobs; returns how many started."""
         started = 0
         for queue in self.levels[rank].values():
             if queue.count and queue.any_free_slot():
-                started += queue.drain(selector, out, limit - started if limit > 0 else -1)
+                rest = limit - started if limit > 0 else -1
+                started += queue.drain(selector, holds, out, rest)
                 if started == limit:
                     break
         self.counts[rank] -= started
         return started
 
-    def dispatch(self, selector: Selector, out: list[Decision]) -> None:
+    def dispatch(self, selector: Selector, holds: Holds, out: list[Decision]) -> None:
         """Offer queued jobs: levels in strict priority order, then each pool group of a level
         with a free slot, tenants by fair share."""
         for rank in range(LEVELS):
             if self.counts[rank]:
-                self.dispatch_level(rank, selector, out)
+                self.dispatch_level(rank, selector, holds, out)
 
     def queue_of(self, entry: Entry) -> GroupQueue:
         """The GroupQueue of a queued entry."""

@@ -13,26 +13,29 @@ retired cells, so totals, levels and backends keep counting it; its configured s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
-from .._ir import Priority, Tenant
+from .._ir import Priority, Status, Tenant
 from .._stats import TenantStats
 from ._counters import REJECTED, CellKey, TenantCounters, add_counter, new_counter, tenant_stats
-from ._parking import unpark_tenant
+from ._parking import unpark_fifos, unpark_tenant
 from ._tenants import TenantState
 
 if TYPE_CHECKING:
     from ._capacity import PoolState
+    from ._jobs import LiveJobs
     from ._queues import ReadyQueues
+    from ._runs import Run
 
 __all__ = ["SWEEP_BATCH", "TenantRegistry"]
 
 #: How many idle tenants one sweep drops at most (the next sweep follows at once).
 SWEEP_BATCH: Final = 512
+_WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 
 
 class TenantRegistry:
@@ -156,18 +159,35 @@ class TenantRegistry:
             self.active_weight = self.active_weight - tenant.weight if self.active_count else 0.0
             self._idle[tenant_id] = now
 
-    def update(self, spec: Tenant) -> tuple[TenantState, list[str]] | None:
-        """Take a tenant's new spec. Returns its state, if it has one, with the namespaces that
-        just got limits of their own (whose counts the caller starts from what is there)."""
+    def update(self, spec: Tenant, live: LiveJobs, runs: Iterable[Run]) -> None:
+        """Take a tenant's new spec (its weight, quota and namespace limits count from the next
+        decision). A namespace that just got limits of its own starts from what is there (the
+        tenant's ``live`` jobs and ``runs``); the tenant and the FIFOs parked on its namespaces
+        compete again (and are gated again under the new limits)."""
         self._specs[spec.id] = spec
         state = self.states.get(spec.id)
         if state is None:
-            return None
-        new = [name for name in spec.namespaces if name not in state.namespaces]
+            return  # not kept now: it starts from this spec when it comes back
+        new = {name for name in spec.namespaces if name not in state.namespaces}
         if state.active:
             self.active_weight += spec.weight - state.weight
         state.update(spec)
-        return state, new
+        if new:
+            for entry in live.entries():
+                if (
+                    entry.tenant_state is state
+                    and entry.namespace in new
+                    and entry.status in _WAITING
+                ):
+                    state.namespaces[entry.namespace].waiting += 1
+            for run in runs:
+                if run.tenant is state and run.namespace in new:
+                    namespace = state.namespaces[run.namespace]
+                    namespace.running += 1
+                    namespace.usage.add(run.reservation)
+        for namespace in state.namespaces.values():
+            unpark_fifos(namespace.parked)
+        unpark_tenant(state)
 
     def count_rejected(self, jobs: Sequence[object], reason: str, now: float) -> None:
         """Count refused submits: in their tenant's counters (its rejections by reason, and its
