@@ -26,7 +26,7 @@ from .._errors import (
     UnschedulableError,
     WorkError,
 )
-from .._ir import _PRIORITY_RANK, Job, Status
+from .._ir import Job, Status
 from ._capacity import NO_NEEDS, Needs, PoolState, needs_of
 from ._messages import Route, Submit
 from ._queues import Entry, LimitKey
@@ -484,7 +484,7 @@ def queued_entry(plan: Plan, limits: tuple[LimitKey, ...], now: float, at: _dt.d
         namespace=job.namespace,
         limits=limits,
         subkey=subkey,
-        rank=_PRIORITY_RANK[job.priority],  # (Priority.rank without the property)
+        rank=job.priority.rank,
         needs=needs,
         backend=backend,
         group=choice.group,

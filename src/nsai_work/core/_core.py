@@ -146,11 +146,8 @@ class SchedulingCore:
         (UTC seconds; ``now`` when not given); return decisions in the order the engine must
         carry them out."""
         self._now = now
-        if wall is None:
-            wall = now
-        if wall != self._wall:
-            self._wall = wall
-            self._now_dt = _dt.datetime.fromtimestamp(wall, _UTC)
+        self._wall = now if wall is None else wall
+        self._now_dt = _dt.datetime.fromtimestamp(self._wall, _UTC)
         out: list[Decision] = []
         kind = type(event)
         if kind is RunEnded:
@@ -170,7 +167,8 @@ class SchedulingCore:
         elif kind is ConcurrencyLimitChanged:
             self._limit_changed(event)  # type: ignore[arg-type]
         elif kind is Rejected:
-            self._tenants.count_rejected(event.jobs, event.reason, now)  # type: ignore[union-attr]
+            jobs, reason = event.jobs, event.reason  # type: ignore[union-attr]
+            self._tenants.count_rejected(jobs, reason, now)
             self._arm_sweep(out)
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
@@ -381,8 +379,7 @@ class SchedulingCore:
             live.admit(entry, now)
             queues.push(entry, self._group_pools)
             out.append(Record(entry.job, None))
-        if not self._tenants.sweep_armed:
-            self._arm_sweep(out)
+        self._arm_sweep(out)
         return True
 
     def _reject(self, jobs: Sequence[Job], rejection: Rejection, out: list[Decision]) -> None:

@@ -55,12 +55,7 @@ class LiveJobs:
     def admit(self, entry: Entry, now: float) -> None:
         """Keep a job just admitted as queued: counted as submitted and queued, and waiting."""
         tenant = entry.tenant_state
-        last = tenant.last_cell  # a tenant's jobs mostly share one (level, backend)
-        if last is not None and last[0] == entry.rank and last[1] == entry.backend:
-            counter = entry.counter = last[2]
-        else:
-            counter = entry.counter = tenant.counters.cell(entry.rank, entry.backend)
-            tenant.last_cell = (entry.rank, entry.backend, counter)
+        counter = entry.counter = tenant.counters.cell(entry.rank, entry.backend)
         job_id = entry.job.id
         if job_id in self.by_id:  # another tenant's live job has this id
             self.shared[(entry.tenant, job_id)] = entry

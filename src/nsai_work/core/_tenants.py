@@ -94,7 +94,6 @@ class TenantState:
         "usage",
         "waiting",
         "weight",
-        "last_cell",
         "last_subkey",
         "active",
         "counters",
@@ -131,8 +130,6 @@ class TenantState:
         self.spend_period = 0.0  # USD, in the current budget period
         self.period_start = now
         self.committed = 0.0  # estimated maximum cost of admitted, unfinished jobs
-        # the status counter of its last submitted job's (level, backend), and that pair
-        self.last_cell: tuple[int, str, list[int]] | None = None
         self.last_subkey: SubKey | None = None  # the FIFO key of its last submitted job
         self.parked_in: set[GroupQueue] = set()  # where it is parked (see _parking)
 
