@@ -142,23 +142,19 @@ _NEVER = float("-inf")  # the virtual time of a tenant never served here
 
 
 class TenantQueue:
-    """One tenant's queued jobs in one GroupQueue.
-
-    ``only`` is the tenant's FIFO when it has exactly one and it is not parked (the common
-    case): its head is the tenant's head, with no look at ``heads``; ``only_sub`` is its key.
-    ``vtime`` is the tenant's virtual time in the GroupQueue and ``key`` its live key (None when
-    it has none); keys in ``run`` or the heap that are not their queue's live key are stale.
+    """One tenant's queued jobs in one GroupQueue: one FIFO per (namespace, limits), and the
+    heads of those that are not parked in a heap by sequence number. ``vtime`` is the tenant's
+    virtual time in the GroupQueue and ``key`` its live key (None when it has none); keys in the
+    heap that are not their queue's live key are stale.
     """
 
     # what a dispatch and a run end read first, so that it shares a cache line
     __slots__ = (  # noqa: RUF023
         "key",
         "vtime",
-        "only",
         "count",
         "live",
         "queue",
-        "only_sub",
         "fifos",
         "heads",
         "parked",
@@ -172,44 +168,23 @@ class TenantQueue:
         self.key: Key | None = None
         self.live = True  # False once its GroupQueue dropped it (it emptied)
         self.fifos: dict[SubKey, deque[Entry]] = {}
-        self.heads: list[tuple[int, SubKey]] = []
+        self.heads: list[tuple[int, SubKey]] = []  # (seq of its head, key) per FIFO not parked
         self.parked: dict[SubKey, str] = {}
-        self.only: deque[Entry] | None = None
-        self.only_sub: SubKey | None = None
         self.count = 0
 
     def push(self, entry: Entry) -> None:
         """Append at the tail of its FIFO."""
         sub = entry.subkey
-        only = self.only
-        if only is not None and sub is self.only_sub:  # (the core shares a tenant's subkeys)
-            only.append(entry)
-            self.count += 1
-            return
         fifo = self.fifos.get(sub)
         if fifo is None:
             fifo = self.fifos[sub] = deque()
             if sub not in self.parked:
                 heappush(self.heads, (entry.seq, sub))
-            self._find_only()
         fifo.append(entry)
         self.count += 1
 
-    def _find_only(self) -> None:
-        fifos = self.fifos
-        if len(fifos) == 1 and not self.parked:
-            self.only_sub, self.only = next(iter(fifos.items()))
-        else:
-            self.only_sub = self.only = None
-
     def peek(self) -> Entry | None:
         """The oldest live head among the FIFOs that are not parked."""
-        only = self.only
-        if only is not None:
-            while only and only[0].status is not _QUEUED:
-                only.popleft()
-            if only:
-                return only[0]
         heads, fifos = self.heads, self.fifos
         while heads:
             seq, sub = heads[0]
@@ -219,7 +194,6 @@ class TenantQueue:
             if not fifo:
                 heappop(heads)
                 del fifos[sub]
-                self._find_only()
                 continue
             head = fifo[0]
             if head.seq != seq:
@@ -230,13 +204,12 @@ class TenantQueue:
 
     def pop(self, head: Entry) -> None:
         """Remove the head ``peek`` returned (it started)."""
-        (self.only or self.fifos[head.subkey]).popleft()
+        self.fifos[head.subkey].popleft()
         self.count -= 1
 
     def withdraw_head(self) -> None:
         """Take the FIFO whose head ``peek`` just returned out of the heads (it is parked)."""
         heappop(self.heads)
-        self.only_sub = self.only = None
 
     def restore(self, sub: SubKey) -> bool:
         """Put a FIFO that is no longer parked back among the heads; True if it has jobs (an
@@ -244,10 +217,8 @@ class TenantQueue:
         fifo = self.fifos.get(sub)
         if not fifo:
             self.fifos.pop(sub, None)
-            self._find_only()
             return False
         heappush(self.heads, (fifo[0].seq, sub))
-        self._find_only()
         return True
 
     def entries(self) -> Iterator[Entry]:
@@ -273,7 +244,6 @@ class GroupQueue:
         "parked",
         "pools",
         "rank",
-        "run",
         "runs_seen",
         "step",
         "tenants",
@@ -287,13 +257,7 @@ class GroupQueue:
         self.pools = pools
         self.capacity = Capacity(pools)
         self.tenants: dict[str, TenantQueue] = {}
-        # The tenants' keys: ``run``, a deque of keys in ascending order, and a heap for the
-        # others; the next tenant is the smaller of the two fronts. A new key goes at the end
-        # of ``run``, after moving the keys there that are larger to the heap. Tenants served in
-        # turn (round robin within a resolution step) get ascending keys, so a dispatch then
-        # costs a popleft and an append instead of a sift through a heap of all tenants.
-        self.heap: list[Key] = []
-        self.run: deque[Key] = deque()
+        self.heap: list[Key] = []  # the tenants' keys (and stale ones, dropped when met)
         self.parked: dict[str, str] = {}
         self.count = 0
         # the virtual times of tenants served here whose queue went away when it emptied
@@ -342,35 +306,27 @@ class GroupQueue:
         vtime = queue.vtime
         if queue.key is None and vtime < self.clock:
             vtime = queue.vtime = self.clock
-        key = queue.key = (vtime - vtime % self.step, head.seq, queue)
-        self._insert(key)
-        if len(self.heap) + len(self.run) > 2 * len(self.tenants) + 16:  # drop stale keys
+        self._push_key(queue, vtime, head)
+        if len(self.heap) > 2 * len(self.tenants) + 16:  # drop stale keys
             self.heap = [q.key for q in self.tenants.values() if q.key is not None]
             heapify(self.heap)
-            self.run.clear()
 
-    def _insert(self, key: Key) -> None:
-        """Add a key: at the end of ``run``, after moving the keys there that are larger to the
-        heap (``drain`` does the same inline when it re-keys the tenant it just served)."""
-        run = self.run
-        while run and key < run[-1]:
-            heappush(self.heap, run.pop())
-        run.append(key)
+    def _push_key(self, queue: TenantQueue, vtime: float, head: Entry) -> None:
+        """Give a tenant a new key: its virtual time rounded down to the fair-share resolution,
+        and its head's sequence number (the key it had, if any, is stale from now on)."""
+        key = queue.key = (vtime - vtime % self.step, head.seq, queue)
+        heappush(self.heap, key)
 
     def top(self) -> Key | None:
         """The live key of the tenant that would be offered next (dropping stale keys)."""
-        heap, run = self.heap, self.run
+        heap = self.heap
         while heap and heap[0][2].key is not heap[0]:
             heappop(heap)
-        while run and run[0][2].key is not run[0]:
-            run.popleft()
-        if run and (not heap or run[0] < heap[0]):
-            return run[0]
         return heap[0] if heap else None
 
     def _forget(self, queue: TenantQueue) -> None:
         """Drop an empty tenant queue, keeping the tenant's virtual time; any key of it left in
-        ``run`` or the heap is stale from now on."""
+        the heap is stale from now on."""
         del self.tenants[queue.tenant]
         queue.key = None
         queue.live = False
@@ -415,7 +371,6 @@ class GroupQueue:
         """Start heads, least-served tenant first, until the pools are full, every tenant is
         parked or declined, or ``limit`` jobs started (decisions go to ``out``); capacity is
         held for the first head in line that does not fit. Returns how many started."""
-        heap, run = self.heap, self.run
         declined: list[Key] = []
         started = 0
         first = True  # the first head offered in a pass is first in line
@@ -423,20 +378,17 @@ class GroupQueue:
         # how far a tenant's virtual time may pass its key before it is re-keyed: the key's
         # resolution step plus a typical job's charge (one slot for the expected run time,
         # weight 1)
-        step = self.step
-        reach = step + self.capacity.slot_share * self.expected_run_s
-        pools = self.pools
-        pool = pools[0] if len(pools) == 1 else None  # one pool (the usual case): no call to ask
-        while (run or heap) and started != limit:
+        reach = self.step + self.capacity.slot_share * self.expected_run_s
+        while self.heap and started != limit:
             if declined and holds.release_epoch != epoch:
                 # held capacity was released during this pass: heads set aside get another
                 # chance, in their order, before the tenants after them
                 epoch = holds.release_epoch
                 for item in declined:
-                    heappush(heap, item)
+                    heappush(self.heap, item)
                 declined.clear()
-            # the next tenant, taken off the front (a key that stays is put back below)
-            key = run.popleft() if run and (not heap or run[0] < heap[0]) else heappop(heap)
+            # the next tenant, taken off the heap (a key that stays is put back below)
+            key = heappop(self.heap)
             vtime, seq, queue = key
             if queue.key is not key:
                 continue  # stale
@@ -452,19 +404,18 @@ class GroupQueue:
                 # about one typical job: re-key (a smaller correction is kept exactly in vtime
                 # and counts from the next key on, so the order is never off by more than one
                 # step and one job)
-                key = queue.key = (actual - actual % step, head.seq, queue)
-                self._insert(key)
+                self._push_key(queue, actual, head)
                 continue
             if self.held is not None:
                 holds.release_other_than(head, self)
                 if declined and holds.release_epoch != epoch:
-                    heappush(heap, key)
+                    heappush(self.heap, key)
                     continue  # capacity was freed: heads set aside go first (top of the loop)
             if head.limits or head.tenant_state.limited:  # (nothing to check otherwise)
                 parked = selector.gate(head, queue, out)
                 if parked is not None:
                     if parked == FIFO:
-                        heappush(heap, key)  # offered again at once: re-keyed at its next head
+                        heappush(self.heap, key)  # offered again at once: re-keyed at its head
                     continue
             charge = selector.try_start(head, queue, out)
             if charge is not None:
@@ -473,29 +424,23 @@ class GroupQueue:
                 self.count -= 1
                 if actual > self.clock:
                     self.clock = actual
-                vtime = queue.vtime = actual + charge
+                queue.vtime = actual + charge
                 following = queue.peek()
                 if following is None:
                     queue.key = None
                     if not queue.count and not queue.parked:
                         self._forget(queue)
                 else:
-                    key = queue.key = (vtime - vtime % step, following.seq, queue)
-                    while run and key < run[-1]:  # (_insert, inlined: once per dispatch)
-                        heappush(heap, run.pop())
-                    run.append(key)
+                    self._push_key(queue, queue.vtime, following)
             else:
                 if first and self.held is None:
                     holds.hold(head, self)
                 declined.append(key)
             first = False
-            if pool is not None:
-                if pool.used_slots >= pool.cap_slots or pool.overcommitted:
-                    break
-            elif not self.any_free_slot():
+            if not self.any_free_slot():
                 break
         for key in declined:
-            heappush(heap, key)
+            heappush(self.heap, key)
         return started
 
     def entries(self) -> Iterator[Entry]:
