@@ -1317,7 +1317,7 @@ def test_capacity_freed_during_a_pass_goes_to_the_least_served_tenant() -> None:
 
 def test_capacity_released_for_a_tenants_head_goes_to_the_least_served_tenant_first() -> None:
     """I5 selection. Found in f5d065a: when drain offers a tenant's head, it first lets go of
-    capacity held for a younger job of the same tenant (``release_hold_of_other_than``), then
+    capacity held for a younger job of the same tenant (``Holds.release_other_than``), then
     starts that head in the same step, before the heads it set aside because of that hold are
     offered again. Here t2 (virtual time 0) was set aside for t1's hold and t1 (virtual time 1)
     takes the cpu."""

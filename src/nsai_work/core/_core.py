@@ -7,11 +7,18 @@ clock readings and random source give the same decisions. The engine carries the
 token buckets, fair-share charges, budget periods) and every timer is on it; ``wall`` is the
 wall-clock UTC time in seconds, used only for the timestamps jobs carry.
 
-What it decides here: admission (a batch is admitted whole or not at all: routing, tenant
+What the core decides: admission (a batch is admitted whole or not at all: routing, tenant
 quotas, queue caps, submit rates), strict priority between levels, weighted dominant-resource
 fair share between tenants within a level, tenant and namespace limits and concurrency groups at
 dispatch, the opt-in starvation guard, reservation of pool capacity on dispatch and release when
 the run has really ended, retries with backoff, timeouts, and cancellation.
+
+This module takes each event through its steps, in order; the state and the rules are in the
+modules it calls: ``_admission`` (checks, records of admitted jobs), ``_jobs`` (live jobs and
+their status), ``_runs`` (what a run holds), ``_queues`` (ready queues, fair share), ``_holds``
+(placement, held capacity), ``_parking``, ``_limits`` (limits, quota gates, starvation guard),
+``_registry`` and ``_tenants`` (tenants), ``_counters`` and ``_reasons`` (stats, waiting
+reasons).
 """
 
 from __future__ import annotations
@@ -72,7 +79,6 @@ __all__ = ["SchedulingCore"]
 
 _UTC: Final = _dt.UTC
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
-_WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 _TIMEOUT_KEY: Final = "timeout"
 _READY_KEY: Final = "ready"
 _LIMIT_KEY: Final = "limit"

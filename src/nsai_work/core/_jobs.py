@@ -11,19 +11,17 @@ and its tenant's activity up to date.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from .._ir import Job, Status
+from .._ir import TERMINAL_STATUSES, Job, Status
 from ._counters import QUEUED_SLOT, SLOT, SUBMITTED
-from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
+from ._lifecycle import ALLOWED_TRANSITIONS, WAITING, check_transition
 
 if TYPE_CHECKING:
     from ._queues import Entry
     from ._registry import TenantRegistry
 
 __all__ = ["LiveJobs"]
-
-_WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 
 
 class LiveJobs:
@@ -81,7 +79,7 @@ class LiveJobs:
         counter = entry.counter
         counter[SLOT[previous]] -= 1
         counter[SLOT[status]] += 1
-        was_waiting, is_waiting = previous in _WAITING, status in _WAITING
+        was_waiting, is_waiting = previous in WAITING, status in WAITING
         if was_waiting is not is_waiting:
             step = 1 if is_waiting else -1
             self.waiting += step
@@ -96,7 +94,7 @@ class LiveJobs:
         entry.status = status
         entry.job = job
         entry.since = now
-        if not ALLOWED_TRANSITIONS[status]:  # terminal
+        if status in TERMINAL_STATUSES:
             if self.by_id.get(job.id) is entry:
                 del self.by_id[job.id]
             else:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Final
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
-from .._ir import Priority, Status, Tenant
+from .._ir import Priority, Tenant
 from .._stats import TenantStats
 from ._counters import REJECTED, CellKey, TenantCounters, add_counter, new_counter, tenant_stats
+from ._lifecycle import WAITING
 from ._parking import unpark_fifos, unpark_tenant
 from ._tenants import TenantState
 
@@ -35,7 +36,6 @@ __all__ = ["SWEEP_BATCH", "TenantRegistry"]
 
 #: How many idle tenants one sweep drops at most (the next sweep follows at once).
 SWEEP_BATCH: Final = 512
-_WAITING: Final = frozenset({Status.PENDING, Status.QUEUED})
 
 
 class TenantRegistry:
@@ -51,13 +51,13 @@ class TenantRegistry:
         "_pools",
         "_queues",
         "_specs",
+        "_sweep_armed",
         "active_count",
         "active_weight",
         "counters",
         "rejected_unleveled",
         "retired",
         "states",
-        "sweep_armed",
     )
 
     def __init__(
@@ -92,7 +92,7 @@ class TenantRegistry:
         # tenants without live jobs, oldest idle first: tenant id -> when it became idle
         self._idle: dict[str, float] = {}
         self._idle_ttl = idle_ttl_s
-        self.sweep_armed = idle_ttl_s is None  # (never armed without a ttl)
+        self._sweep_armed = idle_ttl_s is None  # (never armed without a ttl)
 
     @property
     def kept(self) -> int:
@@ -177,7 +177,7 @@ class TenantRegistry:
                 if (
                     entry.tenant_state is state
                     and entry.namespace in new
-                    and entry.status in _WAITING
+                    and entry.status in WAITING
                 ):
                     state.namespaces[entry.namespace].waiting += 1
             for run in runs:
@@ -217,16 +217,16 @@ class TenantRegistry:
     def arm_sweep(self, now: float) -> float | None:
         """When the sweep is due, if it is not armed yet (it is now): one ``tenant_idle_ttl_s``
         from now. None if it is armed already, or there is no ttl."""
-        if self.sweep_armed or self._idle_ttl is None:
+        if self._sweep_armed or self._idle_ttl is None:
             return None
-        self.sweep_armed = True
+        self._sweep_armed = True
         return now + self._idle_ttl
 
     def sweep(self, now: float) -> float | None:
         """Forget the tenants idle for ``tenant_idle_ttl_s`` that can be (at most a batch at a
         time). Returns when the next sweep is due (at once after a whole batch), or None when
         no tenant is idle (the next admitted submit arms it again)."""
-        self.sweep_armed = False
+        self._sweep_armed = False
         ttl = self._idle_ttl
         if ttl is None:
             return None
@@ -245,7 +245,7 @@ class TenantRegistry:
                 idle[tenant_id] = now  # look again after another ttl
         if not idle:
             return None
-        self.sweep_armed = True
+        self._sweep_armed = True
         return now if dropped >= SWEEP_BATCH else now + ttl
 
     def _droppable(self, tenant_id: str, now: float) -> bool:
