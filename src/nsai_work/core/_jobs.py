@@ -46,6 +46,14 @@ class LiveJobs:
             return entry
         return self.shared.get((tenant_id, job_id)) if self.shared else None
 
+    def owners(self, job_id: str) -> list[str]:
+        """The tenants with a live job with this id (usually none or one)."""
+        entry = self.by_id.get(job_id)
+        found = [] if entry is None else [entry.tenant]
+        if self.shared:
+            found += [tenant for tenant, shared_id in self.shared if shared_id == job_id]
+        return found
+
     def entries(self) -> list[Entry]:
         """Every live job's record."""
         return [*self.by_id.values(), *self.shared.values()]
