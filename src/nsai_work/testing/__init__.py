@@ -1,7 +1,9 @@
-"""Helpers for users' tests (and ours): a fake clock, event capture, and the backend contract."""
+"""Helpers for users' tests (and ours): a fake clock, event capture, and the backend and store
+contracts (``check_backend``, ``check_store``)."""
 
 from ._backend_check import check_backend
 from ._clock import FakeClock
 from ._events import CapturedEvent, capture_events
+from ._store_check import check_store
 
-__all__ = ["CapturedEvent", "FakeClock", "capture_events", "check_backend"]
+__all__ = ["CapturedEvent", "FakeClock", "capture_events", "check_backend", "check_store"]
