@@ -146,8 +146,8 @@ def test_a_wait_during_an_outage_returns_at_its_timeout(arun: Run[Any]) -> None:
 
 class CuttingProxy:
     """A TCP proxy to the server that, when armed, cuts the client's connection at its next
-    COMMIT: after passing it on to the server (the commit happens, its answer is lost) or
-    without (the server rolls the transaction back)."""
+    COMMIT: after the server has committed and answered (the answer is swallowed), or without
+    passing the COMMIT on (the server rolls the transaction back)."""
 
     def __init__(self, port: int) -> None:
         self.target = port
@@ -176,35 +176,35 @@ class CuttingProxy:
 
     async def _serve(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         sreader, swriter = await asyncio.open_connection(HOST, self.target)
-        cut = asyncio.Event()
+        swallow = False  # the COMMIT went on: drop the server's answer, then cut
 
         async def up() -> None:
+            nonlocal swallow
             while data := await creader.read(65536):
                 if self.armed and b"COMMIT" in data:
                     mode, self.armed = self.armed, None
                     self.cuts += 1
-                    cut.set()
-                    cwriter.close()
-                    if mode == "forward":
-                        swriter.write(data)
-                        await swriter.drain()
-                        await asyncio.sleep(0.5)  # the server commits, its answer goes nowhere
-                    swriter.close()  # the server's session ends (dropped: rolled back)
-                    return
+                    if mode == "drop":
+                        return
+                    swallow = True
                 swriter.write(data)
                 await swriter.drain()
 
         async def down() -> None:
-            while not cut.is_set() and (data := await sreader.read(65536)):
-                if cut.is_set():
-                    return
+            while data := await sreader.read(65536):
+                if swallow:
+                    if b"Z\x00\x00\x00\x05" in data:  # ReadyForQuery: the COMMIT is done
+                        return
+                    continue
                 cwriter.write(data)
                 await cwriter.drain()
 
         try:
-            await asyncio.gather(up(), down())
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             cwriter.close()
             swriter.close()
@@ -250,5 +250,30 @@ def test_a_commit_whose_answer_is_lost(
         assert recovered.state == b"after"
         await store.close()
         await proxy.close()
+
+    arun(scenario())
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.005, 0.02])
+def test_a_write_canceled_midway_is_all_or_nothing(
+    postgres_url: str, arun: Run[Any], delay_s: float
+) -> None:
+    async def scenario() -> None:
+        store = PostgresStore(postgres_url)
+        await store.open()
+        big = [job(payload={"i": i}) for i in range(5000)]
+        task = asyncio.ensure_future(store.write(WriteBatch(inserts=big, state=b"big")))
+        await asyncio.sleep(delay_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with psycopg.connect(postgres_url) as conn:
+            count = conn.execute("SELECT count(*) FROM jobs").fetchone()
+        assert count in ((0,), (5000,))
+        small = job()
+        await store.write(WriteBatch(inserts=[small], state=b"small"))
+        assert await store.get_many([("acme", small.id)]) == [small]
+        assert (await store.load()).state == b"small"
+        await store.close()
 
     arun(scenario())

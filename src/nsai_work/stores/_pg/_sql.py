@@ -19,8 +19,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from ..._errors import ValidationError
-from ..._ir import TERMINAL_STATUSES, Job
+import psycopg
+from psycopg.rows import TupleRow
+
+from ..._errors import ConflictError, ValidationError
+from ..._ir import TERMINAL_STATUSES, Job, Priority, Status
 from .._codec import encode_job
 from .._protocol import JobKey, ListQuery
 
@@ -29,7 +32,10 @@ __all__ = [
     "CHANNEL_JOBS",
     "COPY_JOBS",
     "COPY_TYPES",
+    "check_unique",
+    "copy_rows",
     "dedupe",
+    "duplicate",
     "from_column",
     "job_row",
     "key_arrays",
@@ -63,40 +69,49 @@ COPY_TYPES: Final = [
     "bytea",
 ]
 
-#: The fencing check of every scheduler write: one row when the fence is still ours.
-FENCE: Final = "UPDATE lease SET writes = writes + 1 WHERE id = 1 AND fence = %s RETURNING writes"
+#: The fencing check of every scheduler write: the commit count, or FENCED_OUT.
+FENCE: Final = "SELECT nsai_work_fence(%s)"
+#: The SQLSTATEs of the migration's functions: fenced out, an update of unknown jobs.
+FENCED_OUT: Final = "NW001"
+UNKNOWN_JOBS: Final = "NW002"
 
+_TERMINAL: Final = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
 #: The latest snapshots, in full; admitted from now on; a client's cancel request is kept
-#: until the job is terminal.
-UPDATE_JOBS: Final = """
-UPDATE jobs AS j SET
-    status = u.status, terminal = u.terminal, priority = u.priority,
-    finished_at = u.finished_at, body = u.body, admitted = true,
-    cancel_requested = CASE WHEN u.terminal THEN NULL ELSE j.cancel_requested END
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bool[], %s::text[], %s::timestamptz[],
-            %s::bytea[]) AS u(id, tenant_id, status, terminal, priority, finished_at, body)
-WHERE j.id = u.id AND j.tenant_id = u.tenant_id
+#: until the job is terminal. UNKNOWN_JOBS unless every row was there.
+UPDATE_JOBS: Final = f"""
+WITH updated AS (
+    UPDATE jobs AS j SET
+        status = u.status, terminal = u.status IN ({_TERMINAL}), priority = u.priority,
+        finished_at = u.finished_at, body = u.body, admitted = true,
+        cancel_requested = CASE WHEN u.status IN ({_TERMINAL}) THEN NULL
+                                ELSE j.cancel_requested END
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::bytea[])
+        AS u(id, tenant_id, status, priority, finished_at, body)
+    WHERE j.id = u.id AND j.tenant_id = u.tenant_id
+    RETURNING 1
+)
+SELECT nsai_work_expect_rows(count(*), %s) FROM updated
 """
 MISSING_KEYS: Final = """
-SELECT k.tenant_id, k.id FROM unnest(%s::text[], %s::text[]) AS k(id, tenant_id)
+SELECT k.tenant_id, k.id FROM unnest(%b::text[], %b::text[]) AS k(id, tenant_id)
 WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = k.id AND j.tenant_id = k.tenant_id)
 LIMIT 5
 """
 EXISTING_KEYS: Final = """
-SELECT j.tenant_id, j.id FROM unnest(%s::text[], %s::text[]) AS k(id, tenant_id)
+SELECT j.tenant_id, j.id FROM unnest(%b::text[], %b::text[]) AS k(id, tenant_id)
 JOIN jobs j ON j.id = k.id AND j.tenant_id = k.tenant_id
 LIMIT 5
 """
 DELETE_JOBS: Final = """
-DELETE FROM jobs AS j USING unnest(%s::text[], %s::text[]) AS d(id, tenant_id)
+DELETE FROM jobs AS j USING unnest(%b::text[], %b::text[]) AS d(id, tenant_id)
 WHERE j.id = d.id AND j.tenant_id = d.tenant_id
 """
 UPSERT_STATE: Final = """
-INSERT INTO core_state (id, state, updated_at) VALUES (1, %s, now())
+INSERT INTO core_state (id, state, updated_at) VALUES (1, %b, now())
 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
 """
 GET_MANY: Final = """
-SELECT k.n, j.body FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(id, tenant_id, n)
+SELECT k.n, j.body FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS k(id, tenant_id, n)
 JOIN jobs j ON j.id = k.id AND j.tenant_id = k.tenant_id
 """
 OWNERS: Final = "SELECT tenant_id FROM jobs WHERE id = %s ORDER BY tenant_id"
@@ -119,7 +134,7 @@ REQUEST_CANCEL: Final = (
 QUARANTINE: Final = """
 WITH bad AS (
     DELETE FROM jobs AS j
-    USING unnest(%s::text[], %s::text[], %s::text[]) AS b(id, tenant_id, reason)
+    USING unnest(%b::text[], %b::text[], %b::text[]) AS b(id, tenant_id, reason)
     WHERE j.id = b.id AND j.tenant_id = b.tenant_id
     RETURNING j.seq, j.tenant_id, j.id, b.reason, j.body
 )
@@ -159,17 +174,22 @@ def _unescape(match: re.Match[str]) -> str:
     return "\x00" if match[1] == "0" else match[1]
 
 
+#: The text of each status and priority (faster than ``.value``, an enum descriptor).
+_STATUS: Final = {status: status.value for status in Status}
+_PRIORITY: Final = {priority: priority.value for priority in Priority}
+
+
 def job_row(job: Job, admitted: bool) -> tuple[Any, ...]:
     """The COPY row of a job (the columns of ``COPY_JOBS``)."""
     status = job.status
     return (
         to_column(job.id),
         job.tenant_id,
-        status.value,
+        _STATUS[status],
         status in TERMINAL_STATUSES,
         job.namespace,
         job.kind,
-        job.priority.value,
+        _PRIORITY[job.priority],
         job.created_at,
         job.finished_at,
         admitted,
@@ -177,25 +197,16 @@ def job_row(job: Job, admitted: bool) -> tuple[Any, ...]:
     )
 
 
-def update_arrays(jobs: Iterable[Job]) -> list[list[Any]]:
+def update_arrays(jobs: Sequence[Job]) -> list[list[Any]]:
     """The parallel arrays of ``UPDATE_JOBS``."""
-    ids: list[str] = []
-    tenants: list[str] = []
-    statuses: list[str] = []
-    terminal: list[bool] = []
-    priorities: list[str] = []
-    finished: list[Any] = []
-    bodies: list[bytes] = []
-    for job in jobs:
-        status = job.status
-        ids.append(to_column(job.id))
-        tenants.append(job.tenant_id)
-        statuses.append(status.value)
-        terminal.append(status in TERMINAL_STATUSES)
-        priorities.append(job.priority.value)
-        finished.append(job.finished_at)
-        bodies.append(encode_job(job))
-    return [ids, tenants, statuses, terminal, priorities, finished, bodies]
+    return [
+        [to_column(job.id) for job in jobs],
+        [job.tenant_id for job in jobs],
+        [_STATUS[job.status] for job in jobs],
+        [_PRIORITY[job.priority] for job in jobs],
+        [job.finished_at for job in jobs],
+        [encode_job(job) for job in jobs],
+    ]
 
 
 def key_arrays(keys: Iterable[JobKey]) -> list[list[str]]:
@@ -271,3 +282,32 @@ def dedupe(jobs: Sequence[Job]) -> list[Job]:
     for job in jobs:
         latest[(job.tenant_id, job.id)] = job
     return list(latest.values()) if len(latest) != len(jobs) else list(jobs)
+
+
+async def copy_rows(conn: psycopg.AsyncConnection[TupleRow], rows: Sequence[Any]) -> None:
+    """COPY new jobs' rows (``job_row``) in, binary; a key the table holds raises
+    ``UniqueViolation``."""
+    async with conn.cursor().copy(COPY_JOBS) as copy:
+        copy.set_types(COPY_TYPES)
+        for row in rows:
+            await copy.write_row(row)
+
+
+def check_unique(jobs: Sequence[Job], where: str) -> None:
+    """A batch that holds one key twice is refused before it reaches the server."""
+    if len({(j.tenant_id, j.id) for j in jobs}) != len(jobs):
+        seen: set[JobKey] = set()
+        for job in jobs:
+            key = (job.tenant_id, job.id)
+            if key in seen:
+                raise duplicate(job.tenant_id, job.id, where, twice=True)
+            seen.add(key)
+
+
+def duplicate(tenant_id: str, job_id: str, where: str, *, twice: bool = False) -> ConflictError:
+    """The error of an insert whose key is taken."""
+    found = "the batch holds it twice" if twice else f"the store ({where}) already holds it"
+    return ConflictError(
+        f"duplicate job id {job_id!r} for tenant {tenant_id!r}: {found}; nothing of the batch "
+        f"was written (omit id to get a fresh one)"
+    )

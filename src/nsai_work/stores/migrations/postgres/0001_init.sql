@@ -84,3 +84,34 @@ CREATE TABLE quarantine (
     body bytea NOT NULL,                -- the row's bytes as they were
     quarantined_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The fencing check of every scheduler write, in its transaction: counts the commit (the
+-- count tells after a lost connection whether its COMMIT happened), or raises NW001 when the
+-- lease has moved to another fence (another scheduler took over).
+CREATE FUNCTION nsai_work_fence(expected bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    counted bigint;
+BEGIN
+    UPDATE lease SET writes = writes + 1 WHERE id = 1 AND fence = expected
+    RETURNING writes INTO counted;
+    IF counted IS NULL THEN
+        RAISE EXCEPTION 'fenced out: the lease is no longer at fence %', expected
+            USING ERRCODE = 'NW001';
+    END IF;
+    RETURN counted;
+END
+$$;
+
+-- Raises NW002 unless a batch's UPDATE found every job it was given, so that the checks of a
+-- write run in the server and its COMMIT can follow them in the same round trip.
+CREATE FUNCTION nsai_work_expect_rows(updated bigint, given bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF updated <> given THEN
+        RAISE EXCEPTION 'the batch updates % jobs the store does not hold', given - updated
+            USING ERRCODE = 'NW002';
+    END IF;
+    RETURN updated;
+END
+$$;
