@@ -277,3 +277,41 @@ def test_a_write_canceled_midway_is_all_or_nothing(
         await store.close()
 
     arun(scenario())
+
+
+@pytest.mark.parametrize("commit", ["forward", "drop"])
+def test_a_client_submit_whose_commit_answer_is_lost(
+    postgres_cluster: PostgresCluster,
+    postgres_url: str,
+    arun: Run[Any],
+    commit: Literal["forward", "drop"],
+) -> None:
+    """The client reads its jobs back: all there as sent, the submit succeeded (and the
+    scheduler is woken again); none there, it raises and a retry goes through."""
+
+    async def scenario() -> None:
+        proxy = CuttingProxy(postgres_cluster.port)
+        await proxy.start()
+        scheduler = PostgresStore(postgres_url)
+        await scheduler.open()
+        url = postgres_url.replace(f":{postgres_cluster.port}/", f":{proxy.port}/")
+        client = PostgresStore(url)
+        await client.open("client")
+        jobs = [job(payload={"i": i}) for i in range(3)]
+        await scheduler.inbox()
+        proxy.armed = commit
+        if commit == "forward":
+            await client.submit(jobs)
+            assert await scheduler.wait_for_change(5.0)
+        else:
+            with pytest.raises(work.StoreError, match="may or may not"):
+                await client.submit(jobs)
+            assert (await scheduler.inbox()).jobs == []
+            await client.submit(jobs)
+        assert proxy.cuts == 1
+        assert (await scheduler.inbox()).jobs == jobs
+        await client.close()
+        await scheduler.close()
+        await proxy.close()
+
+    arun(scenario())

@@ -37,7 +37,7 @@ from .._errors import ConfigurationError, ConflictError, StoreError, ValidationE
 from .._ir import Job
 from ._codec import decode_job
 from ._pg import _lease, _sql
-from ._pg._conn import Connection, Connector, failure, lost, run
+from ._pg._conn import Connection, Connector, InDoubtError, failure, lost, run
 from ._pg._migrate import migrate
 from ._pg._writer import Writer
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Quarantined, Recovered, Role, WriteBatch
@@ -200,7 +200,7 @@ class PostgresStore:
             return rows, (bytes(state[0]) if state else None)
 
         rows, state = await self._on_pool(read, transaction=True)
-        jobs, bad = await self._decode_rows(rows)
+        jobs, bad = await self._decode_rows(rows, "load")
         return Recovered(jobs=jobs, state=state, quarantined=bad)
 
     async def inbox(self, limit: int = 1000) -> Inbox:
@@ -219,14 +219,16 @@ class PostgresStore:
             return jobs, await cur.fetchall()
 
         rows, cancels = await self._on_pool(read)
-        jobs, _ = await self._decode_rows(rows)
+        jobs, _ = await self._decode_rows(rows, "inbox")
         from_column = _sql.from_column
         requests = [((t, from_column(i)), from_column(reason)) for t, i, reason in cancels]
         return Inbox(jobs=jobs, cancels=requests)
 
-    async def _decode_rows(self, rows: Sequence[Any]) -> tuple[list[Job], list[Quarantined]]:
+    async def _decode_rows(
+        self, rows: Sequence[Any], what: str
+    ) -> tuple[list[Job], list[Quarantined]]:
         """Jobs from (seq, tenant_id, id, body) rows; the rows that do not decode (or decode
-        to another key) are moved to the quarantine table."""
+        to another key) are moved to the quarantine table (by the writer, fenced)."""
         jobs: list[Job] = []
         bad: list[tuple[str, str, str]] = []  # (id column, tenant_id, reason)
         for _, tenant_id, column, body in rows:
@@ -249,7 +251,7 @@ class PostgresStore:
             async def quarantine(conn: Connection) -> None:
                 await conn.execute(_sql.QUARANTINE, arrays)
 
-            await self._scheduler("load").fenced(quarantine)
+            await self._scheduler(what).fenced(quarantine)
         return jobs, quarantined
 
     async def wait_for_change(self, timeout: float) -> bool:
@@ -296,9 +298,9 @@ class PostgresStore:
         """Replace the lost listener, retrying until ``deadline``."""
         loop = asyncio.get_running_loop()
         channel = _sql.CHANNEL_INBOX if self._role == "scheduler" else _sql.CHANNEL_JOBS
-        lost, self._listener = self._listener, None
-        if lost is not None:
-            await lost.close()
+        old, self._listener = self._listener, None
+        if old is not None:
+            await old.close()
         delay = 0.05
         while self._role is not None:
             try:
@@ -331,28 +333,29 @@ class PostgresStore:
             return
         _sql.check_unique(jobs, self.url)
         rows = [_sql.job_row(job, False) for job in jobs]
+        keys = [(job.tenant_id, job.id) for job in jobs]
 
         async def submit(conn: Connection) -> None:
-            try:
-                await _sql.copy_rows(conn, rows)
-            except pg_errors.UniqueViolation as exc:
-                raise _Refused(exc) from None
+            await _sql.copy_rows(conn, rows)
             await conn.execute(f"NOTIFY {_sql.CHANNEL_INBOX}")
 
         try:
             await self._on_pool(submit, transaction=True)
-        except _Refused as refused:
-            ids, tenants = _sql.key_arrays((j.tenant_id, j.id) for j in jobs)
+        except pg_errors.UniqueViolation as exc:
 
-            async def taken(conn: Connection) -> list[Any]:
-                cur = await conn.execute(_sql.EXISTING_KEYS, (ids, tenants))
+            async def taken(conn: Connection) -> builtins.list[Any]:
+                cur = await conn.execute(_sql.EXISTING_KEYS, _sql.key_arrays(keys))
                 return await cur.fetchall()
 
             clash = await self._on_pool(taken)
             if clash:
                 raise _sql.duplicate(clash[0][0], _sql.from_column(clash[0][1]), self.url) from None
-            detail = refused.error.diag.message_detail or str(refused.error)
+            detail = exc.diag.message_detail or str(exc)
             raise ConflictError(f"duplicate job in a submit to {self.url}: {detail}") from None
+        except InDoubtError:  # did the COMMIT happen? The jobs are there, as sent, or none is
+            if await self.get_many(keys) != list(jobs):
+                raise
+            await self._on_pool(_notify_inbox, idempotent=True)
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:
         """As a client: ask the scheduler to cancel a job (False: no such job, or it is
@@ -369,7 +372,7 @@ class PostgresStore:
             await conn.execute(f"NOTIFY {_sql.CHANNEL_INBOX}")
             return True
 
-        return await self._on_pool(cancel, transaction=True)
+        return await self._on_pool(cancel, transaction=True, idempotent=True)
 
     # ---- reads ----------------------------------------------------------------------------------
 
@@ -421,7 +424,10 @@ class PostgresStore:
 
         rows = await self._on_pool(read)
         page = rows[: query.limit]
-        jobs = [self._decode_one((query.tenant_id, job_id), body) for _, job_id, body in page]
+        jobs = [
+            self._decode_one((query.tenant_id, _sql.from_column(job_id)), body)
+            for _, job_id, body in page
+        ]
         more = len(rows) > query.limit
         cursor = _sql.make_cursor(self._cursor_key, query, page[-1][0]) if more else None
         return jobs, cursor
@@ -454,17 +460,17 @@ class PostgresStore:
         return writer
 
     async def _on_pool(
-        self, fn: Callable[[Connection], Awaitable[T]], *, transaction: bool = False
+        self,
+        fn: Callable[[Connection], Awaitable[T]],
+        *,
+        transaction: bool = False,
+        idempotent: bool = False,
     ) -> T:
         pool = self._pool
         if pool is None:
             raise StoreError(f"{self.url} is not open: call open() first")
-        return await run(pool, fn, where=self.url, transaction=transaction)
+        return await run(pool, fn, where=self.url, transaction=transaction, idempotent=idempotent)
 
 
-class _Refused(Exception):
-    """A client's insert hit the primary key (carried out of the transaction)."""
-
-    def __init__(self, error: psycopg.Error) -> None:
-        super().__init__(str(error))
-        self.error = error
+async def _notify_inbox(conn: Connection) -> None:
+    await conn.execute(f"NOTIFY {_sql.CHANNEL_INBOX}")

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ..._errors import ConfigurationError, StoreError
 from .._url import redact
 
-__all__ = ["Connection", "Connector", "dropped", "failure", "lost", "run"]
+__all__ = ["Connection", "Connector", "InDoubtError", "dropped", "failure", "lost", "run"]
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -89,17 +89,24 @@ class Connector:
         return pool
 
 
+class InDoubtError(StoreError):
+    """The connection was lost while a COMMIT was on its way: it may or may not have
+    happened."""
+
+
 async def run(
     pool: Pool,
     fn: Callable[[Connection], Awaitable[T]],
     *,
     where: str,
     transaction: bool = False,
+    idempotent: bool = False,
 ) -> T:
     """Run ``fn`` on a pooled connection (in a transaction if asked). A connection the server
     dropped while it sat in the pool fails its first statement: then the pool's idle
-    connections are checked and ``fn`` runs once more, unless its COMMIT had been sent (its
-    outcome is unknown: ``StoreError``). A unique violation is raised as it is."""
+    connections are checked and ``fn`` runs once more, unless its COMMIT had been sent and it
+    is not ``idempotent`` (its outcome is unknown: ``InDoubtError``). A unique violation is
+    raised as it is."""
     for attempt in (1, 2):
         conn: Connection | None = None
         committing = False
@@ -116,11 +123,17 @@ async def run(
         except pg_errors.UniqueViolation:
             raise
         except psycopg.Error as exc:
-            if attempt == 1 and conn is not None and dropped(conn, exc) and not committing:
+            gone = conn is not None and dropped(conn, exc)
+            if attempt == 1 and gone and (idempotent or not committing):
                 await pool.check()
                 continue
-            unknown = " (the outcome of its COMMIT is unknown)" if committing else ""
-            raise failure(f"a request to {where} failed{unknown}", exc) from exc
+            if gone and committing:
+                cause = " ".join(str(exc).split())
+                raise InDoubtError(
+                    f"a request to {where} lost its connection while committing (it may or may "
+                    f"not have been committed): {cause}"
+                ) from exc
+            raise failure(f"a request to {where} failed", exc) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
