@@ -42,6 +42,7 @@ FIGURES = (
     "latency.facade.max_ms",
     "tenancy.fairness_tvd_pp",
     "tenancy.throughput_ratio",
+    "list.flatness",
 )
 
 

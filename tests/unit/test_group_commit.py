@@ -62,8 +62,8 @@ def test_concurrent_submits_share_commits_and_each_returns_after_its_jobs_are_st
         writes.start()
 
         async def submit(n: int) -> None:
-            done = writes.insert([_job(n)])
-            await writes.wait_inserted(done)
+            writes.insert(_job(n))
+            await writes.wait_submitted(writes.submitted([("acme", f"job-{n}")]))
             assert ("acme", f"job-{n}") in store.rows
 
         await asyncio.gather(*(submit(n) for n in range(50)))
@@ -82,7 +82,7 @@ def test_a_job_changed_several_times_before_a_commit_is_written_once_as_its_late
         writes = GroupCommit(store, flush_s=0.05, timeout_s=5)  # type: ignore[arg-type]
         writes.start()
         job = _job(1)
-        writes.insert([job])
+        writes.insert(job)
         writes.update(replace(job, status=work.Status.QUEUED))
         writes.update(replace(job, status=work.Status.RUNNING, attempt=1))
         await writes.commit()
@@ -103,7 +103,7 @@ def test_after_commit_runs_only_once_the_write_is_durable() -> None:
         writes.start()
         writes.after_commit(lambda: seen.append(("nothing pending", True)))
         job = replace(_job(1), status=work.Status.SUCCEEDED, result={"ok": 1})
-        writes.insert([job])
+        writes.insert(job)
         writes.after_commit(lambda: seen.append(("finished", ("acme", "job-1") in store.rows)))
         assert seen == [("nothing pending", True)]
         await writes.commit()
@@ -120,15 +120,17 @@ def test_an_outage_is_retried_in_order_and_loses_nothing() -> None:
         writes = GroupCommit(store, flush_s=0.001, timeout_s=5)  # type: ignore[arg-type]
         writes.start()
         store.down = True
-        first = writes.insert([_job(1)])
+        writes.insert(_job(1))
+        first = writes.submitted([("acme", "job-1")])
         await asyncio.sleep(0.12)
         writes.update(replace(_job(1), status=work.Status.QUEUED))
-        second = writes.insert([_job(2)])
+        writes.insert(_job(2))
+        second = writes.submitted([("acme", "job-2")])
         await asyncio.sleep(0.05)
         assert store.rows == {}
         store.down = False
-        await writes.wait_inserted(first)
-        await writes.wait_inserted(second)
+        await writes.wait_submitted(first)
+        await writes.wait_submitted(second)
         await writes.close()
 
     _run(test)
@@ -144,9 +146,10 @@ def test_a_submit_gives_up_waiting_with_store_unavailable_but_its_write_is_kept(
         writes = GroupCommit(store, flush_s=0.001, timeout_s=0.1)  # type: ignore[arg-type]
         writes.start()
         store.down = True
-        done = writes.insert([_job(1)])
+        writes.insert(_job(1))
+        done = writes.submitted([("acme", "job-1")])
         with pytest.raises(work.StoreUnavailableError, match=r"did not commit within 0\.1 s"):
-            await writes.wait_inserted(done)
+            await writes.wait_submitted(done)
         store.down = False
         await writes.commit()
         await writes.close()
@@ -164,11 +167,14 @@ def test_a_duplicate_insert_fails_its_whole_submit_and_no_other() -> None:
         writes = GroupCommit(store, flush_s=0.01, timeout_s=5)  # type: ignore[arg-type]
         writes.on_conflict = withdrawn.append
         writes.start()
-        clashing = writes.insert([_job(1), _job(2)])  # one batch of two, one a duplicate
-        other = writes.insert([_job(3, tenant="globex")])
+        writes.insert(_job(1))
+        writes.insert(_job(2))
+        clashing = writes.submitted([("acme", "job-1"), ("acme", "job-2")])  # one a duplicate
+        writes.insert(_job(3, tenant="globex"))
+        other = writes.submitted([("globex", "job-3")])
         with pytest.raises(work.ConflictError, match="'job-2'"):
-            await writes.wait_inserted(clashing)
-        await writes.wait_inserted(other)
+            await writes.wait_submitted(clashing)
+        await writes.wait_submitted(other)
         writes.update(replace(_job(1), status=work.Status.CANCELED))  # dropped: withdrawn
         await writes.commit()
         await writes.close()

@@ -1,28 +1,33 @@
-"""The memory store: its indexes by tenant, (tenant, namespace) and status stay right through
-every transition; listing pages newest first; finished jobs are pruned by count and by age, and
-vanish from every index."""
+"""The memory store: its indexes stay right through every transition; listing pages newest
+first, by any combination of namespace, status and kind, and refuses a cursor it did not give;
+finished jobs are pruned by count and by age, and vanish from every index. (Listings against a
+brute-force oracle, jobs changing between pages: tests/property/test_memory_store_machine.py.)"""
 
 from __future__ import annotations
 
 import random
+from itertools import product
 from typing import Any
 
 import pytest
 from msgspec.structs import replace
 
 import nsai_work as work
-from nsai_work.stores.memory import MemoryStore
+from nsai_work.stores import _memory_table as memory
+from nsai_work.stores._memory_table import JobTable
 
 S = work.Status
 LIVE = (S.PENDING, S.QUEUED, S.RUNNING)
 TERMINAL = (S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCELED)
 
 
-def new_job(tenant: str = "t1", namespace: str = "default", **fields: Any) -> work.Job:
-    return work.Job(kind="k", tenant_id=tenant, namespace=namespace, **fields)
+def new_job(
+    tenant: str = "t1", namespace: str = "default", kind: str = "k", **fields: Any
+) -> work.Job:
+    return work.Job(kind=kind, tenant_id=tenant, namespace=namespace, **fields)
 
 
-def everything(store: MemoryStore, tenant: str, **filters: Any) -> list[str]:
+def everything(store: JobTable, tenant: str, **filters: Any) -> list[str]:
     """Every id ``list`` returns for these filters, page by page (small pages)."""
     ids: list[str] = []
     cursor = None
@@ -33,7 +38,7 @@ def everything(store: MemoryStore, tenant: str, **filters: Any) -> list[str]:
             return ids
 
 
-def check_indexes(store: MemoryStore, model: dict[str, work.Job]) -> None:
+def check_indexes(store: JobTable, model: dict[str, work.Job]) -> None:
     """What the store answers equals what a plain dict of jobs says."""
     assert len(store) == len(model)
     for job_id, job in model.items():
@@ -46,25 +51,27 @@ def check_indexes(store: MemoryStore, model: dict[str, work.Job]) -> None:
         assert set(store.keys_with_status(status)) == expected
     tenants = {j.tenant_id for j in model.values()} | {"nobody"}
     namespaces = {j.namespace for j in model.values()} | {"nowhere"}
+    kinds = {j.kind for j in model.values()} | {"nothing"}
     for tenant in tenants:
-        for namespace in (None, *namespaces):
-            for status in (None, *S):
-                expected = sorted(
-                    (
-                        i
-                        for i, j in model.items()
-                        if j.tenant_id == tenant
-                        and (namespace is None or j.namespace == namespace)
-                        and (status is None or j.status is status)
-                    ),
-                    reverse=True,
-                )
-                assert everything(store, tenant, namespace=namespace, status=status) == expected
+        for namespace, kind, status in product((None, *namespaces), (None, *kinds), (None, *S)):
+            expected = sorted(
+                (
+                    i
+                    for i, j in model.items()
+                    if j.tenant_id == tenant
+                    and (namespace is None or j.namespace == namespace)
+                    and (kind is None or j.kind == kind)
+                    and (status is None or j.status is status)
+                ),
+                reverse=True,  # ids are UUIDv7: in submission order here
+            )
+            listed = everything(store, tenant, namespace=namespace, kind=kind, status=status)
+            assert listed == expected
 
 
 def test_insert_and_transitions_keep_every_index_right() -> None:
     rng = random.Random(1234)
-    store = MemoryStore(finished_max=10_000)
+    store = JobTable(finished_max=10_000)
     model: dict[str, work.Job] = {}
     now = 1000.0
     for step in range(400):
@@ -73,6 +80,7 @@ def test_insert_and_transitions_keep_every_index_right() -> None:
             job = new_job(
                 tenant=rng.choice(["t1", "t2", "t3"]),
                 namespace=rng.choice(["default", "a", "b"]),
+                kind=rng.choice(["k", "k", "other"]),
                 status=rng.choice(LIVE),
             )
             store.insert(job)
@@ -88,7 +96,7 @@ def test_insert_and_transitions_keep_every_index_right() -> None:
 
 
 def test_a_put_without_a_status_change_keeps_the_status_index() -> None:
-    store = MemoryStore()
+    store = JobTable()
     job = new_job(status=S.RUNNING)
     store.insert(job)
     progressed = replace(job, progress=work.Progress(fraction=0.5))
@@ -99,7 +107,7 @@ def test_a_put_without_a_status_change_keeps_the_status_index() -> None:
 
 
 def test_duplicate_insert_for_the_same_tenant_is_a_conflict() -> None:
-    store = MemoryStore()
+    store = JobTable()
     job = new_job()
     store.insert(job)
     with pytest.raises(work.ConflictError, match=job.id):
@@ -110,7 +118,7 @@ def test_duplicate_insert_for_the_same_tenant_is_a_conflict() -> None:
 def test_jobs_are_keyed_by_tenant_and_id() -> None:
     """Two tenants may use the same id: each sees only its own job, and the id index names
     both owners until their jobs are pruned."""
-    store = MemoryStore(finished_max=0)
+    store = JobTable(finished_max=0)
     mine = new_job(tenant="t1", id="shared")
     theirs = new_job(tenant="t2", id="shared")
     store.insert(mine)
@@ -130,7 +138,7 @@ def test_jobs_are_keyed_by_tenant_and_id() -> None:
 
 
 def test_pages_cover_everything_exactly_once_newest_first() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [new_job(namespace="a" if i % 3 else "b") for i in range(57)]
     for job in jobs:
         store.insert(job)
@@ -154,7 +162,7 @@ def test_pages_cover_everything_exactly_once_newest_first() -> None:
 
 
 def test_the_cursor_resumes_after_the_last_job_of_the_page() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [new_job() for _ in range(5)]
     for job in jobs:
         store.insert(job)
@@ -169,7 +177,7 @@ def test_the_cursor_resumes_after_the_last_job_of_the_page() -> None:
 
 
 def test_status_filter_pages_while_jobs_move() -> None:
-    store = MemoryStore()
+    store = JobTable()
     jobs = [new_job(status=S.QUEUED) for _ in range(6)]
     for job in jobs:
         store.insert(job)
@@ -184,25 +192,137 @@ def test_status_filter_pages_while_jobs_move() -> None:
 
 
 def test_an_unknown_tenant_or_namespace_lists_nothing() -> None:
-    store = MemoryStore()
+    store = JobTable()
     store.insert(new_job())
     assert store.list("nobody") == ([], None)
     assert store.list("t1", namespace="nowhere") == ([], None)
     assert store.list("t1", status=S.FAILED) == ([], None)
 
 
+def test_filters_combine() -> None:
+    store = JobTable()
+    jobs = [
+        new_job(namespace=namespace, kind=kind, status=status)
+        for namespace in ("a", "b")
+        for kind in ("x", "y")
+        for status in (S.QUEUED, S.RUNNING)
+    ]
+    for job in jobs:
+        store.insert(job)
+
+    def ids(**filters: Any) -> list[str]:
+        return [
+            j.id
+            for j in reversed(jobs)
+            if all(getattr(j, name) == value for name, value in filters.items())
+        ]
+
+    assert everything(store, "t1", kind="x") == ids(kind="x")
+    assert everything(store, "t1", kind="y", status=S.RUNNING) == ids(kind="y", status=S.RUNNING)
+    assert everything(store, "t1", namespace="b", kind="x") == ids(namespace="b", kind="x")
+    only = everything(store, "t1", namespace="a", kind="y", status=S.QUEUED)
+    assert only == ids(namespace="a", kind="y", status=S.QUEUED)
+    assert len(only) == 1
+    assert store.list("t1", kind="z") == ([], None)
+
+
+@pytest.mark.parametrize("fanout", [1, 2, 4])
+def test_listings_stay_right_as_coarse_cells_are_built(
+    monkeypatch: pytest.MonkeyPatch, fanout: int
+) -> None:
+    """A listing that spans more than ``_FANOUT`` (namespace, kind) leaves reads a coarse cell,
+    built from them when they went past it: it holds every job they hold, and moves with them.
+    While the tenant has one namespace, a listing by it reads the cell of all its jobs; its
+    second namespace builds the first one's own."""
+    monkeypatch.setattr(memory, "_FANOUT", fanout)
+    store = JobTable()
+    first = [new_job(namespace="a", kind=f"k{i % 3}", status=S.QUEUED) for i in range(9)]
+    for job in first:
+        store.insert(job)
+    assert store.list("t1", namespace="b") == ([], None)
+    assert store.list("t1", kind="k9") == ([], None)
+    newest_first = [j.id for j in reversed(first)]
+    assert everything(store, "t1", namespace="a") == newest_first
+    assert everything(store, "t1", kind="k1") == [j.id for j in reversed(first) if j.kind == "k1"]
+    other = new_job(namespace="b", kind="k0", status=S.QUEUED)
+    store.insert(other)
+    store.put(replace(first[0], status=S.RUNNING), 1.0)  # moves in every cell it is in
+    assert everything(store, "t1", namespace="a") == newest_first
+    assert everything(store, "t1", namespace="a", status=S.QUEUED) == newest_first[:8]
+    assert everything(store, "t1", kind="k0", status=S.RUNNING) == [first[0].id]
+    assert everything(store, "t1", namespace="b") == [other.id]
+    k0 = [other.id, *(j.id for j in reversed(first) if j.kind == "k0")]
+    assert everything(store, "t1", kind="k0") == k0
+    assert everything(store, "t1", kind="k0", status=S.QUEUED) == k0[:-1]
+    assert everything(store, "t1") == [other.id, *newest_first]
+    tenant = store._tenants["t1"]
+    assert len(tenant.leaves) == 4
+    kept = {(None, None), ("a", None)} if fanout < 3 else set()
+    assert set(tenant.coarse) == kept | ({(None, "k0")} if fanout == 1 else set())
+
+
+def test_a_cursor_outlives_the_job_it_names() -> None:
+    store = JobTable(finished_max=0)
+    jobs = [new_job(status=S.RUNNING) for _ in range(6)]
+    for job in jobs:
+        store.insert(job)
+    page, cursor = store.list("t1", limit=3)
+    assert [j.id for j in page] == [jobs[5].id, jobs[4].id, jobs[3].id]
+    store.put(replace(jobs[3], status=S.SUCCEEDED), 1.0)  # finished_max=0: pruned at once
+    assert store.get("t1", jobs[3].id) is None
+    rest, end = store.list("t1", limit=3, cursor=cursor)
+    assert [j.id for j in rest] == [jobs[2].id, jobs[1].id, jobs[0].id]
+    assert end is None
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "abc", "-1", "1.5", " 12", "\u00b2", "\u0661", "9" * 20, "x" * 500, 12]
+)
+def test_a_cursor_the_store_did_not_give_is_refused(cursor: Any) -> None:
+    store = JobTable()
+    store.insert(new_job())
+    with pytest.raises(work.ValidationError, match="cursor") as caught:
+        store.list("t1", cursor=cursor)
+    assert caught.value.path == "$.cursor"
+    assert "next_cursor" in str(caught.value)
+    assert len(str(caught.value)) < 300  # a long cursor is shown cut
+
+
+def test_status_may_be_its_value_and_a_bad_one_or_limit_is_refused() -> None:
+    store = JobTable()
+    job = new_job(status=S.QUEUED)
+    store.insert(job)
+    assert store.list("t1", status="queued") == ([job], None)  # type: ignore[arg-type]
+    with pytest.raises(work.ValidationError, match="unknown status 'queueing'"):
+        store.list("t1", status="queueing")  # type: ignore[arg-type]
+    with pytest.raises(work.ValidationError, match="limit"):
+        store.list("t1", limit=0)
+
+
+def test_owners_of_a_shared_id_are_found_without_a_scan() -> None:
+    store = JobTable()
+    for tenant in ("t1", "t2", "t3"):
+        store.insert(new_job(tenant=tenant, id="same"))
+    for i in range(50):
+        store.insert(new_job(tenant="t2", id=f"other-{i}"))
+        store.insert(new_job(tenant="t3", id=f"other-{i}"))
+    assert sorted(store.owners("same")) == ["t1", "t2", "t3"]
+    assert store._shared_ids["same"] == {"t2", "t3"}  # the tenants, kept by id
+    assert sorted(store.owners("other-7")) == ["t2", "t3"]
+
+
 # ---- retention ---------------------------------------------------------------------------------
 
 
 def _finish(
-    store: MemoryStore, job: work.Job, now: float, status: work.Status = S.SUCCEEDED
+    store: JobTable, job: work.Job, now: float, status: work.Status = S.SUCCEEDED
 ) -> work.Job:
     done = replace(job, status=status)
     store.put(done, now)
     return done
 
 
-def assert_gone(store: MemoryStore, job: work.Job) -> None:
+def assert_gone(store: JobTable, job: work.Job) -> None:
     assert store.get(job.tenant_id, job.id) is None
     assert (job.tenant_id, job.id) not in store
     assert store.owners(job.id) == []
@@ -214,7 +334,7 @@ def assert_gone(store: MemoryStore, job: work.Job) -> None:
 
 
 def test_retention_by_count_drops_the_oldest_finished() -> None:
-    store = MemoryStore(finished_max=3)
+    store = JobTable(finished_max=3)
     live = new_job(status=S.RUNNING)
     store.insert(live)
     jobs = [new_job(namespace=f"ns{i}", status=S.RUNNING) for i in range(5)]
@@ -236,7 +356,7 @@ def test_retention_by_count_drops_the_oldest_finished() -> None:
 
 
 def test_retention_by_age() -> None:
-    store = MemoryStore(finished_ttl_s=10.0)
+    store = JobTable(finished_ttl_s=10.0)
     old, young, live = new_job(tenant="t9"), new_job(), new_job(status=S.QUEUED)
     for job in (old, young, live):
         store.insert(job)
@@ -255,7 +375,7 @@ def test_retention_by_age() -> None:
 
 
 def test_a_later_transition_prunes_what_has_expired() -> None:
-    store = MemoryStore(finished_ttl_s=5.0)
+    store = JobTable(finished_ttl_s=5.0)
     first, second = new_job(), new_job()
     store.insert(first)
     store.insert(second)
@@ -266,7 +386,7 @@ def test_a_later_transition_prunes_what_has_expired() -> None:
 
 
 def test_finished_max_zero_keeps_no_finished_job() -> None:
-    store = MemoryStore(finished_max=0)
+    store = JobTable(finished_max=0)
     job = new_job()
     store.insert(job)
     done = _finish(store, job, 1.0, S.CANCELED)
@@ -274,22 +394,32 @@ def test_finished_max_zero_keeps_no_finished_job() -> None:
     assert len(store) == 0
 
 
-def test_pruning_leaves_no_empty_index_entries() -> None:
-    store = MemoryStore(finished_max=0)
+def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_FANOUT", 1)  # every coarse cell is kept
+    store = JobTable(finished_max=0)
     for tenant in ("a", "b"):
         for namespace in ("x", "y"):
             job = new_job(tenant=tenant, namespace=namespace)
             store.insert(job)
             _finish(store, job, 1.0)
+    # a tenant with jobs in two namespaces and two kinds at once (all four cells)
+    jobs = [new_job(tenant="c", namespace=n, kind=k) for n in ("x", "y") for k in ("p", "q")]
+    for job in jobs:
+        store.insert(job)
+    assert len(store._tenants["c"].leaves) == 4
+    assert len(store._tenants["c"].coarse) == 5  # all, 2 namespaces, 2 kinds
+    for job in jobs:
+        _finish(store, job, 2.0)
     # memory stays bounded however many tenants and namespaces came and went
-    assert store._by_tenant == {}
-    assert store._by_namespace == {}
+    assert store._tenants == {}
+    assert store._seq_of == {}
+    assert store._slot_at == {}
     assert store._shared_ids == {}
     assert len(store) == 0
-    assert all(not slots for slots in store._by_status.values())
+    assert store._counts == [0] * len(S)
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])
 def test_negative_retention_is_refused(options: dict[str, Any]) -> None:
     with pytest.raises(work.ValidationError):
-        MemoryStore(**options)
+        JobTable(**options)

@@ -384,6 +384,14 @@ class SchedulingCore:
         entry = self._entry(tenant_id, job_id)
         return None if entry is None else entry.job
 
+    def owners(self, job_id: str) -> list[str]:
+        """The tenants with a live job with this id (usually none or one)."""
+        entry = self._jobs.get(job_id)
+        found = [] if entry is None else [entry.tenant]
+        if self._shared_jobs:
+            found += [tenant for tenant, shared in self._shared_jobs if shared == job_id]
+        return found
+
     def waiting_reason(self, tenant_id: str, job_id: str) -> str | None:
         """Why a tenant's pending or queued job is not running now; None for any other."""
         entry = self._entry(tenant_id, job_id)

@@ -14,6 +14,7 @@ from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
 from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, DEFAULT_TENANT_IDLE_TTL_S, check_resolution
+from ..stores import Store
 from ..telemetry import Telemetry
 
 __all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
@@ -62,6 +63,14 @@ class Config(Struct, kw_only=True, frozen=True):
       kept (usage, fair-share standing, counters); None keeps it forever. A configured tenant's
       spec is never dropped, nor a tenant that owes submit-rate tokens or has spent in its
       budget period; dropped tenants leave ``stats().by_tenant`` but still count in the totals.
+    - ``store``: where jobs are kept: a URL (``"memory://"``, the default, keeps them in this
+      process; ``"sqlite:///path/work.db"`` and ``"postgresql://user@host/db"`` keep them
+      across restarts, see docs/stores.md) or a ``work.stores.Store`` object.
+    - ``store_flush_s``: with a durable store, how long a transition may wait to be committed
+      with others (a submit never waits for it: it commits at once, sharing the commit with
+      concurrent submits).
+    - ``store_timeout_s``: with a durable store, how long a call waits for a commit while the
+      store fails before it raises ``StoreUnavailableError`` (the write is kept and retried).
     - ``clock``: the ``work.Clock`` the engine reads (monotonic time for durations and timers,
       wall time for timestamps); default the system's. ``work.testing.FakeClock`` drives a
       scheduler by hand in tests.
@@ -86,6 +95,9 @@ class Config(Struct, kw_only=True, frozen=True):
     exit_timeout_s: float = 10.0
     tenant_idle_ttl_s: float | None = DEFAULT_TENANT_IDLE_TTL_S
     clock: Any = None
+    store: Any = "memory://"
+    store_flush_s: float = 0.005
+    store_timeout_s: float = 30.0
 
     def check(self) -> None:
         """Raise ``ConfigurationError`` naming the first bad option."""
@@ -99,7 +111,7 @@ class Config(Struct, kw_only=True, frozen=True):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")
-        for name in ("finished_ttl_s", "exit_timeout_s"):
+        for name in ("finished_ttl_s", "exit_timeout_s", "store_flush_s", "store_timeout_s"):
             value = getattr(self, name)
             if (
                 not isinstance(value, int | float)
@@ -110,6 +122,11 @@ class Config(Struct, kw_only=True, frozen=True):
                     f"{name} must be a finite number of seconds, 0 to {_MAX_SECONDS:.0e}, "
                     f"got {value!r}"
                 )
+        if not isinstance(self.store, str) and not isinstance(self.store, Store):
+            raise ConfigurationError(
+                f"store is a URL (memory://, sqlite:///path/work.db, postgresql://user@host/db) "
+                f"or a work.stores.Store, got {type(self.store).__name__}"
+            )
         if self.clock is not None and not isinstance(self.clock, Clock):
             raise ConfigurationError(
                 f"clock must have monotonic() and time() (a work.Clock, e.g. "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import functools
 import inspect
 import logging
 import random
@@ -66,12 +67,13 @@ from ..core import (
     TimerFired,
     TimerKey,
 )
-from ..stores.memory import MemoryStore
+from ..stores import ListQuery, MemoryStore, Store, store_from_url
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
 from ._emit import Emitter, rejection_reason
 from ._timers import TimerHeap
 from ._verbs import Verbs, Watcher, check_timeout
+from ._writes import GroupCommit, MemoryWrites, Writes
 
 if TYPE_CHECKING:
     from ._tenants import TenantScope
@@ -274,9 +276,15 @@ class Scheduler(Verbs):
             fair_share_resolution_s=config.fair_share_resolution_s,
             tenant_idle_ttl_s=config.tenant_idle_ttl_s,
         )
-        self._store = MemoryStore(
-            finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max
+        store = _store_of(config)
+        await store.open("scheduler")
+        self._store: Store = store
+        self._writes: Writes = (
+            MemoryWrites(store)
+            if isinstance(store, MemoryStore)
+            else GroupCommit(store, flush_s=config.store_flush_s, timeout_s=config.store_timeout_s)
         )
+        self._writes.start()
         self._max_result_bytes = config.max_result_bytes
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
@@ -301,21 +309,45 @@ class Scheduler(Verbs):
         self._state = "running"
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Stop: waiting jobs are canceled (reason ``shutdown``: the memory store keeps nothing),
-        running ones may finish until ``timeout`` seconds, then they are canceled too and get
-        5 more seconds to end. A run still going then (a sync handler's thread, or an async
-        handler that ignores cancellation) is abandoned, with an error logged naming its job."""
+        """Stop: running jobs may finish until ``timeout`` seconds.
+
+        With the memory store, which keeps nothing, waiting jobs are canceled (reason
+        ``shutdown``), and running ones still going at ``timeout`` are canceled too and get 5
+        more seconds to end. A run still going then (a sync handler's thread, or an async
+        handler that ignores cancellation) is abandoned, with an error logged naming its job.
+
+        With a durable store, waiting jobs stay in it for the next start, and no job is
+        canceled: a run still going at ``timeout`` is abandoned, and the next start recovers
+        it as a crash would (its attempt ends with ``engine_lost``, then its retry policy
+        decides)."""
         check_stop_timeout(timeout)
         if self._state != "running":
             return
         self._state = "stopping"
         loop = self._loop
-        waiting = lambda status: status is not _RUNNING  # noqa: E731
-        self._cancel_live(waiting)
-        # running jobs may finish; retries scheduled meanwhile are canceled as they come
-        await self._wait_runs(loop.time() + max(0.0, timeout), lambda: self._cancel_live(waiting))
-        self._cancel_live(lambda status: True)
-        await self._wait_runs(loop.time() + _SHUTDOWN_GRACE_S)
+        if self._writes.durable:
+            await self._wait_runs(loop.time() + max(0.0, timeout))
+            left = list(self._runs.values())
+            self._state = "stopped"  # their ends record nothing: the next start recovers them
+            for task, ctx, info in left:
+                _log.warning(
+                    "nsai-work: job %s (tenant %r) on %r still running at stop; it is left "
+                    "running in the store and recovered at the next start",
+                    ctx.job.id,
+                    ctx.job.tenant_id,
+                    info.name,
+                )
+                task.cancel()
+            self._runs.clear()
+        else:
+            waiting = lambda status: status is not _RUNNING  # noqa: E731
+            self._cancel_live(waiting)
+            # running jobs may finish; retries scheduled meanwhile are canceled as they come
+            await self._wait_runs(
+                loop.time() + max(0.0, timeout), lambda: self._cancel_live(waiting)
+            )
+            self._cancel_live(lambda status: True)
+            await self._wait_runs(loop.time() + _SHUTDOWN_GRACE_S)
         for _, ctx, info in self._runs.values():
             job = ctx.job
             _log.error(
@@ -340,6 +372,9 @@ class Scheduler(Verbs):
                     _log.exception("backend %r failed to stop", info.name)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
+        await self._writes.close()
+        if self._writes.durable:  # (the memory store's jobs stay readable after stop)
+            await self._store.close()
 
     async def _wait_runs(self, deadline: float, between: Callable[[], None] | None = None) -> None:
         """Wait until no run is in flight or ``deadline`` (loop time) has passed; ``between``
@@ -444,8 +479,9 @@ class Scheduler(Verbs):
 
     # ---- what the verbs do on the loop thread -------------------------------------------------
 
-    def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
-        """Validate, route and admit jobs (all or nothing); the stored jobs."""
+    async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
+        """Validate, route and admit jobs (all or nothing); the admitted jobs, once they are
+        committed to the store."""
         self._require_running()
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
@@ -455,20 +491,18 @@ class Scheduler(Verbs):
         try:
             for index, job in enumerate(jobs):
                 checked = validate_new_job(job, index if batch else None)
-                store = self._store
-                if (  # (a new id is in no slot yet: one dict lookup, no call)
-                    store.job_with_id(checked.id) is not None
-                    and store.get(checked.tenant_id, checked.id) is not None
-                ):
-                    raise ConflictError(
-                        f"duplicate job id {checked.id!r}: tenant {checked.tenant_id!r} already "
-                        f"has a job with this id; omit id to get a fresh one"
-                    )
                 route, shared = self._route(checked)
                 routes.append(route)
                 limits.append(shared)
                 any_limits = any_limits or bool(shared)
                 validated.append(checked)
+            keys = [(job.tenant_id, job.id) for job in validated]
+            for index, stored in enumerate(await self._store.get_many(keys)):  # noqa: B007
+                if stored is not None:  # (a live job's id is refused by the core)
+                    raise ConflictError(
+                        f"duplicate job id {stored.id!r}: tenant {stored.tenant_id!r} already "
+                        f"has a job with this id; omit id to get a fresh one"
+                    )
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
             self._feed(Rejected(tuple(jobs), rejection_reason(error)))
@@ -487,10 +521,13 @@ class Scheduler(Verbs):
             self._emitter.rejected(validated, error)
             raise error
         self._apply(decisions, now)
-        store = self._store
-        return [store.get(job.tenant_id, job.id) for job in validated]  # type: ignore[misc]
+        live = self._core.get
+        admitted = [live(*key) or job for key, job in zip(keys, validated, strict=True)]
+        writes = self._writes
+        await writes.wait_submitted(writes.submitted(keys))
+        return admitted
 
-    def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
+    async def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
         """The (tenant id, job id) a caller means: the tenant is looked up when not given, and
         must be given when two tenants have a job with this id."""
         if not isinstance(job_id, str):
@@ -504,7 +541,7 @@ class Scheduler(Verbs):
                     path="$.tenant_id",
                 )
             return (tenant_id, job_id)
-        owners = self._store.owners(job_id) if self._state != "new" else []
+        owners = await self._owners(job_id)
         if len(owners) == 1:
             return (owners[0], job_id)
         if not owners:
@@ -515,29 +552,41 @@ class Scheduler(Verbs):
             path="$.tenant_id",
         )
 
-    def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
-        """The stored snapshot of each job id a caller passed, its tenant found as ``_key``
-        finds it (a fast path for an id one tenant has, the usual case)."""
-        ids = _ids(job_ids)
-        if tenant_id is not None or self._state == "new":
-            return [self._stored(self._key(job_id, tenant_id)) for job_id in ids]
-        store = self._store
-        with_id, shared = store.job_with_id, store.is_shared
-        jobs: builtins.list[Job] = []
-        for job_id in ids:
-            job = None
-            if isinstance(job_id, str):
-                job = with_id(job_id)
-                if job is not None and shared(job_id):
-                    job = None
-            if job is None:  # unknown, shared by two tenants, not a string: _key says so
-                job = self._stored(self._key(job_id))
-            jobs.append(job)
+    async def _owners(self, job_id: str) -> builtins.list[str]:
+        """The tenants with a job with this id: live here, or in the store."""
+        if self._state == "new":
+            return []
+        live = self._core.owners(job_id)
+        stored = await self._store.owners(job_id)
+        return live if not stored else sorted({*live, *stored})
+
+    async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
+        """The current snapshot of each job id a caller passed, its tenant found as ``_key``
+        finds it."""
+        keys = [await self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
+        jobs = await self._read(keys)
+        for key, job in zip(keys, jobs, strict=True):
+            if job is None:
+                raise self.not_found(key[1])
+        return jobs  # type: ignore[return-value]
+
+    async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
+        """Each job's latest snapshot: a live job's from the core (a durable store may not have
+        it yet), any other's from the store; None when there is none."""
+        if self._state == "new":
+            return [None] * len(keys)
+        live = self._core.get
+        jobs = [live(*key) for key in keys]
+        missing = [index for index, job in enumerate(jobs) if job is None]
+        if missing:
+            found = await self._store.get_many([keys[index] for index in missing])
+            for index, job in zip(missing, found, strict=True):
+                jobs[index] = job
         return jobs
 
-    def _stored(self, key: JobKey) -> Job:
-        """The stored snapshot (without the live overlay of ``get``)."""
-        job = self._store.get(*key) if self._state != "new" else None
+    async def _stored(self, key: JobKey) -> Job:
+        """A job's latest snapshot (without the live overlay of ``get``)."""
+        (job,) = await self._read([key])
         if job is None:
             raise self.not_found(key[1])
         return job
@@ -562,26 +611,22 @@ class Scheduler(Verbs):
                 return replace(job, progress=run[1].last_progress)
         return job
 
-    def _list(
-        self,
-        tenant_id: str,
-        namespace: str | None,
-        status: Status | None,
-        limit: int,
-        cursor: str | None,
-    ) -> Page:
-        """A page of a tenant's jobs from the store, newest first (arguments checked)."""
+    async def _list(self, query: ListQuery) -> Page:
+        """A page of a tenant's jobs from the store's indexes, newest first (arguments checked);
+        live jobs as they are now."""
         if self._state == "new":
             return Page(jobs=[])
-        jobs, next_cursor = self._store.list(
-            tenant_id, namespace=namespace, status=status, limit=limit, cursor=cursor
+        jobs, next_cursor = await self._store.list(query)
+        live = self._core.get
+        return Page(
+            jobs=[self._current(live(job.tenant_id, job.id) or job) for job in jobs],
+            next_cursor=next_cursor,
         )
-        return Page(jobs=[self._current(job) for job in jobs], next_cursor=next_cursor)
 
-    def _cancel(self, key: JobKey, reason: str) -> Job:
+    async def _cancel(self, key: JobKey, reason: str) -> Job:
         """Cancel a live job; the job as it is then."""
         self._feed(Cancel(key[0], key[1], reason))
-        return self._current(self._stored(key))
+        return self._current(await self._stored(key))
 
     def _tenant_stats(self, tenant_id: str) -> TenantStats:
         """One tenant's stats, from its own counters: O(1) in the number of tenants (zeros for a
@@ -636,31 +681,44 @@ class Scheduler(Verbs):
         self._apply(self._core.handle(event, now, self._wall_time()), now)
 
     def _apply(self, decisions: builtins.list[Any], now: float) -> None:
-        store = self._store
+        writes = self._writes
         emitter = self._emitter if self._bus._by_event else None  # one lookup when unobserved
         for decision in decisions:
             kind = type(decision)
             if kind is Dispatch:
-                store.put(decision.job, now)
+                writes.update(decision.job, now)
                 if emitter is not None:
                     emitter.dispatch(decision)
                 self._start_run(decision)
             elif kind is Record:
                 job = decision.job
                 if decision.previous is None:
-                    store.insert(job)
+                    writes.insert(job)
                 else:
-                    store.put(job, now)
-                if emitter is not None:
-                    emitter.record(decision)
-                if job.status in TERMINAL_STATUSES and self._watchers:
-                    self._notify(job)
+                    writes.update(job, now)
+                if job.status not in TERMINAL_STATUSES:
+                    if emitter is not None:
+                        emitter.record(decision)
+                elif writes.durable:  # told once the result is committed
+                    writes.after_commit(functools.partial(self._finished, decision))
+                else:
+                    if emitter is not None:
+                        emitter.record(decision)
+                    if self._watchers:
+                        self._notify(job)
             elif kind is ArmTimer:
                 self._timers.arm(decision.at, decision.key)
             elif kind is StopRun:
                 self._stop_run(decision)
             elif kind is DisarmTimer:
                 self._timers.disarm(decision.key)
+
+    def _finished(self, decision: Record) -> None:
+        """A job's terminal record is committed: tell telemetry and whoever waits for it."""
+        if self._bus._by_event:
+            self._emitter.record(decision)
+        if self._watchers:
+            self._notify(decision.job)
 
     def _start_run(self, decision: Dispatch) -> None:
         job = decision.job
@@ -743,7 +801,7 @@ class Scheduler(Verbs):
                 inline = 0
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
-        del self._runs[(job.tenant_id, job.id, job.attempt)]
+        self._runs.pop((job.tenant_id, job.id, job.attempt), None)
         if self._state == "stopped":
             return  # a run abandoned at stop ended after all: nobody is told any more
         if self._inbox:  # calls from other threads first: a realtime submit gets this slot
@@ -875,3 +933,13 @@ def check_stop_timeout(timeout: float) -> None:
     if timeout is None:
         raise ValidationError("stop's timeout is seconds >= 0, got None", path="$.timeout")
     check_timeout(timeout)
+
+
+def _store_of(config: Config) -> Store:
+    """The store a config names (a URL, or a Store object), not opened yet."""
+    store = config.store
+    if not isinstance(store, str):
+        return store  # type: ignore[no-any-return]
+    if store.split("://", 1)[0].lower() == "memory":  # retention options are the memory store's
+        return MemoryStore(finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max)
+    return store_from_url(store)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import retry_copy
+from ..stores import ListQuery
 
 if TYPE_CHECKING:
     from ._scheduler import Page, Scheduler
@@ -71,11 +72,11 @@ class Verbs:
 
     async def submit(self, job: Job) -> Job:
         """Admit one job; returns it as accepted (status pending or later)."""
-        return self._engine._admit(self._own([job], batch=False), batch=False)[0]
+        return (await self._engine._admit(self._own([job], batch=False), batch=False))[0]
 
     async def submit_many(self, jobs: Iterable[Job]) -> builtins.list[Job]:
         """Admit a batch, all or nothing (the error names the index of the bad job)."""
-        return self._engine._admit(self._own(job_list(jobs), batch=True), batch=True)
+        return await self._engine._admit(self._own(job_list(jobs), batch=True), batch=True)
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """The job as it is now (``NotFoundError`` if unknown, another tenant's, or pruned).
@@ -84,7 +85,8 @@ class Verbs:
         job with this id (``ValidationError`` says so); the same holds for every verb that
         takes job ids."""
         engine = self._engine
-        return engine._current(engine._stored(engine._key(job_id, self._tenant(tenant_id))))
+        key = await engine._key(job_id, self._tenant(tenant_id))
+        return engine._current(await engine._stored(key))
 
     async def list(
         self,
@@ -92,12 +94,15 @@ class Verbs:
         *,
         namespace: str | None = None,
         status: Status | str | None = None,
+        kind: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
         """A page of a tenant's jobs, newest first; pass ``page.next_cursor`` for the next.
 
-        ``tenant_id`` is required with full rights; a scoped handle lists its own tenant."""
+        ``tenant_id`` is required with full rights; a scoped handle lists its own tenant.
+        ``namespace``, ``status`` and ``kind`` narrow it (any of them, together); a page costs
+        O(page + log n) in every store."""
         tenant_id = self._tenant(tenant_id)
         if tenant_id is None:
             raise ValidationError(
@@ -121,11 +126,24 @@ class Verbs:
                     f"unknown status {status!r}; one of {[s.value for s in Status]}",
                     path="$.status",
                 ) from None
+        if kind is not None and (not isinstance(kind, str) or not kind):
+            raise ValidationError(
+                f"kind is a non-empty string or None, got {kind!r}", path="$.kind"
+            )
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit is an int in [1, 10000], got {limit!r}", path="$.limit")
         if cursor is not None and not isinstance(cursor, str):
             raise ValidationError(f"cursor is a string, got {cursor!r}", path="$.cursor")
-        return self._engine._list(tenant_id, namespace, status, limit, cursor)
+        return await self._engine._list(
+            ListQuery(
+                tenant_id=tenant_id,
+                namespace=namespace,
+                status=status,
+                kind=kind,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
 
     async def wait(
         self, job_id: str, timeout: float | None = None, *, tenant_id: str | None = None
@@ -143,7 +161,7 @@ class Verbs:
     ) -> builtins.list[Job]:
         """Every job once terminal, in the order given (one wake-up for the whole set)."""
         engine = self._engine
-        jobs = engine._lookup(job_ids, self._tenant(tenant_id))
+        jobs = await engine._lookup(job_ids, self._tenant(tenant_id))
         check_timeout(timeout)
         group = _WaitGroup(jobs, engine._loop.create_future())
         slots = group.slots
@@ -183,7 +201,7 @@ class Verbs:
     ) -> AsyncIterator[Job]:
         """Yield each job as it reaches a terminal state."""
         engine = self._engine
-        jobs = engine._lookup(job_ids, self._tenant(tenant_id))
+        jobs = await engine._lookup(job_ids, self._tenant(tenant_id))
         check_timeout(timeout)
         collector = _Collector()
         done, watched = collector.queue, collector.tenants
@@ -209,25 +227,25 @@ class Verbs:
     ) -> Job:
         """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
         engine = self._engine
-        key = engine._key(job_id, self._tenant(tenant_id))
-        job = engine._stored(key)
+        key = await engine._key(job_id, self._tenant(tenant_id))
+        job = await engine._stored(key)
         if job.status in TERMINAL_STATUSES:
             return job
         if reason is not None and not isinstance(reason, str):
             raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
-        return engine._cancel(key, reason or "requested")
+        return await engine._cancel(key, reason or "requested")
 
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
         engine = self._engine
-        job = engine._stored(engine._key(job_id, self._tenant(tenant_id)))
+        job = await engine._stored(await engine._key(job_id, self._tenant(tenant_id)))
         if job.status not in TERMINAL_STATUSES:
             raise ConflictError(
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
                 f"timeout or canceled); wait for it or cancel it first"
             )
         with retry_copy(job) as copy_of:
-            return engine._admit([copy_of], batch=False)[0]
+            return (await engine._admit([copy_of], batch=False))[0]
 
 
 class _WaitGroup:

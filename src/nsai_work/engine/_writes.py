@@ -26,9 +26,9 @@ from typing import Final
 
 from .._errors import ConflictError, StoreError, StoreUnavailableError
 from .._ir import Job
-from ..stores import JobKey, Store, WriteBatch
+from ..stores import JobKey, MemoryStore, Store, WriteBatch
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "MemoryWrites", "Writes"]
 
 _log = logging.getLogger("nsai_work.engine")
 #: Backoff between retries of a failed commit: doubled from the first to the last.
@@ -74,8 +74,48 @@ class _Pending:
         self.callbacks += newer.callbacks
 
 
+class MemoryWrites:
+    """Writes to the memory store, applied at once: nothing to wait for, nothing to batch."""
+
+    durable = False
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.table = store.table
+        self.failing = False
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def insert(self, job: Job) -> None:
+        """Store a new job."""
+        self.table.insert(job)
+
+    def update(self, job: Job, now: float = 0.0) -> None:
+        """Store a job's new snapshot (``now``, monotonic, starts a finished job's retention)."""
+        self.table.put(job, now)
+
+    def submitted(self, keys: Sequence[JobKey]) -> None:
+        """Nothing to wait for: the jobs are stored."""
+
+    async def wait_submitted(self, done: asyncio.Future[None] | None) -> None:
+        """Nothing to wait for."""
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Everything is stored already: run it now."""
+        callback()
+
+    async def commit(self) -> None:
+        """Everything is stored already."""
+
+    async def close(self) -> None:
+        """Nothing to flush."""
+
+
 class GroupCommit:
     """Batches of writes to a durable store, one writer task, commits in order."""
+
+    durable = True
 
     def __init__(self, store: Store, *, flush_s: float, timeout_s: float) -> None:
         self.store = store
@@ -100,20 +140,28 @@ class GroupCommit:
 
     # ---- writes (synchronous: they only queue) ---------------------------------------------
 
-    def insert(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        """Queue new jobs; the future is done when they are committed (or fails)."""
+    def insert(self, job: Job) -> None:
+        """Queue a new job (``submitted`` ties it to the submit that waits for it)."""
+        key = (job.tenant_id, job.id)
+        self._pending.jobs[key] = job
+        self._pending.inserted[key] = None
+        self._wake.set()
+
+    def submitted(self, keys: Sequence[JobKey]) -> asyncio.Future[None]:
+        """A future done when the new jobs with these keys (queued by ``insert`` since the
+        writer last took a batch) are committed, or failed with ``ConflictError`` when the
+        store refused one of them (then none of them is written)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending = self._pending
-        for job in jobs:
-            key = (job.tenant_id, job.id)
-            pending.jobs[key] = job
-            pending.inserted[key] = done
+        for key in keys:
+            if key in pending.inserted:
+                pending.inserted[key] = done
         pending.waiters.append(done)
         self._wake.set()
         self._urgent.set()
         return done
 
-    def update(self, job: Job) -> None:
+    def update(self, job: Job, now: float = 0.0) -> None:
         """Queue a job's new snapshot (it replaces any snapshot of it not committed yet)."""
         key = (job.tenant_id, job.id)
         if key in self._withdrawn:
@@ -170,9 +218,10 @@ class GroupCommit:
                 f"the write is kept and retried, but this call gives up waiting"
             ) from None
 
-    async def wait_inserted(self, done: asyncio.Future[None]) -> None:
-        """Wait for an ``insert``'s commit (``ConflictError`` if the store refused it)."""
-        await self._wait(done)
+    async def wait_submitted(self, done: asyncio.Future[None] | None) -> None:
+        """Wait for ``submitted``'s future (``ConflictError`` if the store refused a job)."""
+        if done is not None:
+            await self._wait(done)
 
     async def close(self) -> None:
         """Commit what is queued (retrying while the store fails, up to ``timeout_s``) and stop
@@ -260,3 +309,7 @@ class GroupCommit:
                     )
                 )
         self.on_conflict(withdrawn)
+
+
+#: How the engine writes: at once (memory) or by group commit (durable stores).
+Writes = MemoryWrites | GroupCommit

@@ -46,7 +46,17 @@ def store_from_url(url: str, **options: Any) -> Store:
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore(**options)  # type: ignore[return-value]  # (conforms next step)
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        unknown = sorted(set(options) - set(SqliteStore.OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown SQLite store option(s) {', '.join(unknown)} for {redact(url)}; "
+                f"one of {', '.join(SqliteStore.OPTIONS)}"
+            )
+        return SqliteStore(url, **options)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore
@@ -62,8 +72,6 @@ def store_from_url(url: str, **options: Any) -> Store:
                 f"one of {', '.join(PostgresStore.OPTIONS)}"
             )
         return PostgresStore(url, **options)
-    if scheme == "sqlite":  # the SQLite store lands next
-        raise ConfigurationError(f"the {scheme} store is not built yet: {redact(url)}")
     raise ConfigurationError(
         f"unknown store scheme {scheme!r} in {redact(url)}; one of {', '.join(SCHEMES)}"
     )

@@ -1,237 +1,234 @@
-"""The memory store (the seed's "ETS registry"): jobs by (tenant id, id), with indexes by
-tenant, by (tenant, namespace) and by status that stay right through every transition.
+"""``MemoryStore``: the Store Protocol over a ``JobTable`` in this process (the default).
 
-Jobs are keyed by (tenant_id, id) because two tenants may use the same id: one tenant's ids tell
-it nothing about another's, and cannot block them. Ids are UUIDs, so two tenants share one only
-when a caller chose it: a job is stored under its id, and under the pair (tenant id, id) only
-when another tenant's job already holds that id. Every lookup checks the tenant.
-
-Finished jobs are kept for ``finished_ttl_s`` seconds and at most ``finished_max`` of them (the
-oldest finished go first), so memory stays bounded however long the scheduler runs; a pruned job
-is gone (``get`` raises NotFoundError). Nothing survives the process: use SQLite or Postgres for
-that (later releases).
+Nothing survives the process (``durable`` is False): the engine writes to the table directly
+and at once, so the default pays no batching; the Protocol's coroutines serve reads, and make
+this the reference implementation that ``work.testing.check_store`` runs against. One object
+plays both roles: its own ``submit`` goes to its own ``inbox``.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import deque
-from collections.abc import Iterable
-from itertools import islice
+import asyncio
+import datetime as _dt
+import hashlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
 
-from .._errors import ConflictError, ValidationError
-from .._ir import TERMINAL_STATUSES, Job, Status
+from .._errors import ConflictError, StoreError, ValidationError
+from .._ir import TERMINAL_STATUSES, Job
+from ._memory_table import JobTable
+from ._protocol import Inbox, JobKey, Lease, ListQuery, Recovered, Role, WriteBatch
 
-__all__ = ["JobKey", "MemoryStore"]
-
-#: (tenant id, job id)
-JobKey = tuple[str, str]
+__all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """Jobs in dicts. Not thread-safe: the engine's loop is its only user."""
+    """Jobs in this process's memory; finished ones kept ``finished_ttl_s`` seconds and at most
+    ``finished_max`` of them."""
+
+    url = "memory://"
+    durable = False
 
     def __init__(self, *, finished_ttl_s: float = 3600.0, finished_max: int = 100_000) -> None:
-        if finished_ttl_s < 0:
-            raise ValidationError(
-                f"finished_ttl_s must be >= 0, got {finished_ttl_s}", path="$.finished_ttl_s"
+        self.table = JobTable(finished_ttl_s=finished_ttl_s, finished_max=finished_max)
+        self._role: Role | None = None
+        self._lease: Lease | None = None
+        self._fence = 0
+        self._state: bytes | None = None
+        self._not_admitted: dict[JobKey, None] = {}  # client submits, oldest first
+        self._cancels: dict[JobKey, str] = {}
+        self._changes = 0  # client submits and cancel requests so far ...
+        self._seen = 0  # ... and how many of them wait_for_change has reported
+        self._changed = asyncio.Event()
+        self._cursor_key = secrets.token_bytes(16)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def open(self, role: Role = "scheduler") -> None:
+        """Start serving (idempotent); as ``"scheduler"``, hold the lease."""
+        if role not in ("scheduler", "client"):
+            raise ValueError(f"role is 'scheduler' or 'client', got {role!r}")
+        if self._role == "scheduler" or self._role == role:
+            return
+        self._role = role
+        if role == "scheduler":
+            self._fence += 1
+            self._lease = Lease(
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                since=_dt.datetime.now(_dt.UTC),
+                fence=self._fence,
             )
-        if finished_max < 0:
-            raise ValidationError(
-                f"finished_max must be >= 0, got {finished_max}", path="$.finished_max"
-            )
-        self.finished_ttl_s = finished_ttl_s
-        self.finished_max = finished_max
-        # A job's slot: its id, or (tenant id, id) when another tenant's job holds the id.
-        self._jobs: dict[str, Job] = {}
-        self._shared: dict[JobKey, Job] = {}
-        self._shared_ids: dict[str, int] = {}  # id -> how many jobs are in _shared under it
-        self._next_seq = 0
-        # tenant -> {job id: insertion sequence}: the sequence orders listings (newest first)
-        # whatever the ids look like, and is the listing cursor.
-        self._by_tenant: dict[str, dict[str, int]] = {}
-        self._by_namespace: dict[tuple[str, str], dict[str, None]] = {}
-        self._by_status: dict[Status, dict[str | JobKey, None]] = {s: {} for s in Status}
-        self._finished: deque[tuple[float, str, str]] = deque()  # (when, tenant, id)
-        #: ``job_with_id(job_id)``: the job stored under this id alone, or None (whose tenant
-        #: is the first that used the id; read-only: for lookups of many ids)
-        self.job_with_id = self._jobs.get
-        #: ``is_shared(job_id)``: whether more than one tenant has a job with this id (then a
-        #: lookup needs the tenant)
-        self.is_shared = self._shared_ids.__contains__
 
-    # ---- writes -----------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop serving (idempotent); the jobs stay in the object."""
+        self._role = None
+        self._lease = None
 
-    def insert(self, job: Job) -> None:
-        """Add a newly admitted job."""
-        job_id, tenant_id = job.id, job.tenant_id
-        holder = self._jobs.get(job_id)
-        slot: str | JobKey
-        if holder is None:
-            slot = job_id
-            self._jobs[job_id] = job
-        else:
-            slot = (tenant_id, job_id)
-            if holder.tenant_id == tenant_id or slot in self._shared:
-                raise ConflictError(f"duplicate job id {job_id!r} for tenant {tenant_id!r}")
-            self._shared[slot] = job
-            self._shared_ids[job_id] = self._shared_ids.get(job_id, 0) + 1
-        tenant = self._by_tenant.get(tenant_id)
-        if tenant is None:
-            tenant = self._by_tenant[tenant_id] = {}
-        self._next_seq += 1
-        tenant[job_id] = self._next_seq
-        key = (tenant_id, job.namespace)
-        namespace = self._by_namespace.get(key)
-        if namespace is None:
-            namespace = self._by_namespace[key] = {}
-        namespace[job_id] = None
-        self._by_status[job.status][slot] = None
+    def _require(self, scheduler: bool = False) -> None:
+        if self._role is None:
+            raise StoreError("the memory store is not open: call open() first")
+        if scheduler and self._role != "scheduler":
+            raise StoreError("only the scheduler writes to a store; this one is open as a client")
 
-    def put(self, job: Job, now: float) -> None:
-        """Store a job's new snapshot (a transition); a terminal one starts its retention."""
-        job_id, status, jobs = job.id, job.status, self._jobs
-        slot: str | JobKey = job_id
-        old = jobs.get(job_id)
-        if old is not None and old.tenant_id == job.tenant_id:
-            jobs[job_id] = job
-        else:
-            slot = (job.tenant_id, job_id)
-            old = self._shared[slot]
-            self._shared[slot] = job
-        if old.status is not status:
-            by_status = self._by_status
-            del by_status[old.status][slot]
-            by_status[status][slot] = None
-            if status in TERMINAL_STATUSES:
-                finished = self._finished
-                finished.append((now, job.tenant_id, job_id))
-                if len(finished) > self.finished_max or finished[0][0] < now - self.finished_ttl_s:
-                    self.prune(now)
+    # ---- the scheduler's writes and recovery -----------------------------------------------
 
-    def prune(self, now: float) -> int:
-        """Drop finished jobs past their TTL or beyond the cap; returns how many went."""
-        finished = self._finished
-        dropped = 0
-        horizon = now - self.finished_ttl_s
-        while finished and (len(finished) > self.finished_max or finished[0][0] < horizon):
-            _, tenant_id, job_id = finished.popleft()
-            self._remove(tenant_id, job_id)
-            dropped += 1
-        return dropped
+    async def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` whole, or nothing of it (checked before anything changes)."""
+        self._require(scheduler=True)
+        table = self.table
+        seen: set[JobKey] = set()
+        for job in batch.inserts:
+            key = (job.tenant_id, job.id)
+            if key in seen or table.get(*key) is not None:
+                raise ConflictError(
+                    f"duplicate job id {job.id!r} for tenant {job.tenant_id!r}: the batch is "
+                    f"not written"
+                )
+            seen.add(key)
+        for job in batch.updates:
+            key = (job.tenant_id, job.id)
+            if key not in seen and table.get(*key) is None:
+                raise StoreError(
+                    f"update of job {job.id!r} (tenant {job.tenant_id!r}) that the "
+                    f"store does not hold: the batch is not written"
+                )
+        now = time.monotonic()
+        for job in batch.inserts:
+            table.insert(job)
+        for job in batch.updates:
+            key = (job.tenant_id, job.id)
+            table.put(job, now)
+            self._not_admitted.pop(key, None)
+            if job.status in TERMINAL_STATUSES:
+                self._cancels.pop(key, None)
+        for key in batch.deletes:
+            table.remove(*key)
+            self._not_admitted.pop(key, None)
+            self._cancels.pop(key, None)
+        if batch.state is not None:
+            self._state = batch.state
 
-    def _remove(self, tenant_id: str, job_id: str) -> None:
-        job = self._jobs.get(job_id)
-        slot: str | JobKey = job_id
-        if job is not None and job.tenant_id == tenant_id:
-            del self._jobs[job_id]
-        else:
-            slot = (tenant_id, job_id)
-            job = self._shared.pop(slot, None)
-            if job is None:
-                return
-            left = self._shared_ids[job_id] - 1
-            if left:
-                self._shared_ids[job_id] = left
-            else:
-                del self._shared_ids[job_id]
-        tenant = self._by_tenant[tenant_id]
-        del tenant[job_id]
-        if not tenant:
-            del self._by_tenant[tenant_id]
-        key = (tenant_id, job.namespace)
-        namespace = self._by_namespace[key]
-        del namespace[job_id]
-        if not namespace:
-            del self._by_namespace[key]
-        del self._by_status[job.status][slot]
-
-    # ---- reads ------------------------------------------------------------------------------
-
-    def get(self, tenant_id: str, job_id: str) -> Job | None:
-        """A tenant's job's latest snapshot, or None."""
-        job = self._jobs.get(job_id)
-        if job is not None and job.tenant_id == tenant_id:
-            return job
-        return self._shared.get((tenant_id, job_id)) if self._shared else None
-
-    def owners(self, job_id: str) -> list[str]:
-        """The tenants that have a job with this id (usually none or one)."""
-        job = self._jobs.get(job_id)
-        found = [] if job is None else [job.tenant_id]
-        if job_id in self._shared_ids:
-            found += [tenant for tenant, shared in self._shared if shared == job_id]
-        return found
-
-    def __contains__(self, key: object) -> bool:
-        """``(tenant_id, job_id) in store``."""
-        if not isinstance(key, tuple) or len(key) != 2:
-            return False
-        return self.get(key[0], key[1]) is not None
-
-    def __len__(self) -> int:
-        return len(self._jobs) + len(self._shared)
-
-    def count(self, status: Status) -> int:
-        """How many stored jobs have this status."""
-        return len(self._by_status[status])
-
-    def keys_with_status(self, status: Status) -> list[JobKey]:
-        """(tenant id, job id) of the stored jobs in ``status``."""
-        return [
-            slot if isinstance(slot, tuple) else (self._jobs[slot].tenant_id, slot)
-            for slot in self._by_status[status]
+    async def load(self) -> Recovered:
+        """Every admitted non-terminal job in submission order, and the last state."""
+        self._require(scheduler=True)
+        waiting = self._not_admitted
+        jobs = [
+            job
+            for job in self.table.in_order()
+            if job.status not in TERMINAL_STATUSES and (job.tenant_id, job.id) not in waiting
         ]
+        return Recovered(jobs=jobs, state=self._state)
 
-    def list(
-        self,
-        tenant_id: str,
-        *,
-        namespace: str | None = None,
-        status: Status | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> tuple[list[Job], str | None]:
-        """A page of a tenant's jobs, newest (last submitted) first, after ``cursor`` (the
-        ``next_cursor`` of the previous page); returns (jobs, next cursor or None)."""
-        if cursor is not None:
-            after = _parse_cursor(cursor)
-        order = self._by_tenant.get(tenant_id, {})
-        candidates: Iterable[str] = order
-        if namespace is not None:
-            candidates = self._by_namespace.get((tenant_id, namespace), {})
-        if status is not None:  # walk the smaller of the status index and the candidates
-            with_status = self._by_status[status]
-            if len(with_status) < len(candidates):  # type: ignore[arg-type]  # (a dict)
-                mine = candidates
-                candidates = (i for i in self._ids_of(tenant_id, with_status) if i in mine)
-            else:
-                candidates = (i for i in candidates if self._status_of(tenant_id, i) is status)
-        if cursor is not None:
-            candidates = (i for i in candidates if order[i] < after)
-        page = heapq.nlargest(limit + 1, candidates, key=order.__getitem__)
-        jobs = [self.get(tenant_id, i) for i in islice(page, limit)]
-        more = len(page) > limit
-        found = [job for job in jobs if job is not None]
-        return found, (str(order[found[-1].id]) if more and found else None)
+    async def prune(self, finished_before: _dt.datetime, keep_max: int) -> int:
+        """Drop finished jobs past ``finished_before``, and the oldest beyond ``keep_max``."""
+        self._require(scheduler=True)
+        return self.table.prune_finished(finished_before, keep_max)
 
-    def _ids_of(self, tenant_id: str, slots: Iterable[str | JobKey]) -> Iterable[str]:
-        """The ids of a tenant's jobs among these slots."""
-        for slot in slots:
-            if isinstance(slot, tuple):
-                if slot[0] == tenant_id:
-                    yield slot[1]
-            elif self._jobs[slot].tenant_id == tenant_id:
-                yield slot
+    # ---- reads -----------------------------------------------------------------------------
 
-    def _status_of(self, tenant_id: str, job_id: str) -> Status | None:
-        job = self.get(tenant_id, job_id)
-        return None if job is None else job.status
+    async def get_many(self, keys: Sequence[JobKey]) -> list[Job | None]:
+        """Each job by (tenant_id, id), or None."""
+        self._require()
+        get = self.table.get
+        return [get(tenant_id, job_id) for tenant_id, job_id in keys]
 
+    async def owners(self, job_id: str) -> list[str]:
+        """The tenants with a job with this id."""
+        self._require()
+        return self.table.owners(job_id)
 
-def _parse_cursor(cursor: str) -> int:
-    if not cursor.isdigit():
-        raise ValidationError(
-            f"cursor must be the next_cursor of a previous page, got {cursor!r}", path="$.cursor"
+    async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
+        """A page from the table's ordered indexes; the cursor is bound to the query."""
+        self._require()
+        before = None if query.cursor is None else self._seq_of_cursor(query)
+        jobs, after = self.table.list(
+            query.tenant_id,
+            namespace=query.namespace,
+            status=query.status,
+            kind=query.kind,
+            limit=query.limit,
+            cursor=before,
         )
-    return int(cursor)
+        return jobs, None if after is None else self._cursor(query, after)
+
+    def _signature(self, query: ListQuery, seq: str) -> str:
+        text = "\0".join(
+            (query.tenant_id, query.namespace or "", query.status or "", query.kind or "", seq)
+        )
+        return hashlib.blake2b(text.encode(), key=self._cursor_key, digest_size=8).hexdigest()
+
+    def _cursor(self, query: ListQuery, seq: str) -> str:
+        return f"{seq}.{self._signature(query, seq)}"
+
+    def _seq_of_cursor(self, query: ListQuery) -> str:
+        cursor = query.cursor
+        seq, _, signature = (cursor or "").partition(".")
+        if not seq.isdigit() or not secrets.compare_digest(signature, self._signature(query, seq)):
+            shown = repr(cursor) if len(repr(cursor)) <= 60 else f"{repr(cursor)[:60]}..."
+            raise ValidationError(
+                f"cursor {shown} is not one this store gave for this listing: pass the "
+                f"next_cursor of the previous page of the same listing, or None",
+                path="$.cursor",
+            )
+        return seq
+
+    # ---- clients ---------------------------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[Job]) -> None:
+        """Add jobs for the scheduler to admit (all, or none on a duplicate)."""
+        self._require()
+        table = self.table
+        keys = [(job.tenant_id, job.id) for job in jobs]
+        seen: set[JobKey] = set()
+        for key in keys:
+            if key in seen or table.get(*key) is not None:
+                raise ConflictError(
+                    f"duplicate job id {key[1]!r} for tenant {key[0]!r}: nothing is submitted"
+                )
+            seen.add(key)
+        for key, job in zip(keys, jobs, strict=True):
+            table.insert(job)
+            self._not_admitted[key] = None
+        self._changed_now()
+
+    async def request_cancel(self, key: JobKey, reason: str) -> bool:
+        """Ask the scheduler to cancel a non-terminal job (False: unknown or terminal)."""
+        self._require()
+        job = self.table.get(*key)
+        if job is None or job.status in TERMINAL_STATUSES:
+            return False
+        self._cancels.setdefault(key, reason)
+        self._changed_now()
+        return True
+
+    async def inbox(self, limit: int = 1000) -> Inbox:
+        """Client submits not written by the scheduler yet, and pending cancel requests."""
+        self._require(scheduler=True)
+        self._seen = self._changes
+        get = self.table.get
+        jobs = [job for key in list(self._not_admitted)[:limit] if (job := get(*key))]
+        return Inbox(jobs=jobs, cancels=list(self._cancels.items()))
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """True once a submit or cancel request came since the last ``inbox`` or True."""
+        self._require()
+        if self._changes == self._seen:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        self._seen = self._changes
+        return True
+
+    def _changed_now(self) -> None:
+        self._changes += 1
+        self._changed.set()
+
+    async def lease(self) -> Lease | None:
+        """This object's lease while it is open as the scheduler."""
+        return self._lease

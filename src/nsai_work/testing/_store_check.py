@@ -50,7 +50,7 @@ async def check_open_close(check: Check) -> None:
     await check.expect_error(StoreError, store.get_many([("t", "x")]), "get_many before open")
     await store.close()  # closing what was never opened is fine
     await store.open("scheduler")
-    check._open.append(store)
+    check.track(store)
     await store.open("scheduler")  # idempotent
     await store.close()
     await store.close()

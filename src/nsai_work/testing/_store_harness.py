@@ -219,6 +219,11 @@ class Check:
         self._open.append(store)
         return store
 
+    def track(self, store: Any) -> Any:
+        """Close ``store`` when the section ends (for a store the section opened itself)."""
+        self._open.append(store)
+        return store
+
     async def client_for(self, scheduler: Any) -> Any:
         """A client of the scheduler's data: another store object when the store is durable;
         the scheduler's own object when it is not (its data is not shared between objects)."""
