@@ -541,7 +541,11 @@ class Scheduler(Verbs):
                     path="$.tenant_id",
                 )
             return (tenant_id, job_id)
-        owners = await self._owners(job_id)
+        return self._only_owner(job_id, await self._owners(job_id))
+
+    def _only_owner(self, job_id: str, owners: builtins.list[str]) -> JobKey:
+        """The key of the one tenant with a job with this id (``NotFoundError`` for none,
+        ``ValidationError`` asking for ``tenant_id`` for several)."""
         if len(owners) == 1:
             return (owners[0], job_id)
         if not owners:
@@ -562,8 +566,24 @@ class Scheduler(Verbs):
 
     async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
         """The current snapshot of each job id a caller passed, its tenant found as ``_key``
-        finds it."""
-        keys = [await self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
+        finds it (the owners of all the ids in one store query)."""
+        ids = _ids(job_ids)
+        if tenant_id is not None or self._state == "new" or not ids:
+            keys = [await self._key(job_id, tenant_id) for job_id in ids]
+        else:
+            strings = [i for i in ids if isinstance(i, str)]
+            stored = await self._store.owners_many(strings) if strings else {}
+            live = self._core.owners
+            keys = []
+            for job_id in ids:
+                if not isinstance(job_id, str):
+                    keys.append(await self._key(job_id))  # (says what is wrong with it)
+                    continue
+                owners = live(job_id)
+                found = stored.get(job_id)
+                if found:
+                    owners = sorted({*owners, *found})
+                keys.append(self._only_owner(job_id, owners))
         jobs = await self._read(keys)
         for key, job in zip(keys, jobs, strict=True):
             if job is None:

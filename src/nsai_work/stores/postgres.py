@@ -402,6 +402,20 @@ class PostgresStore:
 
         return await self._on_pool(read)
 
+    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
+        """The tenants of each id that has jobs, sorted; one query."""
+        self._require(None, "owners_many")
+        column = _sql.to_column
+
+        async def read(conn: Connection) -> dict[str, builtins.list[str]]:
+            cur = await conn.execute(_sql.OWNERS_MANY, ([column(i) for i in job_ids],))
+            found: dict[str, builtins.list[str]] = {}
+            for job_id, tenant_id in await cur.fetchall():
+                found.setdefault(_sql.from_column(job_id), []).append(tenant_id)
+            return found
+
+        return await self._on_pool(read)
+
     async def lease(self) -> Lease | None:
         """The current holder of the scheduler lease, or None (no session holds the lock)."""
         self._require(None, "lease")
