@@ -85,7 +85,7 @@ _QUEUED = Status.QUEUED
 LimitKey = tuple[str, str]
 #: A FIFO of a tenant: (namespace, the limits its jobs are subject to).
 SubKey = tuple[str, tuple[LimitKey, ...]]
-#: What ``Selector.gate`` answers to park: the tenant (in this group) or the head's FIFO.
+#: What ``Selector.gate`` answers when it parked a head: its tenant (in this group) or its FIFO.
 TENANT, FIFO = "tenant", "fifo"
 
 
