@@ -468,7 +468,7 @@ class SchedulingCore:
         attempts, cost = job.attempts, 0.0
         if previous is _RUNNING:
             attempts, cost = self._close_attempt(entry, status, error, out)
-        elif previous is _QUEUED:
+        elif previous is _QUEUED and entry.held is not None:
             self._holds.release(entry, self._queues.queue_of(entry))
         elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
             out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
@@ -563,12 +563,16 @@ class SchedulingCore:
         entry = self._jobs.get(event.tenant_id, event.job_id)
         if entry is None:
             return  # unknown or already terminal: nothing changes
-        if entry.status is _RUNNING:
+        status = entry.status
+        if status is _RUNNING:
             self._stop_run(entry, event.reason, out)
-        elif entry.status is _QUEUED:
+        elif status is _QUEUED:
             self._queues.discard(entry)
-            unpark_tenant_in(self._queues.queue_of(entry), entry.tenant)  # (new head)
         self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
+        if status is _QUEUED:  # its tenant may have a new head: it competes with that one
+            queue = self._queues.queue_of(entry)
+            unpark_tenant_in(queue, entry.tenant)
+            queue.rekey_if_keyed_at(entry)
 
     def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
         group = self._limits.set_group_limit(event.group, event.limit)

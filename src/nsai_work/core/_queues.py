@@ -215,6 +215,8 @@ class TenantQueue:
         """Put a FIFO that is no longer parked back among the heads; True if it has jobs (an
         empty one is dropped)."""
         fifo = self.fifos.get(sub)
+        while fifo and fifo[0].status is not _QUEUED:
+            fifo.popleft()  # (canceled while parked)
         if not fifo:
             self.fifos.pop(sub, None)
             return False
@@ -302,6 +304,8 @@ class GroupQueue:
         head = queue.peek()
         if head is None:
             queue.key = None
+            if not queue.count and not queue.parked:
+                self._forget(queue)
             return
         vtime = queue.vtime
         if queue.key is None and vtime < self.clock:
@@ -310,6 +314,13 @@ class GroupQueue:
         if len(self.heap) > 2 * len(self.tenants) + 16:  # drop stale keys
             self.heap = [q.key for q in self.tenants.values() if q.key is not None]
             heapify(self.heap)
+
+    def rekey_if_keyed_at(self, entry: Entry) -> None:
+        """A queued job left (canceled): if its tenant's key was made for it, the tenant is
+        keyed at its new head now, so that no key names a job that is not queued."""
+        queue = self.tenants.get(entry.tenant)
+        if queue is not None and queue.key is not None and queue.key[1] == entry.seq:
+            self._rekey(queue)
 
     def _push_key(self, queue: TenantQueue, vtime: float, head: Entry) -> None:
         """Give a tenant a new key: its virtual time rounded down to the fair-share resolution,
@@ -479,7 +490,7 @@ class ReadyQueues:
         return queue
 
     def discard(self, entry: Entry) -> None:
-        """Forget a queued entry whose status already left QUEUED (dropped lazily)."""
+        """Forget a queued entry that is leaving QUEUED (its record is dropped lazily)."""
         queue = self.levels[entry.rank][entry.group]
         queue.count -= 1
         tenant_queue = queue.tenants.get(entry.tenant)
