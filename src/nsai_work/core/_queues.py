@@ -322,6 +322,23 @@ class GroupQueue:
         if queue is not None and queue.key is not None and queue.key[1] == entry.seq:
             self._rekey(queue)
 
+    def add(self, entry: Entry) -> TenantQueue:
+        """Enqueue a restored job without keying its tenant (``Restore`` sets the keys as they
+        were); its tenant's queue is made if it has none."""
+        tenant = entry.tenant
+        queue = self.tenants.get(tenant)
+        if queue is None:
+            vtime = self.idle_vtimes.pop(tenant, _NEVER)
+            queue = self.tenants[tenant] = TenantQueue(tenant, self, vtime)
+        queue.push(entry)
+        self.count += 1
+        return queue
+
+    def set_key(self, queue: TenantQueue, vtime: float, seq: int) -> None:
+        """Give a restored tenant the key it had: ``vtime`` and its head's ``seq``."""
+        key = queue.key = (vtime, seq, queue)
+        heappush(self.heap, key)
+
     def _push_key(self, queue: TenantQueue, vtime: float, head: Entry) -> None:
         """Give a tenant a new key: its virtual time rounded down to the fair-share resolution,
         and its head's sequence number (the key it had, if any, is stale from now on)."""
@@ -486,6 +503,26 @@ class ReadyQueues:
                 entry.rank, entry.group, pools(entry.group), self.step
             )
         queue.push(entry)
+        self.counts[entry.rank] += 1
+        return queue
+
+    def group(
+        self, rank: int, group: tuple[str, ...], pools: Callable[[tuple[str, ...]], list[PoolState]]
+    ) -> GroupQueue:
+        """The GroupQueue of a level and pool group, made if there is none."""
+        level = self.levels[rank]
+        queue = level.get(group)
+        if queue is None:
+            queue = level[group] = GroupQueue(rank, group, pools(group), self.step)
+        return queue
+
+    def add(self, entry: Entry, pools: Callable[[tuple[str, ...]], list[PoolState]]) -> GroupQueue:
+        """Enqueue a restored job at the tail of its FIFO with a fresh sequence number, without
+        keying its tenant (see ``GroupQueue.add``)."""
+        self.next_seq += 1
+        entry.seq = self.next_seq
+        queue = self.group(entry.rank, entry.group, pools)
+        queue.add(entry)
         self.counts[entry.rank] += 1
         return queue
 
