@@ -341,9 +341,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.max_waiting = max_waiting
         self.pools_config = {b: list(p) for b, p in LAYOUTS[layout].items()}
         self.routes = ROUTES[layout]
-        self.core = SchedulingCore(
-            pools=self.pools_config, rand=random.Random(seed).random, max_waiting=max_waiting
-        )
+        self.core = self.new_core()
         self.now = 1000.0
         self.specs: dict[str, Pool] = {p.name: p for ps in LAYOUTS[layout].values() for p in ps}
         self.backend_of = {p.name: b for b, ps in LAYOUTS[layout].items() for p in ps}
@@ -358,6 +356,17 @@ class CoreMachine(RuleBasedStateMachine):
         self.same_key: dict[tuple[object, ...], list[str]] = {}
         self.history: list[tuple[Event, float, list[object]]] = []
         self.next_id = 0
+
+    #: The class of the cores the machine drives (a subclass may feed them a wall clock).
+    core_class: type[SchedulingCore] = SchedulingCore
+
+    def new_core(self, rand: Callable[[], float] | None = None) -> SchedulingCore:
+        """A core with the machine's configuration (jitter from the seed unless ``rand``)."""
+        return self.core_class(
+            pools=self.pools_config,
+            rand=rand or random.Random(self.seed).random,
+            max_waiting=self.max_waiting,
+        )
 
     # -- feeding the core ------------------------------------------------------------------
 
@@ -816,11 +825,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     def replay(self) -> None:
         """Determinism: the same events, clock readings and seed give the same decisions."""
-        fresh = SchedulingCore(
-            pools=self.pools_config,
-            rand=random.Random(self.seed).random,
-            max_waiting=self.max_waiting,
-        )
+        fresh = self.new_core()
         for index, (event, now, expected) in enumerate(self.history):
             again = normalized(fresh.handle(event, now))
             assert again == expected, f"replay diverged at step {index}: {event}"

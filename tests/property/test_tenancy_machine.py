@@ -50,6 +50,7 @@ import heapq
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -386,10 +387,14 @@ class TenancyMachine(RuleBasedStateMachine):
         self.history: list[tuple[Event, float, list[object]]] = []
         self.next_id = 0
 
-    def new_core(self) -> CheckedCore:
-        return CheckedCore(
+    #: The class of the cores the machine drives (a subclass may feed them a wall clock).
+    core_class: type[CheckedCore] = CheckedCore
+
+    def new_core(self, rand: Callable[[], float] | None = None) -> CheckedCore:
+        """A core with the machine's configuration (jitter from the seed unless ``rand``)."""
+        return self.core_class(
             pools={BACKEND: list(self.pools.values())},
-            rand=random.Random(self.seed).random,
+            rand=rand or random.Random(self.seed).random,
             tenants=self.initial,
             concurrency_limits=self.configured_limits,
             default_concurrency_limit=self.default_limit,

@@ -24,6 +24,7 @@ from ._messages import (
     Record,
     Reject,
     Rejected,
+    Restore,
     Route,
     RunEnded,
     Stopped,
@@ -36,15 +37,18 @@ from ._messages import (
 )
 from ._queues import DEFAULT_FAIR_SHARE_RESOLUTION_S, check_resolution
 from ._retry import backoff_delay_ms, base_delay_ms
+from ._state import CORE_STATE_VERSION, CoreState
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "CORE_STATE_VERSION",
     "DEFAULT_FAIR_SHARE_RESOLUTION_S",
     "DEFAULT_TENANT_IDLE_TTL_S",
     "NO_NEEDS",
     "ArmTimer",
     "Cancel",
     "ConcurrencyLimitChanged",
+    "CoreState",
     "Decision",
     "DisarmTimer",
     "Dispatch",
@@ -59,6 +63,7 @@ __all__ = [
     "Record",
     "Reject",
     "Rejected",
+    "Restore",
     "Route",
     "RunEnded",
     "SchedulingCore",

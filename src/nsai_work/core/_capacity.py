@@ -329,6 +329,23 @@ class PoolState:
             self.used_custom[name] = self.used_custom.get(name, 0) + amount
         return Reservation(self, needs, gpu_type if isinstance(gpu_type, str) else None)
 
+    def take(self, needs: Needs, gpu_type: str | None) -> Reservation:
+        """Count a run that is already going (a restored one) on ``gpu_type`` (None: a type
+        that fits, if it asks for GPUs), whether or not it fits: it may leave the pool over
+        capacity, and then nothing new is placed here until enough is released."""
+        if gpu_type is None and needs.gpu_count:
+            found = self._gpu_type_for(needs, free=True) or self._gpu_type_for(needs, free=False)
+            gpu_type = found if isinstance(found, str) else needs.gpu_type
+        self.used_slots += 1
+        self.used_cpu += needs.cpu
+        self.used_memory += needs.memory_mb
+        if gpu_type is not None:
+            self.used_gpus[gpu_type] = self.used_gpus.get(gpu_type, 0) + needs.gpu_count
+        for name, amount in needs.custom:
+            self.used_custom[name] = self.used_custom.get(name, 0) + amount
+        self.overcommitted = not self.within_capacity()
+        return Reservation(self, needs, gpu_type)
+
     def hold_for(self, job: object, rank: int, needs: Needs, seq: int) -> Hold:
         """Start holding capacity for a job (see ``Hold``)."""
         gpu_type = self._gpu_type_for(needs, free=False)

@@ -35,6 +35,7 @@ from .._stats import Stats, TenantStats
 from ._admission import Rejection, Router, check_batch, queued_entry
 from ._capacity import PoolState, add_pools, change_pools
 from ._counters import StatsBuilder, pool_stats
+from ._export import export_state
 from ._holds import Holds, reserve
 from ._jobs import LiveJobs
 from ._limits import Limits, StarvationGuard
@@ -51,6 +52,7 @@ from ._messages import (
     Record,
     Reject,
     Rejected,
+    Restore,
     RunEnded,
     StopRun,
     Submit,
@@ -71,8 +73,10 @@ from ._queues import (
 )
 from ._reasons import WaitingReasons
 from ._registry import TenantRegistry
+from ._restore import restore
 from ._retry import backoff_delay_ms
 from ._runs import Run, end_run, start_run, stop_run
+from ._state import CoreState
 from ._tenants import Capacity
 
 __all__ = ["SchedulingCore"]
@@ -171,11 +175,15 @@ class SchedulingCore:
             spec = event.tenant  # type: ignore[union-attr]
             self._tenants.update(spec, self._jobs, self._runs.values())
         elif kind is ConcurrencyLimitChanged:
-            self._limit_changed(event)  # type: ignore[arg-type]
+            group = self._limits.set_group_limit(event.group, event.limit)  # type: ignore[union-attr]
+            if group is not None:
+                unpark_fifos(group.parked)
         elif kind is Rejected:
             jobs, reason = event.jobs, event.reason  # type: ignore[union-attr]
             self._tenants.count_rejected(jobs, reason, now)
             self._arm_sweep(out)
+        elif kind is Restore:
+            restore(self, event, out)  # type: ignore[arg-type]
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
         self._dispatch(out)
@@ -197,6 +205,15 @@ class SchedulingCore:
             queues.dispatch(self, holds, out)
 
     # ---- queries (no decisions) --------------------------------------------------------------
+
+    def export_state(self, now: float, wall: float) -> CoreState:
+        """What the core needs to continue that its live jobs do not carry, at ``now`` and
+        ``wall`` (the same moment), for a ``Restore``; O(tenants + pool groups + runs)."""
+        return export_state(self, now, wall)
+
+    def live_jobs_in_order(self) -> list[Job]:
+        """The live jobs in admission order: what a store keeps for a ``Restore``."""
+        return [entry.job for entry in self._jobs.in_order()]
 
     def get(self, tenant_id: str, job_id: str) -> Job | None:
         """The current snapshot of a tenant's live job, or None if it is not live here."""
@@ -310,18 +327,9 @@ class SchedulingCore:
         park_fifo(queue, head.subkey, reason, limit.parked)
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
-            at = limit.next_token_at(self._now)
+            at = limit.timer_at = limit.next_token_at(self._now)
             out.append(ArmTimer(at, (_LIMIT_KEY, "", limit.key[1], 0)))
         return FIFO
-
-    def _release_stopped_holds(self) -> None:
-        """A start used up some of a quota or limit: capacity held for a head that it now holds
-        back is released at once (drain parks that head when it next offers it; until then the
-        held capacity would sit idle while others could use it)."""
-        for queue in self._queues.groups():
-            held = queue.held
-            if held is not None and self._limits.holding_back(held, self._now) is not None:
-                self._holds.release(held, queue)
 
     def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         """Reserve a pool for the job and dispatch it there: among its pools that fit now, the
@@ -355,7 +363,7 @@ class SchedulingCore:
         run = start_run(entry, reservation, rate, limits, queue, self._now)
         self._runs[(entry.tenant, job.id, number)] = run
         if entry.tenant_state.limited or limits:
-            self._release_stopped_holds()
+            self._holds.release_held_back(self._queues.groups(), self._limits, self._now)
         if self._guard is not None:
             self._guard.record(entry.rank)
         queue_time_ms = (self._now - entry.since) * 1000.0
@@ -478,7 +486,7 @@ class SchedulingCore:
         attempts, cost = job.attempts, 0.0
         if previous is _RUNNING:
             attempts, cost = self._close_attempt(entry, status, error, out)
-        elif previous is _QUEUED:
+        elif previous is _QUEUED and entry.held is not None:
             self._holds.release(entry, self._queues.queue_of(entry))
         elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
             out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
@@ -573,17 +581,16 @@ class SchedulingCore:
         entry = self._jobs.get(event.tenant_id, event.job_id)
         if entry is None:
             return  # unknown or already terminal: nothing changes
-        if entry.status is _RUNNING:
+        status = entry.status
+        if status is _RUNNING:
             self._stop_run(entry, event.reason, out)
-        elif entry.status is _QUEUED:
+        elif status is _QUEUED:
             self._queues.discard(entry)
-            unpark_tenant_in(self._queues.queue_of(entry), entry.tenant)  # (new head)
         self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
-
-    def _limit_changed(self, event: ConcurrencyLimitChanged) -> None:
-        group = self._limits.set_group_limit(event.group, event.limit)
-        if group is not None:
-            unpark_fifos(group.parked)
+        if status is _QUEUED:  # its tenant may have a new head: it competes with that one
+            queue = self._queues.queue_of(entry)
+            unpark_tenant_in(queue, entry.tenant)
+            queue.rekey_if_keyed_at(entry)
 
     def _pools_changed(self, event: PoolsChanged) -> None:
         change_pools(self._pools, event.backend, event.pools)

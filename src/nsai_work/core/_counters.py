@@ -29,6 +29,7 @@ __all__ = [
     "QUEUED_SLOT",
     "REJECTED",
     "SLOT",
+    "SLOT_NAMES",
     "SUBMITTED",
     "CellKey",
     "StatsBuilder",
@@ -46,6 +47,8 @@ QUEUED_SLOT: Final = SLOT[Status.QUEUED]
 SUBMITTED: Final = len(SLOT)
 REJECTED: Final = SUBMITTED + 1
 _SIZE: Final = REJECTED + 1
+#: The names of a counter's slots, in slot order (a stored cell is kept by name).
+SLOT_NAMES: Final = (*(status.value for status in SLOT), "submitted", "rejected")
 _LEVELS: Final = len(Priority)
 #: A cell of a tenant: (level, backend); backend None for rejections (they have none).
 CellKey = tuple[int, str | None]

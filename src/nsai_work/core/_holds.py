@@ -19,7 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._capacity import PoolState, Reservation
+    from ._limits import Limits
     from ._queues import Entry, GroupQueue, TenantQueue
 
 __all__ = ["Holds", "reserve"]
@@ -77,6 +80,22 @@ class Holds:
                 queue.held = head
                 return
 
+    @property
+    def seq(self) -> int:
+        """The order of the last hold made."""
+        return self._seq
+
+    def restore(self, head: Entry, queue: GroupQueue, pool: PoolState, seq: int) -> None:
+        """Hold capacity on ``pool`` for a restored head as it was held (``seq``: its order)."""
+        pool.hold_for(head, head.rank, head.needs, seq)
+        head.held = pool
+        queue.held = head
+        self._seq = max(self._seq, seq)
+
+    def restore_seq(self, seq: int) -> None:
+        """Continue the order of holds from ``seq`` (a restored core's)."""
+        self._seq = max(self._seq, seq)
+
     def release(self, entry: Entry, queue: GroupQueue) -> None:
         """Release the capacity held for a job of ``queue``, if any (it starts, leaves, or is
         held back)."""
@@ -86,6 +105,15 @@ class Holds:
             entry.held = None
             if queue.held is entry:
                 queue.held = None
+
+    def release_held_back(self, queues: Iterable[GroupQueue], limits: Limits, now: float) -> None:
+        """A start used up some of a quota or limit: capacity held for a head that it now holds
+        back is released at once (drain parks that head when it next offers it; until then the
+        held capacity would sit idle while others could use it)."""
+        for queue in queues:
+            held = queue.held
+            if held is not None and limits.holding_back(held, now) is not None:
+                self.release(held, queue)
 
     def release_tenant(self, queue: GroupQueue, tenant_id: str) -> None:
         """A tenant is parked in ``queue``: the capacity held there for its head is released."""

@@ -78,6 +78,33 @@ class LiveJobs:
             if namespace is not None:
                 namespace.waiting += 1
 
+    def restore(self, entry: Entry, now: float) -> None:
+        """Keep a restored job in its status (``entry.status``): counted as submitted and in
+        that status, and as waiting if it waits (its tenant's usage is its run's to count)."""
+        tenant = entry.tenant_state
+        counter = entry.counter = tenant.counters.cell(entry.rank, entry.backend)
+        job_id = entry.job.id
+        if job_id in self.by_id:
+            self.shared[(entry.tenant, job_id)] = entry
+        else:
+            self.by_id[job_id] = entry
+        counter[SUBMITTED] += 1
+        counter[SLOT[entry.status]] += 1
+        if entry.status in WAITING:
+            self.waiting += 1
+            tenant.waiting += 1
+            namespace = tenant.namespaces.get(entry.namespace)
+            if namespace is not None:
+                namespace.waiting += 1
+        self._tenants.check_active(tenant, now)
+
+    def in_order(self) -> list[Entry]:
+        """Every live job's record, in the order they were admitted (or restored)."""
+        if not self.shared:
+            return list(self.by_id.values())
+        # (ids two tenants share: merged by admission time, jobs kept by id first on a tie)
+        return sorted(self.entries(), key=lambda entry: entry.submitted)
+
     def move(self, entry: Entry, status: Status, job: Job, now: float) -> None:
         """The one place a live job changes status (to ``job``, its new snapshot): checks the
         edge, counts; a job that reaches a terminal status is no longer kept."""

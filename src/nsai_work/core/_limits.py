@@ -44,6 +44,7 @@ class LimitState:
         "rate",
         "running",
         "timer_armed",
+        "timer_at",
         "tokens",
     )
 
@@ -56,6 +57,7 @@ class LimitState:
         self.tokens = 0.0
         self.last = 0.0
         self.timer_armed = False
+        self.timer_at = 0.0  # when the armed refill timer is due
         self.parked: ParkedFifos = []
 
     def set_rate(self, rate: float | None, burst: int | None, now: float) -> None:
@@ -101,7 +103,7 @@ class Limits:
     """The state of every limit a job was subject to, by key, and the configured limits of
     concurrency groups (``default_group_limit`` for the others)."""
 
-    __slots__ = ("_default_group_limit", "_group_limits", "states")
+    __slots__ = ("_default_group_limit", "_group_limits", "changed", "states")
 
     def __init__(self, group_limits: Mapping[str, int] | None, default_group_limit: int) -> None:
         if default_group_limit < 1:
@@ -111,6 +113,7 @@ class Limits:
         self.states: dict[LimitKey, LimitState] = {}
         self._group_limits = dict(group_limits or {})
         self._default_group_limit = default_group_limit
+        self.changed: dict[str, int] = {}  # group limits set at run time
 
     def keys_for(self, job: Job, specs: Sequence[Limit], now: float) -> tuple[LimitKey, ...]:
         """The limits a job is subject to: its concurrency group and the backend limits
@@ -175,10 +178,15 @@ class Limits:
         if limit < 1:
             raise ConfigurationError(f"a concurrency limit is >= 1, got {limit} for {group!r}")
         self._group_limits[group] = limit
+        self.changed[group] = limit
         state = self.states.get(("group", group))
         if state is not None:
             state.max_running = limit
         return state
+
+    def group_limit(self, group: str) -> int:
+        """A concurrency group's limit (set at run time, configured, or the default)."""
+        return self._group_limits.get(group, self._default_group_limit)
 
     def tool(self, name: str) -> LimitState | None:
         """The state of a backend limit (such as a tool's), if it has one."""

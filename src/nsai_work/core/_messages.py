@@ -12,6 +12,7 @@ from msgspec import Struct
 
 from .._errors import WorkError
 from .._ir import Job, JobError, Pool, Status, Tenant
+from ._state import CoreState
 
 __all__ = [
     "ArmTimer",
@@ -29,6 +30,7 @@ __all__ = [
     "Record",
     "Reject",
     "Rejected",
+    "Restore",
     "Route",
     "RunEnded",
     "StopRun",
@@ -145,6 +147,27 @@ class ConcurrencyLimitChanged(Struct, frozen=True, gc=False):
     limit: int
 
 
+class Restore(Struct, frozen=True, gc=False):
+    """Rebuild a fresh core from what a store kept (DESIGN.md principle 6: state is data).
+
+    ``jobs`` are the non-terminal jobs (pending, queued or running) in submission order, as
+    stored, each with its route (and backend limits) as in ``Submit``; ``state`` is the last
+    ``CoreState`` exported (None: fresh buckets, spend and standing). A restored job is never
+    rejected: it was admitted before. Its waits continue from its own timestamps: a backoff
+    until ``next_attempt_at``, a running attempt's timeout from its ``started_at``.
+
+    A running job's attempt is closed as lost when ``lost_reason`` is given (its run died with
+    the engine that started it: error ``EngineLostError``, then its retry policy decides), or
+    kept running when it is None (the run is still going: a standby taking over, a backend that
+    re-attaches; its ``RunEnded`` comes later). Only real transitions are recorded."""
+
+    jobs: tuple[Job, ...]
+    routes: tuple[Route, ...]
+    limits: tuple[tuple[Limit, ...], ...]
+    state: CoreState | None
+    lost_reason: str | None
+
+
 Event = (
     Submit
     | RunEnded
@@ -154,6 +177,7 @@ Event = (
     | TenantChanged
     | ConcurrencyLimitChanged
     | Rejected
+    | Restore
 )
 
 

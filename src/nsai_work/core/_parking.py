@@ -26,6 +26,8 @@ __all__ = [
     "ParkedFifos",
     "park_fifo",
     "park_tenant",
+    "restore_parked_fifo",
+    "restore_parked_tenant",
     "unpark_fifos",
     "unpark_tenant",
     "unpark_tenant_in",
@@ -47,6 +49,21 @@ def park_fifo(queue: TenantQueue, sub: SubKey, reason: str, parked_on: ParkedFif
     """The FIFO ``sub`` of ``queue``, whose head was just offered, is held back by a namespace
     quota or a limit: it leaves its tenant's heads and waits in ``parked_on``."""
     queue.withdraw_head()
+    queue.parked[sub] = reason
+    parked_on.append((queue, sub))
+
+
+def restore_parked_tenant(group: GroupQueue, tenant: TenantState, reason: str) -> None:
+    """A restored tenant is parked in ``group`` as it was (it gets no key there)."""
+    tenant.parked_in.add(group)
+    group.parked[tenant.spec.id] = reason
+
+
+def restore_parked_fifo(
+    queue: TenantQueue, sub: SubKey, reason: str, parked_on: ParkedFifos
+) -> None:
+    """A restored FIFO is parked as it was, waiting in ``parked_on``. Called before its jobs
+    are added, so that it never is among its tenant's heads."""
     queue.parked[sub] = reason
     parked_on.append((queue, sub))
 

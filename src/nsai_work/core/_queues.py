@@ -215,6 +215,8 @@ class TenantQueue:
         """Put a FIFO that is no longer parked back among the heads; True if it has jobs (an
         empty one is dropped)."""
         fifo = self.fifos.get(sub)
+        while fifo and fifo[0].status is not _QUEUED:
+            fifo.popleft()  # (canceled while parked)
         if not fifo:
             self.fifos.pop(sub, None)
             return False
@@ -302,6 +304,8 @@ class GroupQueue:
         head = queue.peek()
         if head is None:
             queue.key = None
+            if not queue.count and not queue.parked:
+                self._forget(queue)
             return
         vtime = queue.vtime
         if queue.key is None and vtime < self.clock:
@@ -310,6 +314,30 @@ class GroupQueue:
         if len(self.heap) > 2 * len(self.tenants) + 16:  # drop stale keys
             self.heap = [q.key for q in self.tenants.values() if q.key is not None]
             heapify(self.heap)
+
+    def rekey_if_keyed_at(self, entry: Entry) -> None:
+        """A queued job left (canceled): if its tenant's key was made for it, the tenant is
+        keyed at its new head now, so that no key names a job that is not queued."""
+        queue = self.tenants.get(entry.tenant)
+        if queue is not None and queue.key is not None and queue.key[1] == entry.seq:
+            self._rekey(queue)
+
+    def add(self, entry: Entry) -> TenantQueue:
+        """Enqueue a restored job without keying its tenant (``Restore`` sets the keys as they
+        were); its tenant's queue is made if it has none."""
+        tenant = entry.tenant
+        queue = self.tenants.get(tenant)
+        if queue is None:
+            vtime = self.idle_vtimes.pop(tenant, _NEVER)
+            queue = self.tenants[tenant] = TenantQueue(tenant, self, vtime)
+        queue.push(entry)
+        self.count += 1
+        return queue
+
+    def set_key(self, queue: TenantQueue, vtime: float, seq: int) -> None:
+        """Give a restored tenant the key it had: ``vtime`` and its head's ``seq``."""
+        key = queue.key = (vtime, seq, queue)
+        heappush(self.heap, key)
 
     def _push_key(self, queue: TenantQueue, vtime: float, head: Entry) -> None:
         """Give a tenant a new key: its virtual time rounded down to the fair-share resolution,
@@ -478,8 +506,28 @@ class ReadyQueues:
         self.counts[entry.rank] += 1
         return queue
 
+    def group(
+        self, rank: int, group: tuple[str, ...], pools: Callable[[tuple[str, ...]], list[PoolState]]
+    ) -> GroupQueue:
+        """The GroupQueue of a level and pool group, made if there is none."""
+        level = self.levels[rank]
+        queue = level.get(group)
+        if queue is None:
+            queue = level[group] = GroupQueue(rank, group, pools(group), self.step)
+        return queue
+
+    def add(self, entry: Entry, pools: Callable[[tuple[str, ...]], list[PoolState]]) -> GroupQueue:
+        """Enqueue a restored job at the tail of its FIFO with a fresh sequence number, without
+        keying its tenant (see ``GroupQueue.add``)."""
+        self.next_seq += 1
+        entry.seq = self.next_seq
+        queue = self.group(entry.rank, entry.group, pools)
+        queue.add(entry)
+        self.counts[entry.rank] += 1
+        return queue
+
     def discard(self, entry: Entry) -> None:
-        """Forget a queued entry whose status already left QUEUED (dropped lazily)."""
+        """Forget a queued entry that is leaving QUEUED (its record is dropped lazily)."""
         queue = self.levels[entry.rank][entry.group]
         queue.count -= 1
         tenant_queue = queue.tenants.get(entry.tenant)

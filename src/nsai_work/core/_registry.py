@@ -51,13 +51,15 @@ class TenantRegistry:
         "_pools",
         "_queues",
         "_specs",
-        "_sweep_armed",
         "active_count",
         "active_weight",
+        "changed",
         "counters",
         "rejected_unleveled",
         "retired",
         "states",
+        "sweep_armed",
+        "sweep_at",
     )
 
     def __init__(
@@ -79,6 +81,7 @@ class TenantRegistry:
                 f"{idle_ttl_s!r}"
             )
         self._specs = {t.id: t for t in specs}
+        self.changed: set[str] = set()  # tenants whose spec was set at run time
         self._default = default
         self._queues = queues  # (a forgotten tenant's standing in them goes too)
         self._pools = pools  # (for dominant shares in stats)
@@ -92,7 +95,8 @@ class TenantRegistry:
         # tenants without live jobs, oldest idle first: tenant id -> when it became idle
         self._idle: dict[str, float] = {}
         self._idle_ttl = idle_ttl_s
-        self._sweep_armed = idle_ttl_s is None  # (never armed without a ttl)
+        self.sweep_armed = idle_ttl_s is None  # (never armed without a ttl)
+        self.sweep_at: float | None = None  # when the armed sweep is due
 
     @property
     def kept(self) -> int:
@@ -165,6 +169,7 @@ class TenantRegistry:
         tenant's ``live`` jobs and ``runs``); the tenant and the FIFOs parked on its namespaces
         compete again (and are gated again under the new limits)."""
         self._specs[spec.id] = spec
+        self.changed.add(spec.id)
         state = self.states.get(spec.id)
         if state is None:
             return  # not kept now: it starts from this spec when it comes back
@@ -212,21 +217,64 @@ class TenantRegistry:
                     self._idle.pop(tenant_id, None)
                     self._idle[tenant_id] = now
 
+    # ---- export and restore (see _export and _restore) ---------------------------------
+
+    def runtime_specs(self) -> list[Tenant]:
+        """The specs set at run time (``update``), which win over the configured ones."""
+        return [self._specs[tenant_id] for tenant_id in sorted(self.changed)]
+
+    def idle_since(self) -> list[tuple[str, float]]:
+        """The tenants without live jobs, oldest idle first, with when they became idle."""
+        return list(self._idle.items())
+
+    def restore_spec(self, spec: Tenant) -> None:
+        """Take a spec that was set at run time before a restore (no tenant has state yet)."""
+        self._specs[spec.id] = spec
+        self.changed.add(spec.id)
+
+    def restore_state(self, tenant_id: str, now: float) -> TenantState:
+        """A restored tenant's state: as ``state`` makes it, or from a spec with no limits
+        when the tenant is not known any more (its jobs were admitted: they stay)."""
+        state = self.state(tenant_id, now)
+        if state is None:
+            state = TenantState(Tenant(tenant_id), now, self.counters_of(tenant_id))
+            self.states[tenant_id] = state
+        return state
+
+    def restore_idle(self, tenant_id: str, since: float) -> None:
+        """A restored tenant became idle at ``since`` (call in the order they did)."""
+        self._idle[tenant_id] = since
+
+    def settle(self, tenant: TenantState, now: float) -> None:
+        """After a restore: a tenant's activity follows its restored jobs, and a tenant left
+        without live jobs is idle from ``now`` (so that the sweep may forget it)."""
+        self.check_active(tenant, now)
+        if not tenant.active and tenant.spec.id not in self._idle:
+            self._idle[tenant.spec.id] = now
+
+    def restore_sweep(self, at: float) -> None:
+        """The idle sweep is armed, due at ``at`` (a restored core's)."""
+        if self._idle_ttl is not None:
+            self.sweep_armed = True
+            self.sweep_at = at
+
     # ---- the idle-tenant sweep ------------------------------------------------------------
 
     def arm_sweep(self, now: float) -> float | None:
         """When the sweep is due, if it is not armed yet (it is now): one ``tenant_idle_ttl_s``
         from now. None if it is armed already, or there is no ttl."""
-        if self._sweep_armed or self._idle_ttl is None:
+        if self.sweep_armed or self._idle_ttl is None:
             return None
-        self._sweep_armed = True
-        return now + self._idle_ttl
+        self.sweep_armed = True
+        at = self.sweep_at = now + self._idle_ttl
+        return at
 
     def sweep(self, now: float) -> float | None:
         """Forget the tenants idle for ``tenant_idle_ttl_s`` that can be (at most a batch at a
         time). Returns when the next sweep is due (at once after a whole batch), or None when
         no tenant is idle (the next admitted submit arms it again)."""
-        self._sweep_armed = False
+        self.sweep_armed = False
+        self.sweep_at = None
         ttl = self._idle_ttl
         if ttl is None:
             return None
@@ -245,8 +293,9 @@ class TenantRegistry:
                 idle[tenant_id] = now  # look again after another ttl
         if not idle:
             return None
-        self._sweep_armed = True
-        return now if dropped >= SWEEP_BATCH else now + ttl
+        self.sweep_armed = True
+        at = self.sweep_at = now if dropped >= SWEEP_BATCH else now + ttl
+        return at
 
     def _droppable(self, tenant_id: str, now: float) -> bool:
         """Whether forgetting an idle tenant's state changes no later decision."""
