@@ -71,6 +71,7 @@ from ..stores import ListQuery, MemoryStore, Store, store_from_url
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
 from ._emit import Emitter, rejection_reason
+from ._recovery import recover, state_blob
 from ._timers import TimerHeap
 from ._verbs import Verbs, Watcher, check_timeout
 from ._writes import GroupCommit, MemoryWrites, Writes
@@ -265,9 +266,10 @@ class Scheduler(Verbs):
             order = [default] + [b for b in order if b is not default]
         self._auto_order = order
         self._routes: dict[Route, Route] = {}
+        self._random = random.Random(config.seed)  # (its state is committed with the jobs)
         self._core = SchedulingCore(
             pools=resolved.pools,
-            rand=random.Random(config.seed).random,
+            rand=self._random.random,
             max_waiting=config.max_waiting,
             tenants=config.tenants,
             default_tenant=config.default_tenant if config.unknown_tenants == "admit" else None,
@@ -306,6 +308,10 @@ class Scheduler(Verbs):
                 result = hook()
                 if inspect.isawaitable(result):
                     await result
+        writes = self._writes
+        if isinstance(writes, GroupCommit):  # a durable store: continue from what it kept
+            writes.state_source = lambda: state_blob(self)
+            await recover(self)
         self._state = "running"
 
     async def stop(self, timeout: float = 30.0) -> None:

@@ -133,6 +133,8 @@ class GroupCommit:
         self.on_conflict: Callable[[list[JobKey]], None] = lambda keys: None
         #: True while commits fail (the engine holds dispatch back meanwhile).
         self.failing = False
+        #: Gives the engine's state (``EngineState`` bytes), committed with every batch.
+        self.state_source: Callable[[], bytes] | None = None
 
     def start(self) -> None:
         """Start the writer task (on the running loop)."""
@@ -253,6 +255,8 @@ class GroupCommit:
                     await asyncio.wait_for(self._urgent.wait(), self.flush_s)
             self._urgent.clear()
             batch, self._pending = self._pending, _Pending()
+            if self.state_source is not None:
+                batch.state = self.state_source()
             self._in_flight = batch
             try:
                 await self._commit(batch)
