@@ -30,10 +30,13 @@ def test_a_restart_takes_up_waiting_and_lost_jobs(
     store_url: str, handlers: Register, arun: Run
 ) -> None:
     release = asyncio.Event()
+    two_running = asyncio.Event()
     ran: list[tuple[str, int]] = []
 
     async def work_fn(job: work.Job) -> int:
         ran.append((job.id, job.attempt))
+        if len(ran) == 2:
+            two_running.set()
         if job.payload.get("hang") and job.attempt == 1:
             await release.wait()  # the first scheduler never sees this end
         return int(job.payload["n"])
@@ -66,8 +69,7 @@ def test_a_restart_takes_up_waiting_and_lost_jobs(
                     for n in range(2, 6)
                 ]
             )
-            while len(ran) < 2:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(two_running.wait(), 10)
             # both slots hang: the waiting jobs wait; a durable stop keeps them all
             await s.stop(timeout=0)
             return [*hung, *waiting]
@@ -95,9 +97,10 @@ def test_a_restart_takes_up_waiting_and_lost_jobs(
 def test_a_job_with_no_attempts_left_fails_as_lost(
     store_url: str, handlers: Register, arun: Run
 ) -> None:
-    never = asyncio.Event()
+    never, started = asyncio.Event(), asyncio.Event()
 
     async def hang(job: work.Job) -> None:
+        started.set()
         await never.wait()
 
     kind = handlers(hang)
@@ -106,8 +109,7 @@ def test_a_job_with_no_attempts_left_fails_as_lost(
     async def first() -> str:
         async with work.Scheduler(store=store_url) as s:
             job = await s.submit(work.Job(kind=kind, tenant_id="acme", constraints=once))
-            while (await s.get(job.id)).status != work.Status.RUNNING:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(started.wait(), 10)
             await s.stop(timeout=0)
             return job.id
 
