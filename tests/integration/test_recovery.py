@@ -122,7 +122,8 @@ def test_a_job_with_no_attempts_left_fails_as_lost(
 
     job = arun(second())
     assert job.status == work.Status.FAILED
-    assert job.error is not None and job.error.type == "EngineLostError"
+    assert job.error is not None
+    assert job.error.type == "EngineLostError"
     assert [a.status for a in job.attempts] == ["failed"]
 
 
