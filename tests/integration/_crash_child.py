@@ -13,6 +13,7 @@ attempt of each run's start), and ``done`` once everything finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -81,10 +82,8 @@ async def main(url: str, total: int, out: Path) -> None:
         keys: list[tuple[str, str]] = []
         for chunk in range((total + CHUNK - 1) // CHUNK):
             batch = jobs_of(chunk, total)
-            try:
+            with contextlib.suppress(work.ConflictError):  # committed before a kill: stored
                 await s.submit_many(batch)
-            except work.ConflictError:
-                pass  # committed before a kill: it is in the store
             admitted.write(*(f"{job.tenant_id} {job.id}" for job in batch))
             keys += [(job.tenant_id, job.id) for job in batch]
             await asyncio.sleep(random.random() * 0.05)
