@@ -115,6 +115,9 @@ class LoopThread(SyncFace, Generic[E]):
             self._abandon(engine, loop)
             loop.close()
             self._engine = self._loop = self._thread = None
+            self._fail_waiting(
+                NotStartedError(f"{self._not_started} (it stopped while this call waited)")
+            )
 
     def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
@@ -127,9 +130,14 @@ class LoopThread(SyncFace, Generic[E]):
     def _died(self, cause: BaseException) -> None:
         with self._waiting_lock:
             self._death = cause
+        self._fail_waiting(self._dead_error())
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        """Fail the calls of other threads still waiting for the loop (it stopped under them:
+        their coroutines were closed, so no answer would ever come)."""
+        with self._waiting_lock:
             waiting = list(self._waiting.values())
             self._waiting.clear()
-        error = self._dead_error()
         for fail in waiting:
             fail(error)
 

@@ -18,7 +18,7 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
@@ -71,6 +71,7 @@ from ..stores import ListQuery, MemoryStore, Store, store_from_url
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
 from ._emit import Emitter, rejection_reason
+from ._lookups import JobLookups
 from ._timers import TimerHeap
 from ._verbs import Verbs, Watcher, check_timeout
 from ._writes import GroupCommit, MemoryWrites, Writes
@@ -219,7 +220,7 @@ def _encodable(text: str) -> str:
     return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
 
 
-class Scheduler(Verbs):
+class Scheduler(JobLookups, Verbs):
     """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
 
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
@@ -527,31 +528,6 @@ class Scheduler(Verbs):
         await writes.wait_submitted(writes.submitted(keys))
         return admitted
 
-    async def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
-        """The (tenant id, job id) a caller means: the tenant is looked up when not given, and
-        must be given when two tenants have a job with this id."""
-        if not isinstance(job_id, str):
-            raise ValidationError(
-                f"a job id is a string, got {type(job_id).__name__}", path="$.job_id"
-            )
-        if tenant_id is not None:
-            if not isinstance(tenant_id, str):
-                raise ValidationError(
-                    f"tenant_id is a string or None, got {type(tenant_id).__name__}",
-                    path="$.tenant_id",
-                )
-            return (tenant_id, job_id)
-        owners = await self._owners(job_id)
-        if len(owners) == 1:
-            return (owners[0], job_id)
-        if not owners:
-            raise self.not_found(job_id)
-        raise ValidationError(
-            f"job id {job_id!r} exists under {len(owners)} tenants; say whose with "
-            f"tenant_id=... (or use a tenant-scoped handle, as_tenant(...))",
-            path="$.tenant_id",
-        )
-
     async def _owners(self, job_id: str) -> builtins.list[str]:
         """The tenants with a job with this id: live here, or in the store."""
         if self._state == "new":
@@ -559,16 +535,6 @@ class Scheduler(Verbs):
         live = self._core.owners(job_id)
         stored = await self._store.owners(job_id)
         return live if not stored else sorted({*live, *stored})
-
-    async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
-        """The current snapshot of each job id a caller passed, its tenant found as ``_key``
-        finds it."""
-        keys = [await self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
-        jobs = await self._read(keys)
-        for key, job in zip(keys, jobs, strict=True):
-            if job is None:
-                raise self.not_found(key[1])
-        return jobs  # type: ignore[return-value]
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job's latest snapshot: a live job's from the core (a durable store may not have
@@ -583,13 +549,6 @@ class Scheduler(Verbs):
             for index, job in zip(missing, found, strict=True):
                 jobs[index] = job
         return jobs
-
-    async def _stored(self, key: JobKey) -> Job:
-        """A job's latest snapshot (without the live overlay of ``get``)."""
-        (job,) = await self._read([key])
-        if job is None:
-            raise self.not_found(key[1])
-        return job
 
     def not_found(self, job_id: str) -> NotFoundError:
         """The one answer for an unknown id, another tenant's job, or a pruned one."""
@@ -914,17 +873,6 @@ async def _quietly(awaitable: Any, backend: str) -> None:
         raise
     except BaseException:
         _log.exception("backend %r failed to cancel a job", backend)
-
-
-def _ids(job_ids: object) -> builtins.list[object]:
-    """The job ids a ``wait_many``/``as_completed`` caller passed, as a list."""
-    if isinstance(job_ids, str) or not isinstance(job_ids, Iterable):
-        raise ValidationError(
-            f"job_ids is a list (or other iterable) of job id strings, got "
-            f"{type(job_ids).__name__}",
-            path="$.job_ids",
-        )
-    return [*job_ids]
 
 
 def check_stop_timeout(timeout: float) -> None:
