@@ -71,6 +71,7 @@ from ..stores import ListQuery, MemoryStore, Store, store_from_url
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
 from ._emit import Emitter, rejection_reason
+from ._inbox import ClientInbox
 from ._lookups import JobLookups
 from ._timers import TimerHeap
 from ._verbs import Verbs, Watcher, check_timeout
@@ -230,6 +231,8 @@ class Scheduler(JobLookups, Verbs):
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         self.config = make_config(config, options)
         self._state = "new"
+        self._adopted: set[JobKey] = set()  # see _start_serving_clients
+        self._clients: ClientInbox | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -308,6 +311,7 @@ class Scheduler(JobLookups, Verbs):
                 if inspect.isawaitable(result):
                     await result
         self._state = "running"
+        self._start_serving_clients()
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop: running jobs may finish until ``timeout`` seconds.
@@ -325,6 +329,8 @@ class Scheduler(JobLookups, Verbs):
         if self._state != "running":
             return
         self._state = "stopping"
+        if self._clients is not None:
+            await self._clients.stop()
         loop = self._loop
         if self._writes.durable:
             await self._wait_runs(loop.time() + max(0.0, timeout))
@@ -376,6 +382,15 @@ class Scheduler(JobLookups, Verbs):
         await self._writes.close()
         if self._writes.durable:  # (the memory store's jobs stay readable after stop)
             await self._store.close()
+
+    def _start_serving_clients(self) -> None:
+        """With a durable store, admit the jobs and carry out the cancel requests that client
+        processes commit to it (engine/_inbox.py). Their jobs are rows of the store already:
+        while a client job's admission is not committed its key is in ``_adopted``, and its
+        records are written as updates, not inserts."""
+        if self._store.durable:
+            self._clients = ClientInbox(self)
+            self._clients.start()
 
     async def _wait_runs(self, deadline: float, between: Callable[[], None] | None = None) -> None:
         """Wait until no run is in flight or ``deadline`` (loop time) has passed; ``between``
@@ -641,6 +656,7 @@ class Scheduler(JobLookups, Verbs):
 
     def _apply(self, decisions: builtins.list[Any], now: float) -> None:
         writes = self._writes
+        adopted = self._adopted  # client jobs being admitted: stored already
         emitter = self._emitter if self._bus._by_event else None  # one lookup when unobserved
         for decision in decisions:
             kind = type(decision)
@@ -651,7 +667,9 @@ class Scheduler(JobLookups, Verbs):
                 self._start_run(decision)
             elif kind is Record:
                 job = decision.job
-                if decision.previous is None:
+                if decision.previous is None and not (
+                    adopted and (job.tenant_id, job.id) in adopted
+                ):
                     writes.insert(job)
                 else:
                     writes.update(job, now)
