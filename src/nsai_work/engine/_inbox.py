@@ -6,15 +6,16 @@ the scheduler reads them with ``store.inbox()`` whenever ``store.wait_for_change
 may have committed something (SQLite: within its ``poll_interval_s``, 10 ms; at least every
 second in any case), and:
 
-- admits each client job through the core as a local submit is admitted (validated, routed,
-  one core ``Submit`` for all the jobs of a read). The job is a row of the store already, so
-  the engine writes its admission as an update of that row, not an insert: its key is in the
-  scheduler's ``_adopted`` set, which ``Scheduler._apply`` consults. A job the scheduler
-  declines (invalid, unroutable, quota, rate limit, full queue: what would raise at a local
-  submit) is written ``canceled``, ``cancel_reason="rejected"``, with the admission error as
-  its ``error`` (``JobError(type="nsai_work.QuotaExceededError", message=...)``), so the
-  client's wait sees it end. When the core declines a read's jobs as a batch, each is admitted
-  on its own, so one job's rejection does not take the others with it;
+- admits each client job through the core as a local ``submit`` of it is admitted (validated,
+  routed, a core ``Submit``). Each job is admitted on its own: a client's ``submit_many`` is
+  committed all or nothing, but one of its jobs that the scheduler declines does not take the
+  others with it. The job is a row of the store already, so the engine writes its admission as
+  an update of that row, not an insert: its key is in the scheduler's ``_adopted`` set, which
+  ``Scheduler._apply`` consults. A job the scheduler declines (invalid, unroutable, quota, rate
+  limit, full queue: what would raise at a local submit) is written ``canceled``,
+  ``cancel_reason="rejected"``, with the admission error as its ``error``
+  (``JobError(type="nsai_work.QuotaExceededError", message=...)``), so the client's wait sees
+  it end; it counts as a rejection in the scheduler's stats and telemetry, as a local one does;
 - feeds the core a ``Cancel`` (with the request's reason) for each cancel request of a job it
   runs or holds; a request for a job it does not hold (not admitted yet, or finished) waits:
   it comes again with every read until the job is written terminal.
@@ -42,7 +43,7 @@ from msgspec.structs import replace
 from .._errors import StoreError, WorkError, public_type_name
 from .._ir import Job, JobError, Status
 from .._validate import validate_new_job
-from ..core import Cancel, Limit, Reject, Rejected, Route, Submit
+from ..core import Cancel, Reject, Rejected, Submit
 from ..stores import Inbox
 from ._emit import rejection_reason
 
@@ -132,11 +133,11 @@ class ClientInbox:
                 scheduler._feed(Cancel(tenant_id, job_id, reason))
 
     def _admit(self, jobs: builtins.list[Job]) -> None:
-        """Validate and route each job (declining those that fail), then submit the rest to
-        the core together, or one by one if the core declines them together."""
+        """Admit each job on its own, as a local ``submit`` of it would be: validated, routed,
+        one core Submit; the jobs the scheduler declines are written declined."""
         scheduler = self._scheduler
         adopted = scheduler._adopted
-        ready: builtins.list[tuple[Job, Route, tuple[Limit, ...]]] = []
+        core = scheduler._core
         for job in jobs:
             adopted.add((job.tenant_id, job.id))
             try:
@@ -147,28 +148,15 @@ class ClientInbox:
                 scheduler._emitter.rejected([job], exc)
                 self._decline(job, exc)
                 continue
-            ready.append((checked, route, shared))
-        if ready and not self._submit(ready) and len(ready) > 1:
-            for each in ready:
-                self._submit([each])
-
-    def _submit(self, ready: builtins.list[tuple[Job, Route, tuple[Limit, ...]]]) -> bool:
-        """One core Submit of these jobs; False if the core declined them (a single job is
-        then written declined)."""
-        scheduler = self._scheduler
-        jobs = tuple(job for job, _, _ in ready)
-        limits = tuple(shared for _, _, shared in ready)
-        submit = Submit(jobs, tuple(route for _, route, _ in ready), limits if any(limits) else ())
-        now = scheduler._monotonic()
-        decisions = scheduler._core.handle(submit, now, scheduler._wall_time())
-        rejection = decisions[0] if decisions else None
-        if type(rejection) is Reject:
-            if len(jobs) == 1:
-                scheduler._emitter.rejected(jobs, rejection.error)
-                self._decline(jobs[0], rejection.error)
-            return False
-        scheduler._apply(decisions, now)
-        return True
+            now = scheduler._monotonic()
+            submit = Submit((checked,), (route,), (shared,) if shared else ())
+            decisions = core.handle(submit, now, scheduler._wall_time())
+            rejection = decisions[0] if decisions else None
+            if type(rejection) is Reject:
+                scheduler._emitter.rejected([checked], rejection.error)
+                self._decline(job, rejection.error)
+            else:
+                scheduler._apply(decisions, now)
 
     def _decline(self, job: Job, error: WorkError) -> None:
         """Write a client job the scheduler will not run as canceled, with the reason."""
