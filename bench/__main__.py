@@ -13,7 +13,7 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
-from . import altar, latency, listing, memory, process, stats, tenancy, throughput
+from . import altar, clients, latency, listing, memory, process, stats, tenancy, throughput
 from ._common import FULL, QUICK, Params, ScenarioResult, load_average, write_results
 
 SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
@@ -26,6 +26,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "process": process.run,
     "altar": altar.run,
     "list": listing.run,
+    "clients": clients.run,
 }
 
 

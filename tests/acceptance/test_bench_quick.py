@@ -43,6 +43,11 @@ FIGURES = (
     "tenancy.fairness_tvd_pp",
     "tenancy.throughput_ratio",
     "list.flatness",
+    "clients.submit_p50_ms",
+    "clients.submit_p99_ms",
+    "clients.start_p50_ms",
+    "clients.start_p99_ms",
+    "clients.jobs_per_s",
 )
 
 

@@ -13,11 +13,15 @@ opened with ``role="client"``:
 - cancel commits a request (``store.request_cancel``) that the scheduler carries out; it
   returns the job as it is then (not yet canceled: wait for it to see it end);
 - wait, wait_many and as_completed are served by one poller task per client, which runs while
-  something is watched: it reads the watched jobs (``get_many``) after each
-  ``store.wait_for_change`` (SQLite wakes on any commit of another process, so on the
-  scheduler's too) or at the latest ``poll_interval_s`` (10 ms) after a poll that found a job
-  finished, backing off to 5 times that while none does; and it paces itself so polling takes
-  at most a tenth of the time, whatever the number of watched jobs.
+  something is watched. It reads the watched jobs (one ``get_many``) whenever
+  ``store.wait_for_change`` reports a change (SQLite reports any commit of another process, so
+  the scheduler's too, within its own ``poll_interval_s``: 10 ms), and when none is reported
+  after ``poll_interval_s`` (10 ms; doubled after each read that finds nothing finished, up to
+  5 times that), for stores that report only clients' commits. Reads are paced so that they
+  take at most a tenth of the time, whatever the number of watched jobs. Measured on SQLite
+  (bench/clients.py): a client sees its job end about 20 ms (p50) after submitting it: the
+  scheduler notices the submit within its store's poll, the end is committed within
+  ``store_flush_s`` (5 ms), the client notices that commit within its store's poll.
 
 The verbs that need the scheduler's memory (``stats``, ``set_tenant``, ``wait_idle``...) are
 not on a client. A client needs a store that other processes can open: ``memory://`` (or any
@@ -280,7 +284,7 @@ class Client(JobLookups, Verbs):
                     _log.warning("nsai-work client: reading %s failed (%s); again", self.url, exc)
                     earliest = loop.time() + _RETRY_S
                     continue
-                earliest = started + max(shortest, (loop.time() - started) * _PACE)
+                earliest = started + (loop.time() - started) * _PACE
                 interval = shortest if finished else min(interval * 2, shortest * _BACKOFF)
         finally:
             if self._poller is asyncio.current_task():
