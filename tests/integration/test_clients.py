@@ -176,6 +176,38 @@ def test_a_cancel_requested_before_the_scheduler_admits_the_job_cancels_it(
     assert len(runs) == 1  # the canceled job never ran
 
 
+def test_the_scheduler_cancels_a_clients_job_whether_or_not_it_admitted_it_yet(
+    url: str, handlers: Callable[..., str], arun: Run[Any]
+) -> None:
+    started: set[str] = set()
+    both = asyncio.Event()
+
+    async def forever(j: work.Job) -> None:
+        started.add(j.id)
+        if len(started) == 2:
+            both.set()
+        await asyncio.sleep(60)
+
+    kind = handlers(forever)
+
+    async def scenario() -> None:
+        async with work.Client(store=url) as client:
+            jobs = await client.submit_many([job(kind) for _ in range(3)])
+            async with work.Scheduler(store=url) as scheduler:
+                # the first before the inbox admits it (the inbox has not read yet), the
+                # others once they run
+                await scheduler.cancel(jobs[0].id, "by the scheduler")
+                await asyncio.wait_for(both.wait(), 10)
+                for each in jobs[1:]:
+                    await scheduler.cancel(each.id, "by the scheduler")
+                ended = await client.wait_many([j.id for j in jobs], timeout=10)
+            assert {(j.status, j.cancel_reason) for j in ended} == {
+                ("canceled", "by the scheduler")
+            }
+
+    arun(scenario())
+
+
 # ---- declined jobs ----------------------------------------------------------------------------
 
 

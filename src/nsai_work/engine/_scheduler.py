@@ -598,8 +598,13 @@ class Scheduler(JobLookups, Verbs):
         )
 
     async def _cancel(self, key: JobKey, reason: str) -> Job:
-        """Cancel a live job; the job as it is then."""
-        self._feed(Cancel(key[0], key[1], reason))
+        """Cancel a live job; the job as it is then. A job the engine does not hold is a
+        client's not admitted yet: it is asked to cancel through the store, as a client asks,
+        and the client inbox cancels it as it admits it."""
+        if self._clients is not None and self._core.get(*key) is None:
+            await self._store.request_cancel(key, reason)
+        else:
+            self._feed(Cancel(key[0], key[1], reason))
         return self._current(await self._stored(key))
 
     def _tenant_stats(self, tenant_id: str) -> TenantStats:
