@@ -443,3 +443,53 @@ def test_a_client_may_be_given_a_store_object(tmp_path: Path, arun: Run[Any]) ->
             assert client.url == store.url
 
     arun(scenario())
+
+
+class _Flaky(SqliteStore):
+    """A SQLite store whose ``wait_for_change`` fails: ``failures`` times with ``error``."""
+
+    def __init__(self, url: str, error: Exception, failures: int) -> None:
+        super().__init__(url)
+        self.error = error
+        self.failures = failures
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return await super().wait_for_change(timeout)
+
+
+def test_a_waiting_client_rides_out_a_failing_store(
+    url: str, handlers: Callable[..., str], arun: Run[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    if not url.startswith("sqlite"):
+        pytest.skip("the flaky store is a SQLite store")
+    kind = handlers(lambda j: "done")
+    flaky = _Flaky(url, work.StoreError("the disk is on fire"), failures=2)
+
+    async def scenario() -> None:
+        async with work.Scheduler(store=url), work.Client(store=flaky) as client:
+            submitted = await client.submit(job(kind))
+            assert (await client.wait(submitted.id, timeout=10)).result == "done"
+
+    arun(scenario())
+    assert flaky.failures == 0
+    assert "the disk is on fire" in caplog.text
+
+
+def test_a_client_poller_that_breaks_ends_the_waits_with_its_error(
+    url: str, arun: Run[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    if not url.startswith("sqlite"):
+        pytest.skip("the flaky store is a SQLite store")
+    broken = _Flaky(url, RuntimeError("a bug"), failures=1)
+
+    async def scenario() -> None:
+        async with work.Client(store=broken) as client:
+            submitted = await client.submit(job("k"))
+            with pytest.raises(RuntimeError, match="a bug"):
+                await client.wait(submitted.id, timeout=10)
+
+    arun(scenario())
+    assert "the poller of" in caplog.text

@@ -105,8 +105,9 @@ class Client(JobLookups, Verbs):
     Its verbs on jobs are the scheduler's (``submit``, ``get``, ``list``, ``wait``, ``cancel``,
     ``retry``...), with the same arguments; they reach the scheduler through the store (see the
     module docstring for what that means for each). ``store`` is a URL (``sqlite:///...``) or a
-    Store object, not opened yet; ``poll_interval_s`` is how soon a wait looks again after a
-    job finished (it backs off to 5 times that while none does).
+    Store object, not opened yet. ``poll_interval_s``: how long a wait waits for a change the
+    store reports before it reads the watched jobs anyway (doubled while none of them finishes,
+    up to 5 times).
     """
 
     def __init__(self, *, store: str | Store, poll_interval_s: float = 0.01) -> None:
@@ -165,10 +166,7 @@ class Client(JobLookups, Verbs):
         if poller is not None:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
-        watchers = {id(w): w for found in self._watchers.values() for w in found}
-        self._watchers.clear()
-        for watcher in watchers.values():
-            watcher.fail(NotStartedError("the client was closed while this call waited"))
+        self._fail_all(NotStartedError("the client was closed while this call waited"))
         await self._store.close()
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
@@ -263,7 +261,8 @@ class Client(JobLookups, Verbs):
 
     async def _poll(self) -> None:
         """While something is watched: read the watched jobs, tell the watchers of those that
-        finished; wake on a change the store reports, or after the interval."""
+        finished; wake on a change the store reports, or after the interval. While the store
+        fails it tries again every ``_RETRY_S``; an unexpected error ends every wait with it."""
         loop = self._loop
         store = self._store
         shortest = self.poll_interval_s
@@ -271,24 +270,34 @@ class Client(JobLookups, Verbs):
         earliest = 0.0  # loop time before which the next poll does not start (pacing)
         try:
             while self._watchers:
-                await store.wait_for_change(interval)
-                pause = earliest - loop.time()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                if not self._watchers:
-                    break
-                started = loop.time()
                 try:
+                    await store.wait_for_change(interval)
+                    pause = earliest - loop.time()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                    if not self._watchers:
+                        break
+                    started = loop.time()
                     finished = await self._look()
                 except StoreError as exc:
                     _log.warning("nsai-work client: reading %s failed (%s); again", self.url, exc)
-                    earliest = loop.time() + _RETRY_S
+                    await asyncio.sleep(_RETRY_S)
                     continue
                 earliest = started + (loop.time() - started) * _PACE
                 interval = shortest if finished else min(interval * 2, shortest * _BACKOFF)
+        except Exception as exc:  # a bug: say so, and let no wait hang
+            _log.exception("nsai-work client: the poller of %s failed", self.url)
+            self._fail_all(exc)
         finally:
             if self._poller is asyncio.current_task():
                 self._poller = None
+
+    def _fail_all(self, error: BaseException) -> None:
+        """End every wait in progress with ``error``."""
+        watchers = {id(w): w for found in self._watchers.values() for w in found}
+        self._watchers.clear()
+        for watcher in watchers.values():
+            watcher.fail(error)
 
     async def _look(self) -> int:
         """Read every watched job once; tell the watchers of the finished ones. How many
