@@ -433,6 +433,38 @@ def test_closing_a_blocking_client_ends_the_waits_of_other_threads(url: str) -> 
     assert isinstance(errors[0], work.NotStartedError)
 
 
+def test_stopping_a_blocking_scheduler_ends_the_waits_of_other_threads(
+    url: str, handlers: Callable[..., str]
+) -> None:
+    gate = threading.Event()
+    started = threading.Event()
+    kind = handlers(lambda j: started.set() or gate.wait(10))
+    errors: list[BaseException] = []
+    scheduler = work.SyncScheduler(store=url).start()
+    try:
+        running = scheduler.submit(job(kind))
+        assert started.wait(10)
+
+        def wait() -> None:
+            try:
+                scheduler.wait(running.id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        while not scheduler.engine._watchers:  # until the other thread's wait is watching
+            thread.join(0.001)
+        scheduler.stop(timeout=0.1)  # the run is left for the next start (a durable store)
+        thread.join(10)
+    finally:
+        gate.set()
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], work.NotStartedError)
+    assert "stopped while this call waited" in str(errors[0])
+
+
 def test_a_client_may_be_given_a_store_object(tmp_path: Path, arun: Run[Any]) -> None:
     store = SqliteStore(f"sqlite://{tmp_path}/work.db")
 

@@ -116,7 +116,7 @@ class LoopThread(SyncFace, Generic[E]):
             loop.close()
             self._engine = self._loop = self._thread = None
             self._fail_waiting(
-                NotStartedError(f"{self._not_started} (it stopped while this call waited)")
+                NotStartedError(f"{self._whose} event loop stopped while this call waited")
             )
 
     def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
