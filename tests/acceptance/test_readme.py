@@ -1,5 +1,6 @@
 """Every python block of the README and of docs/ runs as written, each in a fresh interpreter,
-and prints what the ```text block after it says."""
+and prints what the ```text block after it says. A block that reads ``NSAI_WORK_PG_URL`` gets
+the URL of a fresh database of the test cluster."""
 
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ def test_the_readme_has_the_seed_examples() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
-def test_example_runs_as_written(example: Example, tmp_path: Path) -> None:
+def test_example_runs_as_written(
+    example: Example, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if "NSAI_WORK_PG_URL" in example.code:  # a PostgreSQL example: a fresh database of its own
+        env["NSAI_WORK_PG_URL"] = request.getfixturevalue("postgres_url")
     done = subprocess.run(
         [sys.executable, "-c", example.code],
         cwd=tmp_path,

@@ -94,7 +94,7 @@ from nsai_work.core import (
     TenantChanged,
     TimerFired,
 )
-from nsai_work.core._queues import Entry
+from nsai_work.core._queues import Entry, TenantQueue
 from tests._core_builders import key_of
 
 from ._machines import check_live_jobs, milli, normalized, phases, step
@@ -114,9 +114,9 @@ class CheckedCore(SchedulingCore):
     probes = 0  # picks checked
     contested = 0  # picks with another active tenant of smaller virtual time in the queue
 
-    def try_start(self, entry: Entry) -> bool:
+    def try_start(self, entry: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
         self.check_pick(entry)
-        return super().try_start(entry)
+        return super().try_start(entry, queue, out)
 
     def passes_limits(self, head: Entry) -> bool:
         """Whether tenant, namespace and concurrency-group limits let ``head`` start now
@@ -132,7 +132,7 @@ class CheckedCore(SchedulingCore):
             if quota.cpu is not None and cpu + head.needs.cpu > milli(quota.cpu):
                 return False
         for key in head.limits:
-            limit = self._limits[key]
+            limit = self._limits.states[key]
             if limit.max_running is not None and limit.running + 1 > limit.max_running:
                 return False
         return True
@@ -1317,7 +1317,7 @@ def test_capacity_freed_during_a_pass_goes_to_the_least_served_tenant() -> None:
 
 def test_capacity_released_for_a_tenants_head_goes_to_the_least_served_tenant_first() -> None:
     """I5 selection. Found in f5d065a: when drain offers a tenant's head, it first lets go of
-    capacity held for a younger job of the same tenant (``release_hold_of_other_than``), then
+    capacity held for a younger job of the same tenant (``Holds.release_other_than``), then
     starts that head in the same step, before the heads it set aside because of that hold are
     offered again. Here t2 (virtual time 0) was set aside for t1's hold and t1 (virtual time 1)
     takes the cpu."""

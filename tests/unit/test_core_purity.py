@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ CORE_DIR = Path(nsai_work.core.__file__).resolve().parent
 CORE_PACKAGE = "nsai_work.core"
 FORBIDDEN_STDLIB = {"asyncio", "time", "os", "socket", "random", "threading", "subprocess"}
 ALLOWED_OWN = {"nsai_work._ir", "nsai_work._errors", "nsai_work._stats"}
+#: Modules an import of the core must not load (``os``, ``time`` and ``random`` are loaded by
+#: the interpreter or by the IR's id generation, outside the core).
+FORBIDDEN_IO_AT_IMPORT = {"asyncio", "threading", "socket", "subprocess", "concurrent"}
 #: Calls that read a clock, whatever module they come from (datetime.now(), time.monotonic()).
 CLOCK_CALLS = {"now", "utcnow", "today", "time_ns", "monotonic", "perf_counter"}
 
@@ -90,6 +94,35 @@ def test_core_module_is_pure(path: Path) -> None:
     module = module_of(path)
     found = violations(path.read_text(), module, is_package=path.name == "__init__.py")
     assert found == [], f"{module} is not pure: {found}"
+
+
+def test_importing_the_core_loads_no_engine_and_no_io() -> None:
+    """``import nsai_work.core`` by itself (in a fresh interpreter, with the package's own
+    ``__init__`` left out, as when it is lazy) loads none of the engine, stores, backends or
+    telemetry, nor asyncio, threads, sockets or processes."""
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        package = types.ModuleType("nsai_work")
+        package.__path__ = [{str(CORE_DIR.parent)!r}]
+        sys.modules["nsai_work"] = package
+        import nsai_work.core
+        print("\\n".join(sorted(sys.modules)))
+        """
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    own = [
+        name
+        for name in loaded
+        if name.startswith("nsai_work.")
+        and name.split(".")[1] in {"engine", "stores", "backends", "telemetry", "server", "cli"}
+    ]
+    io = [name for name in loaded if name.split(".")[0] in FORBIDDEN_IO_AT_IMPORT]
+    assert own == [], f"import nsai_work.core loads {own}"
+    assert io == [], f"import nsai_work.core loads {io}"
+    assert "nsai_work.core._core" in loaded
 
 
 def test_relative_imports_resolve_to_nsai_work() -> None:

@@ -183,3 +183,36 @@ def test_a_duplicate_insert_fails_its_whole_submit_and_no_other() -> None:
     assert sorted(withdrawn[0]) == [("acme", "job-1"), ("acme", "job-2")]
     assert ("acme", "job-1") not in store.rows
     assert ("globex", "job-3") in store.rows
+
+
+def test_the_writer_survives_a_failing_read_after_a_conflict_and_a_store_bug() -> None:
+    store = RecordingStore()
+    store.rows[("acme", "job-2")] = _job(2)
+    reads = 0
+    original = store.get_many
+
+    async def flaky_get_many(keys: Sequence[JobKey]) -> list[work.Job | None]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            raise work.StoreError("connection lost right after the conflict")
+        if reads == 2:
+            raise RuntimeError("a bug in the store")
+        return await original(keys)
+
+    store.get_many = flaky_get_many  # type: ignore[method-assign]
+
+    async def test() -> None:
+        writes = GroupCommit(store, flush_s=0.001, timeout_s=5)  # type: ignore[arg-type]
+        writes.start()
+        writes.insert(_job(2))
+        clashing = writes.submitted([("acme", "job-2")])
+        with pytest.raises(work.ConflictError):
+            await writes.wait_submitted(clashing)
+        writes.insert(_job(3))
+        await writes.wait_submitted(writes.submitted([("acme", "job-3")]))
+        await writes.close()
+
+    _run(test)
+    assert reads == 3
+    assert ("acme", "job-3") in store.rows

@@ -6,12 +6,13 @@ checks that nothing in this package imports asyncio, time, os, socket, random or
 """
 
 from ._capacity import NO_NEEDS, Needs, PoolState, needs_of
-from ._core import DEFAULT_TENANT_IDLE_TTL_S, Decision, SchedulingCore
+from ._core import DEFAULT_TENANT_IDLE_TTL_S, SchedulingCore
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
+    Decision,
     DisarmTimer,
     Dispatch,
     Event,

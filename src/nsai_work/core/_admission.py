@@ -1,15 +1,21 @@
-"""Admission: the checks a batch of submitted jobs must pass, all or nothing.
+"""Admission: the checks a batch of submitted jobs must pass, all or nothing, and the record
+of each admitted job.
 
-In order: the global cap on waiting jobs, duplicate ids, a route whose pools could ever hold
-each job, the tenant being known (or a default applying), what the tenant's and namespace's
-quotas could ever allow, their caps on queued jobs, and the submit-rate bucket. A rejection
-names the limit, its value and the current usage.
+``check_batch`` runs them in order: the global cap on waiting jobs, duplicate ids, a route
+whose pools could ever hold each job, the tenant being known (or a default applying), then,
+when a tenant of the batch has a quota or namespace limits, what the tenant's and namespace's
+quotas could ever allow, their caps on queued jobs, the tenant's budget and its submit-rate
+bucket. A rejection names the limit, its value and the current usage. ``queued_entry`` makes
+the core's record of a job that passed.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from msgspec.structs import replace
 
 from .._errors import (
     AdmissionError,
@@ -20,23 +26,29 @@ from .._errors import (
     UnschedulableError,
     WorkError,
 )
-from .._ir import Job
-from ._capacity import NO_NEEDS, Needs, PoolState
-from ._messages import Route
-from ._queues import Entry
+from .._ir import Job, Status
+from ._capacity import NO_NEEDS, Needs, PoolState, needs_of
+from ._messages import Route, Submit
+from ._queues import Entry, LimitKey
 from ._tenants import TenantState, quota_never_allows
+
+if TYPE_CHECKING:
+    from ._jobs import LiveJobs
+    from ._registry import TenantRegistry
 
 __all__ = [
     "Choice",
     "Plan",
     "Rejection",
     "Router",
+    "check_batch",
     "check_budgets",
     "check_duplicates",
     "check_max_waiting",
     "check_queue_caps",
     "check_quotas",
     "check_rate",
+    "queued_entry",
     "unknown_tenant",
 ]
 
@@ -404,3 +416,81 @@ def unknown_tenant(tenant_id: str, index: int) -> Rejection:
         f"$.tenant_id"
     )
     return (error, index, "unknown_tenant")
+
+
+def check_batch(
+    event: Submit,
+    live: LiveJobs,
+    max_waiting: int | None,
+    router: Router,
+    tenants: TenantRegistry,
+    now: float,
+) -> tuple[list[Plan], Rejection | None]:
+    """Run a submitted batch through the checks (see the module docstring). Returns the plans of
+    its jobs, and the first rejection (then the plans are incomplete) or None."""
+    jobs = event.jobs
+    count = len(jobs)
+    if len(event.routes) != count:
+        raise ValueError("Submit: one route per job is required")
+    rejection = check_max_waiting(live.waiting, max_waiting, count) or (
+        check_duplicates(jobs, live.by_id, live.shared)
+        if count > 1 or live.get(jobs[0].tenant_id, jobs[0].id) is not None
+        else None
+    )
+    plans: list[Plan] = []
+    if rejection is not None:
+        return plans, rejection
+    limited = False  # does any tenant of the batch have a quota or namespace limits?
+    for index, job in enumerate(jobs):
+        needs = needs_of(job.resources)
+        choice = router.choose(needs, event.routes[index], job)
+        if not isinstance(choice, Choice):
+            return plans, (choice, index, "unschedulable")
+        tenant = tenants.state(job.tenant_id, now)
+        if tenant is None:
+            return plans, unknown_tenant(job.tenant_id, index)
+        limited = limited or tenant.limited
+        plans.append((job, needs, choice, tenant))
+    if not limited:
+        return plans, None
+    return plans, (
+        check_quotas(plans)
+        or check_queue_caps(plans)
+        or check_budgets(plans, now)
+        or check_rate(plans, now)
+    )
+
+
+def queued_entry(plan: Plan, limits: tuple[LimitKey, ...], now: float, at: _dt.datetime) -> Entry:
+    """The core's record of an admitted job, queued from ``now`` (``at`` on the wall clock)
+    with the ``limits`` it is subject to."""
+    job, needs, choice, tenant = plan
+    backend, estimate = choice.backend, choice.estimate
+    job = replace(
+        job,
+        status=Status.QUEUED,
+        backend=backend,
+        submitted_at=at,
+        queued_at=at,
+        estimated_cost_usd=estimate,
+    )
+    subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
+    if subkey is None or subkey[0] != job.namespace or subkey[1] != limits:
+        subkey = tenant.last_subkey = (job.namespace, limits)
+    return Entry(
+        job=job,
+        tenant=job.tenant_id,
+        tenant_state=tenant,
+        namespace=job.namespace,
+        limits=limits,
+        subkey=subkey,
+        rank=job.priority.rank,
+        needs=needs,
+        backend=backend,
+        group=choice.group,
+        status=Status.QUEUED,
+        since=now,
+        submitted=now,
+        placement=choice.placement,
+        estimate=estimate,
+    )

@@ -6,13 +6,25 @@ drifts and "reserved never exceeds capacity" (I2) is an exact comparison.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from msgspec import Struct
 
+from .._errors import ConfigurationError
 from .._ir import DEFAULT_RESOURCES, Pool, Resources
 
-__all__ = ["NO_NEEDS", "Hold", "Needs", "PoolState", "Reservation", "Usage", "needs_of"]
+__all__ = [
+    "NO_NEEDS",
+    "Hold",
+    "Needs",
+    "PoolState",
+    "Reservation",
+    "Usage",
+    "add_pools",
+    "change_pools",
+    "needs_of",
+]
 
 _MILLI: Final = 1000
 
@@ -409,3 +421,27 @@ class PoolState:
             if amount > self.cap_custom.get(name, 0):
                 return (f"custom.{name}", amount / _MILLI, self.cap_custom.get(name, 0) / _MILLI)
         return None
+
+
+def add_pools(pools: dict[str, PoolState], backend: str, specs: Iterable[Pool]) -> None:
+    """Add a backend's pools to ``pools`` (by name: a pool name is unique across backends)."""
+    for spec in specs:
+        if spec.name in pools:
+            raise ConfigurationError(
+                f"pool name {spec.name!r} is used twice ({pools[spec.name].backend!r} "
+                f"and {backend!r}); pool names must be unique across backends"
+            )
+        pools[spec.name] = PoolState(backend, spec)
+
+
+def change_pools(pools: dict[str, PoolState], backend: str, specs: Sequence[Pool]) -> None:
+    """A backend's pools now offer this capacity: those in ``pools`` take their new spec, the
+    others are added (pools not listed stay as they are)."""
+    for spec in [spec for spec in specs if spec.name in pools]:
+        pool = pools[spec.name]
+        if pool.backend != backend:
+            raise ConfigurationError(
+                f"pool {spec.name!r} belongs to backend {pool.backend!r}, not {backend!r}"
+            )
+        pool.set_spec(spec)
+    add_pools(pools, backend, [spec for spec in specs if spec.name not in pools])

@@ -15,10 +15,15 @@ job's reason is the one it has when its step comes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._ir import Priority, Status
-from .._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats
+from .._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsage
+from ._tenants import Capacity, dominant_share
+
+if TYPE_CHECKING:
+    from ._capacity import PoolState
+    from ._tenants import TenantState
 
 __all__ = [
     "QUEUED_SLOT",
@@ -31,6 +36,8 @@ __all__ = [
     "add_counter",
     "counts",
     "new_counter",
+    "pool_stats",
+    "tenant_stats",
 ]
 
 #: Counter slots, by status; then cumulative submitted and rejected.
@@ -195,6 +202,43 @@ class StatsBuilder:
         )
 
 
-def pool_usage(usage: Mapping[str, object], stopping: int) -> PoolUsage:
-    """A pool's usage as users see it."""
-    return PoolUsage(**usage, stopping=stopping)  # type: ignore[arg-type]
+def tenant_stats(
+    counters: TenantCounters,
+    state: TenantState | None,
+    active_weight: float,
+    pools: Mapping[str, PoolState],
+) -> TenantStats:
+    """One tenant's stats: its counters and, while the core keeps its ``state``, its weight,
+    quota, usage, shares of ``pools`` (fair share: its weight over ``active_weight``, the sum of
+    the active tenants' weights) and spend."""
+    counter, by_priority = counters.total()
+    base = counts(counter)
+    fields = {name: getattr(base, name) for name in base.__struct_fields__}
+    if state is None:
+        return TenantStats(**fields, by_priority=by_priority, rejections=dict(counters.rejections))
+    return TenantStats(
+        **fields,
+        weight=state.weight,
+        quota=state.quota,
+        usage=TenantUsage(**state.usage.as_dict()),  # type: ignore[arg-type]
+        dominant_share=dominant_share(state, Capacity(list(pools.values()))) * state.weight,
+        fair_share=state.weight / active_weight if active_weight and state.active else 0.0,
+        by_priority=by_priority,
+        rejections=dict(counters.rejections),
+        spend_usd=state.spend_period,
+        spend_total_usd=state.spend_total,
+        committed_usd=max(0.0, state.committed),
+        budget_usd=state.quota.budget_usd,
+    )
+
+
+def pool_stats(pools: Mapping[str, PoolState]) -> dict[str, PoolStats]:
+    """Every pool's capacity and usage as users see them."""
+    return {
+        name: PoolStats(
+            backend=pool.backend,
+            capacity=pool.spec,
+            used=PoolUsage(**pool.usage(), stopping=pool.stopping),  # type: ignore[arg-type]
+        )
+        for name, pool in pools.items()
+    }

@@ -7,7 +7,7 @@ from typing import Final
 from .._errors import ConflictError
 from .._ir import Status
 
-__all__ = ["ALLOWED_TRANSITIONS", "check_transition"]
+__all__ = ["ALLOWED_TRANSITIONS", "WAITING", "check_transition"]
 
 _P, _Q, _R = Status.PENDING, Status.QUEUED, Status.RUNNING
 _S, _F, _T, _C = Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.CANCELED
@@ -23,6 +23,10 @@ ALLOWED_TRANSITIONS: Final[dict[Status | None, frozenset[Status]]] = {
     _T: frozenset(),
     _C: frozenset(),
 }
+
+
+#: The statuses of a job that waits: for its time or backoff (pending), or for capacity (queued).
+WAITING: Final = frozenset({_P, _Q})
 
 
 def check_transition(job_id: str, previous: Status | None, new: Status) -> None:

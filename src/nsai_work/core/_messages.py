@@ -17,6 +17,7 @@ __all__ = [
     "ArmTimer",
     "Cancel",
     "ConcurrencyLimitChanged",
+    "Decision",
     "DisarmTimer",
     "Dispatch",
     "Event",
@@ -211,3 +212,7 @@ class StopRun(Struct, frozen=True, gc=False):
     attempt: int
     backend: str
     reason: str
+
+
+#: Everything ``SchedulingCore.handle`` may return.
+Decision = Reject | Record | Dispatch | ArmTimer | StopRun | DisarmTimer

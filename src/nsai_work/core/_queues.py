@@ -16,8 +16,10 @@ group), with weighted dominant-resource fair share between tenants.
   is the oldest head among the FIFOs that are not parked.
 - Parking: a tenant at one of its limits leaves the keys (``GroupQueue.parked``); a FIFO whose
   namespace or concurrency group is at its limit leaves the tenant's heads
-  (``TenantQueue.parked``). The core unparks them when what blocked them is released, so a
-  blocked tenant costs nothing per dispatch.
+  (``TenantQueue.parked``). ``_parking`` parks and unparks them (the core calls it); the queues
+  only read what is parked.
+- Holds: ``GroupQueue.held`` is the head capacity is held for; ``_holds`` makes and releases
+  holds (the drain asks its ``Holds`` for them).
 - A head that does not fit the free capacity now is skipped for this pass and keeps its place
   (backfill over queue heads; the resources release adds holding capacity for it).
 
@@ -40,6 +42,8 @@ from ._capacity import Needs, PoolState
 from ._tenants import Capacity
 
 if TYPE_CHECKING:
+    from ._holds import Holds
+    from ._messages import Decision
     from ._tenants import TenantState
 
 __all__ = [
@@ -115,33 +119,17 @@ class Entry(Struct, kw_only=True, gc=False):
 
 
 class Selector(Protocol):
-    """What a GroupQueue asks the core while it picks jobs."""
+    """What a GroupQueue asks the core while it picks jobs. Decisions go to ``out``, the list
+    of the ``handle`` call the pick is part of."""
 
-    def charge(self, head: Entry, queue: TenantQueue) -> float:
-        """The virtual time a dispatch of ``head`` (from ``queue``) costs its tenant
-        (estimated)."""
+    def gate(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> str | None:
+        """If a limit holds the head back: park it and say where, TENANT (the tenant, in this
+        group) or FIFO (the head's FIFO); else None."""
         ...
 
-    def gate(self, head: Entry, queue: TenantQueue) -> tuple[str, str] | None:
-        """(TENANT or FIFO, reason) if a limit holds the head back (and record the parking),
-        else None."""
-        ...
-
-    def try_start(self, head: Entry) -> bool:
-        """Start the head if it fits the free capacity now."""
-        ...
-
-    def hold(self, head: Entry, queue: GroupQueue) -> None:
-        """Hold capacity for a head that is first in line and does not fit."""
-        ...
-
-    def release_hold_of_other_than(self, head: Entry, queue: GroupQueue) -> None:
-        """Release capacity held for another job of the head's tenant."""
-        ...
-
-    @property
-    def release_epoch(self) -> int:
-        """Bumped whenever held capacity is released."""
+    def try_start(self, head: Entry, queue: TenantQueue, out: list[Decision]) -> float | None:
+        """Start the head if it fits the free capacity now, and return the virtual time the
+        dispatch costs its tenant (estimated); None if it does not fit."""
         ...
 
 
@@ -154,23 +142,19 @@ _NEVER = float("-inf")  # the virtual time of a tenant never served here
 
 
 class TenantQueue:
-    """One tenant's queued jobs in one GroupQueue.
-
-    ``only`` is the tenant's FIFO when it has exactly one and it is not parked (the common
-    case): its head is the tenant's head, with no look at ``heads``; ``only_sub`` is its key.
-    ``vtime`` is the tenant's virtual time in the GroupQueue and ``key`` its live key (None when
-    it has none); keys in ``run`` or the heap that are not their queue's live key are stale.
+    """One tenant's queued jobs in one GroupQueue: one FIFO per (namespace, limits), and the
+    heads of those that are not parked in a heap by sequence number. ``vtime`` is the tenant's
+    virtual time in the GroupQueue and ``key`` its live key (None when it has none); keys in the
+    heap that are not their queue's live key are stale.
     """
 
     # what a dispatch and a run end read first, so that it shares a cache line
     __slots__ = (  # noqa: RUF023
         "key",
         "vtime",
-        "only",
         "count",
         "live",
         "queue",
-        "only_sub",
         "fifos",
         "heads",
         "parked",
@@ -184,44 +168,23 @@ class TenantQueue:
         self.key: Key | None = None
         self.live = True  # False once its GroupQueue dropped it (it emptied)
         self.fifos: dict[SubKey, deque[Entry]] = {}
-        self.heads: list[tuple[int, SubKey]] = []
+        self.heads: list[tuple[int, SubKey]] = []  # (seq of its head, key) per FIFO not parked
         self.parked: dict[SubKey, str] = {}
-        self.only: deque[Entry] | None = None
-        self.only_sub: SubKey | None = None
         self.count = 0
 
     def push(self, entry: Entry) -> None:
         """Append at the tail of its FIFO."""
         sub = entry.subkey
-        only = self.only
-        if only is not None and sub is self.only_sub:  # (the core shares a tenant's subkeys)
-            only.append(entry)
-            self.count += 1
-            return
         fifo = self.fifos.get(sub)
         if fifo is None:
             fifo = self.fifos[sub] = deque()
             if sub not in self.parked:
                 heappush(self.heads, (entry.seq, sub))
-            self._find_only()
         fifo.append(entry)
         self.count += 1
 
-    def _find_only(self) -> None:
-        fifos = self.fifos
-        if len(fifos) == 1 and not self.parked:
-            self.only_sub, self.only = next(iter(fifos.items()))
-        else:
-            self.only_sub = self.only = None
-
     def peek(self) -> Entry | None:
         """The oldest live head among the FIFOs that are not parked."""
-        only = self.only
-        if only is not None:
-            while only and only[0].status is not _QUEUED:
-                only.popleft()
-            if only:
-                return only[0]
         heads, fifos = self.heads, self.fifos
         while heads:
             seq, sub = heads[0]
@@ -231,7 +194,6 @@ class TenantQueue:
             if not fifo:
                 heappop(heads)
                 del fifos[sub]
-                self._find_only()
                 continue
             head = fifo[0]
             if head.seq != seq:
@@ -242,26 +204,21 @@ class TenantQueue:
 
     def pop(self, head: Entry) -> None:
         """Remove the head ``peek`` returned (it started)."""
-        (self.only or self.fifos[head.subkey]).popleft()
+        self.fifos[head.subkey].popleft()
         self.count -= 1
 
-    def park(self, sub: SubKey, reason: str) -> None:
-        """Take the FIFO whose head ``peek`` just returned out of the heads."""
+    def withdraw_head(self) -> None:
+        """Take the FIFO whose head ``peek`` just returned out of the heads (it is parked)."""
         heappop(self.heads)
-        self.parked[sub] = reason
-        self.only_sub = self.only = None
 
-    def unpark(self, sub: SubKey) -> bool:
-        """Put a parked FIFO back; True if it has jobs."""
-        if self.parked.pop(sub, None) is None:
-            return False
+    def restore(self, sub: SubKey) -> bool:
+        """Put a FIFO that is no longer parked back among the heads; True if it has jobs (an
+        empty one is dropped)."""
         fifo = self.fifos.get(sub)
         if not fifo:
             self.fifos.pop(sub, None)
-            self._find_only()
             return False
         heappush(self.heads, (fifo[0].seq, sub))
-        self._find_only()
         return True
 
     def entries(self) -> Iterator[Entry]:
@@ -287,7 +244,6 @@ class GroupQueue:
         "parked",
         "pools",
         "rank",
-        "run",
         "runs_seen",
         "step",
         "tenants",
@@ -301,13 +257,7 @@ class GroupQueue:
         self.pools = pools
         self.capacity = Capacity(pools)
         self.tenants: dict[str, TenantQueue] = {}
-        # The tenants' keys: ``run``, a deque of keys in ascending order, and a heap for the
-        # others; the next tenant is the smaller of the two fronts. A new key goes at the end
-        # of ``run``, after moving the keys there that are larger to the heap. Tenants served in
-        # turn (round robin within a resolution step) get ascending keys, so a dispatch then
-        # costs a popleft and an append instead of a sift through a heap of all tenants.
-        self.heap: list[Key] = []
-        self.run: deque[Key] = deque()
+        self.heap: list[Key] = []  # the tenants' keys (and stale ones, dropped when met)
         self.parked: dict[str, str] = {}
         self.count = 0
         # the virtual times of tenants served here whose queue went away when it emptied
@@ -356,35 +306,27 @@ class GroupQueue:
         vtime = queue.vtime
         if queue.key is None and vtime < self.clock:
             vtime = queue.vtime = self.clock
-        key = queue.key = (vtime - vtime % self.step, head.seq, queue)
-        self._insert(key)
-        if len(self.heap) + len(self.run) > 2 * len(self.tenants) + 16:  # drop stale keys
+        self._push_key(queue, vtime, head)
+        if len(self.heap) > 2 * len(self.tenants) + 16:  # drop stale keys
             self.heap = [q.key for q in self.tenants.values() if q.key is not None]
             heapify(self.heap)
-            self.run.clear()
 
-    def _insert(self, key: Key) -> None:
-        """Add a key: at the end of ``run``, after moving the keys there that are larger to the
-        heap (``drain`` does the same inline when it re-keys the tenant it just served)."""
-        run = self.run
-        while run and key < run[-1]:
-            heappush(self.heap, run.pop())
-        run.append(key)
+    def _push_key(self, queue: TenantQueue, vtime: float, head: Entry) -> None:
+        """Give a tenant a new key: its virtual time rounded down to the fair-share resolution,
+        and its head's sequence number (the key it had, if any, is stale from now on)."""
+        key = queue.key = (vtime - vtime % self.step, head.seq, queue)
+        heappush(self.heap, key)
 
     def top(self) -> Key | None:
         """The live key of the tenant that would be offered next (dropping stale keys)."""
-        heap, run = self.heap, self.run
+        heap = self.heap
         while heap and heap[0][2].key is not heap[0]:
             heappop(heap)
-        while run and run[0][2].key is not run[0]:
-            run.popleft()
-        if run and (not heap or run[0] < heap[0]):
-            return run[0]
         return heap[0] if heap else None
 
     def _forget(self, queue: TenantQueue) -> None:
         """Drop an empty tenant queue, keeping the tenant's virtual time; any key of it left in
-        ``run`` or the heap is stale from now on."""
+        the heap is stale from now on."""
         del self.tenants[queue.tenant]
         queue.key = None
         queue.live = False
@@ -425,36 +367,28 @@ class GroupQueue:
             ):
                 self.activate(queue.tenant)
 
-    def unpark(self, tenant: str) -> None:
-        """A tenant parked here may compete again."""
-        if self.parked.pop(tenant, None) is not None:
-            self.activate(tenant)
-
-    def drain(self, selector: Selector, limit: int = -1) -> int:
+    def drain(self, selector: Selector, holds: Holds, out: list[Decision], limit: int = -1) -> int:
         """Start heads, least-served tenant first, until the pools are full, every tenant is
-        parked or declined, or ``limit`` jobs started. Returns how many started."""
-        heap, run = self.heap, self.run
+        parked or declined, or ``limit`` jobs started (decisions go to ``out``); capacity is
+        held for the first head in line that does not fit. Returns how many started."""
         declined: list[Key] = []
         started = 0
         first = True  # the first head offered in a pass is first in line
-        epoch = selector.release_epoch
+        epoch = holds.release_epoch
         # how far a tenant's virtual time may pass its key before it is re-keyed: the key's
         # resolution step plus a typical job's charge (one slot for the expected run time,
         # weight 1)
-        step = self.step
-        reach = step + self.capacity.slot_share * self.expected_run_s
-        pools = self.pools
-        pool = pools[0] if len(pools) == 1 else None  # one pool (the usual case): no call to ask
-        while (run or heap) and started != limit:
-            if declined and selector.release_epoch != epoch:
+        reach = self.step + self.capacity.slot_share * self.expected_run_s
+        while self.heap and started != limit:
+            if declined and holds.release_epoch != epoch:
                 # held capacity was released during this pass: heads set aside get another
                 # chance, in their order, before the tenants after them
-                epoch = selector.release_epoch
+                epoch = holds.release_epoch
                 for item in declined:
-                    heappush(heap, item)
+                    heappush(self.heap, item)
                 declined.clear()
-            # the next tenant, taken off the front (a key that stays is put back below)
-            key = run.popleft() if run and (not heap or run[0] < heap[0]) else heappop(heap)
+            # the next tenant, taken off the heap (a key that stays is put back below)
+            key = heappop(self.heap)
             vtime, seq, queue = key
             if queue.key is not key:
                 continue  # stale
@@ -470,57 +404,43 @@ class GroupQueue:
                 # about one typical job: re-key (a smaller correction is kept exactly in vtime
                 # and counts from the next key on, so the order is never off by more than one
                 # step and one job)
-                key = queue.key = (actual - actual % step, head.seq, queue)
-                self._insert(key)
+                self._push_key(queue, actual, head)
                 continue
             if self.held is not None:
-                selector.release_hold_of_other_than(head, self)
-                if declined and selector.release_epoch != epoch:
-                    heappush(heap, key)
+                holds.release_other_than(head, self)
+                if declined and holds.release_epoch != epoch:
+                    heappush(self.heap, key)
                     continue  # capacity was freed: heads set aside go first (top of the loop)
-            held = (
-                selector.gate(head, queue)
-                if head.limits or head.tenant_state.limited  # nothing to check otherwise
-                else None
-            )
-            if held is not None:
-                scope, reason = held
-                if scope == TENANT:
-                    queue.key = None
-                    self.parked[queue.tenant] = reason
-                else:
-                    queue.park(head.subkey, reason)
-                    heappush(heap, key)  # offered again at once: re-keyed at its next head
-                continue
-            if selector.try_start(head):
+            if head.limits or head.tenant_state.limited:  # (nothing to check otherwise)
+                parked = selector.gate(head, queue, out)
+                if parked is not None:
+                    if parked == FIFO:
+                        heappush(self.heap, key)  # offered again at once: re-keyed at its head
+                    continue
+            charge = selector.try_start(head, queue, out)
+            if charge is not None:
                 started += 1
                 queue.pop(head)
                 self.count -= 1
                 if actual > self.clock:
                     self.clock = actual
-                vtime = queue.vtime = actual + selector.charge(head, queue)
+                queue.vtime = actual + charge
                 following = queue.peek()
                 if following is None:
                     queue.key = None
                     if not queue.count and not queue.parked:
                         self._forget(queue)
                 else:
-                    key = queue.key = (vtime - vtime % step, following.seq, queue)
-                    while run and key < run[-1]:  # (_insert, inlined: once per dispatch)
-                        heappush(heap, run.pop())
-                    run.append(key)
+                    self._push_key(queue, queue.vtime, following)
             else:
                 if first and self.held is None:
-                    selector.hold(head, self)
+                    holds.hold(head, self)
                 declined.append(key)
             first = False
-            if pool is not None:
-                if pool.used_slots >= pool.cap_slots or pool.overcommitted:
-                    break
-            elif not self.any_free_slot():
+            if not self.any_free_slot():
                 break
         for key in declined:
-            heappush(heap, key)
+            heappush(self.heap, key)
         return started
 
     def entries(self) -> Iterator[Entry]:
@@ -567,23 +487,26 @@ class ReadyQueues:
             tenant_queue.count -= 1
         self.counts[entry.rank] -= 1
 
-    def dispatch_level(self, rank: int, selector: Selector, limit: int = -1) -> int:
+    def dispatch_level(
+        self, rank: int, selector: Selector, holds: Holds, out: list[Decision], limit: int = -1
+    ) -> int:
         """Offer one level's queued jobs; returns how many started."""
         started = 0
         for queue in self.levels[rank].values():
             if queue.count and queue.any_free_slot():
-                started += queue.drain(selector, limit - started if limit > 0 else -1)
+                rest = limit - started if limit > 0 else -1
+                started += queue.drain(selector, holds, out, rest)
                 if started == limit:
                     break
         self.counts[rank] -= started
         return started
 
-    def dispatch(self, selector: Selector) -> None:
+    def dispatch(self, selector: Selector, holds: Holds, out: list[Decision]) -> None:
         """Offer queued jobs: levels in strict priority order, then each pool group of a level
         with a free slot, tenants by fair share."""
         for rank in range(LEVELS):
             if self.counts[rank]:
-                self.dispatch_level(rank, selector)
+                self.dispatch_level(rank, selector, holds, out)
 
     def queue_of(self, entry: Entry) -> GroupQueue:
         """The GroupQueue of a queued entry."""
@@ -599,6 +522,14 @@ class ReadyQueues:
                 if queue.count and not mine.isdisjoint(group):
                     return True
         return False
+
+    def forget_standing(self, tenant: str) -> None:
+        """A tenant is forgotten: its virtual time goes from the groups where it gives it no
+        standing (no more than the group's clock)."""
+        for queue in self.groups():
+            vtime = queue.idle_vtimes.get(tenant)
+            if vtime is not None and vtime <= queue.clock:
+                del queue.idle_vtimes[tenant]
 
     def groups(self) -> Iterator[GroupQueue]:
         """Every GroupQueue, highest level first."""

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Final
 
 from .._ir import UNLIMITED, Quota, Tenant
 from ._capacity import Needs, PoolState, Reservation, Usage
-from ._counters import TenantCounters
 
 if TYPE_CHECKING:
-    from ._queues import GroupQueue, SubKey, TenantQueue
+    from ._counters import TenantCounters
+    from ._parking import ParkedFifos
+    from ._queues import GroupQueue, SubKey
 
 __all__ = [
     "NamespaceState",
@@ -79,7 +80,7 @@ class NamespaceState:
         self.waiting = 0
         self.running = 0
         self.usage = Usage()
-        self.parked: list[tuple[TenantQueue, SubKey]] = []
+        self.parked: ParkedFifos = []  # the FIFOs parked on its quota (see _parking)
 
 
 class TenantState:
@@ -93,7 +94,6 @@ class TenantState:
         "usage",
         "waiting",
         "weight",
-        "last_cell",
         "last_subkey",
         "active",
         "counters",
@@ -130,10 +130,8 @@ class TenantState:
         self.spend_period = 0.0  # USD, in the current budget period
         self.period_start = now
         self.committed = 0.0  # estimated maximum cost of admitted, unfinished jobs
-        # the status counter of its last submitted job's (level, backend), and that pair
-        self.last_cell: tuple[int, str, list[int]] | None = None
         self.last_subkey: SubKey | None = None  # the FIFO key of its last submitted job
-        self.parked_in: set[GroupQueue] = set()
+        self.parked_in: set[GroupQueue] = set()  # where it is parked (see _parking)
 
     def update(self, spec: Tenant) -> None:
         """Take a new spec (weight, quota, namespace limits); usage and queues stay."""

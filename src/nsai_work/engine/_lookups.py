@@ -1,9 +1,9 @@
 """``JobLookups``: how an engine finds the jobs a caller names, written once for every engine.
 
 A verb names jobs by id, with or without their tenant (jobs are keyed by (tenant_id, id)). The
-scheduler and a client both resolve them here; each answers the three questions these lookups
-ask in its own way: who owns an id (``_owners``), what each key holds now (``_read``), and what
-an unknown id is told (``not_found``).
+scheduler and a client both resolve them here; each answers the questions these lookups ask in
+its own way: who owns an id (``_owners``, ``_owners_many`` for many in one store query), what
+each key holds now (``_read``), and what an unknown id is told (``not_found``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ __all__ = ["JobLookups"]
 
 
 class JobLookups:
-    """The lookups of job ids, over an engine's ``_owners``, ``_read`` and ``not_found``."""
+    """The lookups of job ids, over an engine's ``_owners``, ``_owners_many``, ``_read`` and
+    ``not_found``."""
 
     __slots__ = ()
 
     async def _owners(self, job_id: str) -> builtins.list[str]:
         """The tenants with a job with this id."""
+        raise NotImplementedError
+
+    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
+        """The tenants with a job with each of these ids (one store query)."""
         raise NotImplementedError
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
@@ -49,7 +54,11 @@ class JobLookups:
                     path="$.tenant_id",
                 )
             return (tenant_id, job_id)
-        owners = await self._owners(job_id)
+        return self._only_owner(job_id, await self._owners(job_id))
+
+    def _only_owner(self, job_id: str, owners: builtins.list[str]) -> JobKey:
+        """The key of the one tenant with a job with this id (``NotFoundError`` for none,
+        ``ValidationError`` asking for ``tenant_id`` for several)."""
         if len(owners) == 1:
             return (owners[0], job_id)
         if not owners:
@@ -62,8 +71,18 @@ class JobLookups:
 
     async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
         """The current snapshot of each job id a caller passed, its tenant found as ``_key``
-        finds it."""
-        keys = [await self._key(job_id, tenant_id) for job_id in _ids(job_ids)]
+        finds it (the owners of all the ids in one store query)."""
+        ids = _ids(job_ids)
+        if tenant_id is not None or not ids:
+            keys = [await self._key(job_id, tenant_id) for job_id in ids]
+        else:
+            owners = await self._owners_many([i for i in ids if isinstance(i, str)])
+            keys = []
+            for job_id in ids:
+                if not isinstance(job_id, str):
+                    keys.append(await self._key(job_id))  # (says what is wrong with it)
+                    continue
+                keys.append(self._only_owner(job_id, owners.get(job_id, [])))
         jobs = await self._read(keys)
         for key, job in zip(keys, jobs, strict=True):
             if job is None:

@@ -551,6 +551,20 @@ class Scheduler(JobLookups, Verbs):
         stored = await self._store.owners(job_id)
         return live if not stored else sorted({*live, *stored})
 
+    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
+        """The tenants with a job with each of these ids: live here, or in the store (one
+        store query)."""
+        if self._state == "new" or not job_ids:
+            return {}
+        stored = await self._store.owners_many(job_ids)
+        live = self._core.owners
+        found: dict[str, builtins.list[str]] = {}
+        for job_id in job_ids:
+            owners = live(job_id)
+            more = stored.get(job_id)
+            found[job_id] = sorted({*owners, *more}) if more else owners
+        return found
+
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job's latest snapshot: a live job's from the core (a durable store may not have
         it yet), any other's from the store; None when there is none."""

@@ -263,13 +263,17 @@ class GroupCommit:
         delay = _RETRY_FIRST_S
         while True:
             try:
-                await self.store.write(batch.batch())
-            except ConflictError:
-                await self._drop_conflicts(batch)
-                continue
-            except StoreError as exc:
+                try:
+                    await self.store.write(batch.batch())
+                except ConflictError:
+                    await self._drop_conflicts(batch)  # (its read may fail too: below)
+                    continue
+            except Exception as exc:  # a store error, or a store's bug: the writer goes on
                 self.failing = True
-                _log.warning("nsai-work: commit failed (%s); retrying in %.2f s", exc, delay)
+                if isinstance(exc, StoreError):
+                    _log.warning("nsai-work: commit failed (%s); retrying in %.2f s", exc, delay)
+                else:
+                    _log.exception("nsai-work: the store raised; retrying in %.2f s", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 batch.absorb(self._pending)  # newer writes go in the same (ordered) commit

@@ -135,6 +135,11 @@ class Store(Protocol):
         """The tenants that have a job with this id (usually none or one)."""
         ...
 
+    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """``owners`` of many ids in one query: id -> its tenants, sorted (ids no job has are
+        left out)."""
+        ...
+
     async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
         """A page and the cursor of the next (None: last page); O(page + log n) from an index.
         A cursor that this store did not make is a ``ValidationError`` at ``$.cursor``."""

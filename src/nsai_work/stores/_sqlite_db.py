@@ -406,6 +406,21 @@ class SqliteDatabase:
             ).fetchall()
         return [row[0] for row in rows]
 
+    def owners_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        """The tenants holding a job with each of these ids, sorted."""
+        found: dict[str, list[str]] = {}
+        with self._transaction("reading jobs", write=False) as conn:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT id, tenant_id FROM jobs WHERE id IN ({marks}) ORDER BY id, tenant_id",
+                    chunk,
+                ).fetchall()
+                for job_id, tenant_id in rows:
+                    found.setdefault(job_id, []).append(tenant_id)
+        return found
+
     def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
         """A page of the tenant's jobs, newest first, and the next page's cursor."""
         params: list[Any] = [query.tenant_id]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
 from ._protocol import Store
@@ -14,17 +15,23 @@ SCHEMES = ("memory", "sqlite", "postgresql", "postgres")
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
+    """The URL without its password (for messages and logs): in the user info and in a
+    ``password=`` query parameter (libpq takes both). The rest is kept as written."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable store URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        hidden = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+        url = url.replace(f"//{parts.netloc}", f"//{hidden}", 1)
+    if "password=" in parts.query:
+        head, _, query = url.partition("?")
+        url = head + "?" + _PASSWORD_PARAM.sub(r"\1***", query)
+    return url
+
+
+_PASSWORD_PARAM = re.compile(r"((?:^|&)password=)[^&]*")
 
 
 def store_from_url(url: str, **options: Any) -> Store:
@@ -50,8 +57,21 @@ def store_from_url(url: str, **options: Any) -> Store:
                 f"one of {', '.join(SqliteStore.OPTIONS)}"
             )
         return SqliteStore(url, **options)
-    if scheme in ("postgresql", "postgres"):  # the Postgres store lands next
-        raise ConfigurationError(f"the {scheme} store is not built yet: {redact(url)}")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the PostgreSQL store needs psycopg 3 and psycopg-pool ({exc}); install "
+                f"nsai-work[postgres] to use {redact(url)}"
+            ) from None
+        unknown = sorted(set(options) - set(PostgresStore.OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown PostgreSQL store option(s) {', '.join(unknown)} for {redact(url)}; "
+                f"one of {', '.join(PostgresStore.OPTIONS)}"
+            )
+        return PostgresStore(url, **options)
     raise ConfigurationError(
         f"unknown store scheme {scheme!r} in {redact(url)}; one of {', '.join(SCHEMES)}"
     )

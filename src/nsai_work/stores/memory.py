@@ -141,6 +141,12 @@ class MemoryStore:
         self._require()
         return self.table.owners(job_id)
 
+    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The tenants of each id that has jobs."""
+        self._require()
+        owners = self.table.owners
+        return {job_id: sorted(found) for job_id in job_ids if (found := owners(job_id))}
+
     async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
         """A page from the table's ordered indexes; the cursor is bound to the query."""
         self._require()

@@ -200,6 +200,12 @@ async def check_owners(check: Check) -> None:
         got = await store.owners(job_id)
         if sorted(got) != want:
             fail(f"{check.section}: owners({job_id!r}) returned {got}, expected {want}")
+    many = await store.owners_many([shared, alone.id, "no-such-id", shared])
+    if many != {shared: sorted([a, b]), alone.id: [a]}:
+        fail(
+            f"{check.section}: owners_many([shared, alone, unknown, shared]) returned {many}, "
+            f"expected {{shared: {sorted([a, b])}, alone: [{a!r}]}}"
+        )
     await check.clean(store, [ja])
     if await store.owners(shared) != [b]:
         fail(f"{check.section}: owners() after a delete should be [{b!r}]")
