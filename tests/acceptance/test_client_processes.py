@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the process tests run on Linux"
 )
 
-#: Stores that processes share (add "postgres" with the postgres_url fixture when it lands).
-SHARED_STORES = ["sqlite"]
+#: Stores that processes share.
+SHARED_STORES = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=SHARED_STORES)

@@ -3,9 +3,11 @@ client's jobs run and its waits see them end; get, list, cancel and retry throug
 job the scheduler declines ends canceled with the error; a submit while no scheduler runs
 waits for one; duplicates, closed clients and stores that cannot be shared say so.
 
-Every test runs over each store that processes can share (``SHARED_STORES``); the scheduler and
-its clients open the same store through objects of their own, as separate processes would
-(tests/acceptance/test_client_processes.py runs them as processes)."""
+Every test runs over each store that processes can share (``SHARED_STORES``: SQLite, and
+PostgreSQL through the ``postgres_url`` fixture), but those of the client's own poller, which use
+a SQLite store made to fail. The scheduler and its clients open the same store through objects of
+their own, as separate processes would (tests/acceptance/test_client_processes.py runs them as
+processes)."""
 
 from __future__ import annotations
 
@@ -24,9 +26,8 @@ from nsai_work.stores.sqlite import SqliteStore
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
-#: Stores that processes share. Add "postgres" when PostgresStore lands: the fixture below
-#: already makes its URL.
-SHARED_STORES = ["sqlite"]
+#: Stores that processes share.
+SHARED_STORES = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=SHARED_STORES)
@@ -493,10 +494,9 @@ class _Flaky(SqliteStore):
 
 
 def test_a_waiting_client_rides_out_a_failing_store(
-    url: str, handlers: Callable[..., str], arun: Run[Any], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, handlers: Callable[..., str], arun: Run[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not url.startswith("sqlite"):
-        pytest.skip("the flaky store is a SQLite store")
+    url = f"sqlite://{tmp_path}/work.db"
     kind = handlers(lambda j: "done")
     flaky = _Flaky(url, work.StoreError("the disk is on fire"), failures=2)
 
@@ -511,10 +511,9 @@ def test_a_waiting_client_rides_out_a_failing_store(
 
 
 def test_a_client_poller_that_breaks_ends_the_waits_with_its_error(
-    url: str, arun: Run[Any], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, arun: Run[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not url.startswith("sqlite"):
-        pytest.skip("the flaky store is a SQLite store")
+    url = f"sqlite://{tmp_path}/work.db"
     broken = _Flaky(url, RuntimeError("a bug"), failures=1)
 
     async def scenario() -> None:
