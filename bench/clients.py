@@ -1,13 +1,15 @@
-"""Clients: a scheduler process and client processes on one SQLite store (``synchronous=FULL``,
-the default; a fresh file in a temporary directory per run).
+"""Clients: a scheduler process and client processes on one store, SQLite (``synchronous=FULL``,
+the default; a fresh file in a temporary directory per run) and PostgreSQL (stock durability; a
+fresh database per run on one throwaway cluster, tests/_postgres.py; run through
+``scripts/in-netns.sh``, as ``make bench`` does).
 
 - Latency: one client submits ``LATENCY_JOBS`` jobs one at a time, each waited for before the
   next (an idle scheduler). Per job: the ``submit`` call (a validated insert, committed: one
-  fsync of the WAL), submit to start (from the wall clock before the ``submit`` call to the
-  wall clock when the handler starts, in the scheduler process: the scheduler's
-  ``wait_for_change`` polls the file's ``data_version`` every 10 ms), and submit to the end as
-  the client's ``wait`` sees it (the scheduler commits the end within ``store_flush_s``, 5 ms;
-  the client's poller looks after each change it is told of, at most every 10 ms).
+  fsync), submit to start (from the wall clock before the ``submit`` call to the wall clock
+  when the handler starts, in the scheduler process: SQLite's ``wait_for_change`` polls the
+  file's ``data_version`` every 10 ms, PostgreSQL's is woken by a NOTIFY), and submit to the end
+  as the client's ``wait`` sees it (the scheduler commits the end within ``store_flush_s``,
+  5 ms; the client's poller reads after each change its store reports).
 - Throughput: ``CLIENTS`` client processes at once each submit ``JOBS`` no-op jobs (the first 50
   one by one, the rest in batches of 50) and ``wait_many`` for all of them; timed from the
   first submit to the last ``wait_many`` returning, over all clients (wall clock).
@@ -19,11 +21,13 @@ processes (run by ``run``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -122,22 +126,20 @@ def _answer(process: subprocess.Popen[str]) -> Any:
     return json.loads(out)
 
 
-def _one_run(latency_jobs: int, jobs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="nsai-bench-clients-") as directory:
-        url = f"sqlite://{directory}/work.db"
-        scheduler = _spawn("scheduler", url, stdin=subprocess.PIPE)
-        try:
-            assert scheduler.stdout is not None
-            if scheduler.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"the scheduler did not start: {scheduler.stderr}")
-            latency = _answer(_spawn("latency", url, str(latency_jobs)))
-            clients = [_spawn("throughput", url, f"tenant-{n}", str(jobs)) for n in range(CLIENTS)]
-            spans = [_answer(process) for process in clients]
-            scheduler.communicate(timeout=60)  # closes its stdin: it stops
-        finally:
-            if scheduler.poll() is None:
-                scheduler.kill()
-                scheduler.wait()
+def _one_run(url: str, latency_jobs: int, jobs: int) -> dict[str, Any]:
+    scheduler = _spawn("scheduler", url, stdin=subprocess.PIPE)
+    try:
+        assert scheduler.stdout is not None
+        if scheduler.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the scheduler did not start: {scheduler.stderr}")
+        latency = _answer(_spawn("latency", url, str(latency_jobs)))
+        clients = [_spawn("throughput", url, f"tenant-{n}", str(jobs)) for n in range(CLIENTS)]
+        spans = [_answer(process) for process in clients]
+        scheduler.communicate(timeout=60)  # closes its stdin: it stops
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
     first = min(span["first"] for span in spans)
     last = max(span["last"] for span in spans)
     return {
@@ -148,50 +150,80 @@ def _one_run(latency_jobs: int, jobs: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _stores() -> Iterator[dict[str, Callable[[], str]]]:
+    """A factory of fresh store URLs per kind of store (Postgres: a throwaway cluster)."""
+    with tempfile.TemporaryDirectory(prefix="nsai-bench-clients-") as scratch:
+        counter = iter(range(1_000_000))
+
+        def sqlite() -> str:
+            return f"sqlite://{Path(scratch) / f'work-{next(counter)}.db'}"
+
+        from tests._postgres import PostgresCluster
+
+        with PostgresCluster() as cluster:
+
+            def postgres() -> str:
+                return cluster.create_database(f"bench_clients_{next(counter)}")
+
+            yield {"sqlite": sqlite, "postgres": postgres}
+
+
+STORES: Final = {
+    "sqlite": "SQLite (synchronous=FULL)",
+    "postgres": "PostgreSQL (fsync, synchronous_commit on)",
+}
+
+
 def run(params: Params, runs: int) -> ScenarioResult:
     quick = params == QUICK
     latency_jobs = LATENCY_JOBS_QUICK if quick else LATENCY_JOBS_FULL
     jobs = JOBS_QUICK if quick else JOBS_FULL
-    results = []
-    for _ in range(runs):
-        settle()
-        results.append(_one_run(latency_jobs, jobs))
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in STORES}
+    with _stores() as stores:
+        for _ in range(runs):
+            for name, fresh in stores.items():
+                settle()
+                results[name].append(_one_run(fresh(), latency_jobs, jobs))
     labels = {
-        "submit_ms": "clients: a client's submit (committed, fsync'd)",
-        "start_ms": "clients: submit to the handler's start (in the scheduler process)",
-        "done_ms": "clients: submit to the client's wait seeing the end",
+        "submit_ms": "a client's submit (committed)",
+        "start_ms": "submit to the handler's start (in the scheduler process)",
+        "done_ms": "submit to the client's wait seeing the end",
     }
-    figures = [
-        Figure(
-            id=f"clients.{key.removesuffix('_ms')}_{q}_ms",
-            label=f"{label}, {q}",
-            unit="ms",
-            runs=[r[f"{key}_{q}"] for r in results],
-            digits=2,
-        )
-        for key, label in labels.items()
-        for q in ("p50", "p99")
-    ]
-    figures += [
-        Figure(
-            id="clients.jobs_per_s",
-            label=f"clients: {CLIENTS} client processes x {jobs:,} jobs, submit to all seen done",
-            unit="jobs/s",
-            runs=[r["jobs_per_s"] for r in results],
-            digits=0,
-        ),
-        Figure(
-            id="clients.submit_jobs_per_s",
-            label=f"clients: {CLIENTS} client processes x {jobs:,} jobs, submits alone",
-            unit="jobs/s",
-            runs=[r["submit_jobs_per_s"] for r in results],
-            digits=0,
-        ),
-    ]
+    figures: list[Figure] = []
+    for name, store in STORES.items():
+        figures += [
+            Figure(
+                id=f"clients.{name}.{key.removesuffix('_ms')}_{q}_ms",
+                label=f"clients, {store}: {label}, {q}",
+                unit="ms",
+                runs=[r[f"{key}_{q}"] for r in results[name]],
+                digits=2,
+            )
+            for key, label in labels.items()
+            for q in ("p50", "p99")
+        ]
+        figures += [
+            Figure(
+                id=f"clients.{name}.jobs_per_s",
+                label=f"clients, {store}: {CLIENTS} processes x {jobs:,} jobs, submit to all done",
+                unit="jobs/s",
+                runs=[r["jobs_per_s"] for r in results[name]],
+                digits=0,
+            ),
+            Figure(
+                id=f"clients.{name}.submit_jobs_per_s",
+                label=f"clients, {store}: {CLIENTS} processes x {jobs:,} jobs, submits alone",
+                unit="jobs/s",
+                runs=[r["submit_jobs_per_s"] for r in results[name]],
+                digits=0,
+            ),
+        ]
     return ScenarioResult(
         name="clients",
         description=(
-            f"A scheduler process and client processes on one SQLite file (synchronous=FULL): "
+            f"A scheduler process and client processes on one store (a fresh SQLite file, "
+            f"synchronous=FULL; a fresh PostgreSQL database, stock durability): "
             f"{latency_jobs} jobs submitted one at a time and waited for (latency), then "
             f"{CLIENTS} clients x {jobs:,} no-op jobs at once (the first {SINGLE} one by one, "
             f"then batches of {BATCH}), each client waiting for all of its own."

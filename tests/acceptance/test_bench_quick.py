@@ -43,11 +43,14 @@ FIGURES = (
     "tenancy.fairness_tvd_pp",
     "tenancy.throughput_ratio",
     "list.flatness",
-    "clients.submit_p50_ms",
-    "clients.submit_p99_ms",
-    "clients.start_p50_ms",
-    "clients.start_p99_ms",
-    "clients.jobs_per_s",
+    "clients.sqlite.submit_p50_ms",
+    "clients.sqlite.start_p50_ms",
+    "clients.sqlite.done_p50_ms",
+    "clients.sqlite.jobs_per_s",
+    "clients.postgres.submit_p50_ms",
+    "clients.postgres.start_p50_ms",
+    "clients.postgres.done_p50_ms",
+    "clients.postgres.jobs_per_s",
 )
 
 
