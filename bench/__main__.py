@@ -13,7 +13,18 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
-from . import altar, durable, latency, listing, memory, process, stats, tenancy, throughput
+from . import (
+    altar,
+    clients,
+    durable,
+    latency,
+    listing,
+    memory,
+    process,
+    stats,
+    tenancy,
+    throughput,
+)
 from ._common import FULL, QUICK, Params, ScenarioResult, load_average, write_results
 
 SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
@@ -27,6 +38,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "altar": altar.run,
     "list": listing.run,
     "durable": durable.run,
+    "clients": clients.run,
 }
 
 

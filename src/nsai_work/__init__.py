@@ -13,6 +13,9 @@ that really run the work. Three faces over one engine::
 
     with work.SyncScheduler() as s: ...            # a blocking scheduler of your own
     async with work.Scheduler() as s: ...          # the async engine
+
+    with work.connect(store="sqlite:///var/lib/work/work.db") as c: ...  # a client of the
+    async with work.Client(store="sqlite:///...") as c: ...  # scheduler serving that store
 """
 
 from __future__ import annotations
@@ -70,7 +73,17 @@ _LAZY: dict[str, str] = {
     "JobContext": "._context",
     "Backend": ".backends",
     **dict.fromkeys(
-        ["Config", "Page", "Scheduler", "SyncScheduler", "SyncTenantScope", "TenantScope"],
+        [
+            "Client",
+            "Config",
+            "Page",
+            "Scheduler",
+            "SyncClient",
+            "SyncScheduler",
+            "SyncTenantScope",
+            "TenantScope",
+            "connect",
+        ],
         ".engine",
     ),
     **dict.fromkeys(
@@ -101,7 +114,17 @@ if TYPE_CHECKING:
     from . import altar, backends, telemetry, testing
     from ._context import JobContext
     from .backends import Backend
-    from .engine import Config, Page, Scheduler, SyncScheduler, SyncTenantScope, TenantScope
+    from .engine import (
+        Client,
+        Config,
+        Page,
+        Scheduler,
+        SyncClient,
+        SyncScheduler,
+        SyncTenantScope,
+        TenantScope,
+        connect,
+    )
     from .engine._default import (
         as_completed,
         as_tenant,
@@ -185,6 +208,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "Backoff",
+    "Client",
     "Clock",
     "Config",
     "ConfigurationError",
@@ -217,6 +241,7 @@ __all__ = [
     "Status",
     "StoreError",
     "StoreUnavailableError",
+    "SyncClient",
     "SyncScheduler",
     "SyncTenantScope",
     "Tenant",
@@ -233,6 +258,7 @@ __all__ = [
     "as_tenant",
     "backends",
     "cancel",
+    "connect",
     "default_scheduler",
     "get",
     "handler",

@@ -43,6 +43,14 @@ FIGURES = (
     "tenancy.fairness_tvd_pp",
     "tenancy.throughput_ratio",
     "list.flatness",
+    "clients.sqlite.submit_p50_ms",
+    "clients.sqlite.start_p50_ms",
+    "clients.sqlite.done_p50_ms",
+    "clients.sqlite.jobs_per_s",
+    "clients.postgres.submit_p50_ms",
+    "clients.postgres.start_p50_ms",
+    "clients.postgres.done_p50_ms",
+    "clients.postgres.jobs_per_s",
 )
 
 

@@ -1,5 +1,6 @@
-"""One implementation of the verbs for every face: the blocking faces and the module functions
-are made from the async verbs, so they take the same arguments and say the same thing."""
+"""One implementation of the verbs for every face: the blocking faces, the module functions and
+the clients are made from the async verbs, so they take the same arguments and say the same
+thing."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def test_every_face_has_each_verb_on_jobs_with_its_arguments_and_doc(name: str) 
         work.TenantScope,
         work.SyncScheduler,
         work.SyncTenantScope,
+        work.Client,
+        work.SyncClient,
         getattr(_default, name),
     ]
     for face in faces:
@@ -70,6 +73,21 @@ def test_the_blocking_faces_take_the_schedulers_own_verbs_from_it(name: str) -> 
             continue
         assert _params(fn) == _params(verb)
         assert fn.__doc__ == verb.__doc__
+
+
+@pytest.mark.parametrize("face", [work.Client, work.SyncClient])
+def test_a_client_has_the_verbs_on_jobs_and_none_that_need_the_schedulers_memory(
+    face: type,
+) -> None:
+    for name in JOB_VERBS:
+        assert callable(getattr(face, name)), (face, name)
+    for name in [*SCHEDULER_VERBS, "as_tenant", "start", "stop"]:
+        assert not hasattr(face, name), (face, name)
+
+
+def test_connect_takes_the_clients_options() -> None:
+    assert _params(work.connect) == _params(work.SyncClient.__init__)
+    assert _params(work.SyncClient.__init__) == _params(work.Client.__init__)
 
 
 def test_a_scoped_handle_refuses_another_tenants_id_naming_the_field(

@@ -1,9 +1,21 @@
 """The asyncio engine and its three faces: ``Scheduler`` (async), ``SyncScheduler`` (blocking)
-and the module functions on a process-wide default."""
+and the module functions on a process-wide default; and clients of a store a scheduler in
+another process serves: ``Client`` (async), ``SyncClient`` and ``connect`` (blocking)."""
 
+from ._client import Client, SyncClient, connect
 from ._config import Config
 from ._scheduler import Page, Scheduler
 from ._sync import SyncScheduler
 from ._tenants import SyncTenantScope, TenantScope
 
-__all__ = ["Config", "Page", "Scheduler", "SyncScheduler", "SyncTenantScope", "TenantScope"]
+__all__ = [
+    "Client",
+    "Config",
+    "Page",
+    "Scheduler",
+    "SyncClient",
+    "SyncScheduler",
+    "SyncTenantScope",
+    "TenantScope",
+    "connect",
+]

@@ -18,7 +18,7 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
@@ -71,6 +71,8 @@ from ..stores import ListQuery, MemoryStore, Store, store_from_url
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve
 from ._emit import Emitter, rejection_reason
+from ._inbox import ClientInbox
+from ._lookups import JobLookups
 from ._recovery import recover, state_blob
 from ._timers import TimerHeap
 from ._verbs import Verbs, Watcher, check_timeout
@@ -220,7 +222,7 @@ def _encodable(text: str) -> str:
     return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
 
 
-class Scheduler(Verbs):
+class Scheduler(JobLookups, Verbs):
     """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
 
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
@@ -230,6 +232,8 @@ class Scheduler(Verbs):
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         self.config = make_config(config, options)
         self._state = "new"
+        self._adopted: set[JobKey] = set()  # see _start_serving_clients
+        self._clients: ClientInbox | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -313,6 +317,7 @@ class Scheduler(Verbs):
             writes.state_source = lambda: state_blob(self)
             await recover(self)
         self._state = "running"
+        self._start_serving_clients()
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop: running jobs may finish until ``timeout`` seconds.
@@ -330,6 +335,8 @@ class Scheduler(Verbs):
         if self._state != "running":
             return
         self._state = "stopping"
+        if self._clients is not None:
+            await self._clients.stop()
         loop = self._loop
         if self._writes.durable:
             await self._wait_runs(loop.time() + max(0.0, timeout))
@@ -381,6 +388,15 @@ class Scheduler(Verbs):
         await self._writes.close()
         if self._writes.durable:  # (the memory store's jobs stay readable after stop)
             await self._store.close()
+
+    def _start_serving_clients(self) -> None:
+        """With a durable store, admit the jobs and carry out the cancel requests that client
+        processes commit to it (engine/_inbox.py). Their jobs are rows of the store already:
+        while a client job's admission is not committed its key is in ``_adopted``, and its
+        records are written as updates, not inserts."""
+        if self._store.durable:
+            self._clients = ClientInbox(self)
+            self._clients.start()
 
     async def _wait_runs(self, deadline: float, between: Callable[[], None] | None = None) -> None:
         """Wait until no run is in flight or ``deadline`` (loop time) has passed; ``between``
@@ -533,35 +549,6 @@ class Scheduler(Verbs):
         await writes.wait_submitted(writes.submitted(keys))
         return admitted
 
-    async def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
-        """The (tenant id, job id) a caller means: the tenant is looked up when not given, and
-        must be given when two tenants have a job with this id."""
-        if not isinstance(job_id, str):
-            raise ValidationError(
-                f"a job id is a string, got {type(job_id).__name__}", path="$.job_id"
-            )
-        if tenant_id is not None:
-            if not isinstance(tenant_id, str):
-                raise ValidationError(
-                    f"tenant_id is a string or None, got {type(tenant_id).__name__}",
-                    path="$.tenant_id",
-                )
-            return (tenant_id, job_id)
-        return self._only_owner(job_id, await self._owners(job_id))
-
-    def _only_owner(self, job_id: str, owners: builtins.list[str]) -> JobKey:
-        """The key of the one tenant with a job with this id (``NotFoundError`` for none,
-        ``ValidationError`` asking for ``tenant_id`` for several)."""
-        if len(owners) == 1:
-            return (owners[0], job_id)
-        if not owners:
-            raise self.not_found(job_id)
-        raise ValidationError(
-            f"job id {job_id!r} exists under {len(owners)} tenants; say whose with "
-            f"tenant_id=... (or use a tenant-scoped handle, as_tenant(...))",
-            path="$.tenant_id",
-        )
-
     async def _owners(self, job_id: str) -> builtins.list[str]:
         """The tenants with a job with this id: live here, or in the store."""
         if self._state == "new":
@@ -570,31 +557,19 @@ class Scheduler(Verbs):
         stored = await self._store.owners(job_id)
         return live if not stored else sorted({*live, *stored})
 
-    async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
-        """The current snapshot of each job id a caller passed, its tenant found as ``_key``
-        finds it (the owners of all the ids in one store query)."""
-        ids = _ids(job_ids)
-        if tenant_id is not None or self._state == "new" or not ids:
-            keys = [await self._key(job_id, tenant_id) for job_id in ids]
-        else:
-            strings = [i for i in ids if isinstance(i, str)]
-            stored = await self._store.owners_many(strings) if strings else {}
-            live = self._core.owners
-            keys = []
-            for job_id in ids:
-                if not isinstance(job_id, str):
-                    keys.append(await self._key(job_id))  # (says what is wrong with it)
-                    continue
-                owners = live(job_id)
-                found = stored.get(job_id)
-                if found:
-                    owners = sorted({*owners, *found})
-                keys.append(self._only_owner(job_id, owners))
-        jobs = await self._read(keys)
-        for key, job in zip(keys, jobs, strict=True):
-            if job is None:
-                raise self.not_found(key[1])
-        return jobs  # type: ignore[return-value]
+    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
+        """The tenants with a job with each of these ids: live here, or in the store (one
+        store query)."""
+        if self._state == "new" or not job_ids:
+            return {}
+        stored = await self._store.owners_many(job_ids)
+        live = self._core.owners
+        found: dict[str, builtins.list[str]] = {}
+        for job_id in job_ids:
+            owners = live(job_id)
+            more = stored.get(job_id)
+            found[job_id] = sorted({*owners, *more}) if more else owners
+        return found
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job's latest snapshot: a live job's from the core (a durable store may not have
@@ -609,13 +584,6 @@ class Scheduler(Verbs):
             for index, job in zip(missing, found, strict=True):
                 jobs[index] = job
         return jobs
-
-    async def _stored(self, key: JobKey) -> Job:
-        """A job's latest snapshot (without the live overlay of ``get``)."""
-        (job,) = await self._read([key])
-        if job is None:
-            raise self.not_found(key[1])
-        return job
 
     def not_found(self, job_id: str) -> NotFoundError:
         """The one answer for an unknown id, another tenant's job, or a pruned one."""
@@ -650,8 +618,13 @@ class Scheduler(Verbs):
         )
 
     async def _cancel(self, key: JobKey, reason: str) -> Job:
-        """Cancel a live job; the job as it is then."""
-        self._feed(Cancel(key[0], key[1], reason))
+        """Cancel a live job; the job as it is then. A job the engine does not hold is a
+        client's not admitted yet: it is asked to cancel through the store, as a client asks,
+        and the client inbox cancels it as it admits it."""
+        if self._clients is not None and self._core.get(*key) is None:
+            await self._store.request_cancel(key, reason)
+        else:
+            self._feed(Cancel(key[0], key[1], reason))
         return self._current(await self._stored(key))
 
     def _tenant_stats(self, tenant_id: str) -> TenantStats:
@@ -708,6 +681,7 @@ class Scheduler(Verbs):
 
     def _apply(self, decisions: builtins.list[Any], now: float) -> None:
         writes = self._writes
+        adopted = self._adopted  # client jobs being admitted: stored already
         emitter = self._emitter if self._bus._by_event else None  # one lookup when unobserved
         for decision in decisions:
             kind = type(decision)
@@ -718,7 +692,9 @@ class Scheduler(Verbs):
                 self._start_run(decision)
             elif kind is Record:
                 job = decision.job
-                if decision.previous is None:
+                if decision.previous is None and not (
+                    adopted and (job.tenant_id, job.id) in adopted
+                ):
                     writes.insert(job)
                 else:
                     writes.update(job, now)
@@ -940,17 +916,6 @@ async def _quietly(awaitable: Any, backend: str) -> None:
         raise
     except BaseException:
         _log.exception("backend %r failed to cancel a job", backend)
-
-
-def _ids(job_ids: object) -> builtins.list[object]:
-    """The job ids a ``wait_many``/``as_completed`` caller passed, as a list."""
-    if isinstance(job_ids, str) or not isinstance(job_ids, Iterable):
-        raise ValidationError(
-            f"job_ids is a list (or other iterable) of job id strings, got "
-            f"{type(job_ids).__name__}",
-            path="$.job_ids",
-        )
-    return [*job_ids]
 
 
 def check_stop_timeout(timeout: float) -> None:

@@ -11,24 +11,71 @@ retry...): the checks of its arguments, its options, its documentation. Every fa
 
 So an option added here is an option of every face. Each verb is a coroutine, so a verb can wait
 for what it needs (a durable store's commit) before it answers, on every face alike.
+
+What carries a verb out is an ``Engine``: the scheduler itself, or a ``Client`` of a store that
+a scheduler in another process serves (``engine/_client.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import retry_copy
-from ..stores import ListQuery
+from ..stores import JobKey, ListQuery
 
 if TYPE_CHECKING:
-    from ._scheduler import Page, Scheduler
+    from ._scheduler import Page
 
-__all__ = ["Verbs", "check_timeout", "job_list"]
+__all__ = ["Engine", "Verbs", "check_timeout", "job_list"]
+
+
+class Engine(Protocol):
+    """What carries the verbs out (the scheduler, or a client of a store): the engine-internal
+    methods ``Verbs`` calls, on the engine's loop."""
+
+    _loop: asyncio.AbstractEventLoop
+
+    async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
+        """Validate and submit new jobs (all or nothing); the jobs as accepted."""
+        ...
+
+    async def _key(self, job_id: object, tenant_id: object = None) -> JobKey:
+        """The (tenant id, job id) a caller means."""
+        ...
+
+    async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
+        """The current snapshot of each job id a caller passed (``NotFoundError`` if one is
+        unknown)."""
+        ...
+
+    async def _stored(self, key: JobKey) -> Job:
+        """A job's latest snapshot (``NotFoundError`` if unknown)."""
+        ...
+
+    def _current(self, job: Job) -> Job:
+        """A snapshot with what changes between transitions filled in."""
+        ...
+
+    async def _list(self, query: ListQuery) -> Page:
+        """A page of a tenant's jobs (arguments checked)."""
+        ...
+
+    async def _cancel(self, key: JobKey, reason: str) -> Job:
+        """Cancel (or ask to cancel) a job that is not terminal; the job as it is then."""
+        ...
+
+    def _watch(self, job_id: str, watcher: Watcher) -> None:
+        """Have ``watcher.done(job)`` called when a job with this id is terminal."""
+        ...
+
+    def _unwatch(self, job_id: str, watcher: Watcher) -> None:
+        """Stop calling ``watcher`` for this id."""
+        ...
 
 
 class Verbs:
@@ -38,7 +85,7 @@ class Verbs:
     __slots__ = ()
 
     @property
-    def _engine(self) -> Scheduler:
+    def _engine(self) -> Engine:
         raise NotImplementedError
 
     @property
@@ -215,7 +262,10 @@ class Verbs:
         try:
             async with asyncio.timeout(timeout):
                 for _ in range(expected):
-                    yield await done.get()
+                    item = await done.get()
+                    if isinstance(item, BaseException):  # the engine gave up (see fail())
+                        raise item
+                    yield item
         except TimeoutError:
             raise WaitTimeoutError(f"not every job finished after {timeout} s") from None
         finally:
@@ -262,6 +312,11 @@ class _WaitGroup:
         self.slots: dict[str, int] = {}  # job id -> index in results, while it is not finished
         self.left = 0
 
+    def tenant_of(self, job_id: str) -> str | None:
+        """The tenant of the watched job with this id (None: not watched, or finished)."""
+        index = self.slots.get(job_id)
+        return None if index is None else self.results[index].tenant_id
+
     def done(self, job: Job) -> bool:
         """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
         index = self.slots.get(job.id)
@@ -274,6 +329,11 @@ class _WaitGroup:
             self.future.set_result(None)
         return True
 
+    def fail(self, error: BaseException) -> None:
+        """The engine can no longer tell when the jobs finish: the wait raises ``error``."""
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 class _Collector:
     """An ``as_completed`` in progress: watched jobs go to its queue as they finish."""
@@ -281,8 +341,12 @@ class _Collector:
     __slots__ = ("queue", "tenants")
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.queue: asyncio.Queue[Job | BaseException] = asyncio.Queue()
         self.tenants: dict[str, str] = {}  # watched job id -> its tenant
+
+    def tenant_of(self, job_id: str) -> str | None:
+        """The tenant of the watched job with this id (None: not watched, or finished)."""
+        return self.tenants.get(job_id)
 
     def done(self, job: Job) -> bool:
         """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
@@ -292,9 +356,14 @@ class _Collector:
         self.queue.put_nowait(job)
         return True
 
+    def fail(self, error: BaseException) -> None:
+        """The engine can no longer tell when the jobs finish: the iteration raises ``error``."""
+        self.queue.put_nowait(error)
+
 
 #: What waits for jobs to finish: ``done(job)`` takes a terminal job with a watched id, and
-#: says whether it was the watched one.
+#: says whether it was the watched one; ``tenant_of(job_id)`` is a watched id's tenant;
+#: ``fail(error)`` ends the wait with an error.
 Watcher = _WaitGroup | _Collector
 
 
