@@ -39,6 +39,7 @@ from nsai_work.core import (
     DisarmTimer,
     Dispatch,
     Failed,
+    Limit,
     Record,
     Reject,
     Restore,
@@ -347,6 +348,26 @@ def test_counters_continue_and_only_changes_are_recorded() -> None:
     assert of_type(out, Dispatch) == []
     assert fresh.stats().totals == core.stats().totals
     assert fresh.stats().by_tenant["acme"].rejections == core.stats().by_tenant["acme"].rejections
+
+
+def test_a_rate_limited_tool_keeps_its_bucket_its_parked_jobs_and_its_refill_timer() -> None:
+    api = (Limit(name="api", rate=0.5, burst=1, max_concurrency=5),)
+    core = make(slots=8)
+    jobs = (job("a"), job("b"), job("c"))
+    out = core.handle(Submit(jobs, (ROUTE,) * 3, (api,) * 3), 10.0, W + 10.0)
+    assert ids(out, Dispatch) == ["a"]  # the one token; b waits for the next, due at 12
+    [refill] = of_type(out, ArmTimer)
+    assert refill == ArmTimer(12.0, ("limit", "", "api", 0))
+    saved = stored(core, 11.0)
+    fresh = make(slots=8)
+    restored = saved[0]
+    out = fresh.handle(Restore(restored, (ROUTE,) * 3, (api,) * 3, saved[1], None), 1.0, W + 11.0)
+    assert of_type(out, ArmTimer) == [ArmTimer(2.0, ("limit", "", "api", 0))]
+    assert ids(out, Dispatch) == []
+    assert fresh.waiting_reason("acme", "b") == "tool_rate:api"
+    assert fresh.limit_usage("api") == (1, 5, 0.0)  # (its tokens as of its last refill)
+    out = fresh.handle(TimerFired(("limit", "", "api", 0)), 2.0, W + 12.0)
+    assert ids(out, Dispatch) == ["b"]
 
 
 # ---- the state as data, and errors ---------------------------------------------------------------
