@@ -63,10 +63,15 @@ def test_sigkill_storm_loses_nothing_and_runs_no_success_twice(
     rng = random.Random(1234)
     succeeded_before_kill: set[str] = set()
     for kill in range(KILLS):
+        runs_before = len(_lines(out / "started"))
         child = _start(store_url, out)
-        # let it get somewhere: the first kill comes while it still submits, later ones while
-        # jobs run and retries wait on their backoff
-        time.sleep(rng.uniform(0.8, 2.5) if kill else rng.uniform(0.5, 1.2))
+        # let it get somewhere: runs started since this start (it has recovered and works),
+        # then a random moment while jobs run, retries wait on their backoff, or it submits
+        deadline = time.monotonic() + 60
+        while len(_lines(out / "started")) < runs_before + 50 and child.poll() is None:
+            assert time.monotonic() < deadline, "the child made no progress in 60 s"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.05, 0.6))
         succeeded_before_kill |= set(_lines(out / "succeeded"))
         if child.poll() is not None:
             break  # it finished before this kill
