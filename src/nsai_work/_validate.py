@@ -80,6 +80,17 @@ _IDENTIFIER_RULE: Final = (
 )
 
 
+def check_status(value: object) -> Status:
+    """A job status given by a caller (a ``Status`` or its string value), or a
+    ``ValidationError`` at ``$.status`` listing the statuses."""
+    try:
+        return Status(value)  # type: ignore[arg-type]  # (any value: ValueError below)
+    except ValueError:
+        raise ValidationError(
+            f"unknown status {value!r}; one of {[s.value for s in Status]}", path="$.status"
+        ) from None
+
+
 def check_identifier(value: object, path: str, *, what: str, index: int | None = None) -> None:
     """Raise ``ValidationError`` at ``path`` unless ``value`` follows ``IDENTIFIER_PATTERN``
     (``what`` names the value in the message: "a tenant id", "a kind" ...)."""

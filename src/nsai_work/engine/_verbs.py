@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
-from .._validate import retry_copy
+from .._validate import check_status, retry_copy
 from ..stores import JobKey, ListQuery
 
 if TYPE_CHECKING:
@@ -166,13 +166,7 @@ class Verbs:
                 f"namespace is a non-empty string or None, got {namespace!r}", path="$.namespace"
             )
         if status is not None:
-            try:
-                status = Status(status)
-            except ValueError:
-                raise ValidationError(
-                    f"unknown status {status!r}; one of {[s.value for s in Status]}",
-                    path="$.status",
-                ) from None
+            status = check_status(status)
         if kind is not None and (not isinstance(kind, str) or not kind):
             raise ValidationError(
                 f"kind is a non-empty string or None, got {kind!r}", path="$.kind"

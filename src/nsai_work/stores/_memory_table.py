@@ -71,6 +71,7 @@ from typing import Final
 
 from .._errors import ConflictError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job, Status
+from .._validate import check_status
 
 __all__ = ["JobKey", "JobTable"]
 
@@ -439,13 +440,7 @@ class JobTable:
         O(log n + limit); the module docstring says what a listing shows of jobs that change
         between its pages."""
         if status is not None:
-            try:
-                status = Status(status)
-            except ValueError:
-                raise ValidationError(
-                    f"unknown status {status!r}; one of {[s.value for s in Status]}",
-                    path="$.status",
-                ) from None
+            status = check_status(status)
         if not isinstance(limit, int) or limit < 1:
             raise ValidationError(f"limit is an int >= 1, got {limit!r}", path="$.limit")
         before = None if cursor is None else _parse_cursor(cursor)

@@ -60,7 +60,8 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._errors import ConfigurationError, StoreError, ValidationError
-from .._ir import Job, Status
+from .._ir import Job
+from .._validate import check_status
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Recovered, Role, WriteBatch
 from ._sqlite_db import SqliteDatabase
 from ._sqlite_schema import SYNCHRONOUS_MODES
@@ -260,14 +261,8 @@ class SqliteStore:
         limit = query.limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError(f"limit must be an int >= 1, got {limit!r}", path="$.limit")
-        if query.status is not None and not isinstance(query.status, Status):
-            try:
-                Status(query.status)
-            except ValueError:
-                known = ", ".join(s.value for s in Status)
-                raise ValidationError(
-                    f"status must be one of {known}, got {query.status!r}", path="$.status"
-                ) from None
+        if query.status is not None:
+            check_status(query.status)
         return await self._call(self._db.list, query)
 
     async def submit(self, jobs: Sequence[Job]) -> None:
