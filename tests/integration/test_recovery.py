@@ -160,3 +160,28 @@ def test_budget_spend_and_runtime_tenants_survive_a_restart(
     stats = arun(second())
     assert stats.weight == 7.0
     assert stats.quota.max_running == 3
+
+
+def test_finished_jobs_leave_a_durable_store_after_their_ttl(
+    store_url: str, handlers: Register, arun: Run
+) -> None:
+    kind = handlers(lambda job: job.payload["n"])
+
+    async def main() -> None:
+        async with work.Scheduler(store=store_url, finished_ttl_s=0.3) as s:
+            job = await s.submit(work.Job(kind=kind, tenant_id="acme", payload={"n": 1}))
+            assert (await s.wait(job.id, timeout=10)).result == 1
+            assert (await s.get(job.id)).status == work.Status.SUCCEEDED  # kept for now
+            await asyncio.sleep(0.8)  # the TTL, and a few rounds of pruning
+            with pytest.raises(work.NotFoundError):
+                await s.get(job.id)
+        async with work.Scheduler(store=store_url, finished_max=1) as s:
+            jobs = await s.submit_many(
+                [work.Job(kind=kind, tenant_id="acme", payload={"n": n}) for n in range(3)]
+            )
+            await s.wait_many([j.id for j in jobs], timeout=10)
+            await s._retention.prune()  # type: ignore[union-attr]
+            kept = [j.id for j in await s.list("acme")]
+            assert len(kept) == 1
+
+    arun(main())

@@ -74,6 +74,7 @@ from ._emit import Emitter, rejection_reason
 from ._inbox import ClientInbox
 from ._lookups import JobLookups
 from ._recovery import recover, state_blob
+from ._retention import Retention
 from ._timers import TimerHeap
 from ._verbs import Verbs, Watcher, check_timeout
 from ._writes import GroupCommit, MemoryWrites, Writes
@@ -234,6 +235,7 @@ class Scheduler(JobLookups, Verbs):
         self._state = "new"
         self._adopted: set[JobKey] = set()  # see _start_serving_clients
         self._clients: ClientInbox | None = None
+        self._retention: Retention | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -337,6 +339,8 @@ class Scheduler(JobLookups, Verbs):
         self._state = "stopping"
         if self._clients is not None:
             await self._clients.stop()
+        if self._retention is not None:
+            await self._retention.stop()
         loop = self._loop
         if self._writes.durable:
             await self._wait_runs(loop.time() + max(0.0, timeout))
@@ -397,6 +401,13 @@ class Scheduler(JobLookups, Verbs):
         if self._store.durable:
             self._clients = ClientInbox(self)
             self._clients.start()
+            self._retention = Retention(
+                self._store,
+                ttl_s=self.config.finished_ttl_s,
+                keep_max=self.config.finished_max,
+                wall=self._wall_time,
+            )
+            self._retention.start()
 
     async def _wait_runs(self, deadline: float, between: Callable[[], None] | None = None) -> None:
         """Wait until no run is in flight or ``deadline`` (loop time) has passed; ``between``
