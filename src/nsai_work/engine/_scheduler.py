@@ -579,7 +579,9 @@ class Scheduler(JobLookups, Verbs):
         for job_id in job_ids:
             owners = live(job_id)
             more = stored.get(job_id)
-            found[job_id] = sorted({*owners, *more}) if more else owners
+            if more and more != owners:  # (the usual case: the same one tenant, or none live)
+                owners = sorted({*owners, *more}) if owners else more
+            found[job_id] = owners
         return found
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
