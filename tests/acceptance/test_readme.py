@@ -18,6 +18,16 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = [example for document in DOCUMENTS for example in examples(document)]
 
 
+@pytest.mark.parametrize("document", [*DOCUMENTS, ROOT / "CHANGELOG.md"], ids=lambda p: p.name)
+def test_no_document_holds_a_merge_conflict(document: Path) -> None:
+    markers = [
+        number
+        for number, line in enumerate(document.read_text().splitlines(), 1)
+        if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="
+    ]
+    assert not markers, f"{document.name}: merge conflict markers at lines {markers}"
+
+
 def test_the_readme_has_the_seed_examples() -> None:
     readme = [e for e in EXAMPLES if e.source.name == "README.md"]
     assert len(readme) >= 9

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 import nsai_work as work
-from nsai_work.stores import MemoryStore
+from nsai_work.stores import MemoryStore, WriteBatch, store_from_url
 from nsai_work.stores.sqlite import SqliteStore
 
 T = TypeVar("T")
@@ -367,6 +367,27 @@ def test_a_client_that_is_not_open_or_closed_says_so(url: str, arun: Run[Any]) -
         work.Client(store=42)  # type: ignore[arg-type]
     with pytest.raises(work.ConfigurationError, match="unknown store scheme"):
         work.connect(store="nosuch://x")
+
+
+def test_a_wait_for_a_job_pruned_before_the_client_saw_it_end_says_so(
+    url: str, arun: Run[Any]
+) -> None:
+    async def scenario() -> None:
+        async with work.Client(store=url) as client:
+            pending = await client.submit(job("k"))
+            waiting = asyncio.ensure_future(client.wait(pending.id, timeout=10))
+            while not client._watchers:  # until it waits  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+            scheduler = store_from_url(url)
+            await scheduler.open("scheduler")
+            try:  # what retention does to a finished job
+                await scheduler.write(WriteBatch(deletes=[("acme", pending.id)]))
+            finally:
+                await scheduler.close()
+            with pytest.raises(work.NotFoundError, match="finished and was pruned"):
+                await waiting
+
+    arun(scenario())
 
 
 def test_closing_a_client_ends_its_waits_in_progress(url: str, arun: Run[Any]) -> None:

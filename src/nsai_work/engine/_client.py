@@ -313,20 +313,31 @@ class Client(JobLookups, Verbs):
 
     async def _look(self) -> int:
         """Read every watched job once; tell the watchers of the finished ones. How many
-        finished."""
+        finished. A watched job the store no longer holds finished and was pruned (retention)
+        before a read saw it: its waits raise ``NotFoundError``."""
         keys = builtins.list(self._watchers)
         found = await self._store.get_many(keys)
         finished = 0
         for key, job in zip(keys, found, strict=True):
-            if job is None or job.status not in TERMINAL_STATUSES:
+            if job is not None and job.status not in TERMINAL_STATUSES:
                 continue
             watchers = self._watchers.pop(key, None)
             if watchers is None:  # unwatched while the read was in flight
                 continue
             finished += 1
             for watcher in watchers:
-                watcher.done(job)
+                if job is None:
+                    watcher.fail(self._pruned(key[1]))
+                else:
+                    watcher.done(job)
         return finished
+
+    def _pruned(self, job_id: str) -> NotFoundError:
+        return NotFoundError(
+            f"job {job_id!r} left the store {self.url} while this call waited for it: it "
+            f"finished and was pruned (the scheduler's finished_ttl_s and finished_max) before "
+            f"a read saw it; wait sooner, or keep finished jobs longer"
+        )
 
 
 class SyncClient(LoopThread[Client], SyncVerbs):
