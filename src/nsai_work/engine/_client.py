@@ -49,8 +49,7 @@ from ..stores import JobKey, ListQuery, Store, redact, store_from_url
 from ._blocking import SyncVerbs
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
-from ._scheduler import Page
-from ._verbs import Verbs, Watcher
+from ._verbs import Page, Verbs, Watcher
 
 __all__ = ["Client", "SyncClient", "connect"]
 

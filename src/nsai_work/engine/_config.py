@@ -14,10 +14,17 @@ from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
 from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, DEFAULT_TENANT_IDLE_TTL_S, check_resolution
-from ..stores import Store
+from ..stores import MemoryStore, Store, store_from_url
 from ..telemetry import Telemetry
 
-__all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
+__all__ = [
+    "BUILTIN_BACKENDS",
+    "DEFAULT_POOL_SLOTS",
+    "Config",
+    "ResolvedBackends",
+    "resolve",
+    "store_of",
+]
 
 BUILTIN_BACKENDS: Final = {
     "local": LocalBackend,
@@ -325,3 +332,13 @@ def _check_backend(backend: object, index: int) -> None:
         raise ConfigurationError(
             f"backends[{index}]: a backend's name is a non-empty string, got {name!r}"
         )
+
+
+def store_of(config: Config) -> Store:
+    """The store a config names (a URL, or a Store object), not opened yet."""
+    store = config.store
+    if not isinstance(store, str):
+        return store  # type: ignore[no-any-return]
+    if store.split("://", 1)[0].lower() == "memory":  # retention options are the memory store's
+        return MemoryStore(finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max)
+    return store_from_url(store)

@@ -142,7 +142,7 @@ class ClientInbox:
             adopted.add((job.tenant_id, job.id))
             try:
                 checked = _validated(job)
-                route, shared = scheduler._route(checked)
+                route, shared = scheduler._router.route(checked)
             except WorkError as exc:
                 scheduler._feed(Rejected((job,), rejection_reason(exc)))
                 scheduler._emitter.rejected([job], exc)

@@ -90,7 +90,7 @@ async def recover(engine: Scheduler) -> int:
     unroutable = 0
     for job in recovered.jobs:
         try:
-            route, shared = engine._route(job)
+            route, shared = engine._router.route(job)
         except WorkError:  # no configured backend runs it any more: the core ends it
             route, shared = (), ()
             unroutable += 1

@@ -20,18 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Protocol
+
+from msgspec import Struct
 
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import check_status, retry_copy
 from ..stores import JobKey, ListQuery
 
-if TYPE_CHECKING:
-    from ._scheduler import Page
+__all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
 
-__all__ = ["Engine", "Verbs", "check_timeout", "job_list"]
+
+class Page(Struct, kw_only=True):
+    """A page of ``list``: jobs newest first, and the cursor for the next page (None: last).
+    Iterating a Page iterates its jobs."""
+
+    jobs: builtins.list[Job]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> Job:
+        return self.jobs[index]
 
 
 class Engine(Protocol):
@@ -383,3 +399,11 @@ def check_timeout(timeout: float | None) -> None:
             f"got {timeout!r}",
             path="$.timeout",
         )
+
+
+def check_stop_timeout(timeout: float) -> None:
+    """Refuse a ``stop`` timeout that is not a finite number of seconds >= 0 (None is no
+    limit for a wait, not for a stop)."""
+    if timeout is None:
+        raise ValidationError("stop's timeout is seconds >= 0, got None", path="$.timeout")
+    check_timeout(timeout)
