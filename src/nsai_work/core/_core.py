@@ -40,6 +40,7 @@ from ._holds import Holds, reserve
 from ._jobs import LiveJobs
 from ._limits import Limits, StarvationGuard
 from ._messages import (
+    Amend,
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
@@ -48,6 +49,7 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
+    HandleReported,
     PoolsChanged,
     Record,
     Reject,
@@ -184,6 +186,10 @@ class SchedulingCore:
             self._arm_sweep(out)
         elif kind is Restore:
             restore(self, event, out)  # type: ignore[arg-type]
+        elif kind is HandleReported:
+            amended = self._jobs.note_handle(event)  # type: ignore[arg-type]
+            if amended is not None:
+                out.append(Amend(amended))
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
         self._dispatch(out)

@@ -11,7 +11,7 @@ from msgspec import Struct
 from .._clock import Clock
 from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
-from .._validate import validate_struct
+from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
 from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, DEFAULT_TENANT_IDLE_TTL_S, check_resolution
 from ..stores import MemoryStore, Store, store_from_url
@@ -52,6 +52,8 @@ class Config(Struct, kw_only=True, frozen=True):
     - ``max_waiting``: cap on pending + queued jobs (``QueueFullError`` beyond); None: no cap.
     - ``finished_ttl_s`` / ``finished_max``: how long and how many finished jobs are kept.
     - ``max_result_bytes``: the largest JSON result a handler may return.
+    - ``max_payload_bytes``: the largest JSON a job's payload (and, apart, its metadata) may
+      encode to; a larger one is refused at submit naming the field.
     - ``seed``: seeds retry jitter (None: random), for reproducible runs.
     - ``telemetry``: the bus to emit on (default: the process-wide ``work.telemetry``).
     - ``tenants``: configured tenants (``work.Tenant``: weight, quota, namespace limits).
@@ -90,6 +92,7 @@ class Config(Struct, kw_only=True, frozen=True):
     finished_ttl_s: float = 3600.0
     finished_max: int = 100_000
     max_result_bytes: int = 1_048_576
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     seed: int | None = None
     telemetry: Any = None
     tenants: tuple[Tenant, ...] = ()
@@ -114,7 +117,7 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"max_waiting must be an int >= 0 or None, got {self.max_waiting!r}"
             )
-        for name in ("finished_max", "max_result_bytes"):
+        for name in ("finished_max", "max_result_bytes", "max_payload_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")

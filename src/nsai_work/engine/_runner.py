@@ -10,12 +10,13 @@ jobs costs no task per job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,12 +25,22 @@ from .._errors import NonRetryableError, ValidationError, public_type_name
 from .._ir import Job, JobError, Priority
 from .._validate import is_utf8, normalize_result
 from ..backends import RemoteError, run_in_thread
-from ..core import Dispatch, Event, Failed, Outcome, RunEnded, Stopped, StopRun, Succeeded
+from ..core import (
+    Dispatch,
+    Event,
+    Failed,
+    HandleReported,
+    Outcome,
+    RunEnded,
+    Stopped,
+    StopRun,
+    Succeeded,
+)
 
 if TYPE_CHECKING:
     from ._routing import BackendInfo, Router
 
-__all__ = ["STOPPED", "Handoff", "RunTuple", "Runner", "job_error"]
+__all__ = ["STOPPED", "Background", "Handoff", "RunTuple", "Runner", "job_error", "quietly"]
 
 _log = logging.getLogger("nsai_work.engine")
 _SUCCEEDED_NONE: Final = Succeeded(None)
@@ -68,9 +79,30 @@ class Runner:
     _state: str
     _inbox: deque[Callable[[], None]]
     _idle_waiters: list[asyncio.Future[None]]
+    _background: Background
 
     def _feed(self, event: Event) -> None:
         raise NotImplementedError  # the Scheduler's
+
+    def handle_reported(self, ctx: JobContext, handle: str) -> None:
+        """A backend set its run's handle (``ctx.set_handle``): record it on the attempt. From
+        the loop it is recorded at once; from another thread (a sync backend's), it is handed
+        to the loop, where it comes before the end of the run that set it."""
+        job = ctx.job
+        event = HandleReported(job.tenant_id, job.id, job.attempt, handle)
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._note_handle(event)
+        elif self._state == "running":
+            with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile records nothing)
+                self._loop.call_soon_threadsafe(self._note_handle, event)
+
+    def _note_handle(self, event: HandleReported) -> None:
+        if self._state == "running":  # (after a stop, nothing is recorded any more)
+            self._feed(event)
 
     def _drain_inbox(self) -> None:
         raise NotImplementedError  # the Scheduler's
@@ -78,7 +110,7 @@ class Runner:
     def _start_run(self, decision: Dispatch) -> None:
         job = decision.job
         info = self._router.backends[decision.backend]
-        ctx = JobContext(job)
+        ctx = JobContext(job, self)
         handoff = self._handoff
         if handoff is not None and handoff.next is None:
             # A worker is reporting its run's end: it takes this job itself (no new task, and an
@@ -195,7 +227,7 @@ class Runner:
         try:
             result = info.backend.cancel(decision.job_id)
             if inspect.isawaitable(result):
-                self._loop.create_task(_quietly(result, info.name))
+                self._background.spawn(quietly(result, f"{info.name!r} failed to cancel a job"))
         except BaseException:
             _log.exception("backend %r failed to cancel job %s", info.name, decision.job_id)
         task.cancel()
@@ -229,10 +261,36 @@ def _encodable(text: str) -> str:
     return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
 
 
-async def _quietly(awaitable: Any, backend: str) -> None:
+async def quietly(awaitable: Any, what: str) -> None:
+    """Await a backend's call, logging (not raising) what it raises."""
     try:
         await awaitable
     except asyncio.CancelledError:
         raise
     except BaseException:
-        _log.exception("backend %r failed to cancel a job", backend)
+        _log.exception("nsai-work: backend %s", what)
+
+
+class Background:
+    """The engine's fire-and-forget calls to backends (a run's cancel, an orphan's): each task
+    is kept until it ends (the loop only keeps weak references), and a stop waits for them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a task of its own."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the calls in flight, then cancel the rest."""
+        tasks = set(self._tasks)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)

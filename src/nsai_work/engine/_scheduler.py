@@ -36,6 +36,7 @@ from .._ir import TERMINAL_STATUSES, Job, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
 from .._validate import validate_new_job, validate_struct
 from ..core import (
+    Amend,
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
@@ -66,7 +67,7 @@ from ._lookups import JobLookups
 from ._recovery import recover, state_blob
 from ._retention import Retention
 from ._routing import Router
-from ._runner import STOPPED, Handoff, Runner
+from ._runner import STOPPED, Background, Handoff, Runner
 from ._timers import TimerHeap
 from ._verbs import Page, Verbs, Watcher, check_stop_timeout, check_timeout
 from ._watchers import WatcherTable, notify, unwatch, watch
@@ -180,6 +181,7 @@ class Scheduler(Runner, JobLookups, Verbs):
         self._handoff: Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
         self._inbox_armed = False
+        self._background = Background()
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nsai-backend")
         for info in self._router.backends.values():
             hook = getattr(info.backend, "start", None)
@@ -190,6 +192,7 @@ class Scheduler(Runner, JobLookups, Verbs):
         writes = self._writes
         if isinstance(writes, GroupCommit):  # a durable store: continue from what it kept
             writes.state_source = lambda: state_blob(self)
+            writes.on_conflict = self._withdraw
             await recover(self)
         self._state = "running"
         self._start_serving_clients()
@@ -251,6 +254,7 @@ class Scheduler(Runner, JobLookups, Verbs):
                 _SHUTDOWN_GRACE_S,
             )
         self._timers.close()
+        await self._background.settle(_SHUTDOWN_GRACE_S)  # backends' cancels still going
         for info in self._router.backends.values():
             hook = getattr(info.backend, "stop", None)
             if hook is not None:
@@ -389,6 +393,7 @@ class Scheduler(Runner, JobLookups, Verbs):
         """Validate, route and admit jobs (all or nothing); the admitted jobs, once they are
         committed to the store."""
         self._require_running()
+        max_payload = self.config.max_payload_bytes
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
         limits: builtins.list[tuple[Limit, ...]] = []
@@ -396,7 +401,7 @@ class Scheduler(Runner, JobLookups, Verbs):
         index = 0
         try:
             for index, job in enumerate(jobs):
-                checked = validate_new_job(job, index if batch else None)
+                checked = validate_new_job(job, index if batch else None, max_payload)
                 route, shared = self._router.route(checked)
                 routes.append(route)
                 limits.append(shared)
@@ -564,13 +569,27 @@ class Scheduler(Runner, JobLookups, Verbs):
                 self._stop_run(decision)
             elif kind is DisarmTimer:
                 self._timers.disarm(decision.key)
+            elif kind is Amend:
+                writes.update(decision.job, now)
 
     def _finished(self, decision: Record) -> None:
         """A job's terminal record is committed: tell telemetry and whoever waits for it."""
+        job = decision.job
+        if self._writes.withdrawn((job.tenant_id, job.id)):
+            return  # not this job's record: the store's job with its key is another one
         if self._bus._by_event:
             self._emitter.record(decision)
         if self._watchers:
             self._notify(decision.job)
+
+    def _withdraw(self, keys: builtins.list[JobKey]) -> None:
+        """The store refused these admitted jobs: their keys are other jobs' there (a client
+        committed the same id between the submit's check and its commit), and their submits
+        failed with ``ConflictError``. They end here too, canceled, with nothing stored or
+        told of their end (that would be about the store's job)."""
+        for tenant_id, job_id in keys:
+            if self._core.get(tenant_id, job_id) is not None:
+                self._feed(Cancel(tenant_id, job_id, "withdrawn: duplicate id in the store"))
 
     # ---- calls from other threads ---------------------------------------------------------------
 
