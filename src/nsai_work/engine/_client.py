@@ -226,10 +226,10 @@ class Client(JobLookups, Verbs):
         self._require_open()
         return await self._store.owners(job_id)
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids in the store (one query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids in the store (one query)."""
         self._require_open()
-        return await self._store.owners_many(job_ids) if job_ids else {}
+        return await self._store.find_many(job_ids) if job_ids else {}
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job as the store holds it (None when it does not)."""

@@ -446,20 +446,23 @@ class Scheduler(Runner, JobLookups, Verbs):
         stored = await self._store.owners(job_id)
         return live if not stored else sorted({*live, *stored})
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids: live here, or in the store (one
-        store query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids: from the store (one query), with live jobs as
+        the core has them now (a durable store's copy may lag behind, or not exist yet)."""
         if self._state == "new" or not job_ids:
             return {}
-        stored = await self._store.owners_many(job_ids)
-        live = self._core.owners
-        found: dict[str, builtins.list[str]] = {}
+        found = await self._store.find_many(job_ids)
+        if not self._writes.durable:  # the memory store holds every job as it is now
+            return found
+        core = self._core
         for job_id in job_ids:
-            owners = live(job_id)
-            more = stored.get(job_id)
-            if more and more != owners:  # (the usual case: the same one tenant, or none live)
-                owners = sorted({*owners, *more}) if owners else more
-            found[job_id] = owners
+            owners = core.owners(job_id)
+            if not owners:
+                continue
+            by_tenant = {job.tenant_id: job for job in found.get(job_id, ())}
+            for tenant_id in owners:
+                by_tenant[tenant_id] = core.get(tenant_id, job_id)  # type: ignore[assignment]
+            found[job_id] = [by_tenant[tenant_id] for tenant_id in sorted(by_tenant)]
         return found
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
