@@ -480,7 +480,6 @@ def queued_entry(plan: Plan, limits: tuple[LimitKey, ...], now: float, at: _dt.d
         tenant_state=tenant,
         namespace=job.namespace,
         limits=limits,
-        subkey=(job.namespace, limits),
         rank=job.priority.rank,
         needs=needs,
         backend=backend,
