@@ -328,9 +328,9 @@ class SchedulingCore:
         self._holds.release_fifo(queue, head)
         if limit is None:
             namespace = head.tenant_state.namespaces[head.namespace]
-            park_fifo(queue, head.subkey, reason, namespace.parked)
+            park_fifo(queue, head.fifo, reason, namespace.parked)
             return FIFO
-        park_fifo(queue, head.subkey, reason, limit.parked)
+        park_fifo(queue, head.fifo, reason, limit.parked)
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
             at = limit.timer_at = limit.next_token_at(self._now)

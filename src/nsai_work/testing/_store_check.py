@@ -201,11 +201,10 @@ async def check_owners(check: Check) -> None:
         if sorted(got) != want:
             fail(f"{check.section}: owners({job_id!r}) returned {got}, expected {want}")
     many = await store.find_many([shared, alone.id, "no-such-id", shared])
-    want = {shared: sorted([ja, jb], key=lambda job: job.tenant_id), alone.id: [alone]}
-    if many != want:
-        got = {job_id: [(j.tenant_id, j.id) for j in jobs] for job_id, jobs in many.items()}
+    if many != {shared: sorted([ja, jb], key=lambda job: job.tenant_id), alone.id: [alone]}:
+        found = {job_id: [(j.tenant_id, j.id) for j in jobs] for job_id, jobs in many.items()}
         fail(
-            f"{check.section}: find_many([shared, alone, unknown, shared]) returned {got}, "
+            f"{check.section}: find_many([shared, alone, unknown, shared]) returned {found}, "
             f"expected the jobs {{shared: [{a!r}'s, {b!r}'s], alone: [{a!r}'s]}} as stored"
         )
     await check.clean(store, [ja])
