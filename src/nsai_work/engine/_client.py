@@ -121,6 +121,10 @@ class Client(JobLookups, Verbs):
     sends; the scheduler applies its own limit too.
     """
 
+    #: A client's waits read the watched jobs again after each change (``_poll``): nothing is
+    #: missed while a lookup awaits.
+    _reads_lag = False
+
     def __init__(
         self,
         *,

@@ -167,6 +167,7 @@ class Scheduler(Runner, JobLookups, Verbs):
             else GroupCommit(store, flush_s=config.store_flush_s, timeout_s=config.store_timeout_s)
         )
         self._writes.start()
+        self._reads_lag = self._writes.durable
         self._max_result_bytes = config.max_result_bytes
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)

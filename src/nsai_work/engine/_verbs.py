@@ -55,6 +55,9 @@ class Engine(Protocol):
     methods ``Verbs`` calls, on the engine's loop."""
 
     _loop: asyncio.AbstractEventLoop
+    #: True when a read may await while jobs finish (a durable store), so a job the read saw
+    #: running may have finished before its watcher was registered (see ``_catch_up``).
+    _reads_lag: bool
 
     async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
         """Validate and submit new jobs (all or nothing); the jobs as accepted."""
@@ -71,6 +74,10 @@ class Engine(Protocol):
 
     async def _stored(self, key: JobKey) -> Job:
         """A job's latest snapshot (``NotFoundError`` if unknown)."""
+        ...
+
+    async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
+        """Each job's latest snapshot, None when there is none."""
         ...
 
     def _current(self, job: Job) -> Job:
@@ -235,6 +242,9 @@ class Verbs:
             engine._watch(job.id, group)
         if group.left:
             try:
+                if engine._reads_lag:
+                    keys = [(jobs[i].tenant_id, job_id) for job_id, i in slots.items()]
+                    await _catch_up(engine, group, keys)
                 await asyncio.wait_for(group.future, timeout)
             except TimeoutError:
                 one = f" (job {jobs[0].id} is {engine._current(jobs[0]).status})"
@@ -270,6 +280,9 @@ class Verbs:
                 engine._watch(job.id, collector)
         expected = len(watched) + done.qsize()
         try:
+            if watched and engine._reads_lag:
+                keys = [(tenant_id, job_id) for job_id, tenant_id in watched.items()]
+                await _catch_up(engine, collector, keys)
             async with asyncio.timeout(timeout):
                 for _ in range(expected):
                     item = await done.get()
@@ -375,6 +388,15 @@ class _Collector:
 #: says whether it was the watched one; ``tenant_of(job_id)`` is a watched id's tenant;
 #: ``fail(error)`` ends the wait with an error.
 Watcher = _WaitGroup | _Collector
+
+
+async def _catch_up(engine: Engine, watcher: Watcher, keys: builtins.list[JobKey]) -> None:
+    """Hand ``watcher`` the watched jobs that finished while the lookup awaited its read: their
+    end was told before the watcher was registered. (One more read; a job that finished and is
+    not committed yet is told to the watcher, now registered, at its commit.)"""
+    for job in await engine._read(keys):
+        if job is not None and job.status in TERMINAL_STATUSES and watcher.done(job):
+            engine._unwatch(job.id, watcher)
 
 
 def job_list(jobs: object) -> builtins.list[Job]:
