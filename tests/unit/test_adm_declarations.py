@@ -73,6 +73,18 @@ def test_every_keyword_is_accepted() -> None:
     )
 
 
+def test_property_ordering_and_exact_bounds_are_accepted(registry: ToolRegistry) -> None:
+    parameters = {
+        "type": "OBJECT",
+        "properties": {
+            "b": {"type": "INTEGER", "minimum": -(2**53), "maximum": 2**60},  # doubles hold both
+            "a": {"type": "OBJECT", "properties": {}, "propertyOrdering": []},
+        },
+        "propertyOrdering": ["a", "b"],
+    }
+    assert register(registry, parameters).parameters == parameters
+
+
 def test_lower_case_types_are_normalized_to_capitals(registry: ToolRegistry) -> None:
     declaration = register(
         registry,
@@ -320,6 +332,94 @@ INVALID: list[tuple[str, Any, str, str]] = [
         {"properties": {"": {"type": "STRING"}}},
         f"{P}.properties",
         "non-empty strings",
+    ),
+    (
+        "propertyOrdering leaves one out",
+        {
+            "properties": {"a": {"type": "STRING"}, "b": {"type": "STRING"}},
+            "propertyOrdering": ["b"],
+        },
+        f"{P}.propertyOrdering",
+        "propertyOrdering lists every declared property once, in the order the model should "
+        "produce them (declared: ['a', 'b']); it leaves out ['a']",
+    ),
+    (
+        "propertyOrdering names an undeclared property",
+        {"properties": {"a": {"type": "STRING"}}, "propertyOrdering": ["a", "c"]},
+        f"{P}.propertyOrdering[1]",
+        "'c' is not a declared property",
+    ),
+    (
+        "propertyOrdering names one twice",
+        {"properties": {"a": {"type": "STRING"}}, "propertyOrdering": ["a", "a"]},
+        f"{P}.propertyOrdering[1]",
+        "it names 'a' twice",
+    ),
+    (
+        "propertyOrdering without properties",
+        {"type": "OBJECT", "propertyOrdering": []},
+        f"{P}.propertyOrdering",
+        "propertyOrdering needs properties to order",
+    ),
+    (
+        "propertyOrdering not a list",
+        {"properties": {"a": {"type": "STRING"}}, "propertyOrdering": "a"},
+        f"{P}.propertyOrdering",
+        "got 'a'",
+    ),
+    (
+        "propertyOrdering on a STRING",
+        {"properties": {"a": {"type": "STRING", "propertyOrdering": []}}},
+        f"{P}.properties.a.propertyOrdering",
+        "propertyOrdering applies to OBJECT, not to STRING",
+    ),
+    (
+        "a bound a double cannot hold",
+        {"properties": {"i": {"type": "INTEGER", "maximum": 2**53 + 1}}},
+        f"{P}.properties.i.maximum",
+        "maximum 9007199254740993 is not a number a double holds exactly",
+    ),
+    (
+        "a bound too large for a double",
+        {"properties": {"i": {"type": "INTEGER", "minimum": -(10**400)}}},
+        f"{P}.properties.i.minimum",
+        "is not a number a double holds exactly",
+    ),
+    (
+        "an enum value above the maximum",
+        {"properties": {"i": {"type": "INTEGER", "enum": [1, 7], "maximum": 5}}},
+        f"{P}.properties.i.enum[1]",
+        "enum lists 7, which is above maximum 5: no call could pass it",
+    ),
+    (
+        "an enum value outside int32",
+        {"properties": {"i": {"type": "INTEGER", "enum": [2**31], "format": "int32"}}},
+        f"{P}.properties.i.enum[0]",
+        "is outside the int32 range",
+    ),
+    (
+        "an enum value below the minimum",
+        {"properties": {"n": {"type": "NUMBER", "enum": [0.5, -1], "minimum": 0}}},
+        f"{P}.properties.n.enum[1]",
+        "is below minimum 0",
+    ),
+    (
+        "an enum value the pattern refuses",
+        {"properties": {"s": {"type": "STRING", "enum": ["C123456", "X1"], "pattern": "^C"}}},
+        f"{P}.properties.s.enum[1]",
+        "enum lists 'X1', which does not match the pattern '^C'",
+    ),
+    (
+        "an enum value longer than maxLength",
+        {"properties": {"s": {"type": "STRING", "enum": ["ab", "abc"], "maxLength": 2}}},
+        f"{P}.properties.s.enum[1]",
+        "is longer than maxLength 2",
+    ),
+    (
+        "an enum value that is no date-time",
+        {"properties": {"s": {"type": "STRING", "enum": ["today"], "format": "date-time"}}},
+        f"{P}.properties.s.enum[0]",
+        "is not an RFC 3339 date-time",
     ),
 ]
 
@@ -709,6 +809,36 @@ def test_exports_of_every_tool_are_lists_by_name(registry: ToolRegistry) -> None
     assert [t["name"] for t in registry.export_gemini()] == ["a", "b"]
     with pytest.raises(work.NotFoundError):
         registry.export_openai("nope")
+
+
+def test_exports_take_a_list_of_names_and_check_their_options(registry: ToolRegistry) -> None:
+    register(registry, None, "b")
+    register(registry, None, "a")
+    assert [t["function"]["name"] for t in registry.export_openai(["b", "a"])] == ["b", "a"]
+    assert [t["name"] for t in registry.export_gemini(("a",))] == ["a"]
+    with pytest.raises(work.ValidationError, match="strict is True or False") as info:
+        registry.export_openai(strict="yes")  # type: ignore[call-overload]
+    assert info.value.path == "$.strict"
+    with pytest.raises(work.ValidationError, match="a list of names or None") as info:
+        registry.export_gemini({"a"})  # type: ignore[call-overload]
+    assert info.value.path == "$.name"
+    with pytest.raises(work.NotFoundError):
+        registry.export_gemini(["a", "nope"])
+
+
+def test_the_json_schema_export_follows_property_ordering(registry: ToolRegistry) -> None:
+    register(
+        registry,
+        {
+            "properties": {"a": {"type": "STRING"}, "b": {"type": "STRING"}},
+            "required": ["a"],
+            "propertyOrdering": ["b", "a"],
+        },
+    )
+    parameters = registry.export_openai("t")["function"]["parameters"]
+    assert list(parameters["properties"]) == ["b", "a"]
+    assert "propertyOrdering" not in parameters
+    assert registry.export_gemini("t")["parameters"]["propertyOrdering"] == ["b", "a"]
 
 
 def test_declarations_round_trip_through_json_and_pickle(registry: ToolRegistry) -> None:
