@@ -435,6 +435,7 @@ def test_strict_nulls_for_left_out_properties_are_dropped(registry: ToolRegistry
     with pytest.raises(work.altar.ToolArgumentsError) as info:
         registry.from_openai("create_order", {**sent, "customer": None, "priority": 4})
     assert [v.path for v in info.value.violations] == ["$.customer", "$.priority"]
+    assert registry.from_openai("ping", "{}") == registry.from_gemini("ping", None) == {}
     with pytest.raises(work.ValidationError, match="not JSON") as text:
         registry.from_openai("create_order", '{"customer": NaN}')
     assert text.value.path == "$"

@@ -849,3 +849,50 @@ def test_declarations_round_trip_through_json_and_pickle(registry: ToolRegistry)
     declaration = register(registry, SEARCH)
     assert json.loads(msgspec.json.encode(declaration))["parameters"] == SEARCH
     assert pickle.loads(pickle.dumps(declaration)) == declaration
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "OBJECT", "properties": {}}
+    for _ in range(levels):
+        schema = {"type": "OBJECT", "properties": {"inner": schema}}
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("parameters", "path", "rule"),
+    [
+        (_nested(11), "$.parameters" + ".properties.inner" * 11, "at most 10 levels deep"),
+        (
+            {"properties": {f"p{i}": {"type": "BOOLEAN"} for i in range(5001)}},
+            "$.parameters",
+            "at most 5,000 object properties",
+        ),
+        (
+            {"properties": {"n": {"type": "INTEGER", "enum": list(range(1001))}}},
+            "$.parameters.properties.n.enum",
+            "at most 1,000 enum values",
+        ),
+        (
+            {"properties": {"s": {"type": "STRING", "enum": ["x" * 60_000, "y" * 60_001]}}},
+            "$.parameters.properties.s.enum",
+            "at most 120,000 characters of property names and enum strings",
+        ),
+        ({"properties": {}, "nullable": True}, "$.parameters.nullable", "not null"),
+        (None, "$.parameters", "free-form OBJECT"),
+    ],
+    ids=["nesting", "properties", "enum values", "characters", "nullable", "free-form"],
+)
+def test_strict_mode_refuses_what_openai_documents_it_cannot_take(
+    registry: ToolRegistry, parameters: Any, path: str, rule: str
+) -> None:
+    register(registry, parameters)
+    with pytest.raises(work.ValidationError, match=re.escape(rule)) as info:
+        registry.export_openai("t", strict=True)
+    assert info.value.path == path
+    assert str(info.value).startswith("tool 't' cannot be exported to OpenAI strict mode: ")
+    registry.export_openai("t")  # without strict it goes
+
+
+def test_strict_mode_takes_the_limits_themselves(registry: ToolRegistry) -> None:
+    register(registry, _nested(10))
+    assert registry.export_openai("t", strict=True)["function"]["strict"] is True

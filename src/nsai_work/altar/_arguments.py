@@ -33,10 +33,13 @@ def _no_constant(name: str) -> Any:
 
 
 def decode_arguments(arguments: Any) -> Any:
-    """Arguments as a dict: JSON text (``str`` or ``bytes``) is decoded, anything else returned.
+    """Arguments as a dict: JSON text (``str`` or ``bytes``) is decoded, ``None`` (a call with no
+    arguments) is ``{}``, anything else is returned as it is.
 
     ``ValidationError`` at ``$`` for text that is not JSON (``NaN`` and ``Infinity`` included).
     """
+    if arguments is None:
+        return {}
     if not isinstance(arguments, str | bytes | bytearray):
         return arguments
     try:

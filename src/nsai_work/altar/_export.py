@@ -83,9 +83,19 @@ def to_json_schema(schema: dict[str, Any], *, strict: bool = False) -> dict[str,
 
     ``strict=True``: the schema OpenAI's strict mode takes (see the module docstring); an
     optional property becomes required and nullable, so a strict call's arguments hold ``null``
-    where the tool's declaration has nothing (``from_openai`` maps it back). ``ExportRefusal``
-    when a strict schema is impossible (a free-form object, a size limit).
+    where the tool's declaration has nothing (``from_openai`` maps it back). ``ValidationError``
+    naming the path and the rule when a strict schema is impossible (a free-form object, a size
+    limit).
     """
+    try:
+        return _to_json_schema(schema, strict=strict)
+    except ExportRefusal as refusal:
+        raise ValidationError(
+            f"no strict JSON Schema for these parameters: {refusal.reason}", path=refusal.path
+        ) from None
+
+
+def _to_json_schema(schema: dict[str, Any], *, strict: bool) -> dict[str, Any]:
     budget = _Budget() if strict else None
     return _json_schema(schema, "$.parameters", budget, depth=0, optional=False)
 
@@ -231,7 +241,7 @@ def openai_tool(
     function: dict[str, Any] = {
         "name": name,
         "description": description,
-        "parameters": to_json_schema(parameters, strict=strict),
+        "parameters": _to_json_schema(parameters, strict=strict),
     }
     if strict:
         function["strict"] = True
