@@ -94,6 +94,11 @@ class JobLookups:
                 self._only_owner(job_id, [job.tenant_id for job in matches or ()])
         return picked
 
+    async def _one(self, job_id: object, tenant_id: object) -> Job:
+        """The current snapshot of the job a caller names (one store query, with or without
+        its tenant)."""
+        return (await self._lookup([job_id], tenant_id))[0]
+
     async def _stored(self, key: JobKey) -> Job:
         """A job's latest snapshot (without the live overlay of ``get``)."""
         (job,) = await self._read([key])

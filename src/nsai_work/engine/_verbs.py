@@ -76,6 +76,10 @@ class Engine(Protocol):
         """A job's latest snapshot (``NotFoundError`` if unknown)."""
         ...
 
+    async def _one(self, job_id: object, tenant_id: object) -> Job:
+        """The current snapshot of the job a caller names (``_key`` and ``_stored`` in one)."""
+        ...
+
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job's latest snapshot, None when there is none."""
         ...
@@ -155,8 +159,7 @@ class Verbs:
         job with this id (``ValidationError`` says so); the same holds for every verb that
         takes job ids."""
         engine = self._engine
-        key = await engine._key(job_id, self._tenant(tenant_id))
-        return engine._current(await engine._stored(key))
+        return engine._current(await engine._one(job_id, self._tenant(tenant_id)))
 
     async def list(
         self,
@@ -300,8 +303,8 @@ class Verbs:
     ) -> Job:
         """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
         engine = self._engine
-        key = await engine._key(job_id, self._tenant(tenant_id))
-        job = await engine._stored(key)
+        job = await engine._one(job_id, self._tenant(tenant_id))
+        key = (job.tenant_id, job.id)
         if job.status in TERMINAL_STATUSES:
             return job
         if reason is not None and not isinstance(reason, str):
@@ -311,7 +314,7 @@ class Verbs:
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
         engine = self._engine
-        job = await engine._stored(await engine._key(job_id, self._tenant(tenant_id)))
+        job = await engine._one(job_id, self._tenant(tenant_id))
         if job.status not in TERMINAL_STATUSES:
             raise ConflictError(
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
