@@ -304,3 +304,23 @@ def test_the_blocking_client_has_the_same_verbs(
         work.connect(server.url, api_key="nsw_0000000000000000_" + "a" * 43)
     with pytest.raises(work.NotStartedError, match="cannot be reached"):
         work.connect("http://127.0.0.1:9", api_key=server.acme)
+
+
+def test_a_server_that_is_a_client_of_the_store(
+    tmp_path: Any, handlers: Callable[..., str]
+) -> None:
+    """Servers without the scheduler share a store the scheduler serves (here: one process
+    with the scheduler, and a server that is a client of the same SQLite file)."""
+    kind = handlers(lambda j: j.payload["n"] + 1)
+    url = f"sqlite://{tmp_path}/work.db"
+    with (
+        work.SyncScheduler(store=url),
+        running_server(store=url, scheduler=False) as api,
+        work.connect(api.url, api_key=api.acme) as client,
+    ):
+        assert api.app.state.service.runs_scheduler is False
+        submitted = client.submit(job(kind, payload={"n": 41}))
+        assert submitted.status == work.Status.PENDING  # committed; the scheduler admits it
+        assert client.wait(submitted.id, timeout=10).result == 42
+        with pytest.raises(work.NotStartedError, match="needs the scheduler's memory"):
+            client.stats()
