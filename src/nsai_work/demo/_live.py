@@ -8,7 +8,7 @@ every few seconds, with no control codes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
@@ -79,22 +79,25 @@ def _depths(stats: work.Stats) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _queues(frame: Frame) -> Table:
+def _grid(*justify: str) -> Table:
     table = Table.grid(padding=(0, 1))
-    for justify in ("left", "right", "left", "right"):
-        table.add_column(justify=justify)
-    table.add_row(Text("priority", style="dim"), Text("waiting", style="dim"), "", "running")
-    for priority, (waiting, running) in _depths(frame.stats).items():
-        table.add_row(
-            priority, f"{waiting:,}", Text(bar(waiting / frame.max_depth, 20), "cyan"), str(running)
-        )
+    for how in justify:
+        table.add_column(justify=how, no_wrap=True)  # type: ignore[arg-type]
     return table
 
 
-def _pools(frame: Frame) -> Table:
-    table = Table.grid(padding=(0, 1))
-    for justify in ("left", "right", "left", "left"):
-        table.add_column(justify=justify)
+def _queues(frame: Frame, wide: bool) -> Table:
+    table = _grid("left", "right", "left", "right")
+    table.add_row(*(Text(h, style="dim") for h in ("priority", "waiting", "", "running")))
+    for priority, (waiting, running) in _depths(frame.stats).items():
+        shown = bar(waiting / frame.max_depth, 20 if wide else 6)
+        table.add_row(priority, f"{waiting:,}", Text(shown, "cyan"), str(running))
+    return table
+
+
+def _pools(frame: Frame, wide: bool) -> Table:
+    table = _grid("left", "right", "left", "right")
+    table.add_row(*(Text(h, style="dim") for h in ("pool", "runs", "", "GPUs")))
     for name in POOLS:
         pool = frame.stats.pools.get(name)
         if pool is None:
@@ -104,62 +107,57 @@ def _pools(frame: Frame) -> Table:
         gpus = ""
         for gpu_type, total in capacity.gpus.items():
             held = used.gpus.get(gpu_type, 0)
-            gpus = f"{held}/{total} {gpu_type}"
+            gpus = f"{held}/{total}" + (f" {gpu_type}" if wide else "")
             fraction = max(fraction, held / total if total else 0.0)
-        table.add_row(
-            name, f"{used.slots}/{capacity.slots}", Text(bar(fraction, 12), "green"), gpus
-        )
+        shown = Text(bar(fraction, 12 if wide else 6), "green")
+        table.add_row(name, f"{used.slots}/{capacity.slots}", shown, gpus)
     return table
 
 
-def _fair(frame: Frame) -> Group:
-    table = Table.grid(padding=(0, 1))
-    for justify in ("left", "right", "left", "right", "right"):
-        table.add_column(justify=justify)
+def _fair(frame: Frame, wide: bool) -> Group:
+    table = _grid("left", "left", "right", "left")
     total = sum(WEIGHTS[t] for t in CONTEST_TENANTS)
     for tenant in CONTEST_TENANTS:
         weight_share = WEIGHTS[tenant] / total
         share = frame.shares.get(tenant, 0.0)
         table.add_row(
             tenant,
-            f"w{WEIGHTS[tenant]:g}",
-            Text(bar(share / 100.0, 20, marker=weight_share), "magenta"),
-            f"{share:5.1f}%",
-            Text(f"weight {100 * weight_share:.0f}%", style="dim"),
+            Text(bar(share / 100.0, 20 if wide else 10, marker=weight_share), "magenta"),
+            f"{share:4.1f}%",
+            Text(f"w{WEIGHTS[tenant]:g}: {100 * weight_share:.0f}%", style="dim"),
         )
     fair = frame.fair
     if fair.get("max_error_pp") is None:
         return Group(table)
     note = (
-        f"while all were backlogged ({fair['backlogged_s']:.1f} s): furthest from its "
-        f"weight {fair['max_error_pp']:.1f} pp"
+        f"all backlogged {fair['backlogged_s']:.1f} s: furthest from its weight "
+        f"{fair['max_error_pp']:.1f} pp"
     )
     return Group(table, Text(note, style="dim"))
 
 
-def _spend(frame: Frame) -> Table:
-    table = Table.grid(padding=(0, 1))
-    for justify in ("left", "right", "left", "left"):
-        table.add_column(justify=justify)
+def _spend(frame: Frame, wide: bool) -> Group:
+    table = _grid("left", "right", "left", "left")
+    refused = []
     for tenant in TENANTS:
         counts = frame.stats.by_tenant.get(tenant)
         if counts is None:
             continue
         spent, budget = counts.spend_total_usd, counts.budget_usd
+        width = 12 if wide else 6
         if budget:
-            refused = counts.rejections.get("budget", 0)
-            note = f"of ${budget:.2f}" + (f", {refused} refused" if refused else "")
-            shown = bar(spent / budget, 12, marker=(spent + counts.committed_usd) / budget)
+            if counts.rejections.get("budget"):
+                refused.append(f"{tenant}: {counts.rejections['budget']} submits refused")
+            note = f"of ${budget:.2f}"
+            shown = bar(spent / budget, width, marker=(spent + counts.committed_usd) / budget)
         else:
-            note, shown = "no budget", " " * 12
-        table.add_row(tenant, f"${spent:.4f}", Text(shown, "yellow"), note)
-    return table
+            note, shown = "no budget", " " * width
+        table.add_row(tenant, f"${spent:.4f}", Text(shown, "yellow"), Text(note, style="dim"))
+    return Group(table, *(Text(line, style="dim") for line in refused))
 
 
-def _latency(frame: Frame) -> Table:
-    table = Table.grid(padding=(0, 2))
-    for justify in ("left", "right", "right", "right"):
-        table.add_column(justify=justify)
+def _latency(frame: Frame, wide: bool) -> Table:
+    table = _grid("left", "right", "right", "right")
     table.add_row(*(Text(h, style="dim") for h in ("priority", "jobs", "p50 ms", "p99 ms")))
     for priority in PRIORITIES:
         values = frame.latencies.get(priority, [])
@@ -172,10 +170,10 @@ def _latency(frame: Frame) -> Table:
     return table
 
 
-def _reasons(frame: Frame) -> Table:
+def _reasons(frame: Frame, wide: bool) -> Table:
     table = Table.grid(padding=(0, 1))
-    table.add_column()
-    table.add_column(justify="right")
+    table.add_column(overflow="ellipsis", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
     ranked = sorted(frame.stats.waiting_reasons.items(), key=lambda item: (-item[1], item[0]))
     for reason, count in ranked[:6]:
         table.add_row(reason, f"{count:,}")
@@ -184,41 +182,39 @@ def _reasons(frame: Frame) -> Table:
     return table
 
 
-def render_frame(frame: Frame) -> RenderableType:
-    """The live view of one frame."""
+def render_frame(frame: Frame, width: int = 100) -> RenderableType:
+    """The live view of one frame, for a terminal ``width`` columns wide (two columns of
+    panels; longer bars from 110 columns on)."""
+    wide = width >= 110
     totals = frame.stats.totals
-    phase = (
-        "draining the backlog"
-        if frame.draining
-        else f"arrivals until {frame.end_s:.0f} s of {frame.duration_s:g} s"
-    )
+    phase = "draining the backlog" if frame.draining else f"arrivals until {frame.end_s:.0f} s"
     header = Text.assemble(
         ("nsai-work demo", "bold"),
-        f"  {frame.position_s:5.1f} s, {phase}  |  {frame.admitted:,} admitted, "
-        f"{totals.finished:,} finished, {totals.running:,} running",
+        f"  {frame.position_s:5.1f} s of {frame.duration_s:g} s, {phase}",
     )
+    counts = Text(
+        f"{frame.admitted:,} admitted, {totals.finished:,} finished, "
+        f"{totals.running:,} running, {totals.pending + totals.queued:,} waiting"
+    )
+    panels: list[tuple[str, Callable[[Frame, bool], RenderableType]]] = [
+        ("queue depth by priority", _queues),
+        ("pools: runs and GPUs in use", _pools),
+        (f"fair share of {CONTEST_POOL} (| weight)", _fair),
+        ("spend (| with committed)", _spend),
+        ("submit-to-start latency", _latency),
+        ("why jobs wait, now", _reasons),
+    ]
     grid = Table.grid(expand=True, padding=(0, 1))
     grid.add_column(ratio=1)
     grid.add_column(ratio=1)
-    grid.add_row(
-        Panel(_queues(frame), title="queue depth by priority", title_align="left"),
-        Panel(_pools(frame), title="pools (runs, GPUs in use)", title_align="left"),
-    )
-    grid.add_row(
-        Panel(
-            _fair(frame),
-            title=f"fair share of {CONTEST_POOL}, last 3 s (| = weight)",
-            title_align="left",
-        ),
-        Panel(_spend(frame), title="spend against budget (| = committed)", title_align="left"),
-    )
-    grid.add_row(
-        Panel(_latency(frame), title="submit-to-start latency", title_align="left"),
-        Panel(_reasons(frame), title="why jobs wait, now", title_align="left"),
-    )
+    for (left, draw_left), (right, draw_right) in zip(panels[::2], panels[1::2], strict=True):
+        grid.add_row(
+            Panel(draw_left(frame, wide), title=left, title_align="left"),
+            Panel(draw_right(frame, wide), title=right, title_align="left"),
+        )
     notes = Text("\n".join(frame.notes[-4:]) or "-", style="dim")
-    footer = Text(f"store {frame.store}  -  Ctrl-C stops; the store keeps every job", style="dim")
-    return Group(header, grid, Panel(notes, title="events", title_align="left"), footer)
+    footer = Text(f"{frame.store}  -  Ctrl-C stops, the store keeps every job", style="dim")
+    return Group(header, counts, grid, Panel(notes, title="events", title_align="left"), footer)
 
 
 class LiveView:
@@ -231,7 +227,7 @@ class LiveView:
 
     def update(self, frame: Frame) -> None:
         """Show ``frame``."""
-        self._live.update(render_frame(frame), refresh=True)
+        self._live.update(render_frame(frame, self.console.width), refresh=True)
 
     def note(self, text: str) -> None:
         """A message above the view."""

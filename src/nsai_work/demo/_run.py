@@ -80,7 +80,21 @@ class _State:
 
 def run(settings: Settings) -> int:
     """Run the demo with ``settings``; returns the exit code (0: every admitted job finished
-    and none was lost; 130: interrupted, the store is kept for ``--resume``; 2: bad options)."""
+    and none was lost; 130: interrupted, the store is kept for ``--resume``; 2: bad options).
+
+    The first Ctrl-C stops the run cleanly; a second one stops it at once (the SQLite store
+    stays consistent and ``--resume`` still works; the journal may miss the last moments)."""
+    try:
+        return _run(settings)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "\nnsai-work demo: stopped at once by a second Ctrl-C; the store is consistent "
+            "and can be resumed with --resume\n"
+        )
+        return EXIT_INTERRUPTED
+
+
+def _run(settings: Settings) -> int:
     human = sys.stderr if settings.json_to == "-" else sys.stdout
     if settings.serve:
         human.write(
@@ -139,7 +153,7 @@ def run(settings: Settings) -> int:
         view = _view(settings, human)
         started = time.monotonic()
         try:
-            finished = _loop(state, view, interrupted, logs)
+            ended = _loop(state, view, interrupted, logs)
             stats = work.stats()
         finally:
             view.close()
@@ -152,8 +166,9 @@ def run(settings: Settings) -> int:
     if state.journal is not None:
         state.journal.write(position_s=round(state.position_s, 3))
     check = None if not place.durable else check_store(place.url, before + state.keys)
-    if interrupted.is_set():
+    if ended == "interrupted":
         return _interrupted(settings, state, check, human)
+    finished = ended == "drained"
     recovery = None
     if record is not None and pre is not None:
         recovered = check_store(place.url, pre.unfinished)
@@ -293,9 +308,9 @@ def _view(settings: Settings, stream: TextIO) -> LiveView | PlainView:
 
 def _loop(
     state: _State, view: LiveView | PlainView, interrupted: threading.Event, logs: _Logs
-) -> bool:
-    """Submit, sample and show until every job has finished (True), the drain takes too long
-    (False) or Ctrl-C."""
+) -> str:
+    """Submit, sample and show until every job has finished (``"drained"``), the drain takes
+    too long (``"timeout"``) or Ctrl-C (``"interrupted"``)."""
     arrivals = state.arrivals
     started = time.monotonic()
     start_s = arrivals.start_s
@@ -319,14 +334,14 @@ def _loop(
             view.update(_frame(state, stats, position))
             waiting = stats.totals.pending + stats.totals.queued + stats.totals.running
             if position >= arrivals.end_s and not waiting and not state.deferred:
-                return True
+                return "drained"
             if position >= drain_deadline:
-                return False
+                return "timeout"
         if state.journal is not None and now >= next_journal:
             next_journal = now + 1.0
             state.journal.write(position_s=round(position, 3))
         time.sleep(max(0.0, _TICK_S - (time.monotonic() - now)))
-    return False
+    return "interrupted"
 
 
 def _arrive(state: _State, position: float, now: float) -> None:
@@ -355,8 +370,7 @@ def _submit(state: _State, sub: Submission, position: float, now: float) -> None
         if "budget" in str(error) and not state.budget_noted:
             state.budget_noted = True
             state.notes.append(
-                f"{position:5.1f} s  {sub.tenant}'s budget ran out: its submits are refused "
-                f"from now on ({type(error).__name__})"
+                f"{position:5.1f} s  {sub.tenant}'s budget ran out: its next submits are refused"
             )
         return
     state.admitted += len(admitted)

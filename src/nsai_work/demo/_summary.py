@@ -239,7 +239,7 @@ def _fair_share(fair: Mapping[str, Any]) -> list[str]:
             f"{t['weight']:g}",
             f"{t['weight_share_pct']:.1f}%",
             f"{t['share_pct']:.1f}%",
-            f"{t['error_pp']:+.1f} pp",
+            f"{round(t['error_pp'], 1) or 0.0:+.1f} pp",  # (never "-0.0")
         ]
         for tenant, t in fair["tenants"].items()
     ]
