@@ -18,7 +18,6 @@ import pytest
 
 PRIORITIES = ("realtime", "interactive", "batch", "offline")
 _ENV = {**os.environ, "COLUMNS": "120", "PYTHONUNBUFFERED": "1"}
-_ENV.pop("CI", None)
 
 
 def _demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

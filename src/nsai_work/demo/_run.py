@@ -88,8 +88,8 @@ def run(settings: Settings) -> int:
         return _run(settings)
     except KeyboardInterrupt:
         sys.stderr.write(
-            "\nnsai-work demo: stopped at once by a second Ctrl-C; the store is consistent "
-            "and can be resumed with --resume\n"
+            "\nnsai-work demo: stopped at once (Ctrl-C again, or before the run began); the "
+            "store is consistent and a run that began can be resumed with --resume\n"
         )
         return EXIT_INTERRUPTED
 
