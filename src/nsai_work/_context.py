@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._errors import ValidationError
 from ._ir import Progress
@@ -13,9 +13,24 @@ from ._validate import is_utf8
 if TYPE_CHECKING:
     from ._ir import Job
 
-__all__ = ["JobContext"]
+__all__ = ["HandleSink", "JobContext"]
 
 _job_log = logging.getLogger("nsai_work.job")
+_MAX_HANDLE: Final = 512
+
+
+class HandleSink(Protocol):
+    """Who hears of a run's backend handle (the engine)."""
+
+    def handle_reported(self, ctx: JobContext, handle: str) -> None:
+        """``ctx``'s backend says where its run lives (called from any thread)."""
+        ...
+
+
+def _preview(value: object) -> str:
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return type(value).__name__
 
 
 class JobContext:
@@ -27,22 +42,26 @@ class JobContext:
 
     __slots__ = (
         "_cancelled",
+        "_handle",
         "_heartbeat",
         "_logger",
         "_progress",
         "_running",
+        "_sink",
         "attempt",
         "job",
     )
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, sink: HandleSink | None = None) -> None:
         self.job = job
+        self._sink = sink  # the engine, told of the run's backend handle
         self.attempt = job.attempt
         self._cancelled = False
         self._running = False  # set by the engine when the backend is called
         self._progress: Progress | None = None
         self._heartbeat: float | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._handle: str | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -72,6 +91,31 @@ class JobContext:
                 )
         self._progress = Progress(fraction=float(fraction), message=message)
         self._heartbeat = time.time()
+
+    def set_handle(self, handle: str) -> None:
+        """Say where this run lives (for backends): a process id, a Ray task or job id, a Modal
+        call id; at most 512 characters. It is stored on the attempt (``Attempt.handle``), so a
+        scheduler restarted after a crash can stop a run its predecessor left going
+        (``Backend.cancel_orphan``). May be called from any thread; a later call replaces it."""
+        if not isinstance(handle, str) or not 0 < len(handle) <= _MAX_HANDLE:
+            raise ValidationError(
+                f"a backend handle is a non-empty string of at most {_MAX_HANDLE} characters, "
+                f"got {_preview(handle)}",
+                path="$.handle",
+            )
+        if not is_utf8(handle):
+            raise ValidationError(
+                "a backend handle is text UTF-8 can encode; it holds a lone surrogate",
+                path="$.handle",
+            )
+        self._handle = handle
+        if self._sink is not None:
+            self._sink.handle_reported(self, handle)
+
+    @property
+    def handle(self) -> str | None:
+        """The backend handle of this run, once the backend has set it."""
+        return self._handle
 
     @property
     def last_progress(self) -> Progress | None:

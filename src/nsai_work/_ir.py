@@ -219,7 +219,11 @@ class JobError(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
 
 
 class Attempt(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
-    """One run of a job on a backend pool, and how it ended."""
+    """One run of a job on a backend pool, and how it ended.
+
+    ``handle`` is where the backend ran it, when the backend says (``ctx.set_handle``): a
+    process id, a Ray task or job id, a Modal call id. A restarted scheduler uses it to stop a
+    run its dead predecessor left going (``Backend.cancel_orphan``)."""
 
     number: int
     backend: str
@@ -229,6 +233,7 @@ class Attempt(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     status: Status = Status.RUNNING
     error: JobError | None = None
     cost_usd: float = 0.0
+    handle: str | None = None
 
 
 class Progress(Struct, frozen=True, kw_only=True, gc=False):

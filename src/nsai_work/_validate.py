@@ -40,6 +40,7 @@ from ._ir import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "NOT_SUPPORTED_YET",
     "SCHEDULER_OWNED",
     "check_identifier",
@@ -58,6 +59,8 @@ __all__ = [
 S = TypeVar("S", bound=msgspec.Struct)
 
 _MAX_DEPTH: Final = 64
+#: The largest JSON a job's payload (and its metadata) may encode to, unless configured.
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 1_048_576
 
 #: Fields whose behaviour a later issue builds: a job that sets one is rejected, never ignored.
 NOT_SUPPORTED_YET: Final = (
@@ -395,8 +398,11 @@ def validate_struct(value: object, kind: type[S], path: str = "$", *, check_id: 
     return checked
 
 
-def validate_new_job(job: object, index: int | None = None) -> Job:
-    """Check a job offered to ``submit`` and return the scheduler's private, validated copy."""
+def validate_new_job(
+    job: object, index: int | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> Job:
+    """Check a job offered to ``submit`` and return the scheduler's private, validated copy.
+    Its payload, and its metadata, may each encode to at most ``max_payload_bytes`` of JSON."""
     if type(job) is not Job:
         raise ValidationError(
             f"expected a work.Job, got {type(job).__name__}; build one with "
@@ -428,7 +434,10 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
         if not finite:
             _refuse_lost_numbers(resources, index)
     try:
-        copy = job_decoder.decode(json_encoder.encode(job))
+        encoded = json_encoder.encode(job)
+        if len(encoded) > max_payload_bytes:  # (only then is it worth finding which part)
+            _refuse_large(job, max_payload_bytes, index)
+        copy = job_decoder.decode(encoded)
     except msgspec.ValidationError as exc:
         refuse_unencodable(job, "$", index)  # a NaN that became null: name it as such
         error = from_msgspec_error(exc, index)
@@ -444,6 +453,19 @@ def validate_new_job(job: object, index: int | None = None) -> Job:
         _refuse_identifiers(copy, index)
     _refuse_unbuilt(copy, index)
     return copy
+
+
+def _refuse_large(job: Job, max_bytes: int, index: int | None) -> None:
+    for name in ("payload", "metadata"):
+        size = len(json_encoder.encode(getattr(job, name)))
+        if size > max_bytes:
+            raise ValidationError(
+                f"the {name} must encode to at most {max_bytes} bytes of JSON "
+                f"(max_payload_bytes), got {size} bytes; pass large data by reference (a path "
+                f"or URL in the payload)",
+                path=f"$.{name}",
+                index=index,
+            )
 
 
 def _refuse_lost_numbers(resources: Resources, index: int | None) -> None:

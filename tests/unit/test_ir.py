@@ -137,6 +137,7 @@ def _every_field_set() -> work.Job:
                 status=work.Status.FAILED,
                 error=error,
                 cost_usd=0.25,
+                handle="4242",
             ),
             work.Attempt(
                 number=2,

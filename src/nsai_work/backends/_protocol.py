@@ -17,6 +17,12 @@ Optional members, used when present:
 - ``shared_limits(job) -> tuple[nsai_work.core.Limit, ...]``: limits across tenants the
   scheduler enforces at dispatch (the altar backend's per-tool ``max_concurrency`` and rate).
 - ``start()`` / ``stop()``: sync or async, called when the scheduler starts and stops.
+- ``cancel_orphan(job, handle)``: sync or async, best effort. A backend whose runs outlive the
+  scheduler process (a cluster's task, a cloud call) tells where each run lives with
+  ``ctx.set_handle(handle)`` inside ``execute``; the handle is stored on the attempt. When a
+  scheduler restarts after a crash, it calls ``cancel_orphan`` for each run the dead one left
+  going (that attempt ends ``engine_lost`` and its retry policy decides), so the work is not
+  paid for twice. Without it, recovery logs a warning that the run may still be going.
 """
 
 from __future__ import annotations

@@ -477,6 +477,7 @@ class ProcessBackend:
             assert self._loop is not None
             run = Run(ctx, self._loop.create_future(), job.resources.memory_mb or None)
             worker.begin(run, frame(self._encoder.encode(request)))
+            ctx.set_handle(str(worker.pid))
             try:
                 reply = await run.future
             except asyncio.CancelledError:

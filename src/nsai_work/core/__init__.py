@@ -9,6 +9,7 @@ from ._capacity import NO_NEEDS, Needs, PoolState, needs_of
 from ._core import DEFAULT_TENANT_IDLE_TTL_S, SchedulingCore
 from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
+    Amend,
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
@@ -17,6 +18,7 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
+    HandleReported,
     JobKey,
     Limit,
     Outcome,
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_FAIR_SHARE_RESOLUTION_S",
     "DEFAULT_TENANT_IDLE_TTL_S",
     "NO_NEEDS",
+    "Amend",
     "ArmTimer",
     "Cancel",
     "ConcurrencyLimitChanged",
@@ -54,6 +57,7 @@ __all__ = [
     "Dispatch",
     "Event",
     "Failed",
+    "HandleReported",
     "JobKey",
     "Limit",
     "Needs",

@@ -40,6 +40,7 @@ from ._holds import Holds, reserve
 from ._jobs import LiveJobs
 from ._limits import Limits, StarvationGuard
 from ._messages import (
+    Amend,
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
@@ -48,6 +49,7 @@ from ._messages import (
     Dispatch,
     Event,
     Failed,
+    HandleReported,
     PoolsChanged,
     Record,
     Reject,
@@ -187,6 +189,10 @@ class SchedulingCore:
             self._arm_sweep(out)
         elif kind is Restore:
             restore(self, event, out)  # type: ignore[arg-type]
+        elif kind is HandleReported:
+            amended = self._jobs.note_handle(event)  # type: ignore[arg-type]
+            if amended is not None:
+                out.append(Amend(amended))
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
         if self.dispatching:
@@ -326,9 +332,9 @@ class SchedulingCore:
         self._holds.release_fifo(queue, head)
         if limit is None:
             namespace = head.tenant_state.namespaces[head.namespace]
-            park_fifo(queue, head.subkey, reason, namespace.parked)
+            park_fifo(queue, head.fifo, reason, namespace.parked)
             return FIFO
-        park_fifo(queue, head.subkey, reason, limit.parked)
+        park_fifo(queue, head.fifo, reason, limit.parked)
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
             at = limit.timer_at = limit.next_token_at(self._now)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from msgspec.structs import replace
+
 from .._ir import TERMINAL_STATUSES, Job, Status
 from ._counters import QUEUED_SLOT, SLOT, SUBMITTED
 from ._lifecycle import ALLOWED_TRANSITIONS, WAITING, check_transition
 
 if TYPE_CHECKING:
+    from ._messages import HandleReported
     from ._queues import Entry
     from ._registry import TenantRegistry
 
@@ -97,6 +100,21 @@ class LiveJobs:
             if namespace is not None:
                 namespace.waiting += 1
         self._tenants.check_active(tenant, now)
+
+    def note_handle(self, event: HandleReported) -> Job | None:
+        """Record the event's handle on the job's running attempt; the job's new snapshot, or
+        None when that attempt is not running (it ended, or the id is unknown) or the handle
+        is the one it has."""
+        attempt, handle = event.attempt, event.handle
+        entry = self.get(event.tenant_id, event.job_id)
+        if entry is None or entry.status is not Status.RUNNING:
+            return None
+        job = entry.job
+        if job.attempt != attempt or not job.attempts or job.attempts[-1].handle == handle:
+            return None
+        last = replace(job.attempts[-1], handle=handle)
+        entry.job = replace(job, attempts=(*job.attempts[:-1], last))
+        return entry.job
 
     def in_order(self) -> list[Entry]:
         """Every live job's record, in the order they were admitted (or restored)."""

@@ -15,6 +15,7 @@ from .._ir import Job, JobError, Pool, Status, Tenant
 from ._state import CoreState
 
 __all__ = [
+    "Amend",
     "ArmTimer",
     "Cancel",
     "ConcurrencyLimitChanged",
@@ -23,6 +24,7 @@ __all__ = [
     "Dispatch",
     "Event",
     "Failed",
+    "HandleReported",
     "JobKey",
     "Limit",
     "Outcome",
@@ -147,6 +149,17 @@ class ConcurrencyLimitChanged(Struct, frozen=True, gc=False):
     limit: int
 
 
+class HandleReported(Struct, frozen=True, gc=False):
+    """The backend running ``attempt`` of a job says where that run lives (``handle``: a pid, a
+    Ray task or job id, a Modal call id), so a restarted engine can find it again. Ignored
+    unless that attempt is the job's running one."""
+
+    tenant_id: str
+    job_id: str
+    attempt: int
+    handle: str
+
+
 class Restore(Struct, frozen=True, gc=False):
     """Rebuild a fresh core from what a store kept (DESIGN.md principle 6: state is data).
 
@@ -178,6 +191,7 @@ Event = (
     | ConcurrencyLimitChanged
     | Rejected
     | Restore
+    | HandleReported
 )
 
 
@@ -238,5 +252,12 @@ class StopRun(Struct, frozen=True, gc=False):
     reason: str
 
 
+class Amend(Struct, frozen=True, gc=False):
+    """A live job's snapshot changed without a transition (its running attempt's backend
+    handle): store ``job``; nobody else needs telling."""
+
+    job: Job
+
+
 #: Everything ``SchedulingCore.handle`` may return.
-Decision = Reject | Record | Dispatch | ArmTimer | StopRun | DisarmTimer
+Decision = Reject | Record | Dispatch | ArmTimer | StopRun | DisarmTimer | Amend

@@ -276,7 +276,6 @@ class _Restorer:
             tenant_state=tenant,
             namespace=job.namespace,
             limits=keys,
-            subkey=(job.namespace, keys),
             rank=job.priority.rank,
             needs=needs,
             backend=job.backend or "",

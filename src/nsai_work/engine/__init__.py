@@ -4,9 +4,10 @@ another process serves: ``Client`` (async), ``SyncClient`` and ``connect`` (bloc
 
 from ._client import Client, SyncClient, connect
 from ._config import Config
-from ._scheduler import Page, Scheduler
+from ._scheduler import Scheduler
 from ._sync import SyncScheduler
 from ._tenants import SyncTenantScope, TenantScope
+from ._verbs import Page
 
 __all__ = [
     "Client",

@@ -44,13 +44,12 @@ from typing import Any, Final
 
 from .._errors import ConfigurationError, NotFoundError, NotStartedError, StoreError
 from .._ir import TERMINAL_STATUSES, Job
-from .._validate import validate_new_job
+from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
 from ..stores import JobKey, ListQuery, Store, redact, store_from_url
 from ._blocking import SyncVerbs
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
-from ._scheduler import Page
-from ._verbs import Verbs, Watcher
+from ._verbs import Page, Verbs, Watcher
 
 __all__ = ["Client", "SyncClient", "connect"]
 
@@ -104,6 +103,12 @@ def _check_interval(value: object) -> float:
     return float(value)
 
 
+def _check_payload_limit(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigurationError(f"max_payload_bytes must be an int >= 0, got {value!r}")
+    return value
+
+
 class Client(JobLookups, Verbs):
     """A client of a store that a scheduler serves: ``async with work.Client(store=url) as c:``.
 
@@ -112,12 +117,24 @@ class Client(JobLookups, Verbs):
     module docstring for what that means for each). ``store`` is a URL (``sqlite:///...``) or a
     Store object, not opened yet. ``poll_interval_s``: how long a wait waits for a change the
     store reports before it reads the watched jobs anyway (doubled while none of them finishes,
-    up to 5 times).
+    up to 5 times). ``max_payload_bytes``: the largest JSON payload (and metadata) a submit
+    sends; the scheduler applies its own limit too.
     """
 
-    def __init__(self, *, store: str | Store, poll_interval_s: float = 0.01) -> None:
+    #: A client's waits read the watched jobs again after each change (``_poll``): nothing is
+    #: missed while a lookup awaits.
+    _reads_lag = False
+
+    def __init__(
+        self,
+        *,
+        store: str | Store,
+        poll_interval_s: float = 0.01,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
         self._store_spec = _check_store(store)
         self.poll_interval_s = _check_interval(poll_interval_s)
+        self.max_payload_bytes = _check_payload_limit(max_payload_bytes)
         self._state = "new"
         self._watchers: dict[JobKey, builtins.list[Watcher]] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -201,7 +218,8 @@ class Client(JobLookups, Verbs):
         stored: pending, until the scheduler admits them."""
         self._require_open()
         validated = [
-            validate_new_job(job, index if batch else None) for index, job in enumerate(jobs)
+            validate_new_job(job, index if batch else None, self.max_payload_bytes)
+            for index, job in enumerate(jobs)
         ]
         if validated:
             await self._store.submit(validated)
@@ -212,10 +230,10 @@ class Client(JobLookups, Verbs):
         self._require_open()
         return await self._store.owners(job_id)
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids in the store (one query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids in the store (one query)."""
         self._require_open()
-        return await self._store.owners_many(job_ids) if job_ids else {}
+        return await self._store.find_many(job_ids) if job_ids else {}
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job as the store holds it (None when it does not)."""
@@ -355,11 +373,18 @@ class SyncClient(LoopThread[Client], SyncVerbs):
     _whose = "the client's"
     _thread_name = "nsai-work-client"
 
-    def __init__(self, *, store: str | Store, poll_interval_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        *,
+        store: str | Store,
+        poll_interval_s: float = 0.01,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
         super().__init__()
         self._options: dict[str, Any] = {
             "store": _check_store(store),
             "poll_interval_s": _check_interval(poll_interval_s),
+            "max_payload_bytes": _check_payload_limit(max_payload_bytes),
         }
 
     def __enter__(self) -> SyncClient:
@@ -392,7 +417,15 @@ class SyncClient(LoopThread[Client], SyncVerbs):
             self._stop_engine(Client.close)
 
 
-def connect(*, store: str | Store, poll_interval_s: float = 0.01) -> SyncClient:
+def connect(
+    *,
+    store: str | Store,
+    poll_interval_s: float = 0.01,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> SyncClient:
     """A blocking client of the store a scheduler serves, open: ``with work.connect(store=url)
-    as client: client.submit(job)``. See ``work.Client`` for what each verb does."""
-    return SyncClient(store=store, poll_interval_s=poll_interval_s).open()
+    as client: client.submit(job)``. See ``work.Client`` for what each verb and option does."""
+    client = SyncClient(
+        store=store, poll_interval_s=poll_interval_s, max_payload_bytes=max_payload_bytes
+    )
+    return client.open()

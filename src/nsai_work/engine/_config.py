@@ -11,13 +11,20 @@ from msgspec import Struct
 from .._clock import Clock
 from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
-from .._validate import validate_struct
+from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_struct
 from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
 from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, DEFAULT_TENANT_IDLE_TTL_S, check_resolution
-from ..stores import Store
+from ..stores import MemoryStore, Store, store_from_url
 from ..telemetry import Telemetry
 
-__all__ = ["BUILTIN_BACKENDS", "DEFAULT_POOL_SLOTS", "Config", "ResolvedBackends", "resolve"]
+__all__ = [
+    "BUILTIN_BACKENDS",
+    "DEFAULT_POOL_SLOTS",
+    "Config",
+    "ResolvedBackends",
+    "resolve",
+    "store_of",
+]
 
 BUILTIN_BACKENDS: Final = {
     "local": LocalBackend,
@@ -45,6 +52,8 @@ class Config(Struct, kw_only=True, frozen=True):
     - ``max_waiting``: cap on pending + queued jobs (``QueueFullError`` beyond); None: no cap.
     - ``finished_ttl_s`` / ``finished_max``: how long and how many finished jobs are kept.
     - ``max_result_bytes``: the largest JSON result a handler may return.
+    - ``max_payload_bytes``: the largest JSON a job's payload (and, apart, its metadata) may
+      encode to; a larger one is refused at submit naming the field.
     - ``seed``: seeds retry jitter (None: random), for reproducible runs.
     - ``telemetry``: the bus to emit on (default: the process-wide ``work.telemetry``).
     - ``tenants``: configured tenants (``work.Tenant``: weight, quota, namespace limits).
@@ -83,6 +92,7 @@ class Config(Struct, kw_only=True, frozen=True):
     finished_ttl_s: float = 3600.0
     finished_max: int = 100_000
     max_result_bytes: int = 1_048_576
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     seed: int | None = None
     telemetry: Any = None
     tenants: tuple[Tenant, ...] = ()
@@ -107,7 +117,7 @@ class Config(Struct, kw_only=True, frozen=True):
             raise ConfigurationError(
                 f"max_waiting must be an int >= 0 or None, got {self.max_waiting!r}"
             )
-        for name in ("finished_max", "max_result_bytes"):
+        for name in ("finished_max", "max_result_bytes", "max_payload_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")
@@ -325,3 +335,13 @@ def _check_backend(backend: object, index: int) -> None:
         raise ConfigurationError(
             f"backends[{index}]: a backend's name is a non-empty string, got {name!r}"
         )
+
+
+def store_of(config: Config) -> Store:
+    """The store a config names (a URL, or a Store object), not opened yet."""
+    store = config.store
+    if not isinstance(store, str):
+        return store  # type: ignore[no-any-return]
+    if store.split("://", 1)[0].lower() == "memory":  # retention options are the memory store's
+        return MemoryStore(finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max)
+    return store_from_url(store)

@@ -18,8 +18,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .._errors import ConfigurationError, NotStartedError
 from ._config import Config, make_config
-from ._scheduler import check_stop_timeout
 from ._sync import SyncScheduler
+from ._verbs import check_stop_timeout
 
 __all__ = [
     "as_completed",

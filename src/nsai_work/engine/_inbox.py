@@ -141,8 +141,8 @@ class ClientInbox:
         for job in jobs:
             adopted.add((job.tenant_id, job.id))
             try:
-                checked = _validated(job)
-                route, shared = scheduler._route(checked)
+                checked = _validated(job, scheduler.config.max_payload_bytes)
+                route, shared = scheduler._router.route(checked)
             except WorkError as exc:
                 scheduler._feed(Rejected((job,), rejection_reason(exc)))
                 scheduler._emitter.rejected([job], exc)
@@ -172,9 +172,10 @@ class ClientInbox:
         scheduler._writes.after_commit(lambda: scheduler._notify(ended))
 
 
-def _validated(job: Job) -> Job:
+def _validated(job: Job, max_payload_bytes: int) -> Job:
     """A stored client job, checked as a local submit is. ``retry_of`` is the one field a
     client's job may carry that a new job may not: the client's ``retry()`` set it."""
     if job.retry_of is None:
-        return validate_new_job(job)
-    return replace(validate_new_job(replace(job, retry_of=None)), retry_of=job.retry_of)
+        return validate_new_job(job, None, max_payload_bytes)
+    fresh = validate_new_job(replace(job, retry_of=None), None, max_payload_bytes)
+    return replace(fresh, retry_of=job.retry_of)

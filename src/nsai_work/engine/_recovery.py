@@ -11,6 +11,8 @@ feeds the core one ``Restore`` event. Runs of the dead engine are lost: their at
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,8 +20,9 @@ import msgspec
 from msgspec import Struct
 
 from .._errors import StoreError, WorkError
-from .._ir import Job
+from .._ir import Attempt, Job, Status
 from ..core import CoreState, Limit, Restore, Route
+from ._runner import quietly
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -48,6 +51,34 @@ def state_blob(engine: Scheduler) -> bytes:
     """The engine's state now, encoded for the store."""
     core = engine._core.export_state(engine._monotonic(), engine._wall_time())
     return _ENCODER.encode(EngineState(core=core, rng=_plain(engine._random.getstate())))
+
+
+def _cancel_orphan(engine: Scheduler, job: Job, attempt: Attempt) -> None:
+    """A run of the dead engine said where it lives: ask its backend to stop it, so the retry
+    does not pay for the same work twice (best effort; in the background)."""
+    info = engine._router.backends.get(attempt.backend)
+    hook = None if info is None else getattr(info.backend, "cancel_orphan", None)
+    if hook is None:
+        _log.warning(
+            "nsai-work: job %s (tenant %r) attempt %d ran on backend %r (handle %r) in a "
+            "scheduler that died; that backend cannot cancel it, so it may still be going",
+            job.id,
+            job.tenant_id,
+            attempt.number,
+            attempt.backend,
+            attempt.handle,
+        )
+        return
+    if inspect.iscoroutinefunction(hook):
+        call = hook(job, attempt.handle)
+    else:
+        call = asyncio.get_running_loop().run_in_executor(
+            engine._executor, hook, job, attempt.handle
+        )
+    what = (
+        f"{attempt.backend!r} failed to cancel the orphaned run {attempt.handle!r} of job {job.id}"
+    )
+    engine._background.spawn(quietly(call, what))
 
 
 def _plain(value: Any) -> Any:
@@ -90,7 +121,7 @@ async def recover(engine: Scheduler) -> int:
     unroutable = 0
     for job in recovered.jobs:
         try:
-            route, shared = engine._route(job)
+            route, shared = engine._router.route(job)
         except WorkError:  # no configured backend runs it any more: the core ends it
             route, shared = (), ()
             unroutable += 1
@@ -106,6 +137,9 @@ async def recover(engine: Scheduler) -> int:
     )
     now = engine._monotonic()
     engine._apply(engine._core.handle(restore, now, engine._wall_time()), now)
+    for job in jobs:
+        if job.status is Status.RUNNING and job.attempts and job.attempts[-1].handle:
+            _cancel_orphan(engine, job, job.attempts[-1])
     if jobs:
         _log.warning(
             "nsai-work: recovered %d jobs from %s (%d that no configured backend runs any more "

@@ -16,48 +16,39 @@ import inspect
 import logging
 import random
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
-from msgspec import Struct
 from msgspec.structs import replace
 
 from .._clock import SYSTEM_CLOCK
-from .._context import JobContext
 from .._errors import (
     ConflictError,
-    NonRetryableError,
     NotFoundError,
     NotStartedError,
-    UnschedulableError,
     ValidationError,
     WaitTimeoutError,
     WorkError,
-    public_type_name,
 )
-from .._ir import TERMINAL_STATUSES, Job, JobError, Priority, Status, Tenant
+from .._ir import TERMINAL_STATUSES, Job, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
-from .._validate import is_utf8, normalize_result, validate_new_job, validate_struct
-from ..backends import RemoteError, run_in_thread
+from .._validate import validate_new_job, validate_struct
 from ..core import (
+    Amend,
     ArmTimer,
     Cancel,
     ConcurrencyLimitChanged,
     DisarmTimer,
     Dispatch,
     Event,
-    Failed,
     JobKey,
     Limit,
-    Outcome,
     Record,
     Reject,
     Rejected,
     Route,
-    RunEnded,
     SchedulingCore,
     Stopped,
     StopRun,
@@ -67,22 +58,25 @@ from ..core import (
     TimerFired,
     TimerKey,
 )
-from ..stores import ListQuery, MemoryStore, Store, store_from_url
+from ..stores import ListQuery, MemoryStore, Store
 from ..telemetry import default_bus
-from ._config import Config, make_config, resolve
+from ._config import Config, make_config, resolve, store_of
 from ._emit import Emitter, rejection_reason
 from ._inbox import ClientInbox
 from ._lookups import JobLookups
 from ._recovery import recover, state_blob
 from ._retention import Retention
+from ._routing import Router
+from ._runner import STOPPED, Background, Handoff, Runner
 from ._timers import TimerHeap
-from ._verbs import Verbs, Watcher, check_timeout
+from ._verbs import Page, Verbs, Watcher, check_stop_timeout, check_timeout
+from ._watchers import WatcherTable, notify, unwatch, watch
 from ._writes import GroupCommit, MemoryWrites, Writes
 
 if TYPE_CHECKING:
     from ._tenants import TenantScope
 
-__all__ = ["Page", "Scheduler"]
+__all__ = ["Scheduler"]
 
 _log = logging.getLogger("nsai_work.engine")
 _QUEUED, _PENDING, _RUNNING = Status.QUEUED, Status.PENDING, Status.RUNNING
@@ -100,87 +94,6 @@ _STATS_STEP: Final = 16
 _STATS_SLICE_S: Final = 0.00025
 
 
-class Page(Struct, kw_only=True):
-    """A page of ``list``: jobs newest first, and the cursor for the next page (None: last).
-    Iterating a Page iterates its jobs."""
-
-    jobs: builtins.list[Job]
-    next_cursor: str | None = None
-
-    def __iter__(self) -> Iterator[Job]:
-        return iter(self.jobs)
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, index: int) -> Job:
-        return self.jobs[index]
-
-
-#: A run in flight: its task, its context, its backend.
-_RunTuple = tuple[asyncio.Task[Any], JobContext, "_BackendInfo"]
-
-
-class _Handoff:
-    """Open while a worker reports its run's end: the first job that report dispatches goes to
-    ``next``, to be run by the same worker task."""
-
-    __slots__ = ("next", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.next: tuple[_BackendInfo, Job, JobContext] | None = None
-
-
-class _BackendInfo:
-    """What routing and running need from one backend, looked up once."""
-
-    __slots__ = (
-        "async_execute",
-        "auto",
-        "backend",
-        "check",
-        "extra_pools",
-        "name",
-        "pools",
-        "pools_for",
-        "routes",
-        "shared_limits",
-    )
-
-    def __init__(self, backend: Any, pools: tuple[str, ...], extra: tuple[str, ...]) -> None:
-        self.backend = backend
-        self.name: str = backend.name
-        self.pools = pools
-        self.extra_pools = extra
-        self.pools_for = getattr(backend, "pools_for", None)
-        self.shared_limits = getattr(backend, "shared_limits", None)
-        self.check = getattr(backend, "validate", None)
-        self.auto = bool(getattr(backend, "auto_select", True))
-        self.async_execute = inspect.iscoroutinefunction(backend.execute)
-        # its routes, one object per set of pools: the jobs of a batch share them (a tuple per
-        # job would only be work for the garbage collector until the batch is admitted)
-        self.routes: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
-
-    def route_for(self, job: Job) -> tuple[str, tuple[str, ...]]:
-        pools = self.pools if self.pools_for is None else tuple(self.pools_for(job))
-        route = self.routes.get(pools)
-        if route is None:
-            all_pools = pools + self.extra_pools if self.pools_for is not None else pools
-            route = self.routes[pools] = (self.name, all_pools)
-        return route
-
-    def validate(self, job: Job) -> None:
-        if self.check is not None:
-            self.check(job)
-
-    def explain(self, job: Job) -> str:
-        explain = getattr(self.backend, "explain", None)
-        if explain is not None:
-            return str(explain(job))
-        return f"{self.name}: supports() is False for this job"
-
-
 def _with_index(error: WorkError, index: int) -> WorkError:
     """The same error, saying which job of a batch it is about."""
     if isinstance(error, ValidationError):
@@ -195,35 +108,7 @@ def _with_index(error: WorkError, index: int) -> WorkError:
     return labelled
 
 
-def _job_error(exc: BaseException, attempt: int) -> JobError:
-    """The exception as data; never raises, whatever the exception's ``__str__`` does."""
-    kind = type(exc)
-    qualname = getattr(kind, "__qualname__", "?")
-    # (an exception raised again from a worker process carries the original type's name)
-    name = exc.type_name if isinstance(exc, RemoteError) else public_type_name(kind)
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<{qualname} whose str() raised>"
-    try:
-        trace: str | None = "".join(traceback.format_exception(exc))
-    except Exception:
-        trace = None
-    return JobError(
-        type=name,
-        message=_encodable(message),
-        traceback=None if trace is None else _encodable(trace),
-        attempt=attempt,
-    )
-
-
-def _encodable(text: str) -> str:
-    """``text`` with what UTF-8 cannot encode (lone surrogates) replaced by ``?``: a job's
-    error must stay storable whatever the exception's message holds."""
-    return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
-
-
-class Scheduler(JobLookups, Verbs):
+class Scheduler(Runner, JobLookups, Verbs):
     """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
 
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
@@ -260,18 +145,7 @@ class Scheduler(JobLookups, Verbs):
         config = self.config
         self._loop = asyncio.get_running_loop()
         resolved = resolve(config)
-        self._backends: dict[str, _BackendInfo] = {
-            b.name: _BackendInfo(
-                b, tuple(p.name for p in resolved.pools[b.name]), resolved.extra[b.name]
-            )
-            for b in resolved.backends
-        }
-        order = [b for b in self._backends.values() if b.auto]
-        if config.default_backend is not None:
-            default = self._backends[config.default_backend]
-            order = [default] + [b for b in order if b is not default]
-        self._auto_order = order
-        self._routes: dict[Route, Route] = {}
+        self._router = Router(resolved, config.default_backend)
         self._random = random.Random(config.seed)  # (its state is committed with the jobs)
         self._core = SchedulingCore(
             pools=resolved.pools,
@@ -284,7 +158,7 @@ class Scheduler(JobLookups, Verbs):
             fair_share_resolution_s=config.fair_share_resolution_s,
             tenant_idle_ttl_s=config.tenant_idle_ttl_s,
         )
-        store = _store_of(config)
+        store = store_of(config)
         await store.open("scheduler")
         self._store: Store = store
         self._writes: Writes = (
@@ -293,22 +167,24 @@ class Scheduler(JobLookups, Verbs):
             else GroupCommit(store, flush_s=config.store_flush_s, timeout_s=config.store_timeout_s)
         )
         self._writes.start()
+        self._reads_lag = self._writes.durable
         self._max_result_bytes = config.max_result_bytes
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
         clock = config.clock if config.clock is not None else SYSTEM_CLOCK
         self._monotonic, self._wall_time = clock.monotonic, clock.time
         self._timers = TimerHeap(self._loop, self._on_timer, clock)
-        self._runs: dict[tuple[str, str, int], _RunTuple] = {}  # by (tenant, job id, attempt)
+        self._runs = {}
         # who waits for a job to be terminal (wait, wait_many, as_completed), by job id: one
         # watcher, or a list when several do
-        self._watchers: dict[str, Watcher | list[Watcher]] = {}
+        self._watchers: WatcherTable = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
-        self._handoff: _Handoff | None = None
+        self._handoff: Handoff | None = None
         self._inbox: deque[Callable[[], None]] = deque()
         self._inbox_armed = False
+        self._background = Background()
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nsai-backend")
-        for info in self._backends.values():
+        for info in self._router.backends.values():
             hook = getattr(info.backend, "start", None)
             if hook is not None:
                 result = hook()
@@ -317,6 +193,7 @@ class Scheduler(JobLookups, Verbs):
         writes = self._writes
         if isinstance(writes, GroupCommit):  # a durable store: continue from what it kept
             writes.state_source = lambda: state_blob(self)
+            writes.on_conflict = self._withdraw
             await recover(self)
         self._state = "running"
         self._start_serving_clients()
@@ -379,7 +256,8 @@ class Scheduler(JobLookups, Verbs):
                 _SHUTDOWN_GRACE_S,
             )
         self._timers.close()
-        for info in self._backends.values():
+        await self._background.settle(_SHUTDOWN_GRACE_S)  # backends' cancels still going
+        for info in self._router.backends.values():
             hook = getattr(info.backend, "stop", None)
             if hook is not None:
                 try:
@@ -422,7 +300,7 @@ class Scheduler(JobLookups, Verbs):
             if not tasks:  # a task ended without reporting its run (never expected): report it
                 for key, (_, ctx, _) in list(self._runs.items()):
                     if key in self._runs:
-                        self._end_run(ctx.job, _STOPPED, None)
+                        self._end_run(ctx.job, STOPPED, None)
                 continue
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             if between is not None:
@@ -517,6 +395,7 @@ class Scheduler(JobLookups, Verbs):
         """Validate, route and admit jobs (all or nothing); the admitted jobs, once they are
         committed to the store."""
         self._require_running()
+        max_payload = self.config.max_payload_bytes
         validated: builtins.list[Job] = []
         routes: builtins.list[Route] = []
         limits: builtins.list[tuple[Limit, ...]] = []
@@ -524,8 +403,8 @@ class Scheduler(JobLookups, Verbs):
         index = 0
         try:
             for index, job in enumerate(jobs):
-                checked = validate_new_job(job, index if batch else None)
-                route, shared = self._route(checked)
+                checked = validate_new_job(job, index if batch else None, max_payload)
+                route, shared = self._router.route(checked)
                 routes.append(route)
                 limits.append(shared)
                 any_limits = any_limits or bool(shared)
@@ -569,20 +448,23 @@ class Scheduler(JobLookups, Verbs):
         stored = await self._store.owners(job_id)
         return live if not stored else sorted({*live, *stored})
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids: live here, or in the store (one
-        store query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids: from the store (one query), with live jobs as
+        the core has them now (a durable store's copy may lag behind, or not exist yet)."""
         if self._state == "new" or not job_ids:
             return {}
-        stored = await self._store.owners_many(job_ids)
-        live = self._core.owners
-        found: dict[str, builtins.list[str]] = {}
+        found = await self._store.find_many(job_ids)
+        if not self._writes.durable:  # the memory store holds every job as it is now
+            return found
+        core = self._core
         for job_id in job_ids:
-            owners = live(job_id)
-            more = stored.get(job_id)
-            if more and more != owners:  # (the usual case: the same one tenant, or none live)
-                owners = sorted({*owners, *more}) if owners else more
-            found[job_id] = owners
+            owners = core.owners(job_id)
+            if not owners:
+                continue
+            by_tenant = {job.tenant_id: job for job in found.get(job_id, ())}
+            for tenant_id in owners:
+                by_tenant[tenant_id] = core.get(tenant_id, job_id)  # type: ignore[assignment]
+            found[job_id] = [by_tenant[tenant_id] for tenant_id in sorted(by_tenant)]
         return found
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
@@ -651,42 +533,6 @@ class Scheduler(JobLookups, Verbs):
         if self._state == "new":
             raise NotStartedError("the scheduler was never started")
 
-    # ---- routing ------------------------------------------------------------------------------
-
-    def _route(self, job: Job) -> tuple[Route, tuple[Limit, ...]]:
-        """The backends that may run the job, with their pools, in order, and the shared
-        limits (across tenants) of the first of them."""
-        name = job.constraints.backend
-        if name is not None:
-            info = self._backends.get(name)
-            if info is None:
-                raise UnschedulableError(
-                    f"unknown backend {name!r}; configured backends: {sorted(self._backends)} "
-                    f"- at $.constraints.backend"
-                )
-            if not info.backend.supports(job):
-                raise UnschedulableError(
-                    f"backend {name!r} does not run this job: {info.explain(job)} - at "
-                    f"$.constraints.backend"
-                )
-            info.validate(job)
-            return self._interned((info.route_for(job),)), _shared_limits(info, job)
-        route = []
-        first: _BackendInfo | None = None
-        for info in self._auto_order:
-            if info.backend.supports(job):
-                info.validate(job)
-                route.append(info.route_for(job))
-                first = first or info
-        if first is None:
-            reasons = "; ".join(info.explain(job) for info in self._auto_order)
-            raise UnschedulableError(f"no backend runs kind {job.kind!r}: {reasons} - at $.kind")
-        return self._interned(tuple(route)), _shared_limits(first, job)
-
-    def _interned(self, route: Route) -> Route:
-        """One object per distinct route (see ``_BackendInfo.routes``)."""
-        return self._routes.setdefault(route, route)
-
     # ---- carrying out decisions -----------------------------------------------------------------
 
     def _feed(self, event: Event) -> None:
@@ -728,112 +574,27 @@ class Scheduler(JobLookups, Verbs):
                 self._stop_run(decision)
             elif kind is DisarmTimer:
                 self._timers.disarm(decision.key)
+            elif kind is Amend:
+                writes.update(decision.job, now)
 
     def _finished(self, decision: Record) -> None:
         """A job's terminal record is committed: tell telemetry and whoever waits for it."""
+        job = decision.job
+        if self._writes.withdrawn((job.tenant_id, job.id)):
+            return  # not this job's record: the store's job with its key is another one
         if self._bus._by_event:
             self._emitter.record(decision)
         if self._watchers:
             self._notify(decision.job)
 
-    def _start_run(self, decision: Dispatch) -> None:
-        job = decision.job
-        info = self._backends[decision.backend]
-        ctx = JobContext(job)
-        handoff = self._handoff
-        if handoff is not None and handoff.next is None:
-            # A worker is reporting its run's end: it takes this job itself (no new task, and an
-            # urgent job starts in this very loop step).
-            handoff.next = (info, job, ctx)
-            task = handoff.task
-        else:
-            task = self._loop.create_task(self._worker(info, job, ctx))
-        self._runs[(job.tenant_id, job.id, job.attempt)] = (task, ctx, info)
-
-    async def _worker(self, info: _BackendInfo, job: Job, ctx: JobContext) -> None:
-        """Run a job; then the job that its end dispatched first, if any, and so on.
-
-        Realtime and interactive jobs handed over this way start at once (up to
-        ``_INLINE_LIMIT`` in a row); others first yield to the loop, like a new task would.
-        A run stopped before it began (a cancel in the same loop step as its dispatch) never
-        calls the backend; whatever user code raises (``BaseException`` too: ``SystemExit``,
-        ``KeyboardInterrupt``) fails that attempt and the worker goes on.
-        """
-        task = asyncio.current_task()
-        assert task is not None
-        clock = time.monotonic  # the loop's clock, read without a Python frame per job
-        inline = 0
-        yield_first = False
-        slice_start = clock()
-        handoff = _Handoff(task)  # reused: open again at the end of each run
-        while True:
-            outcome: Outcome = _STOPPED
-            taker: _Handoff | None = None  # None when the task itself is going away
-            try:
-                if yield_first:
-                    await asyncio.sleep(0)
-                    slice_start = clock()
-                if not ctx._cancelled:  # (the attribute: no property call per run)
-                    ctx._running = True  # from now on a stop cancels this task
-                    try:  # one attempt (inlined: no extra coroutine per run)
-                        if info.async_execute:
-                            result = await info.backend.execute(job, ctx)
-                        else:
-                            result = await run_in_thread(
-                                self._executor, info.backend.execute, job, ctx
-                            )
-                        outcome = (
-                            _SUCCEEDED_NONE if result is None else self._succeeded(result, job)
-                        )
-                    except NonRetryableError as exc:
-                        outcome = Failed(_job_error(exc, job.attempt), retryable=False)
-                    except Exception as exc:
-                        outcome = Failed(_job_error(exc, job.attempt), retryable=True)
-                    except asyncio.CancelledError:
-                        raise  # a stop, not a failure
-                    except BaseException as exc:  # SystemExit, KeyboardInterrupt: not retried
-                        outcome = Failed(_job_error(exc, job.attempt), retryable=False)
-                taker = handoff
-            except asyncio.CancelledError:
-                if not ctx._cancelled:
-                    raise  # not our StopRun: the task itself is being cancelled
-                taker = handoff
-            finally:  # whatever happened, the run has ended: report it exactly once
-                if ctx._cancelled:
-                    while task.cancelling():  # our StopRun was delivered: the worker goes on
-                        task.uncancel()
-                handoff.next = None
-                self._end_run(job, outcome, taker)
-            if handoff.next is None:
-                return
-            info, job, ctx = handoff.next
-            if job.priority in _URGENT and inline < _INLINE_LIMIT:
-                inline += 1  # an urgent job starts in this very step
-                yield_first = False
-            elif clock() - slice_start < _SLICE_S:
-                yield_first = False  # short jobs chain within one slice of the loop
-            else:
-                yield_first = True  # others get the loop, as if this were a new task
-                inline = 0
-
-    def _end_run(self, job: Job, outcome: Outcome, handoff: _Handoff | None) -> None:
-        self._runs.pop((job.tenant_id, job.id, job.attempt), None)
-        if self._state == "stopped":
-            return  # a run abandoned at stop ended after all: nobody is told any more
-        if self._inbox:  # calls from other threads first: a realtime submit gets this slot
-            self._drain_inbox()
-        self._handoff = handoff
-        try:
-            self._feed(RunEnded(job.tenant_id, job.id, job.attempt, outcome))
-        except Exception:  # pragma: no cover - an engine bug must not go unnoticed
-            _log.exception("nsai-work engine failed to record the end of job %s", job.id)
-        finally:
-            self._handoff = None
-        if self._idle_waiters and not self._runs:
-            for future in self._idle_waiters:
-                if not future.done():
-                    future.set_result(None)
-            self._idle_waiters.clear()
+    def _withdraw(self, keys: builtins.list[JobKey]) -> None:
+        """The store refused these admitted jobs: their keys are other jobs' there (a client
+        committed the same id between the submit's check and its commit), and their submits
+        failed with ``ConflictError``. They end here too, canceled, with nothing stored or
+        told of their end (that would be about the store's job)."""
+        for tenant_id, job_id in keys:
+            if self._core.get(tenant_id, job_id) is not None:
+                self._feed(Cancel(tenant_id, job_id, "withdrawn: duplicate id in the store"))
 
     # ---- calls from other threads ---------------------------------------------------------------
 
@@ -851,100 +612,15 @@ class Scheduler(JobLookups, Verbs):
         while inbox:
             inbox.popleft()()
 
-    def _succeeded(self, result: Any, job: Job) -> Outcome:
-        """A handler's return value as an outcome: not JSON-encodable (or too large) fails the
-        attempt for good."""
-        try:
-            return Succeeded(normalize_result(result, self._max_result_bytes))
-        except ValidationError as exc:
-            return Failed(_job_error(exc, job.attempt), retryable=False)
-        except Exception as exc:  # a result whose encoding itself blows up
-            return Failed(_job_error(exc, job.attempt), retryable=False)
-
-    def _stop_run(self, decision: StopRun) -> None:
-        run = self._runs.get((decision.tenant_id, decision.job_id, decision.attempt))
-        if run is None:
-            return
-        task, ctx, info = run
-        ctx.cancel()
-        if not ctx._running:
-            return  # not begun: the worker sees the flag and reports the end without running
-        try:
-            result = info.backend.cancel(decision.job_id)
-            if inspect.isawaitable(result):
-                self._loop.create_task(_quietly(result, info.name))
-        except BaseException:
-            _log.exception("backend %r failed to cancel job %s", info.name, decision.job_id)
-        task.cancel()
-
     def _on_timer(self, key: TimerKey) -> None:
         self._feed(TimerFired(key))
 
     def _watch(self, job_id: str, watcher: Watcher) -> None:
         """Have ``watcher.done(job)`` called when a job with this id is terminal."""
-        found = self._watchers.get(job_id)
-        if found is None:
-            self._watchers[job_id] = watcher
-        elif type(found) is list:
-            found.append(watcher)
-        else:
-            self._watchers[job_id] = [found, watcher]  # type: ignore[list-item]
+        watch(self._watchers, job_id, watcher)
 
     def _unwatch(self, job_id: str, watcher: Watcher) -> None:
-        found = self._watchers.get(job_id)
-        if found is watcher:
-            del self._watchers[job_id]
-        elif type(found) is list and watcher in found:
-            found.remove(watcher)
-            if len(found) == 1:
-                self._watchers[job_id] = found[0]
+        unwatch(self._watchers, job_id, watcher)
 
     def _notify(self, job: Job) -> None:
-        """A job is terminal: wake whoever watches it (watchers check the tenant: an id may
-        be used by two tenants)."""
-        watchers = self._watchers
-        found = watchers.get(job.id)
-        if found is None:
-            return
-        if type(found) is not list:
-            if found.done(job):  # type: ignore[union-attr]
-                del watchers[job.id]
-            return
-        left = [each for each in found if not each.done(job)]
-        if not left:
-            del watchers[job.id]
-        else:
-            watchers[job.id] = left[0] if len(left) == 1 else left
-
-
-def _shared_limits(info: _BackendInfo, job: Job) -> tuple[Limit, ...]:
-    if info.shared_limits is None:
-        return ()
-    return tuple(info.shared_limits(job))
-
-
-async def _quietly(awaitable: Any, backend: str) -> None:
-    try:
-        await awaitable
-    except asyncio.CancelledError:
-        raise
-    except BaseException:
-        _log.exception("backend %r failed to cancel a job", backend)
-
-
-def check_stop_timeout(timeout: float) -> None:
-    """Refuse a ``stop`` timeout that is not a finite number of seconds >= 0 (None is no
-    limit for a wait, not for a stop)."""
-    if timeout is None:
-        raise ValidationError("stop's timeout is seconds >= 0, got None", path="$.timeout")
-    check_timeout(timeout)
-
-
-def _store_of(config: Config) -> Store:
-    """The store a config names (a URL, or a Store object), not opened yet."""
-    store = config.store
-    if not isinstance(store, str):
-        return store  # type: ignore[no-any-return]
-    if store.split("://", 1)[0].lower() == "memory":  # retention options are the memory store's
-        return MemoryStore(finished_ttl_s=config.finished_ttl_s, finished_max=config.finished_max)
-    return store_from_url(store)
+        notify(self._watchers, job)

@@ -14,8 +14,9 @@ from .._errors import NotStartedError
 from ._blocking import SyncVerbs, blocking
 from ._config import Config, make_config
 from ._loop_thread import LoopThread
-from ._scheduler import Scheduler, check_stop_timeout
+from ._scheduler import Scheduler
 from ._tenants import SyncTenantScope
+from ._verbs import check_stop_timeout
 
 __all__ = ["SyncScheduler"]
 

@@ -20,18 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Protocol
+
+from msgspec import Struct
 
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import check_status, retry_copy
 from ..stores import JobKey, ListQuery
 
-if TYPE_CHECKING:
-    from ._scheduler import Page
+__all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
 
-__all__ = ["Engine", "Verbs", "check_timeout", "job_list"]
+
+class Page(Struct, kw_only=True):
+    """A page of ``list``: jobs newest first, and the cursor for the next page (None: last).
+    Iterating a Page iterates its jobs."""
+
+    jobs: builtins.list[Job]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> Job:
+        return self.jobs[index]
 
 
 class Engine(Protocol):
@@ -39,6 +55,9 @@ class Engine(Protocol):
     methods ``Verbs`` calls, on the engine's loop."""
 
     _loop: asyncio.AbstractEventLoop
+    #: True when a read may await while jobs finish (a durable store), so a job the read saw
+    #: running may have finished before its watcher was registered (see ``_catch_up``).
+    _reads_lag: bool
 
     async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
         """Validate and submit new jobs (all or nothing); the jobs as accepted."""
@@ -55,6 +74,10 @@ class Engine(Protocol):
 
     async def _stored(self, key: JobKey) -> Job:
         """A job's latest snapshot (``NotFoundError`` if unknown)."""
+        ...
+
+    async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
+        """Each job's latest snapshot, None when there is none."""
         ...
 
     def _current(self, job: Job) -> Job:
@@ -219,6 +242,9 @@ class Verbs:
             engine._watch(job.id, group)
         if group.left:
             try:
+                if engine._reads_lag:
+                    keys = [(jobs[i].tenant_id, job_id) for job_id, i in slots.items()]
+                    await _catch_up(engine, group, keys)
                 await asyncio.wait_for(group.future, timeout)
             except TimeoutError:
                 one = f" (job {jobs[0].id} is {engine._current(jobs[0]).status})"
@@ -254,6 +280,9 @@ class Verbs:
                 engine._watch(job.id, collector)
         expected = len(watched) + done.qsize()
         try:
+            if watched and engine._reads_lag:
+                keys = [(tenant_id, job_id) for job_id, tenant_id in watched.items()]
+                await _catch_up(engine, collector, keys)
             async with asyncio.timeout(timeout):
                 for _ in range(expected):
                     item = await done.get()
@@ -361,6 +390,15 @@ class _Collector:
 Watcher = _WaitGroup | _Collector
 
 
+async def _catch_up(engine: Engine, watcher: Watcher, keys: builtins.list[JobKey]) -> None:
+    """Hand ``watcher`` the watched jobs that finished while the lookup awaited its read: their
+    end was told before the watcher was registered. (One more read; a job that finished and is
+    not committed yet is told to the watcher, now registered, at its commit.)"""
+    for job in await engine._read(keys):
+        if job is not None and job.status in TERMINAL_STATUSES and watcher.done(job):
+            engine._unwatch(job.id, watcher)
+
+
 def job_list(jobs: object) -> builtins.list[Job]:
     """The jobs a ``submit_many`` caller passed, as a list (each is checked at submit)."""
     if isinstance(jobs, str | bytes) or not isinstance(jobs, Iterable):
@@ -383,3 +421,11 @@ def check_timeout(timeout: float | None) -> None:
             f"got {timeout!r}",
             path="$.timeout",
         )
+
+
+def check_stop_timeout(timeout: float) -> None:
+    """Refuse a ``stop`` timeout that is not a finite number of seconds >= 0 (None is no
+    limit for a wait, not for a stop)."""
+    if timeout is None:
+        raise ValidationError("stop's timeout is seconds >= 0, got None", path="$.timeout")
+    check_timeout(timeout)

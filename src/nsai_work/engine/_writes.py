@@ -95,6 +95,10 @@ class MemoryWrites:
         """Store a job's new snapshot (``now``, monotonic, starts a finished job's retention)."""
         self.table.put(job, now)
 
+    def withdrawn(self, key: JobKey) -> bool:
+        """Never: the memory store refuses nothing after admission."""
+        return False
+
     def submitted(self, keys: Sequence[JobKey]) -> None:
         """Nothing to wait for: the jobs are stored."""
 
@@ -145,6 +149,8 @@ class GroupCommit:
     def insert(self, job: Job) -> None:
         """Queue a new job (``submitted`` ties it to the submit that waits for it)."""
         key = (job.tenant_id, job.id)
+        if self._withdrawn:  # a new job with a withdrawn key: the withdrawn one is over
+            self._withdrawn.discard(key)
         self._pending.jobs[key] = job
         self._pending.inserted[key] = None
         self._wake.set()
@@ -171,9 +177,10 @@ class GroupCommit:
         self._pending.jobs[key] = job
         self._wake.set()
 
-    def forget(self, key: JobKey) -> None:
-        """The engine is done with a withdrawn job: stop dropping writes to its key."""
-        self._withdrawn.discard(key)
+    def withdrawn(self, key: JobKey) -> bool:
+        """Whether the job with this key is one whose insert the store refused (its key is
+        another job's there): its writes are dropped, until a new job takes the key."""
+        return key in self._withdrawn
 
     def state(self, blob: bytes) -> None:
         """Queue the core's exported state."""
@@ -304,9 +311,11 @@ class GroupCommit:
             raise StoreError(f"the store refused a batch as a conflict: {self.store.url}")
         refused_submits = set(clashes.values())
         withdrawn = [key for key, submit in batch.inserted.items() if submit in refused_submits]
+        later = self._pending  # (writes queued while this batch was in flight)
         for key in withdrawn:
             batch.jobs.pop(key, None)
             del batch.inserted[key]
+            later.jobs.pop(key, None)  # an update of it would overwrite the store's job
         self._withdrawn.update(withdrawn)
         for key, submit in clashes.items():
             if submit is not None and not submit.done():
