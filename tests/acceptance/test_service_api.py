@@ -206,6 +206,8 @@ def _request_for(route: Any, job_id: str) -> tuple[str, str, dict[str, Any]]:
         kwargs["params"] = {"tenant_id": "globex"}
     elif route.path.endswith("/wait"):
         kwargs["params"] = {"timeout": 0}
+    elif route.path == "/v1/events":
+        kwargs["params"] = {"job_id": job_id, "timeout": 0}
     elif route.method == "post" and route.path.startswith("/v1/jobs/"):
         kwargs["json"] = {}
     return route.method.upper(), path, kwargs
@@ -228,7 +230,7 @@ def test_tenant_a_cannot_reach_tenant_bs_jobs_through_any_route(api: Running, ro
         assert _problem(refused, 422)["path"] == "$.tenant_id"
         return
     hidden = api.call(method, path, api.acme, **kwargs)
-    if "{job_id}" in route.path or route.path == "/v1/jobs/wait":
+    if "{job_id}" in route.path or route.path in ("/v1/jobs/wait", "/v1/events"):
         method, path, kwargs = _request_for(route, unknown)
         missing = api.call(method, path, api.acme, **kwargs)
         assert hidden.status_code == missing.status_code == 404

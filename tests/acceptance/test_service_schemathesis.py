@@ -55,7 +55,8 @@ def test_no_5xx_and_every_4xx_names_the_problem(
     route: Any, mode: GenerationMode, served: Running, api_schema: Any
 ) -> None:
     operation = api_schema[route.path][route.method]
-    key = served.admin if route.path.startswith("/v1/tenants") else served.acme
+    admin = route.path.startswith("/v1/tenants") or route.path == "/metrics"
+    key = served.admin if admin else served.acme
     calls: list[int] = []
 
     @given(case=operation.as_strategy(mode))
@@ -66,6 +67,8 @@ def test_no_5xx_and_every_4xx_names_the_problem(
         database=None,
     )
     def check(case: Any) -> None:
+        if route.path == "/v1/events":  # a stream: ended by the server at once
+            case.query = {**(case.query or {}), "timeout": 0}
         response = case.call(headers={"Authorization": f"Bearer {key}"}, timeout=30)
         calls.append(response.status_code)
         case.validate_response(response, checks=[not_a_server_error, names_the_problem])

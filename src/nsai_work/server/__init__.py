@@ -23,6 +23,21 @@ from ._keys import ApiKey, KeyRing
 __all__ = ["ApiKey", "KeyRing", "Server", "create_app", "serve"]
 
 
+def _uvicorn(app: Any, host: str, port: int, **options: Any) -> Any:
+    """A uvicorn server of ``app`` that ends the app's event streams when it shuts down (else
+    a graceful shutdown would wait ``timeout_graceful_shutdown`` for their clients to leave)."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            service = getattr(getattr(app, "state", None), "service", None)
+            if service is not None:
+                service.hub.end_streams()
+            await super().shutdown(sockets)
+
+    return _Server(_config(app, host, port, **options))
+
+
 def _config(app: Any, host: str, port: int, **options: Any) -> Any:
     import uvicorn
 
@@ -40,9 +55,7 @@ def _config(app: Any, host: str, port: int, **options: Any) -> Any:
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     """Serve ``app`` on uvicorn until SIGTERM or SIGINT, then shut down gracefully.
     ``options`` are uvicorn's (``log_level``, ``proxy_headers``, ``forwarded_allow_ips``...)."""
-    import uvicorn
-
-    uvicorn.Server(_config(app, host, port, **options)).run()
+    _uvicorn(app, host, port, **options).run()
 
 
 class Server:
@@ -50,10 +63,8 @@ class Server:
     ``server.url`` (``http://127.0.0.1:<port>``). Port 0 (the default) takes a free port."""
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        import uvicorn
-
         self.app = app
-        self._server = uvicorn.Server(_config(app, host, port, **options))
+        self._server = _uvicorn(app, host, port, **options)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.url = ""

@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import msgspec
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.exceptions import HTTPException
 
@@ -27,7 +25,6 @@ from .._ir import Priority, Status
 from .._validate import check_identifier
 from .._wire import (
     PROBLEM_BASE,
-    PROBLEM_TYPE,
     Caller,
     CancelBody,
     JobBatch,
@@ -37,62 +34,33 @@ from .._wire import (
     decode_body,
     decode_jobs,
     problem_for,
-    retry_after_header,
 )
 from ..engine import Config
 from ..engine._config import make_config
+from ..telemetry.prometheus import PrometheusMetrics
+from ._common import (
+    Refused,
+    _answer,
+    _caller,
+    _enum,
+    _idempotent,
+    _instant,
+    _number,
+    _problem_answer,
+    _refused_problem,
+    _send,
+    _service,
+    _text,
+)
 from ._idempotency import Answer, IdempotencyCache
-from ._keys import ApiKey, KeyRing
+from ._keys import KeyRing
+from ._observe import events, metrics
 from ._service import ListFilters, Service
+from ._stream import EventHub
 
 __all__ = ["create_app"]
 
 _log = logging.getLogger("nsai_work.server")
-_encode = msgspec.json.Encoder().encode
-_JSON = "application/json"
-
-
-class Refused(Exception):
-    """A request refused before any verb: a missing or bad key (401), a key without the right
-    (403). ``error`` is the class the client raises (``ConfigurationError``)."""
-
-    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.slug, self.title, self.detail = status, slug, title, detail
-
-
-# ---- answers ------------------------------------------------------------------------------------
-
-
-def _answer(value: Any, status: int = 200) -> Answer:
-    return Answer(status, _encode(value), _JSON)
-
-
-def _send(answer: Answer) -> Response[bytes]:
-    return Response(
-        answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers
-    )
-
-
-def _problem_answer(problem: Problem) -> Answer:
-    headers = {}
-    retry_after = retry_after_header(problem)
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    if problem.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="nsai-work"'
-    return Answer(problem.status, _encode(problem), PROBLEM_TYPE, headers)
-
-
-def _refused_problem(exc: Refused, instance: str) -> Problem:
-    return Problem(
-        type=PROBLEM_BASE + exc.slug,
-        title=exc.title,
-        status=exc.status,
-        detail=exc.detail,
-        error="ConfigurationError",
-        instance=instance,
-    )
 
 
 def _on_work_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -149,126 +117,6 @@ def _on_crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes
         instance=request.url.path,
     )
     return _send(_problem_answer(problem))
-
-
-# ---- the caller ---------------------------------------------------------------------------------
-
-
-def _service(request: Request[Any, Any, Any]) -> Service:
-    return request.app.state.service  # type: ignore[no-any-return]
-
-
-def _caller(request: Request[Any, Any, Any], *, admin: bool = False) -> tuple[Service, ApiKey]:
-    """The service and the request's key (``Refused`` without a valid one, or without the
-    admin right when ``admin``); the key's rate is charged."""
-    service = _service(request)
-    headers = request.headers
-    token = headers.get("x-api-key")
-    authorization = headers.get("authorization")
-    if token is None and authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            token = None
-    if not token:
-        raise Refused(
-            401,
-            "unauthorized",
-            "An API key is needed",
-            "no API key: send `Authorization: Bearer <key>` (keys come from `nsai-work keys "
-            "create`)",
-        )
-    key = service.keys.authenticate(token.strip())
-    if key is None:
-        raise Refused(
-            401, "unauthorized", "The API key is refused", "the API key is unknown or revoked"
-        )
-    if admin and not key.admin:
-        raise Refused(
-            403,
-            "forbidden",
-            "An admin key is needed",
-            f"{request.method} {request.url.path} needs an admin key; {key.who} is a tenant's",
-        )
-    service.keys.charge(key)
-    return service, key
-
-
-async def _idempotent(
-    request: Request[Any, Any, Any], key: ApiKey, make: Callable[[], Awaitable[Answer]]
-) -> Response[bytes]:
-    """The answer of ``make()``, or of the first request with the same ``Idempotency-Key``."""
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is None:
-        return _send(await make())
-
-    async def answered() -> Answer:
-        try:
-            return await make()
-        except WorkError as exc:
-            return _problem_answer(problem_for(exc, request.url.path))
-
-    cache: IdempotencyCache = request.app.state.idempotency
-    fingerprint = b"\n".join(
-        [
-            request.method.encode(),
-            request.url.path.encode(),
-            request.url.query.encode(),
-            await request.body(),
-        ]
-    )
-    return _send(await cache.run(key.id, idempotency_key, fingerprint, answered))
-
-
-# ---- query parameters ---------------------------------------------------------------------------
-
-
-def _text(request: Request[Any, Any, Any], name: str) -> str | None:
-    value = request.query_params.get(name)
-    if value is not None and not value:
-        raise ValidationError(f"{name} is not empty when given", path=f"$.{name}")
-    return value
-
-
-def _number(request: Request[Any, Any, Any], name: str, default: float, kind: type) -> Any:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValidationError(
-            f"{name} is {'an integer' if kind is int else 'a number'}, got {value!r}",
-            path=f"$.{name}",
-        ) from None
-
-
-def _instant(request: Request[Any, Any, Any], name: str) -> datetime | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ValidationError(
-            f"{name} is an RFC 3339 time with its offset (2026-01-31T12:00:00Z), got {value!r}",
-            path=f"$.{name}",
-        )
-    return moment
-
-
-def _enum(request: Request[Any, Any, Any], name: str, kind: type[Any]) -> Any:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(repr(member.value) for member in kind)
-        raise ValidationError(
-            f"Invalid enum value {value!r}; expected one of {allowed}", path=f"$.{name}"
-        ) from None
 
 
 # ---- routes -------------------------------------------------------------------------------------
@@ -499,6 +347,8 @@ HANDLERS = [
     health,
     openapi,
     docs,
+    metrics,
+    events,
 ]
 
 
@@ -510,6 +360,10 @@ def create_app(
     config: Config | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     stop_timeout_s: float = 30.0,
+    metrics_tenants: Iterable[str] | None = None,
+    metrics_top_tenants: int = 20,
+    public_metrics: bool = False,
+    stream_buffer: int = 10_000,
     **options: Any,
 ) -> Litestar:
     """The ASGI app of the HTTP API, for any ASGI server (``uvicorn``, ``hypercorn``...).
@@ -521,6 +375,12 @@ def create_app(
     ``config`` and ``options`` are the scheduler's (``work.Config``). ``max_body_bytes``:
     larger requests are refused (413). At shutdown (SIGTERM, via the ASGI lifespan) running
     jobs get ``stop_timeout_s`` to finish.
+
+    ``GET /metrics``: ``metrics_tenants`` is the allow-list of tenants that get a label of their
+    own (None: the ``metrics_top_tenants`` busiest at each scrape; the others are summed as
+    ``_other``); ``public_metrics=True`` serves it without a key (an admin key otherwise).
+    ``stream_buffer``: events an event stream buffers for a slow client before it drops some
+    (and then says so with a ``gap`` event).
     """
     if store is not None:
         options["store"] = store
@@ -530,7 +390,13 @@ def create_app(
             "`nsai-work keys create --keys PATH ...`)"
         )
     ring = keys if isinstance(keys, KeyRing) else KeyRing(keys)
-    service = Service(config=make_config(config, options), scheduler=scheduler, keys=ring)
+    service = Service(
+        config=make_config(config, options),
+        scheduler=scheduler,
+        keys=ring,
+        metrics=PrometheusMetrics(tenants=metrics_tenants, top_tenants=metrics_top_tenants),
+        hub=EventHub(buffer=stream_buffer),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -556,5 +422,6 @@ def create_app(
     )
     app.state.service = service
     app.state.service_max_body = max_body_bytes
+    app.state.public_metrics = public_metrics
     app.state.idempotency = IdempotencyCache()
     return app

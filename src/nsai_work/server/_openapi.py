@@ -45,6 +45,7 @@ class Route(NamedTuple):
     params: tuple[str, ...] = ()
     auth: str = "key"  # "key", "admin", or "none"
     tag: str = "jobs"
+    media: str = "application/json"  # of the answer
 
 
 _JOB_PARAMS: Final = ("tenant_id",)
@@ -142,6 +143,24 @@ ROUTES: Final[tuple[Route, ...]] = (
         auth="admin",
         tag="tenants",
     ),
+    Route(
+        "get",
+        "/v1/events",
+        "A stream of job events (server-sent events)",
+        None,
+        params=("tenant_id", "job_id", "timeout@events", "access_token"),
+        tag="events",
+        media="text/event-stream",
+    ),
+    Route(
+        "get",
+        "/metrics",
+        "Metrics in Prometheus' text format (admin)",
+        None,
+        auth="admin",
+        tag="service",
+        media="text/plain",
+    ),
     Route("get", "/healthz", "Liveness", None, auth="none", tag="service"),
     Route("get", "/openapi.json", "This document", None, auth="none", tag="service"),
 )
@@ -188,6 +207,22 @@ _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "strict": {
         "description": "OpenAI's strict mode",
         "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+    },
+    "job_id": {
+        "description": "Only this job's events (repeatable, at most 1000)",
+        "schema": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 1000},
+        "style": "form",
+        "explode": True,
+    },
+    "timeout@events": {
+        "name": "timeout",
+        "description": "End the stream after this many seconds (default: when the client leaves)",
+        "schema": {"type": "number", "minimum": 0, "maximum": 86400},
+    },
+    "access_token": {
+        "description": "The API key, for clients that cannot send headers (a browser's "
+        "EventSource; the nsai_work_key cookie works too)",
+        "schema": {"type": "string"},
     },
     "Idempotency-Key": {
         "description": "A retried request with the same key gets the first answer",
@@ -263,8 +298,9 @@ def _build() -> dict[str, Any]:
             for name in ("job_id", "tenant_id")
             if "{" + name + "}" in route.path
         ]
-        for name in route.params:
-            spec = dict(_PARAMETERS[name])
+        for param in route.params:
+            spec = dict(_PARAMETERS[param])
+            name = spec.pop("name", param)
             parameters.append({"name": name, "in": spec.pop("in", "query"), **spec})
         if parameters:
             operation["parameters"] = parameters
@@ -276,7 +312,9 @@ def _build() -> dict[str, Any]:
         answer: dict[str, Any] = {"description": route.summary}
         schema = _ref(route.answer, refs)
         if route.answer is not None:
-            answer["content"] = {"application/json": {"schema": schema}}
+            answer["content"] = {route.media: {"schema": schema}}
+        elif route.media != "application/json":
+            answer["content"] = {route.media: {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {str(route.status): answer}
         if route.auth != "none":
             operation["security"] = [{"bearer": []}, {"apiKey": []}]

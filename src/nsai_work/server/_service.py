@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, cast
@@ -24,7 +25,9 @@ from .._wire import MAX_POLL_S, JobPage, TenantBody, WaitResult
 from ..engine import Client, Config, Scheduler
 from ..engine._verbs import Engine, Verbs, check_timeout
 from ..stores import redact
+from ..telemetry.prometheus import PrometheusMetrics
 from ._keys import ApiKey, KeyRing
+from ._stream import EventHub
 
 __all__ = ["ListFilters", "Service"]
 
@@ -90,7 +93,15 @@ class Service:
     (another process); None (the default) runs it for ``memory://`` and is a client otherwise.
     """
 
-    def __init__(self, *, config: Config, scheduler: bool | None, keys: KeyRing) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        scheduler: bool | None,
+        keys: KeyRing,
+        metrics: PrometheusMetrics | None = None,
+        hub: EventHub | None = None,
+    ) -> None:
         store = config.store
         memory = (
             store.url == "memory://"
@@ -104,6 +115,8 @@ class Service:
                 f"keys is a nsai_work.server.KeyRing, got {type(keys).__name__}"
             )
         self.keys = keys
+        self.metrics = metrics if metrics is not None else PrometheusMetrics()
+        self.hub = hub if hub is not None else EventHub()
         self._store = store
         self.runs_scheduler = bool(scheduler)
         self.engine: Scheduler | Client
@@ -127,12 +140,16 @@ class Service:
         """Start the scheduler, or open the store as a client."""
         if isinstance(self.engine, Scheduler):
             await self.engine.start()
+            self.metrics.attach(self.engine._bus, thread=threading.get_ident())
+            self.hub.bind(self.engine._bus)
         else:
             await self.engine.open()
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop the scheduler (running jobs get ``timeout`` seconds), or close the client."""
         if isinstance(self.engine, Scheduler):
+            self.hub.close()
+            self.metrics.detach()
             await self.engine.stop(timeout)
         else:
             await self.engine.close()
