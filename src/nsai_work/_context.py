@@ -48,6 +48,7 @@ class JobContext:
         "_progress",
         "_running",
         "_sink",
+        "_upstream",
         "attempt",
         "job",
     )
@@ -62,6 +63,15 @@ class JobContext:
         self._heartbeat: float | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._handle: str | None = None
+        self._upstream: dict[str, Any] = {}
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """The results of the job's dependencies (``constraints.depends_on``), keyed by job id
+        and, for a step of a ``work.Workflow``, by step name too. A dependency that did not
+        succeed (one ``allow_failure`` let the job survive) maps to None. Empty for a job
+        without dependencies."""
+        return self._upstream
 
     @property
     def cancelled(self) -> bool:
