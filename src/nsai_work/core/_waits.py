@@ -159,13 +159,16 @@ class Waits:
         ``finished``; and the batch's dependencies have no cycle."""
         in_batch = {(job.tenant_id, job.id) for job in jobs}
         ended = {(tenant, job_id) for tenant, job_id, _ in finished}
-        edges: dict[str, list[str]] = {}
+        earlier: set[JobKey] = set()
+        forward = False  # does a job depend on one later in the batch? (only then a cycle can)
         for index, job in enumerate(jobs):
             tenant = job.tenant_id
             for position, dep in enumerate(job.constraints.depends_on):
                 key = (tenant, dep)
+                if key in earlier:
+                    continue
                 if key in in_batch:
-                    edges.setdefault(f"{tenant}\n{job.id}", []).append(f"{tenant}\n{dep}")
+                    forward = True
                 elif key not in ended and live.get(tenant, dep) is None:
                     return (
                         ValidationError(
@@ -178,8 +181,15 @@ class Waits:
                         index,
                         "invalid",
                     )
-        if not edges:
+            earlier.add((tenant, job.id))
+        if not forward:
             return None
+        edges: dict[str, list[str]] = {}
+        for job in jobs:
+            tenant = job.tenant_id
+            for dep in job.constraints.depends_on:
+                if (tenant, dep) in in_batch:
+                    edges.setdefault(f"{tenant}\n{job.id}", []).append(f"{tenant}\n{dep}")
         cycle = find_cycle(edges)
         if cycle is None:
             return None

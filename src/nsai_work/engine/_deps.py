@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._ir import DEFAULT_CONSTRAINTS, TERMINAL_STATUSES, Job, Status
 from ..core import Finished
-from ..stores import JobKey
+from ..stores import JobKey, MemoryStore
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["dependency_keys", "finished_of", "settled", "upstream_of"]
+__all__ = ["dependency_keys", "finished_of", "settled", "upstream_now", "upstream_of"]
 
 #: How many times a dependency that has left the core but not yet reached the store is read
 #: again (one commit of the writer each time) before the submit is refused as unknown.
@@ -98,8 +98,20 @@ async def upstream_of(engine: Scheduler, job: Job) -> dict[str, Any]:
     name too; a dependency that did not succeed (allowed to fail) maps to None, as does one
     pruned since."""
     deps = job.constraints.depends_on
-    keys = [(job.tenant_id, dep) for dep in deps]
-    found = await engine._read(keys)
+    return _upstream(job, await engine._read([(job.tenant_id, dep) for dep in deps]))
+
+
+def upstream_now(engine: Scheduler, job: Job) -> dict[str, Any]:
+    """``upstream_of`` from the memory store, whose reads do not wait (its dependencies have
+    ended, so the store holds them as they are)."""
+    store = engine._store
+    assert isinstance(store, MemoryStore)
+    get = store.table.get
+    return _upstream(job, [get(job.tenant_id, dep) for dep in job.constraints.depends_on])
+
+
+def _upstream(job: Job, found: Sequence[Job | None]) -> dict[str, Any]:
+    deps = job.constraints.depends_on
     upstream: dict[str, Any] = {}
     for dep, stored in zip(deps, found, strict=True):
         result = stored.result if stored is not None and stored.status is Status.SUCCEEDED else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -190,10 +191,14 @@ class Runner:
                 inline = 0
 
     async def _before_run(self, job: Job, ctx: JobContext) -> None:
-        """What a job with dependencies gets before it runs: its upstream results."""
-        from ._deps import upstream_of
+        """What a job with dependencies gets before it runs: its upstream results (read now
+        from a durable store; from the memory store, when the handler first reads them)."""
+        from ._deps import upstream_now, upstream_of
 
-        ctx._upstream = await upstream_of(self, job)  # type: ignore[arg-type]
+        if self._writes.durable:  # type: ignore[attr-defined]
+            ctx._upstream = await upstream_of(self, job)  # type: ignore[arg-type]
+        else:
+            ctx._upstream_source = functools.partial(upstream_now, self, job)  # type: ignore[arg-type]
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: Handoff | None) -> None:
         self._runs.pop((job.tenant_id, job.id, job.attempt), None)
