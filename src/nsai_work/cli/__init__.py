@@ -2,7 +2,7 @@
 
 nsai-work version            print the version
 nsai-work schema [--write D] print (or write under D) the JSON Schema of the Job IR
-nsai-work demo [--quick]     run the multi-tenant demo (what `make demo` runs)
+nsai-work demo [options]     run the multi-tenant demo (what `make demo` runs; --help)
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run
+    from ..demo import run, settings
 
-    return run(quick=args.quick)
+    return run(settings(args, args.demo_parser))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,9 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="print or write the Job IR's JSON Schema")
     schema.add_argument("--write", metavar="DIR", help="write schema files under DIR")
     schema.set_defaults(run=_schema)
-    demo = sub.add_parser("demo", help="run the multi-tenant demo")
-    demo.add_argument("--quick", action="store_true", help="a short run (for tests)")
-    demo.set_defaults(run=_demo)
+    demo = sub.add_parser("demo", help="run the multi-tenant demo (what `make demo` runs)")
+    from ..demo import add_arguments
+
+    add_arguments(demo)
+    demo.set_defaults(run=_demo, demo_parser=demo)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

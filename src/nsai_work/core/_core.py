@@ -148,6 +148,9 @@ class SchedulingCore:
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
         self._reasons = WaitingReasons(self._queues, self._guard)
         self._waits = Waits(self)
+        #: False once the engine stops on a durable store: runs may end, nothing new starts
+        #: (waiting jobs stay queued for the next start).
+        self.dispatching = True
         # The clock readings of the event being handled, and the wall clock's datetime.
         self._now = 0.0
         self._wall = 0.0
@@ -194,7 +197,8 @@ class SchedulingCore:
                 out.append(Amend(amended))
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
-        self._dispatch(out)
+        if self.dispatching:
+            self._dispatch(out)
         return out
 
     def _dispatch(self, out: list[Decision]) -> None:

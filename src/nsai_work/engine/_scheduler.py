@@ -207,10 +207,10 @@ class Scheduler(Runner, JobLookups, Verbs):
         more seconds to end. A run still going then (a sync handler's thread, or an async
         handler that ignores cancellation) is abandoned, with an error logged naming its job.
 
-        With a durable store, waiting jobs stay in it for the next start, and no job is
-        canceled: a run still going at ``timeout`` is abandoned, and the next start recovers
-        it as a crash would (its attempt ends with ``engine_lost``, then its retry policy
-        decides)."""
+        With a durable store, waiting jobs stay in it for the next start (none starts once
+        the stop has begun), and no job is canceled: a run still going at ``timeout`` is
+        abandoned, and the next start recovers it as a crash would (its attempt ends with
+        ``engine_lost``, then its retry policy decides)."""
         check_stop_timeout(timeout)
         if self._state != "running":
             return
@@ -221,6 +221,7 @@ class Scheduler(Runner, JobLookups, Verbs):
             await self._retention.stop()
         loop = self._loop
         if self._writes.durable:
+            self._core.dispatching = False  # waiting jobs stay in the store for the next start
             await self._wait_runs(loop.time() + max(0.0, timeout))
             left = list(self._runs.values())
             self._state = "stopped"  # their ends record nothing: the next start recovers them
