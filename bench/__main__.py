@@ -16,6 +16,7 @@ from rich.table import Table
 from . import (
     altar,
     clients,
+    dag,
     durable,
     latency,
     listing,
@@ -39,6 +40,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "list": listing.run,
     "durable": durable.run,
     "clients": clients.run,
+    "dag": dag.run,
 }
 
 

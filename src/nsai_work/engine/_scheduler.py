@@ -61,6 +61,7 @@ from ..core import (
 from ..stores import ListQuery, MemoryStore, Store
 from ..telemetry import default_bus
 from ._config import Config, make_config, resolve, store_of
+from ._deps import dependency_keys, settled
 from ._emit import Emitter, rejection_reason
 from ._inbox import ClientInbox
 from ._lookups import JobLookups
@@ -410,12 +411,15 @@ class Scheduler(Runner, JobLookups, Verbs):
                 any_limits = any_limits or bool(shared)
                 validated.append(checked)
             keys = [(job.tenant_id, job.id) for job in validated]
-            for index, stored in enumerate(await self._store.get_many(keys)):  # noqa: B007
+            deps = dependency_keys(validated)
+            found = await self._store.get_many(keys + deps if deps else keys)
+            for index, stored in enumerate(found[: len(keys)]):  # noqa: B007
                 if stored is not None:  # (a live job's id is refused by the core)
                     raise ConflictError(
                         f"duplicate job id {stored.id!r}: tenant {stored.tenant_id!r} already "
                         f"has a job with this id; omit id to get a fresh one"
                     )
+            finished = await settled(self, deps, found[len(keys) :]) if deps else ()
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
             self._feed(Rejected(tuple(jobs), rejection_reason(error)))
@@ -423,7 +427,9 @@ class Scheduler(Runner, JobLookups, Verbs):
             raise error from None
         if not validated:
             return []
-        submit = Submit(tuple(validated), tuple(routes), tuple(limits) if any_limits else ())
+        submit = Submit(
+            tuple(validated), tuple(routes), tuple(limits) if any_limits else (), finished
+        )
         now = self._monotonic()
         decisions = self._core.handle(submit, now, self._wall_time())
         rejection = decisions[0] if decisions else None

@@ -28,6 +28,7 @@ from msgspec import Struct
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import check_status, retry_copy
+from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
 
 __all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
@@ -322,6 +323,53 @@ class Verbs:
             )
         with retry_copy(job) as copy_of:
             return (await engine._admit([copy_of], batch=False))[0]
+
+    async def submit_workflow(self, workflow: Workflow) -> WorkflowRun:
+        """Admit every step of a ``work.Workflow``, or none: an unknown step, a cycle (named)
+        or one invalid step (named) refuses them all. Returns the run: each step's job."""
+        if not isinstance(workflow, Workflow):
+            raise ValidationError(
+                f"submit_workflow takes a work.Workflow, got {type(workflow).__name__}"
+            )
+        jobs = self._own(workflow.jobs(), batch=True)
+        try:
+            admitted = await self._engine._admit(jobs, batch=True)
+        except ValidationError as exc:
+            if exc.index is None:
+                raise
+            name = workflow.steps[exc.index]
+            raise ValidationError(
+                f"step {name!r}: {exc.rule}", path=exc.path, index=exc.index
+            ) from None
+        return workflow.run_of(admitted)
+
+    async def get_workflow(self, run: WorkflowRun) -> WorkflowRun:
+        """A submitted workflow as it is now: each step's job, and its one status."""
+        engine = self._engine
+        ids = builtins.list(_run_of(run).job_ids.values())
+        jobs = await engine._lookup(ids, self._tenant(run.tenant_id))
+        return refreshed(run, [engine._current(job) for job in jobs])
+
+    async def wait_workflow(self, run: WorkflowRun, timeout: float | None = None) -> WorkflowRun:
+        """A submitted workflow once every step is terminal; ``WaitTimeoutError`` after
+        ``timeout`` seconds."""
+        ids = builtins.list(_run_of(run).job_ids.values())
+        return refreshed(run, await self.wait_many(ids, timeout, tenant_id=run.tenant_id))
+
+    async def cancel_workflow(self, run: WorkflowRun, reason: str | None = None) -> WorkflowRun:
+        """Cancel every step of a workflow that is not terminal (reason ``workflow_canceled``
+        unless given), the last steps first; the workflow as it is then."""
+        for job_id in last_first(_run_of(run)):
+            await self.cancel(job_id, reason or "workflow_canceled", tenant_id=run.tenant_id)
+        return await self.get_workflow(run)
+
+
+def _run_of(run: object) -> WorkflowRun:
+    if not isinstance(run, WorkflowRun):
+        raise ValidationError(
+            f"expected a work.WorkflowRun (what submit_workflow returns), got {type(run).__name__}"
+        )
+    return run
 
 
 class _WaitGroup:
