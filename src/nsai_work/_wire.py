@@ -40,8 +40,12 @@ __all__ = [
     "PROBLEM_TYPE",
     "Caller",
     "CancelBody",
+    "DrainBody",
     "JobBatch",
     "JobPage",
+    "OpsState",
+    "PauseBody",
+    "Paused",
     "Problem",
     "TenantBody",
     "WaitBody",
@@ -132,6 +136,41 @@ class TenantBody(Struct, kw_only=True, forbid_unknown_fields=True):
     weight: float = 1.0
     quota: Quota = Quota()
     namespaces: dict[str, Quota] = {}
+
+
+class PauseBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What an operator pauses or resumes: a tenant (``tenant_id``), one of its namespaces
+    (``tenant_id`` and ``namespace``), a pool (``pool``), or, naming none, the whole scheduler
+    (nothing new starts: a drain)."""
+
+    tenant_id: str | None = None
+    namespace: str | None = None
+    pool: str | None = None
+
+
+class DrainBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A drain: pause the whole scheduler, then wait up to ``timeout`` seconds (at most 60) for
+    the runs in flight to end."""
+
+    timeout: float = 30.0
+
+
+class Paused(Struct, kw_only=True):
+    """A paused namespace of a tenant."""
+
+    tenant_id: str
+    namespace: str
+
+
+class OpsState(Struct, kw_only=True):
+    """What operators paused, whether the scheduler is drained (nothing new starts), and how
+    many runs are in flight (0 after a drain: safe to stop for maintenance)."""
+
+    draining: bool
+    running: int
+    tenants: list[str]
+    namespaces: list[Paused]
+    pools: list[str]
 
 
 _raw_batch = msgspec.json.Decoder(dict[str, list[msgspec.Raw]])

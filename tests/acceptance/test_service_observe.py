@@ -301,3 +301,52 @@ def test_a_graceful_shutdown_ends_open_streams_at_once() -> None:
     reader.join()
     assert reader.status == 200
     assert time.monotonic() - started < 5  # not uvicorn's 30 s graceful timeout
+
+
+# ---- operations ---------------------------------------------------------------------------------
+
+
+def test_pause_resume_and_drain_through_the_api(handlers: Callable[..., str]) -> None:
+    async def slow(job: work.Job) -> None:
+        await asyncio.sleep(0.3)
+
+    kind = handlers(slow)
+    with running_server() as api:
+        paused = api.call("POST", "/v1/ops/pause", api.admin, json={"tenant_id": "acme"})
+        assert paused.json()["tenants"] == ["acme"]
+        mine = api.call("POST", "/v1/jobs", api.acme, json=_job("acme")).json()["id"]
+        theirs = api.call("POST", "/v1/jobs", api.globex, json=_job("globex")).json()["id"]
+        _settle(api, [theirs])
+        held = api.call("GET", f"/v1/jobs/{mine}", api.acme).json()
+        assert held["status"] == "queued"
+        assert held["waiting_reason"] == "tenant_paused"
+        resumed = api.call("POST", "/v1/ops/resume", api.admin, json={"tenant_id": "acme"})
+        assert resumed.json()["tenants"] == []
+        _settle(api, [mine])
+
+        api.call("POST", "/v1/ops/pause", api.admin, json={"pool": "local:async"})
+        state = api.call("GET", "/v1/ops", api.admin).json()
+        assert state == {
+            "draining": False,
+            "running": 0,
+            "tenants": [],
+            "namespaces": [],
+            "pools": ["local:async"],
+        }
+        api.call("POST", "/v1/ops/resume", api.admin, json={"pool": "local:async"})
+        unknown = api.call("POST", "/v1/ops/pause", api.admin, json={"pool": "nope"})
+        assert unknown.status_code == 422
+        assert "local:async" in unknown.json()["detail"]
+
+        running = api.call("POST", "/v1/jobs", api.acme, json={"kind": kind, "tenant_id": "acme"})
+        drained = api.call("POST", "/v1/ops/drain", api.admin, json={"timeout": 10}).json()
+        assert drained["draining"] is True
+        assert drained["running"] == 0  # the run in flight ended: safe to stop
+        assert api.call("GET", f"/v1/jobs/{running.json()['id']}", api.acme).json()["status"] == (
+            "succeeded"
+        )
+        waiting = api.call("POST", "/v1/jobs", api.acme, json=_job("acme")).json()["id"]
+        assert api.call("GET", f"/v1/jobs/{waiting}", api.acme).json()["status"] == "queued"
+        assert api.call("POST", "/v1/ops/resume", api.admin, json={}).json()["draining"] is False
+        _settle(api, [waiting])
+        assert api.call("POST", "/v1/ops/pause", api.acme, json={}).status_code == 403

@@ -176,6 +176,7 @@ class PoolState:
         "holds",
         "name",
         "overcommitted",
+        "paused",
         "spec",
         "stopping",
         "used_cpu",
@@ -195,6 +196,7 @@ class PoolState:
         self.used_gpus: dict[str, int] = {}
         self.used_custom: dict[str, int] = {}
         self.overcommitted = False
+        self.paused = False  # an operator paused it: nothing new starts on it
         self.holds: list[Hold] = []
         self.set_spec(spec)
 
@@ -301,7 +303,7 @@ class PoolState:
 
     def fits_now(self, needs: Needs, rank: int = 0, job: object = None) -> bool:
         """Whether ``try_reserve`` would succeed now."""
-        if self.overcommitted:
+        if self.overcommitted or self.paused:
             return False
         held = self._held_against(rank, job) if self.holds else None
         return self._fits(needs, free=True, held=held) is not False
@@ -309,7 +311,7 @@ class PoolState:
     def try_reserve(self, needs: Needs, rank: int = 0, job: object = None) -> Reservation | None:
         """Reserve one run's needs if they fit what is free now (less what is held for other
         jobs of its level or higher; ``job`` is the record of the job asking)."""
-        if self.overcommitted:
+        if self.overcommitted or self.paused:
             return None
         held = self._held_against(rank, job) if self.holds else None
         if needs is NO_NEEDS and held is None:

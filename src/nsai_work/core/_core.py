@@ -50,6 +50,7 @@ from ._messages import (
     Event,
     Failed,
     HandleReported,
+    Pause,
     PoolsChanged,
     Record,
     Reject,
@@ -63,6 +64,7 @@ from ._messages import (
     TimerFired,
 )
 from ._parking import park_fifo, park_tenant, unpark_fifos, unpark_tenant_in
+from ._pauses import Pauses, apply_pause
 from ._queues import (
     DEFAULT_FAIR_SHARE_RESOLUTION_S,
     FIFO,
@@ -143,6 +145,7 @@ class SchedulingCore:
             add_pools(self._pools, backend, specs)
         self._router = Router(self._pools)
         self._jobs = LiveJobs(self._tenants)
+        self._pauses = self._tenants.pauses = Pauses()
         self._runs: dict[tuple[str, str, int], Run] = {}  # by (tenant id, job id, attempt)
         self._holds = Holds()
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
@@ -191,6 +194,8 @@ class SchedulingCore:
             self._arm_sweep(out)
         elif kind is Restore:
             restore(self, event, out)  # type: ignore[arg-type]
+        elif kind is Pause:
+            apply_pause(self, event)  # type: ignore[arg-type]
         elif kind is HandleReported:
             amended = self._jobs.note_handle(event)  # type: ignore[arg-type]
             if amended is not None:
@@ -625,6 +630,9 @@ class SchedulingCore:
 
     def _pools_changed(self, event: PoolsChanged) -> None:
         change_pools(self._pools, event.backend, event.pools)
+        for name in self._pauses.pools:
+            if name in self._pools:
+                self._pools[name].paused = True
         self._router.forget()
         for queue in self._queues.groups():
             queue.capacity = Capacity(queue.pools)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from .._ir import Status
 from ._counters import SLOT, SLOT_NAMES, SUBMITTED
+from ._pauses import pause_records
 from ._state import (
     CORE_STATE_VERSION,
     CellRecord,
@@ -98,6 +99,7 @@ def export_state(core: SchedulingCore, now: float, wall: float) -> CoreState:
             if not run.stopping and run.entry.status is _RUNNING
         ),
         guard="" if guard is None else "".join(map(str, guard.recent)),
+        paused=pause_records(core._pauses),
         hold_seq=core._holds.seq,
         sweep_at=None if tenants.sweep_at is None else to_wall(tenants.sweep_at, now, wall),
     )

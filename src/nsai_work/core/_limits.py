@@ -145,12 +145,16 @@ class Limits:
         """The first limit that holds a head back now: its tenant's quota, its namespace's,
         then its own limits in order; None if none does."""
         state = head.tenant_state
+        if state.paused:
+            return ("tenant", "tenant_paused", None)
         if state.quota is not UNLIMITED:
             reason = quota_gate(state.quota, state.running, state.usage, head.needs)
             if reason is not None:
                 return ("tenant", f"tenant_{reason}", None)
         if state.namespaces:
             namespace = state.namespaces.get(head.namespace)
+            if namespace is not None and namespace.paused:
+                return ("namespace", "namespace_paused", None)
             if namespace is not None and namespace.quota is not UNLIMITED:
                 reason = quota_gate(namespace.quota, namespace.running, namespace.usage, head.needs)
                 if reason is not None:

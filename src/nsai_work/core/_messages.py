@@ -29,6 +29,7 @@ __all__ = [
     "JobKey",
     "Limit",
     "Outcome",
+    "Pause",
     "PoolsChanged",
     "Record",
     "Reject",
@@ -122,6 +123,18 @@ class Cancel(Struct, frozen=True, gc=False):
     reason: str = "requested"
 
 
+class Pause(Struct, frozen=True, gc=False):
+    """Pause (``paused=True``) or resume what an operator names: a tenant (``tenant_id``), one
+    of its namespaces (and ``namespace``), a pool (``pool``), or, naming none, the whole
+    scheduler (a drain). Nothing new of it starts while it is paused; what runs goes on, and
+    submits are still admitted."""
+
+    paused: bool
+    tenant_id: str | None = None
+    namespace: str | None = None
+    pool: str | None = None
+
+
 class Rejected(Struct, frozen=True, gc=False):
     """Submits the engine refused before they reached the core (invalid, unroutable...), to be
     counted (by tenant and level where they have valid ones) under ``reason``. The jobs may be
@@ -207,6 +220,7 @@ Event = (
     | Rejected
     | Restore
     | HandleReported
+    | Pause
 )
 
 

@@ -29,6 +29,7 @@ from ._tenants import TenantState
 if TYPE_CHECKING:
     from ._capacity import PoolState
     from ._jobs import LiveJobs
+    from ._pauses import Pauses
     from ._queues import ReadyQueues
     from ._runs import Run
 
@@ -55,6 +56,7 @@ class TenantRegistry:
         "active_weight",
         "changed",
         "counters",
+        "pauses",
         "rejected_unleveled",
         "retired",
         "states",
@@ -86,6 +88,7 @@ class TenantRegistry:
         self._queues = queues  # (a forgotten tenant's standing in them goes too)
         self._pools = pools  # (for dominant shares in stats)
         self.states: dict[str, TenantState] = {}
+        self.pauses: Pauses | None = None  # (the core's: a state made anew takes its pauses)
         self.counters: dict[str, TenantCounters] = {}
         self.retired: dict[CellKey, list[int]] = {}
         self.rejected_unleveled = 0
@@ -122,6 +125,8 @@ class TenantRegistry:
                 return None
             spec = replace(self._default, id=tenant_id)
         state = self.states[tenant_id] = TenantState(spec, now, self.counters_of(tenant_id))
+        if self.pauses:
+            self.pauses.adopt(tenant_id, state)
         return state
 
     def counters_of(self, tenant_id: str) -> TenantCounters:
@@ -239,6 +244,8 @@ class TenantRegistry:
         if state is None:
             state = TenantState(Tenant(tenant_id), now, self.counters_of(tenant_id))
             self.states[tenant_id] = state
+            if self.pauses:
+                self.pauses.adopt(tenant_id, state)
         return state
 
     def restore_idle(self, tenant_id: str, since: float) -> None:

@@ -37,8 +37,9 @@ from ._admission import Choice
 from ._capacity import NO_NEEDS, needs_of
 from ._counters import SLOT_NAMES
 from ._limits import LimitState
-from ._messages import ArmTimer, Decision, DisarmTimer, Restore
+from ._messages import ArmTimer, Decision, DisarmTimer, Pause, Restore
 from ._parking import restore_parked_fifo, restore_parked_tenant
+from ._pauses import apply_pause
 from ._queues import Entry, GroupQueue, TenantQueue
 from ._runs import Run
 from ._state import CoreState, GroupRecord, RunRecord, check_state, to_monotonic
@@ -161,6 +162,11 @@ class _Restorer:
     def import_state(self, state: CoreState) -> None:
         core, now, wall = self.core, self.now, self.wall
         registry, limits = core._tenants, core._limits
+        for scope, name, namespace in state.paused:  # (before any tenant state is made)
+            if scope == "pool":
+                apply_pause(core, Pause(True, pool=name))
+            else:
+                apply_pause(core, Pause(True, tenant_id=name, namespace=namespace or None))
         for spec in state.tenant_specs:
             registry.restore_spec(spec)
         for group_name, limit in state.group_limits.items():

@@ -178,6 +178,8 @@ class CoreState(Struct, frozen=True, kw_only=True):
     - ``runs``: the fair-share charge of each running job's dispatch.
     - ``guard``: the levels of the starvation guard's last dispatches, oldest first, one digit
       each; ``hold_seq``, ``sweep_at``: the next hold's order, when the idle sweep is due.
+    - ``paused``: what operators paused, as (``"tenant"``, id, ``""``), (``"namespace"``,
+      tenant id, namespace) or (``"pool"``, name, ``""``).
     """
 
     version: int
@@ -193,6 +195,7 @@ class CoreState(Struct, frozen=True, kw_only=True):
     groups: tuple[GroupRecord, ...] = ()
     runs: tuple[RunRecord, ...] = ()
     guard: str = ""
+    paused: tuple[tuple[str, str, str], ...] = ()
     hold_seq: _Count = 0
     sweep_at: float | None = None
 

@@ -73,10 +73,11 @@ def quota_gate(quota: Quota, running: int, usage: Usage, needs: Needs) -> str | 
 class NamespaceState:
     """One namespace of a tenant that has limits of its own."""
 
-    __slots__ = ("parked", "quota", "running", "usage", "waiting")
+    __slots__ = ("parked", "paused", "quota", "running", "usage", "waiting")
 
     def __init__(self, quota: Quota) -> None:
         self.quota = quota
+        self.paused = False  # an operator paused it: none of its jobs starts
         self.waiting = 0
         self.running = 0
         self.usage = Usage()
@@ -101,6 +102,7 @@ class TenantState:
         "last_refill",
         "namespaces",
         "parked_in",
+        "paused",
         "period_start",
         "spec",
         "spend_period",
@@ -121,6 +123,7 @@ class TenantState:
         # False: no quota and no namespace state, so never parked (the hot paths look no
         # further than this flag, which is in the object they already touch)
         self.limited = spec.quota is not UNLIMITED or bool(spec.namespaces)
+        self.paused = False  # an operator paused it: none of its jobs starts (see _pauses)
         self.tokens = float(self.burst)
         self.last_refill = now
         self.counters = counters  # its status counters and rejections (kept by the core)
@@ -145,7 +148,7 @@ class TenantState:
         for name, state in self.namespaces.items():
             if name not in spec.namespaces:
                 state.quota = UNLIMITED
-        self.limited = spec.quota is not UNLIMITED or bool(self.namespaces)
+        self.limited = spec.quota is not UNLIMITED or bool(self.namespaces) or self.paused
         self.tokens = min(self.tokens, float(self.burst))
 
     # ---- submit rate --------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from ._common import (
 from ._idempotency import Answer, IdempotencyCache
 from ._keys import KeyRing
 from ._observe import events, metrics
+from ._ops import drain, ops_state, pause, resume
 from ._service import ListFilters, Service
 from ._stream import EventHub
 
@@ -349,6 +350,10 @@ HANDLERS = [
     docs,
     metrics,
     events,
+    ops_state,
+    pause,
+    resume,
+    drain,
 ]
 
 

@@ -21,8 +21,11 @@ from .._stats import Stats, TenantStats
 from .._wire import (
     Caller,
     CancelBody,
+    DrainBody,
     JobBatch,
     JobPage,
+    OpsState,
+    PauseBody,
     Problem,
     TenantBody,
     WaitBody,
@@ -161,6 +164,39 @@ ROUTES: Final[tuple[Route, ...]] = (
         tag="service",
         media="text/plain",
     ),
+    Route(
+        "get", "/v1/ops", "What is paused and running (admin)", OpsState, auth="admin", tag="ops"
+    ),
+    Route(
+        "post",
+        "/v1/ops/pause",
+        "Pause a tenant, a namespace, a pool, or everything (admin)",
+        OpsState,
+        200,
+        PauseBody,
+        auth="admin",
+        tag="ops",
+    ),
+    Route(
+        "post",
+        "/v1/ops/resume",
+        "Resume what was paused (admin)",
+        OpsState,
+        200,
+        PauseBody,
+        auth="admin",
+        tag="ops",
+    ),
+    Route(
+        "post",
+        "/v1/ops/drain",
+        "Pause everything and wait for runs to end (admin)",
+        OpsState,
+        200,
+        DrainBody,
+        auth="admin",
+        tag="ops",
+    ),
     Route("get", "/healthz", "Liveness", None, auth="none", tag="service"),
     Route("get", "/openapi.json", "This document", None, auth="none", tag="service"),
 )
@@ -272,6 +308,9 @@ def _build() -> dict[str, Any]:
         TenantBody,
         Problem,
         Caller,
+        OpsState,
+        PauseBody,
+        DrainBody,
         list[FunctionDeclaration],
         dict[str, TenantStats],
     ]
@@ -306,7 +345,7 @@ def _build() -> dict[str, Any]:
             operation["parameters"] = parameters
         if route.body is not None:
             operation["requestBody"] = {
-                "required": route.body is not CancelBody,
+                "required": route.body not in (CancelBody, PauseBody, DrainBody),
                 "content": {"application/json": {"schema": refs[route.body]}},
             }
         answer: dict[str, Any] = {"description": route.summary}

@@ -11,17 +11,19 @@ is exactly an unknown id), an admin key gets them with full rights.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, cast
 
-from .._errors import ConfigurationError, NotStartedError, WaitTimeoutError
+from .._errors import ConfigurationError, NotStartedError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Priority, Tenant
 from .._stats import Stats, TenantStats
-from .._validate import validate_struct
-from .._wire import MAX_POLL_S, JobPage, TenantBody, WaitResult
+from .._validate import check_identifier, validate_struct
+from .._wire import MAX_POLL_S, JobPage, OpsState, PauseBody, Paused, TenantBody, WaitResult
+from ..core import Pause
 from ..engine import Client, Config, Scheduler
 from ..engine._verbs import Engine, Verbs, check_timeout
 from ..stores import redact
@@ -258,6 +260,52 @@ class Service:
     async def tenants(self) -> dict[str, TenantStats]:
         """Every tenant the scheduler knows now, by id."""
         return (await self.scheduler("the tenants").stats()).by_tenant
+
+    # ---- operations (admin) ---------------------------------------------------------------------
+
+    def ops_state(self) -> OpsState:
+        """What is paused now, and how many runs are in flight."""
+        scheduler = self.scheduler("operations")
+        core = scheduler._core
+        pauses = core._pauses
+        return OpsState(
+            draining=not core.dispatching,
+            running=core.active_runs,
+            tenants=sorted(pauses.tenants),
+            namespaces=[Paused(tenant_id=t, namespace=n) for t, n in sorted(pauses.namespaces)],
+            pools=sorted(pauses.pools),
+        )
+
+    def pause(self, body: PauseBody, *, paused: bool) -> OpsState:
+        """Pause or resume a tenant, a namespace, a pool, or (naming none) all dispatching."""
+        scheduler = self.scheduler("operations")
+        if body.namespace is not None and body.tenant_id is None:
+            raise ValidationError("a namespace is paused with its tenant_id", path="$.tenant_id")
+        if body.pool is not None and body.tenant_id is not None:
+            raise ValidationError(
+                "pause a tenant (and a namespace of its) or a pool, not both", path="$.pool"
+            )
+        if body.tenant_id is not None:
+            check_identifier(body.tenant_id, "$.tenant_id", what="a tenant id")
+        if body.namespace is not None:
+            check_identifier(body.namespace, "$.namespace", what="a namespace")
+        if body.pool is not None and body.pool not in scheduler._core.pool_states():
+            known = ", ".join(sorted(scheduler._core.pool_states()))
+            raise ValidationError(f"no pool {body.pool!r}; the pools are {known}", path="$.pool")
+        if body.tenant_id is None and body.pool is None and not scheduler.running:
+            return self.ops_state()  # (a stopping scheduler starts nothing new anyway)
+        scheduler._feed(
+            Pause(paused, tenant_id=body.tenant_id, namespace=body.namespace, pool=body.pool)
+        )
+        return self.ops_state()
+
+    async def drain(self, timeout: float) -> OpsState:
+        """Pause all dispatching, then wait up to ``timeout`` s for the runs in flight to end."""
+        check_timeout(timeout)
+        self.pause(PauseBody(), paused=True)
+        with contextlib.suppress(WaitTimeoutError):
+            await self.scheduler("operations").wait_idle(min(timeout, MAX_POLL_S))
+        return self.ops_state()
 
     async def set_tenant(self, tenant_id: str, body: TenantBody) -> Tenant:
         """Add or change a tenant (admin)."""
