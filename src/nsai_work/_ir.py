@@ -208,6 +208,10 @@ class Constraints(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=Tru
       until then.
     - ``deadline``: a job that has not started by then ends canceled (``deadline_exceeded``);
       a running job is bounded by its timeout, not by its deadline.
+    - ``unique_key``: at most one job of the tenant with this key counts at a time; a submit
+      of another returns the one that counts (``Job.duplicate`` is True on what it returns).
+      A job counts while its status is among ``unique_states`` (None: pending, queued and
+      running) and, with ``unique_period_s``, for that many seconds after its submit.
     """
 
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
@@ -220,6 +224,8 @@ class Constraints(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=Tru
     pool_labels: dict[NonEmptyStr, str] = {}
     allow_failure: bool | tuple[NonEmptyStr, ...] = False
     schedule_in_s: Annotated[float, Meta(ge=0, le=MAX_SCHEDULE_IN_S)] | None = None
+    unique_states: tuple[Status, ...] | None = None
+    unique_period_s: Annotated[float, Meta(gt=0, le=MAX_SCHEDULE_IN_S)] | None = None
 
 
 DEFAULT_CONSTRAINTS: Final = Constraints()
@@ -434,6 +440,9 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     progress: Progress | None = None
     estimated_cost_usd: float | None = None
     cost_usd: float = 0.0
+    #: True on what a submit returns when the job was a duplicate of this one (its
+    #: ``constraints.unique_key`` was held): this job, not a new one. Never stored.
+    duplicate: bool = False
 
     @property
     def is_terminal(self) -> bool:

@@ -64,7 +64,7 @@ _MAX_DEPTH: Final = 64
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1_048_576
 
 #: Fields whose behaviour a later issue builds: a job that sets one is rejected, never ignored.
-NOT_SUPPORTED_YET: Final = (("constraints", "unique_key"),)
+NOT_SUPPORTED_YET: Final[tuple[tuple[str, str], ...]] = ()
 
 
 # The three identifiers of a job in one regex call (none may contain a newline): cheaper than
@@ -484,6 +484,7 @@ def _refuse_unbuilt(job: Job, index: int | None) -> None:
     if job.constraints is DEFAULT_CONSTRAINTS:
         return
     _check_waits(job, index)
+    _check_unique(job, index)
     for section, name in NOT_SUPPORTED_YET:
         value = getattr(getattr(job, section), name)
         if value is not None and value != ():
@@ -493,6 +494,29 @@ def _refuse_unbuilt(job: Job, index: int | None) -> None:
                 path=f"$.{section}.{name}",
                 index=index,
             )
+
+
+def _check_unique(job: Job, index: int | None) -> None:
+    """``unique_states`` and ``unique_period_s`` qualify a ``unique_key``: not without one."""
+    constraints = job.constraints
+    if constraints.unique_key is None:
+        for name in ("unique_states", "unique_period_s"):
+            if getattr(constraints, name) is not None:
+                raise ValidationError(
+                    f"{name} qualifies constraints.unique_key, which is not set; set unique_key "
+                    f"too, or leave {name} unset",
+                    path=f"$.constraints.{name}",
+                    index=index,
+                )
+        return
+    states = constraints.unique_states
+    if states is not None and (not states or len(set(states)) != len(states)):
+        raise ValidationError(
+            f"unique_states lists the statuses a job with the key counts in, each once; got "
+            f"{[str(s) for s in states]} (None: pending, queued and running)",
+            path="$.constraints.unique_states",
+            index=index,
+        )
 
 
 def _check_waits(job: Job, index: int | None) -> None:

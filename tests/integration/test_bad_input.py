@@ -82,10 +82,10 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
         "$.constraints.deadline",
     ),
     (
-        "unique_key",
-        {"constraints": work.Constraints(unique_key="u")},
+        "unique_period_s without unique_key",
+        {"constraints": work.Constraints(unique_period_s=5.0)},
         work.ValidationError,
-        "$.constraints.unique_key",
+        "$.constraints.unique_period_s",
     ),
     (
         "max_cost_usd",

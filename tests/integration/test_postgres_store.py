@@ -123,7 +123,9 @@ def test_concurrent_opens_apply_each_migration_once(postgres_url: str, arun: Run
 
     arun(race())
     with psycopg.connect(postgres_url) as conn:
-        rows = conn.execute("SELECT version, count(*) FROM schema_version GROUP BY 1").fetchall()
+        rows = conn.execute(
+            "SELECT version, count(*) FROM schema_version GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     assert sorted(rows) == [(m.version, 1) for m in migrations()]
 
 
@@ -149,7 +151,9 @@ def test_concurrent_opens_from_two_processes(postgres_url: str) -> None:
     ]
     assert [child.wait(60) for child in children] == [0, 0]
     with psycopg.connect(postgres_url) as conn:
-        rows = conn.execute("SELECT version, count(*) FROM schema_version GROUP BY 1").fetchall()
+        rows = conn.execute(
+            "SELECT version, count(*) FROM schema_version GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     assert rows == [(m.version, 1) for m in migrations()]
 
 

@@ -120,6 +120,8 @@ def _every_field_set() -> work.Job:
             pool_labels={"region": "eu"},
             allow_failure=("a",),
             schedule_in_s=5.0,
+            unique_states=(work.Status.SUCCEEDED,),
+            unique_period_s=60.0,
         ),
         metadata={"owner": "ada", "trace": {"id": 7}},
         tags=("x", "y"),
@@ -164,6 +166,7 @@ def _every_field_set() -> work.Job:
         progress=work.Progress(fraction=0.5, message="half"),
         estimated_cost_usd=1.2,
         cost_usd=0.5,
+        duplicate=True,
     )
 
 

@@ -49,6 +49,7 @@ from ..stores import JobKey, ListQuery, Store, redact, store_from_url
 from ._blocking import SyncVerbs
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
+from ._unique import answer_duplicates, holders_of, kept
 from ._verbs import Page, Verbs, Watcher
 
 __all__ = ["Client", "StoreClient", "SyncClient", "connect"]
@@ -300,15 +301,21 @@ class StoreClient(JobLookups, Client):
 
     async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
         """Validate the jobs and commit them for the scheduler (all or nothing); the jobs as
-        stored: pending, until the scheduler admits them."""
+        stored: pending, until the scheduler admits them. A job whose unique key another
+        holds is not committed: that one comes back instead, with ``duplicate=True``."""
         self._require_open()
         validated = [
             validate_new_job(job, index if batch else None, self.max_payload_bytes)
             for index, job in enumerate(jobs)
         ]
-        if validated:
-            await self._store.submit(validated)
-        return validated
+        if not validated:
+            return validated
+        holders = await self._store.submit(validated)
+        duplicates = {n: holder for n, holder in enumerate(holders or ()) if holder is not None}
+        if not duplicates:
+            return validated
+        found = await holders_of(lambda *_: None, self._store, validated, duplicates)
+        return answer_duplicates(validated, kept(validated, duplicates), duplicates, found)
 
     async def _owners(self, job_id: str) -> builtins.list[str]:
         """The tenants with a job with this id in the store."""

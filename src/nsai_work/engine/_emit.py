@@ -228,6 +228,20 @@ class Emitter:
             meta["pool"] = decision.pool
             self._run(plan, {"queue_time_ms": decision.queue_time_ms}, meta)
 
+    def duplicate(self, job: Job, holder: Job) -> None:
+        """The admit event (decision ``duplicate``) of a submit whose unique key ``holder``
+        holds: the submitted job's metadata, and the holder's id as ``existing_id``."""
+        if self.bus._by_event:
+            self._emit(
+                SCHEDULER_ADMIT,
+                _EMPTY,
+                job,
+                decision="duplicate",
+                reason="unique_key",
+                unique_key=job.constraints.unique_key,
+                existing_id=holder.id,
+            )
+
     def rejected(self, jobs: Sequence[Job], error: WorkError) -> None:
         """Admit events (decision ``reject``) for a refused submit, then overflow if a queue
         limit refused it."""

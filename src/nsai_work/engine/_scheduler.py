@@ -70,6 +70,7 @@ from ._retention import Retention
 from ._routing import Router
 from ._runner import STOPPED, Background, Handoff, Runner
 from ._timers import TimerHeap
+from ._unique import answer_duplicates, claim, has_unique, holders_of, kept
 from ._verbs import Page, Verbs, Watcher, check_stop_timeout, check_timeout
 from ._watchers import WatcherTable, notify, unwatch, watch
 from ._writes import GroupCommit, MemoryWrites, Writes
@@ -420,6 +421,9 @@ class Scheduler(Runner, JobLookups, Verbs):
                         f"has a job with this id; omit id to get a fresh one"
                     )
             finished = await settled(self, deps, found[len(keys) :]) if deps else ()
+            # the last await before the core admits them (see engine/_unique.py)
+            unique = has_unique(validated)
+            duplicates = await claim(self._store, validated, self._wall_time()) if unique else {}
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
             self._feed(Rejected(tuple(jobs), rejection_reason(error)))
@@ -427,9 +431,33 @@ class Scheduler(Runner, JobLookups, Verbs):
             raise error from None
         if not validated:
             return []
-        submit = Submit(
-            tuple(validated), tuple(routes), tuple(limits) if any_limits else (), finished
-        )
+        new = validated
+        if duplicates:
+            new, keys = kept(new, duplicates), kept(keys, duplicates)
+            routes, limits = kept(routes, duplicates), kept(limits, duplicates)
+        admitted: builtins.list[Job] = []
+        if new:
+            admitted = await self._admit_new(new, keys, routes, limits, any_limits, finished, batch)
+        if not duplicates:
+            return admitted
+        holders = await holders_of(self._core.get, self._store, validated, duplicates)
+        answer = answer_duplicates(validated, admitted, duplicates, holders)
+        for n in duplicates:
+            self._emitter.duplicate(validated[n], answer[n])
+        return answer
+
+    async def _admit_new(
+        self,
+        new: builtins.list[Job],
+        keys: builtins.list[JobKey],
+        routes: builtins.list[Route],
+        limits: builtins.list[tuple[Limit, ...]],
+        any_limits: bool,
+        finished: Any,
+        batch: bool,
+    ) -> builtins.list[Job]:
+        """Feed the core a Submit of validated new jobs; the admitted jobs once committed."""
+        submit = Submit(tuple(new), tuple(routes), tuple(limits) if any_limits else (), finished)
         now = self._monotonic()
         decisions = self._core.handle(submit, now, self._wall_time())
         rejection = decisions[0] if decisions else None
@@ -437,11 +465,13 @@ class Scheduler(Runner, JobLookups, Verbs):
             error = rejection.error
             if batch and rejection.index is not None:
                 error = _with_index(error, rejection.index)
-            self._emitter.rejected(validated, error)
+            self._emitter.rejected(new, error)
+            if has_unique(new):  # their claims are void: free the keys
+                await self._store.release_unique(keys)
             raise error
         self._apply(decisions, now)
         live = self._core.get
-        admitted = [live(*key) or job for key, job in zip(keys, validated, strict=True)]
+        admitted = [live(*key) or job for key, job in zip(keys, new, strict=True)]
         writes = self._writes
         await writes.wait_submitted(writes.submitted(keys))
         return admitted

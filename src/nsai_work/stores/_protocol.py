@@ -9,6 +9,7 @@ keep jobs across restarts.
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
@@ -151,9 +152,30 @@ class Store(Protocol):
         beyond ``keep_max``; returns how many went."""
         ...
 
-    async def submit(self, jobs: Sequence[Job]) -> None:
+    async def submit(
+        self, jobs: Sequence[Job], *, now: _dt.datetime | None = None
+    ) -> builtins.list[str | None]:
         """As a client: commit new jobs for the scheduler to admit (``ConflictError`` for a
-        (tenant_id, id) the store holds)."""
+        (tenant_id, id) the store holds). The unique keys of those that have one are claimed
+        at ``now`` (default: the wall clock) in the same transaction, as ``claim_unique``
+        does: returns, per job, None (committed) or the id of the job that holds its key
+        (a duplicate: not committed)."""
+        ...
+
+    async def claim_unique(
+        self, jobs: Sequence[Job], now: _dt.datetime
+    ) -> builtins.list[str | None]:
+        """As the scheduler, before admitting ``jobs`` (each has a ``constraints.unique_key``):
+        claim each (tenant_id, unique_key) for its job, in one transaction, unless a claim
+        holds it (``stores/_unique.py``: its job's stored status is among the claim's states,
+        or the job is not stored yet, and ``now`` is within its period). Returns, per job, None
+        (claimed) or the holder's job id. A later job of the same call with the key of an
+        earlier one is its duplicate. Enforced by the store (a key in a table, a row lock), so
+        concurrent claims from any processes make one winner."""
+        ...
+
+    async def release_unique(self, keys: Sequence[JobKey]) -> None:
+        """Drop the claims made for these jobs (a submit that claimed, then failed)."""
         ...
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:

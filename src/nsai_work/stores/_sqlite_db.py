@@ -23,10 +23,12 @@ import msgspec
 
 from .._errors import ConflictError, StoreError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job, utc_now
+from . import _sqlite_unique as unique_keys
 from ._codec import decode_job, encode_job
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Quarantined, Recovered, Role, WriteBatch
 from ._sqlite_lease import acquire, check_fence, holder, release
 from ._sqlite_schema import connect, migrate, rollback_quietly, translate
+from ._unique import claims_of
 
 __all__ = ["SqliteDatabase"]
 
@@ -224,19 +226,41 @@ class SqliteDatabase:
         except _UnknownUpdate:
             raise self._unknown(batch.updates) from None
 
-    def submit(self, jobs: Sequence[Job]) -> None:
-        """Commit new jobs as a client's: stored, not admitted until the scheduler writes them."""
+    def submit(self, jobs: Sequence[Job], now: _dt.datetime) -> list[str | None]:
+        """Commit new jobs as a client's: stored, not admitted until the scheduler writes them;
+        their unique keys claimed in the same transaction (a duplicate is not stored)."""
         now_us = micros(utc_now())
-        rows = [_insert_row(job, 0, now_us) for job in jobs]
-        if not rows:
-            return
+        holders: list[str | None] = [None] * len(jobs)
+        if not jobs:
+            return holders
+        unique = [n for n, job in enumerate(jobs) if job.constraints.unique_key is not None]
         try:
             with self._transaction("submitting jobs", write=True) as conn:
+                if unique:
+                    got = unique_keys.claim(conn, claims_of([jobs[n] for n in unique], now), now)
+                    for n, holder in zip(unique, got, strict=True):
+                        holders[n] = holder
+                rows = [
+                    _insert_row(job, 0, now_us)
+                    for job, holder in zip(jobs, holders, strict=True)
+                    if holder is None
+                ]
                 conn.executemany(_INSERT, rows)
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise self._conflict(jobs) from exc.__cause__
             raise
+        return holders
+
+    def claim_unique(self, jobs: Sequence[Job], now: _dt.datetime) -> list[str | None]:
+        """Claim the jobs' unique keys in one transaction (``stores/_unique.py``)."""
+        with self._transaction("claiming unique keys", write=True) as conn:
+            return unique_keys.claim(conn, claims_of(jobs, now), now)
+
+    def release_unique(self, keys: Sequence[JobKey]) -> None:
+        """Drop the claims of these jobs."""
+        with self._transaction("releasing unique keys", write=True) as conn:
+            unique_keys.release(conn, keys)
 
     def request_cancel(self, key: JobKey, reason: str) -> bool:
         """Record a client's cancel request on a non-terminal job (the first reason stays)."""
@@ -307,7 +331,10 @@ class SqliteDatabase:
 
     def load(self) -> Recovered:
         """The admitted non-terminal jobs in submission order, the core's state, and the rows
-        set aside now because they do not decode."""
+        set aside now because they do not decode. Claims of unique keys whose job was never
+        written (the last scheduler died between claim and commit) are dropped first."""
+        with self._transaction("dropping stale unique keys", write=True) as conn:
+            unique_keys.sweep(conn)
         with self._transaction("loading jobs", write=False) as conn:
             rows = conn.execute(
                 "SELECT seq, tenant_id, id, job FROM jobs "

@@ -9,18 +9,20 @@ plays both roles: its own ``submit`` goes to its own ``inbox``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime as _dt
 import hashlib
 import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .._errors import ConflictError, StoreError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job
 from ._memory_table import JobTable
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Recovered, Role, WriteBatch
+from ._unique import Claim, claims_of, holds
 
 __all__ = ["MemoryStore"]
 
@@ -44,6 +46,7 @@ class MemoryStore:
         self._seen = 0  # ... and how many of them wait_for_change has reported
         self._changed = asyncio.Event()
         self._cursor_key = secrets.token_bytes(16)
+        self._claims: dict[tuple[str, str], Claim] = {}  # (tenant_id, unique_key) -> claim
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -182,10 +185,52 @@ class MemoryStore:
             )
         return seq
 
+    # ---- unique keys -----------------------------------------------------------------------
+
+    async def claim_unique(
+        self, jobs: Sequence[Job], now: _dt.datetime
+    ) -> builtins.list[str | None]:
+        """Claim each job's unique key unless a job that holds it: None where claimed, else
+        the holder's id. Claims and inserts happen in one step of the loop here (no await
+        between), so a claim whose job the table does not hold (pruned, or never admitted)
+        holds nothing."""
+        self._require()
+        return self._claim(jobs, now)
+
+    def _claim(self, jobs: Sequence[Job], now: _dt.datetime) -> builtins.list[str | None]:
+        claims, get, made = self._claims, self.table.get, {}
+        holders: builtins.list[str | None] = []
+        for claim in claims_of(jobs, now):
+            slot = (claim.tenant_id, claim.unique_key)
+            held = claims.get(slot)
+            if held is not None:
+                job = get(held.tenant_id, held.job_id)
+                in_call = slot in made
+                if (job is not None or in_call) and holds(
+                    None if job is None else job.status, held.states, held.expires_at, now
+                ):
+                    holders.append(held.job_id)
+                    continue
+            claims[slot] = made[slot] = claim
+            holders.append(None)
+        return holders
+
+    async def release_unique(self, keys: Sequence[JobKey]) -> None:
+        """Drop the claims these jobs made (their submit failed after claiming)."""
+        self._require()
+        gone = set(keys)
+        for slot, claim in list(self._claims.items()):
+            if (claim.tenant_id, claim.job_id) in gone:
+                del self._claims[slot]
+
     # ---- clients ---------------------------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[Job]) -> None:
-        """Add jobs for the scheduler to admit (all, or none on a duplicate)."""
+    async def submit(
+        self, jobs: Sequence[Job], *, now: _dt.datetime | None = None
+    ) -> builtins.list[str | None]:
+        """Add jobs for the scheduler to admit (all, or none on a duplicate id), claiming
+        their unique keys at ``now`` (default: the wall clock): None for each job added, the
+        holder's id for a duplicate (not added)."""
         self._require()
         table = self.table
         keys = [(job.tenant_id, job.id) for job in jobs]
@@ -196,10 +241,13 @@ class MemoryStore:
                     f"duplicate job id {key[1]!r} for tenant {key[0]!r}: nothing is submitted"
                 )
             seen.add(key)
-        for key, job in zip(keys, jobs, strict=True):
-            table.insert(job)
-            self._not_admitted[key] = None
+        holders = _claimed(self._claim, jobs, now)
+        for key, job, holder in zip(keys, jobs, holders, strict=True):
+            if holder is None:
+                table.insert(job)
+                self._not_admitted[key] = None
         self._changed_now()
+        return holders
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:
         """Ask the scheduler to cancel a non-terminal job (False: unknown or terminal)."""
@@ -238,3 +286,16 @@ class MemoryStore:
     async def lease(self) -> Lease | None:
         """This object's lease while it is open as the scheduler."""
         return self._lease
+
+
+def _claimed(
+    claim: Callable[[Sequence[Job], _dt.datetime], list[str | None]],
+    jobs: Sequence[Job],
+    now: _dt.datetime | None,
+) -> builtins.list[str | None]:
+    """For each job, the holder of its unique key (None: claimed, or it has no key)."""
+    unique = [job for job in jobs if job.constraints.unique_key is not None]
+    if not unique:
+        return [None] * len(jobs)
+    got = iter(claim(unique, now or _dt.datetime.now(_dt.UTC)))
+    return [None if job.constraints.unique_key is None else next(got) for job in jobs]

@@ -36,11 +36,12 @@ from psycopg_pool import AsyncConnectionPool
 from .._errors import ConfigurationError, ConflictError, StoreError, ValidationError
 from .._ir import Job
 from ._codec import decode_job
-from ._pg import _lease, _sql
+from ._pg import _lease, _sql, _unique
 from ._pg._conn import Connection, Connector, InDoubtError, failure, lost, run
 from ._pg._migrate import migrate
 from ._pg._writer import Writer
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Quarantined, Recovered, Role, WriteBatch
+from ._unique import claims_of
 
 __all__ = ["PostgresStore"]
 
@@ -190,6 +191,7 @@ class PostgresStore:
         """Every non-terminal job the scheduler wrote, in submission order, the core's state,
         and the rows set aside as unreadable (moved to ``quarantine``)."""
         self._scheduler("load")
+        await self._on_pool(_unique.sweep, transaction=True, idempotent=True)
 
         async def read(conn: Connection) -> tuple[list[Any], bytes | None]:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -325,18 +327,34 @@ class PostgresStore:
 
     # ---- clients' writes ----------------------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[Job]) -> None:
+    async def submit(
+        self, jobs: Sequence[Job], *, now: _dt.datetime | None = None
+    ) -> builtins.list[str | None]:
         """As a client: commit new jobs for the scheduler to admit, and wake it (NOTIFY at
-        commit). ``ConflictError`` for a (tenant_id, id) the store holds (nothing written)."""
+        commit). ``ConflictError`` for a (tenant_id, id) the store holds (nothing written).
+        Unique keys are claimed at ``now`` (default: the wall clock) in the same transaction:
+        per job, None (committed) or the id of the job that holds its key (not committed)."""
         self._require(None, "submit")
+        holders: builtins.list[str | None] = [None] * len(jobs)
         if not jobs:
-            return
+            return holders
         _sql.check_unique(jobs, self.url)
-        rows = [_sql.job_row(job, False) for job in jobs]
         keys = [(job.tenant_id, job.id) for job in jobs]
+        unique = [n for n, job in enumerate(jobs) if job.constraints.unique_key is not None]
+        when = now or _dt.datetime.now(_dt.UTC)
 
         async def submit(conn: Connection) -> None:
-            await _sql.copy_rows(conn, rows)
+            if unique:
+                claims = claims_of([jobs[n] for n in unique], when)
+                for n, holder in zip(unique, await _unique.claim(conn, claims, when), strict=True):
+                    holders[n] = holder
+            rows = [
+                _sql.job_row(job, False)
+                for job, holder in zip(jobs, holders, strict=True)
+                if holder is None
+            ]
+            if rows:
+                await _sql.copy_rows(conn, rows)
             await conn.execute(f"NOTIFY {_sql.CHANNEL_INBOX}")
 
         try:
@@ -353,9 +371,35 @@ class PostgresStore:
             detail = exc.diag.message_detail or str(exc)
             raise ConflictError(f"duplicate job in a submit to {self.url}: {detail}") from None
         except InDoubtError:  # did the COMMIT happen? The jobs are there, as sent, or none is
-            if await self.get_many(keys) != list(jobs):
+            if unique or await self.get_many(keys) != list(jobs):
                 raise
             await self._on_pool(_notify_inbox, idempotent=True)
+        return holders
+
+    async def claim_unique(
+        self, jobs: Sequence[Job], now: _dt.datetime
+    ) -> builtins.list[str | None]:
+        """Claim each job's unique key unless a job holds it, in one transaction: per job,
+        None (claimed) or the holder's id; the table's primary key and a row lock make one
+        winner among any number of processes (``_pg/_unique.py``)."""
+        self._require(None, "claim_unique")
+        claims = claims_of(jobs, now)
+
+        async def claim(conn: Connection) -> builtins.list[str | None]:
+            return await _unique.claim(conn, claims, now)
+
+        return await self._on_pool(claim, transaction=True)
+
+    async def release_unique(self, keys: Sequence[JobKey]) -> None:
+        """Drop the claims these jobs made."""
+        self._require(None, "release_unique")
+        if not keys:
+            return
+
+        async def release(conn: Connection) -> None:
+            await _unique.release(conn, keys)
+
+        await self._on_pool(release, transaction=True, idempotent=True)
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:
         """As a client: ask the scheduler to cancel a job (False: no such job, or it is

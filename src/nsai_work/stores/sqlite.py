@@ -51,6 +51,7 @@ keywords or in the query string: ``sqlite:///var/lib/work.db?synchronous=NORMAL`
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime as _dt
 import math
 import os
@@ -265,11 +266,28 @@ class SqliteStore:
             check_status(query.status)
         return await self._call(self._db.list, query)
 
-    async def submit(self, jobs: Sequence[Job]) -> None:
+    async def submit(
+        self, jobs: Sequence[Job], *, now: _dt.datetime | None = None
+    ) -> builtins.list[str | None]:
         """Commit new jobs for the scheduler to admit, in one transaction (``ConflictError``,
-        and nothing written, for a (tenant_id, id) the store holds)."""
-        await self._call(self._db.submit, list(jobs))
+        and nothing written, for a (tenant_id, id) the store holds), claiming their unique keys
+        at ``now`` (default: the wall clock) in it: per job, None (committed) or the id of the
+        job that holds its key (a duplicate, not committed)."""
+        holders = await self._call(self._db.submit, list(jobs), now or _dt.datetime.now(_dt.UTC))
         self._local_change = True
+        return holders
+
+    async def claim_unique(
+        self, jobs: Sequence[Job], now: _dt.datetime
+    ) -> builtins.list[str | None]:
+        """Claim each job's unique key unless a job holds it, in one transaction: per job,
+        None (claimed) or the holder's id. SQLite's write lock serializes every process's
+        claims; the table's primary key is (tenant_id, unique_key)."""
+        return await self._call(self._db.claim_unique, list(jobs), now)
+
+    async def release_unique(self, keys: Sequence[JobKey]) -> None:
+        """Drop the claims these jobs made."""
+        await self._call(self._db.release_unique, list(keys))
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:
         """Ask the scheduler to cancel a job (False: no such job, or it is terminal). The
