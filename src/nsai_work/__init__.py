@@ -74,6 +74,7 @@ _LAZY: dict[str, str] = {
     "Backend": ".backends",
     **dict.fromkeys(
         [
+            "BackendEvents",
             "Client",
             "Config",
             "Page",
@@ -115,6 +116,7 @@ if TYPE_CHECKING:
     from ._context import JobContext
     from .backends import Backend
     from .engine import (
+        BackendEvents,
         Client,
         Config,
         Page,
@@ -207,6 +209,7 @@ __all__ = [
     "Attempt",
     "Backend",
     "BackendError",
+    "BackendEvents",
     "Backoff",
     "Client",
     "Clock",
