@@ -11,7 +11,6 @@ import pytest
 import nsai_work as work
 from nsai_work import Pool
 
-
 SMALL = Pool(name="small", slots=1, cpu=1.0)
 
 
