@@ -388,7 +388,7 @@ def _dashboard_url(ray: Any) -> str:
     try:
         from ray._private.services import get_webui_url_from_internal_kv
 
-        url = get_webui_url_from_internal_kv()
+        url = get_webui_url_from_internal_kv()  # type: ignore[no-untyped-call]
     except Exception:
         url = None
     return str(url or "127.0.0.1:8265")
