@@ -44,6 +44,8 @@ __all__ = ["Ray", "RayBackend"]
 _log = logging.getLogger("nsai_work.backends.ray")
 #: How long a canceled task may take to really end before its run is reported ended anyway.
 _CANCEL_WAIT_S: Final = 10.0
+#: How long a task failed in Ray waits for its node to be seen gone before its end is told.
+_NODE_CHECK_S: Final = 3.0
 _COMMAND: Final = "command"
 #: The engine's default ``max_result_bytes`` (a result is checked in the worker too).
 DEFAULT_MAX_RESULT_BYTES: Final = 1_048_576
@@ -244,9 +246,30 @@ class RayBackend:
             if not available and self._events is not None:
                 self._events.availability_changed(True)
             available, delay = True, self.poll_s
-            if pools != self._reported and self._events is not None:
-                self._reported = pools
-                self._events.pools_changed(pools, grace_s=self.node_grace_s)
+            self._report(pools)
+
+    def _report(self, pools: list[Pool]) -> None:
+        """Tell the engine the pools, if they changed since last told."""
+        if pools != self._reported and self._events is not None:
+            self._reported = pools
+            self._events.pools_changed(pools, grace_s=self.node_grace_s)
+
+    async def _check_node(self, node: NodePool) -> None:
+        """A task failed in Ray itself (its worker or node died, its node is gone): before that
+        run's end is reported, read the nodes until the node is seen gone (then the engine is
+        told at once, so nothing more is placed there) or for ``_NODE_CHECK_S``."""
+        deadline = asyncio.get_running_loop().time() + _NODE_CHECK_S
+        while True:
+            try:
+                pools = await asyncio.to_thread(self._refresh)
+            except Exception:
+                return  # (the poll reports an unreachable cluster)
+            if node.pool.name not in self._nodes:
+                self._report(pools)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.2)
 
     async def _reconnect(self) -> None:
         """Connect again if this backend made the connection (one it was given is the
@@ -321,6 +344,9 @@ class RayBackend:
         except asyncio.CancelledError:
             self._cancel_ref(ref)  # (again: a stop may come without a cancel)
             await _ended(ref)
+            raise
+        except self._ray.exceptions.RayError:  # Ray's own failure (the task never raises)
+            await self._check_node(node)
             raise
         finally:
             self._refs.pop(job.id, None)
