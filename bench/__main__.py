@@ -21,6 +21,7 @@ from . import (
     listing,
     memory,
     process,
+    ray_bench,
     stats,
     tenancy,
     throughput,
@@ -39,6 +40,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "list": listing.run,
     "durable": durable.run,
     "clients": clients.run,
+    "ray": ray_bench.run,
 }
 
 

@@ -25,15 +25,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import BackendError, ConfigurationError, NonRetryableError, UnschedulableError
-from .._handlers import HandlerRegistry, default_handlers
-from .._ir import Job, Pool, Prices
+from .._handlers import HandlerRegistry, RegisteredFunction, default_handlers
+from .._ir import Job, Pool, Prices, json_encoder
 from ._process_boundary import remote_exception
 from ._ray_jobs import RayJobs, check_ray_command
 from ._ray_nodes import NodePool, node_pools, ray_resources
+from ._ray_remote import make_runner
+from ._worker import Err
 
 if TYPE_CHECKING:
     from .._context import JobContext
@@ -136,7 +140,7 @@ class RayBackend:
         self._events: BackendEvents | None = None
         self._poller: asyncio.Task[None] | None = None
         self._refs: dict[str, Any] = {}  # job id -> the ObjectRef of its running task
-        self._remote: Any = None
+        self._remotes: dict[str, tuple[Any, Any]] = {}  # kind -> (its function, remote)
         self._options: dict[tuple[Any, ...], Any] = {}
         self._jobs: RayJobs | None = None
 
@@ -176,10 +180,7 @@ class RayBackend:
         self._ray = ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from ._ray_remote import run_handler
-
         self._affinity = NodeAffinitySchedulingStrategy
-        self._remote = ray.remote(max_retries=0, retry_exceptions=False)(run_handler)
         address = self.jobs_address
         if address is None:
             url = getattr(context, "dashboard_url", None) if context is not None else None
@@ -212,6 +213,7 @@ class RayBackend:
     async def start(self) -> None:
         """Connect (in a thread) and follow the nodes."""
         await asyncio.to_thread(self.connect)
+        self._completions = _Completions(asyncio.get_running_loop())
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._follow_nodes())
 
@@ -334,13 +336,13 @@ class RayBackend:
         function = self.handlers.get(job.kind)
         if function is None:
             raise NonRetryableError(f"the handler for kind {job.kind!r} was unregistered")
-        ref = self._task(job, node).remote(
-            function.fn, function.takes_context, job, self.max_result_bytes
+        ref = self._task(job, node, function).remote(
+            json_encoder.encode(job), self.max_result_bytes
         )
         self._refs[job.id] = ref
         try:
             ctx.set_handle(f"task:{ref.task_id().hex()}")
-            status, value = await asyncio.wrap_future(ref.future())
+            value = await self._completions.watch(ref)
         except asyncio.CancelledError:
             self._cancel_ref(ref)  # (again: a stop may come without a cancel)
             await _ended(ref)
@@ -350,15 +352,23 @@ class RayBackend:
             raise
         finally:
             self._refs.pop(job.id, None)
-        if status == "ok":
-            return value
-        raise remote_exception(value)
+        if type(value) is Err:
+            raise remote_exception(value)
+        return value
 
-    def _task(self, job: Job, node: NodePool) -> Any:
-        """The remote function with this job's options (cached per node and resources)."""
+    def _task(self, job: Job, node: NodePool, function: RegisteredFunction) -> Any:
+        """The kind's remote function with this job's options (cached per kind, node and
+        resources)."""
+        remote = self._remotes.get(job.kind)
+        if remote is None or remote[0] is not function:  # (new, or registered again)
+            runner = make_runner(function.fn, function.takes_context)
+            remote = (function, self._ray.remote(max_retries=0, retry_exceptions=False)(runner))
+            self._remotes[job.kind] = remote
+            self._options.clear()
         runtime_env = job.metadata.get("runtime_env")
         r = job.resources
         key = (
+            job.kind,
             node.node_id,
             r.cpu,
             r.memory_mb,
@@ -373,7 +383,7 @@ class RayBackend:
             if runtime_env:
                 options["runtime_env"] = runtime_env
             options["scheduling_strategy"] = self._affinity(node.node_id, soft=False)
-            task = self._remote.options(**options)
+            task = remote[1].options(**options)
             if len(self._options) > 1024:
                 self._options.clear()
             self._options[key] = task
@@ -400,6 +410,51 @@ class RayBackend:
             await self._jobs.stop(ident)
         elif kind == "task":
             _log.info("nsai-work: Ray task %s died with the scheduler that started it", ident)
+
+
+class _Completions:
+    """Ray's task ends, carried to the loop in batches: Ray completes a task's future on one of
+    its threads; the future goes into a queue, and one loop wake-up takes every end queued
+    since (a stream of short tasks costs one wake-up per batch, not one per task)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._done: deque[tuple[asyncio.Future[Any], Any]] = deque()
+        self._armed = False
+        self._lock = threading.Lock()
+
+    def watch(self, ref: Any) -> asyncio.Future[Any]:
+        """A future of the loop that ends as the task does (with its value or exception)."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        on_completed = getattr(ref, "_on_completed", None)
+        if on_completed is not None:  # (called with the value, or the exception of a failure)
+            on_completed(lambda value: self._push(future, value))
+        else:  # pragma: no cover - a Ray without it
+            ref.future().add_done_callback(
+                lambda done: self._push(future, done.exception() or done.result())
+            )
+        return future
+
+    def _push(self, future: asyncio.Future[Any], value: Any) -> None:
+        with self._lock:
+            self._done.append((future, value))
+            if self._armed:
+                return
+            self._armed = True
+        with contextlib.suppress(RuntimeError):  # (the loop closed: nobody waits any more)
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._done = self._done, deque()
+            self._armed = False
+        for future, value in batch:
+            if future.done():
+                continue  # (the run was cancelled meanwhile)
+            if isinstance(value, BaseException):  # (a result never is one: JSON, or an Err)
+                future.set_exception(value)
+            else:
+                future.set_result(value)
 
 
 async def _ended(ref: Any) -> None:
