@@ -100,7 +100,7 @@ def run(params: Params, runs: int) -> ScenarioResult:
 
     if not ray_available():
         raise RuntimeError("the ray scenario needs Ray: pip install 'nsai-work[ray]'")
-    n = 500 if params == QUICK else 2_000
+    n = 200 if params == QUICK else 2_000
     direct_rates: list[float] = []
     strict: list[float] = []
     prefetched: list[float] = []

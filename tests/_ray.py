@@ -10,6 +10,8 @@ here). A missing Ray skips on a laptop and fails in CI.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -23,6 +25,17 @@ from pathlib import Path
 import pytest
 
 _RAY = Path(sys.executable).with_name("ray")
+#: Ray 2.60 turns token authentication on for a cluster when ~/.ray/auth_token exists (a local
+#: ``ray.init()`` writes one): the test clusters, on a private loopback, run without it,
+#: whatever a home directory holds.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``), so
+    a ``ray start --block`` never outlives the test or bench that started it."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -56,7 +69,8 @@ class RayCluster:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        os.environ.update(RAY_ENV)  # (this process connects to the cluster too)
+        self.env = {**os.environ, **RAY_ENV}
         self.temp_dir = root / "ray"
         self.head: subprocess.Popen[bytes] | None = None
         self.gpu_node: subprocess.Popen[bytes] | None = None
@@ -69,6 +83,7 @@ class RayCluster:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def start_head(self) -> None:

@@ -228,6 +228,8 @@ class RayBackend:
             await asyncio.to_thread(self._ray.shutdown)
             self._owned = False
         self._ray = None
+        self._remotes.clear()
+        self._options.clear()
 
     async def _follow_nodes(self) -> None:
         """Every ``poll_s``: read the nodes and tell the engine what changed; on a failure,
