@@ -59,7 +59,8 @@ class WaitingReasons:
         if not entry.group:
             stranded = self._stranded.get((entry.tenant, entry.job.id))
             return "no_pool" if stranded is None else stranded.reason
-        if entry.placement[0][1].offline and all(pool.offline for _, pool in entry.placement):
+        placement = entry.placement
+        if placement and placement[0][1].offline and all(p.offline for _, p in placement):
             return "backend_unavailable"
         if entry.held is not None:
             return f"capacity_held:{entry.held.name}"
