@@ -16,6 +16,7 @@ from rich.table import Table
 from . import (
     altar,
     clients,
+    dag,
     durable,
     latency,
     listing,
@@ -41,6 +42,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "durable": durable.run,
     "clients": clients.run,
     "ray": ray_bench.run,
+    "dag": dag.run,
 }
 
 

@@ -71,6 +71,8 @@ from ._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsag
 # subpackage of this one).
 _LAZY: dict[str, str] = {
     "JobContext": "._context",
+    "Workflow": "._workflow",
+    "WorkflowRun": "._workflow",
     "Backend": ".backends",
     **dict.fromkeys(
         [
@@ -92,8 +94,10 @@ _LAZY: dict[str, str] = {
             "as_completed",
             "as_tenant",
             "cancel",
+            "cancel_workflow",
             "default_scheduler",
             "get",
+            "get_workflow",
             "list",
             "retry",
             "set_concurrency_limit",
@@ -103,8 +107,10 @@ _LAZY: dict[str, str] = {
             "stop",
             "submit",
             "submit_many",
+            "submit_workflow",
             "wait",
             "wait_many",
+            "wait_workflow",
         ],
         ".engine._default",
     ),
@@ -114,6 +120,7 @@ _LAZY: dict[str, str] = {
 if TYPE_CHECKING:
     from . import altar, backends, telemetry, testing
     from ._context import JobContext
+    from ._workflow import Workflow, WorkflowRun
     from .backends import Backend
     from .engine import (
         BackendEvents,
@@ -131,8 +138,10 @@ if TYPE_CHECKING:
         as_completed,
         as_tenant,
         cancel,
+        cancel_workflow,
         default_scheduler,
         get,
+        get_workflow,
         list,
         retry,
         set_concurrency_limit,
@@ -142,8 +151,10 @@ if TYPE_CHECKING:
         stop,
         submit,
         submit_many,
+        submit_workflow,
         wait,
         wait_many,
+        wait_workflow,
     )
 
 
@@ -255,15 +266,19 @@ __all__ = [
     "ValidationError",
     "WaitTimeoutError",
     "WorkError",
+    "Workflow",
+    "WorkflowRun",
     "__version__",
     "altar",
     "as_completed",
     "as_tenant",
     "backends",
     "cancel",
+    "cancel_workflow",
     "connect",
     "default_scheduler",
     "get",
+    "get_workflow",
     "handler",
     "list",
     "new_job_id",
@@ -276,9 +291,11 @@ __all__ = [
     "stop",
     "submit",
     "submit_many",
+    "submit_workflow",
     "telemetry",
     "testing",
     "unregister_handler",
     "wait",
     "wait_many",
+    "wait_workflow",
 ]

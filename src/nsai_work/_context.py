@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._errors import ValidationError
@@ -48,6 +49,8 @@ class JobContext:
         "_progress",
         "_running",
         "_sink",
+        "_upstream",
+        "_upstream_source",
         "attempt",
         "job",
     )
@@ -62,6 +65,19 @@ class JobContext:
         self._heartbeat: float | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._handle: str | None = None
+        self._upstream: dict[str, Any] | None = None
+        self._upstream_source: Callable[[], dict[str, Any]] | None = None
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """The results of the job's dependencies (``constraints.depends_on``), keyed by job id
+        and, for a step of a ``work.Workflow``, by step name too. A dependency that did not
+        succeed (one ``allow_failure`` let the job survive) maps to None. Empty for a job
+        without dependencies."""
+        if self._upstream is None:  # read on first use (the memory store's reads do not wait)
+            source = self._upstream_source
+            self._upstream = {} if source is None else source()
+        return self._upstream
 
     @property
     def cancelled(self) -> bool:

@@ -136,6 +136,8 @@ MAX_USD: Final = 1_000_000_000  # max_cost_usd, budget_usd
 MAX_USD_PER_HOUR: Final = 1_000_000  # every price
 MIN_SUBMIT_RATE: Final = 1e-6  # one submit in about 11.6 days: a slower rate's wait is unbounded
 MAX_SUBMIT_RATE: Final = 1_000_000  # submits per second
+MAX_SCHEDULE_IN_S: Final = 31_536_000.0  # 365 days
+MAX_DEPENDENCIES: Final = 10_000  # depends_on entries of one job
 MAX_PERIOD_S: Final = 315_360_000  # ten years
 
 Cpu = Annotated[float, Meta(ge=0, le=MAX_CPU)]
@@ -194,7 +196,19 @@ DEFAULT_RESOURCES: Final = Resources()
 
 
 class Constraints(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
-    """Where, when and how often the job may run."""
+    """Where, when and how often the job may run.
+
+    - ``depends_on``: ids of the same tenant's jobs that must succeed before this one runs
+      (submitted earlier, or in the same batch); the job is pending with the waiting reason
+      ``dependencies`` until then. One that ends failed, timeout or canceled cancels this job
+      (``dependency_failed: <id> (<status>)``), and so on down, unless ``allow_failure`` lets
+      it run anyway: True for all of its dependencies, or a tuple of the ids it may survive.
+    - ``run_at`` (an aware datetime), or ``schedule_in_s`` seconds after the submit (turned
+      into ``run_at`` at admission): the job is pending with the waiting reason ``scheduled``
+      until then.
+    - ``deadline``: a job that has not started by then ends canceled (``deadline_exceeded``);
+      a running job is bounded by its timeout, not by its deadline.
+    """
 
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
     concurrency_group: NonEmptyStr | None = None
@@ -204,6 +218,8 @@ class Constraints(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=Tru
     backend: NonEmptyStr | None = None
     unique_key: NonEmptyStr | None = None
     pool_labels: dict[NonEmptyStr, str] = {}
+    allow_failure: bool | tuple[NonEmptyStr, ...] = False
+    schedule_in_s: Annotated[float, Meta(ge=0, le=MAX_SCHEDULE_IN_S)] | None = None
 
 
 DEFAULT_CONSTRAINTS: Final = Constraints()

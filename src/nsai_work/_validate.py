@@ -27,6 +27,7 @@ from ._ir import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_RESOURCES,
     IDENTIFIER_PATTERN,
+    MAX_DEPENDENCIES,
     Backoff,
     Job,
     Pool,
@@ -63,12 +64,7 @@ _MAX_DEPTH: Final = 64
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1_048_576
 
 #: Fields whose behaviour a later issue builds: a job that sets one is rejected, never ignored.
-NOT_SUPPORTED_YET: Final = (
-    ("constraints", "depends_on"),
-    ("constraints", "run_at"),
-    ("constraints", "deadline"),
-    ("constraints", "unique_key"),
-)
+NOT_SUPPORTED_YET: Final = (("constraints", "unique_key"),)
 
 
 # The three identifiers of a job in one regex call (none may contain a newline): cheaper than
@@ -487,6 +483,7 @@ def _refuse_unbuilt(job: Job, index: int | None) -> None:
         )
     if job.constraints is DEFAULT_CONSTRAINTS:
         return
+    _check_waits(job, index)
     for section, name in NOT_SUPPORTED_YET:
         value = getattr(getattr(job, section), name)
         if value is not None and value != ():
@@ -496,6 +493,59 @@ def _refuse_unbuilt(job: Job, index: int | None) -> None:
                 path=f"$.{section}.{name}",
                 index=index,
             )
+
+
+def _check_waits(job: Job, index: int | None) -> None:
+    """The rules of ``depends_on``, ``allow_failure``, ``run_at``, ``schedule_in_s`` and
+    ``deadline`` that a field's type does not say."""
+    constraints = job.constraints
+    depends_on = constraints.depends_on
+    if len(depends_on) > MAX_DEPENDENCIES:
+        raise ValidationError(
+            f"a job depends on at most {MAX_DEPENDENCIES} jobs, got {len(depends_on)}; chain "
+            f"the work through fewer joins",
+            path="$.constraints.depends_on",
+            index=index,
+        )
+    seen: set[str] = set()
+    for position, dep in enumerate(depends_on):
+        if dep == job.id:
+            raise ValidationError(
+                f"a job cannot depend on itself ({dep!r})",
+                path=f"$.constraints.depends_on[{position}]",
+                index=index,
+            )
+        if dep in seen:
+            raise ValidationError(
+                f"{dep!r} is listed twice in depends_on; list each dependency once",
+                path=f"$.constraints.depends_on[{position}]",
+                index=index,
+            )
+        seen.add(dep)
+    allow = constraints.allow_failure
+    if isinstance(allow, tuple):
+        for position, dep in enumerate(allow):
+            if dep not in seen:
+                raise ValidationError(
+                    f"allow_failure names {dep!r}, which is not among depends_on; list only "
+                    f"dependencies (or pass True for all of them)",
+                    path=f"$.constraints.allow_failure[{position}]",
+                    index=index,
+                )
+    if constraints.schedule_in_s is not None and constraints.run_at is not None:
+        raise ValidationError(
+            "set run_at or schedule_in_s, not both (schedule_in_s becomes run_at at submit)",
+            path="$.constraints.schedule_in_s",
+            index=index,
+        )
+    run_at, deadline = constraints.run_at, constraints.deadline
+    if run_at is not None and deadline is not None and deadline < run_at:
+        raise ValidationError(
+            f"the deadline {deadline.isoformat()} is before run_at {run_at.isoformat()}: the "
+            f"job could never start; move one of them",
+            path="$.constraints.deadline",
+            index=index,
+        )
 
 
 def normalize_result(result: Any, max_bytes: int) -> Any:

@@ -1,4 +1,5 @@
-"""The ``nsai-work`` command and ``make demo``'s module, run as subprocesses."""
+"""The ``nsai-work`` command and ``make demo``'s module, run as subprocesses (the demo's runs
+are in test_demo.py)."""
 
 from __future__ import annotations
 
@@ -61,19 +62,6 @@ def test_unknown_command_fails_with_usage() -> None:
     assert "usage: nsai-work" in done.stderr
 
 
-def test_demo_quick_runs_every_job_to_an_end() -> None:
-    done = _run("demo", "--quick", timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    needles = ("summary", "submit-to-start latency", "outcomes and spend by tenant", "realtime")
-    for needle in needles:
-        assert needle in done.stdout
-    # the latency table shows real figures (it read 0.00 ms for every priority: submit and
-    # start timestamps are equal when a job is dispatched in the step it is admitted)
-    rows = [line for line in done.stdout.splitlines() if line.strip("│┃ ").startswith("realtime")]
-    p50 = float(rows[-1].split("│")[3])
-    assert p50 > 0.0, rows
-
-
 def _python_m(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", *args],
@@ -98,7 +86,7 @@ def test_python_m_demo_help_prints_help_and_runs_nothing() -> None:
     assert done.returncode == 0, done.stderr
     assert "usage: python -m nsai_work.demo" in done.stdout
     assert "--quick" in done.stdout
-    assert "summary" not in done.stdout
+    assert "nsai-work demo: summary" not in done.stdout  # nothing ran
 
 
 def test_the_demo_module_and_the_cli_take_the_same_options() -> None:
@@ -109,7 +97,8 @@ def test_the_demo_module_and_the_cli_take_the_same_options() -> None:
     module = _python_m("nsai_work.demo", "--help", timeout=30)
     command = _run("demo", "--help")
     assert command.returncode == 0, command.stderr
-    assert options(module.stdout) == options(command.stdout) == {"-h", "--help", "--quick"}
+    assert options(module.stdout) == options(command.stdout)
+    assert options(module.stdout) >= {"-h", "--help", "--quick", "--duration", "--resume"}
 
 
 def test_python_m_demo_refuses_an_unknown_option() -> None:

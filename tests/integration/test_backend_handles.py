@@ -176,22 +176,25 @@ def test_the_process_backend_records_the_worker_pid(arun: Run, handlers: Any) ->
     assert int(done.attempts[-1].handle) in pids
 
 
+async def _leave_a_run_going(url: str) -> work.Job:
+    """A scheduler on ``url`` starts a job that hangs, then stops without ending it: its run is
+    left going in the store, as after a crash."""
+    backend = RemoteBackend()
+    async with work.Scheduler(backends=[backend], store=url) as s:
+        job = await s.submit(_job(hang=True))
+        assert backend.started is not None
+        await asyncio.wait_for(backend.started.wait(), 10)
+        await s.stop(timeout=0)
+        return job
+
+
 @pytest.mark.parametrize("orphans", ["async", "sync", "raises"])
 def test_a_restart_cancels_the_run_a_dead_scheduler_left_going(
     arun: Run, tmp_path: Path, orphans: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"sqlite://{tmp_path / 'work.db'}"
 
-    async def first() -> work.Job:
-        backend = RemoteBackend()
-        async with work.Scheduler(backends=[backend], store=url) as s:
-            job = await s.submit(_job(hang=True))
-            assert backend.started is not None
-            await asyncio.wait_for(backend.started.wait(), 10)
-            await s.stop(timeout=0)  # the run is left going, as after a crash
-            return job
-
-    job = arun(first())
+    job = arun(_leave_a_run_going(url))
     backend = RemoteBackend(orphans=orphans)
 
     async def second() -> work.Job:
@@ -217,16 +220,7 @@ def test_a_backend_that_cannot_cancel_orphans_gets_a_warning(
 ) -> None:
     url = f"sqlite://{tmp_path / 'work.db'}"
 
-    async def first() -> work.Job:
-        backend = RemoteBackend()
-        async with work.Scheduler(backends=[backend], store=url) as s:
-            job = await s.submit(_job(hang=True))
-            assert backend.started is not None
-            await asyncio.wait_for(backend.started.wait(), 10)
-            await s.stop(timeout=0)
-            return job
-
-    job = arun(first())
+    job = arun(_leave_a_run_going(url))
 
     async def second() -> work.Job:
         async with work.Scheduler(backends=[RemoteBackend(orphans="none")], store=url) as s:

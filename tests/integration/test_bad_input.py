@@ -64,20 +64,20 @@ BAD: list[tuple[str, dict[str, Any], type[work.WorkError], str]] = [
     ),  # type: ignore[arg-type]
     ("kind wrong type", {"kind": 5}, work.ValidationError, "$.kind"),
     (
-        "depends_on",
+        "depends_on unknown",
         {"constraints": work.Constraints(depends_on=("x",))},
         work.ValidationError,
-        "$.constraints.depends_on",
+        "$.constraints.depends_on[0]",
     ),
     (
-        "run_at",
-        {"constraints": work.Constraints(run_at=AWARE)},
+        "run_at and schedule_in_s",
+        {"constraints": work.Constraints(run_at=AWARE, schedule_in_s=1.0)},
         work.ValidationError,
-        "$.constraints.run_at",
+        "$.constraints.schedule_in_s",
     ),
     (
-        "deadline",
-        {"constraints": work.Constraints(deadline=AWARE)},
+        "deadline before run_at",
+        {"constraints": work.Constraints(run_at=AWARE, deadline=AWARE - dt.timedelta(1))},
         work.ValidationError,
         "$.constraints.deadline",
     ),

@@ -94,6 +94,55 @@ def test_a_restart_takes_up_waiting_and_lost_jobs(
         assert [a.status for a in job.attempts] == ["succeeded"]
 
 
+def test_a_durable_stop_starts_nothing_new_while_runs_finish(
+    store_url: str, handlers: Register, arun: Run
+) -> None:
+    # A stop lets running jobs finish; the waiting ones stay in the store for the next start.
+    # The engine went on dispatching them as runs ended, so a stop with a timeout drained the
+    # backlog (and a run it started late was abandoned at the deadline, losing an attempt).
+    release, started = asyncio.Event(), asyncio.Event()
+    ran: list[int] = []
+
+    async def step(job: work.Job) -> int:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 0:
+            started.set()
+            await release.wait()
+        return int(job.payload["n"])
+
+    kind = handlers(step)
+    one = work.Constraints(concurrency_group="one")  # one at a time (the default limit)
+
+    async def first() -> list[work.Job]:
+        async with work.Scheduler(store=store_url) as s:
+            jobs = await s.submit_many(
+                [
+                    work.Job(kind=kind, tenant_id="acme", payload={"n": n}, constraints=one)
+                    for n in range(4)
+                ]
+            )
+            await asyncio.wait_for(started.wait(), 10)
+            stopping = asyncio.create_task(s.stop(timeout=10))
+            await asyncio.sleep(0.05)
+            release.set()  # the running job ends during the stop
+            await stopping
+            return jobs
+
+    jobs = arun(first())
+    assert ran == [0]
+
+    async def second() -> list[work.Job]:
+        async with work.Scheduler(store=store_url) as s:
+            first_job = await s.get(jobs[0].id)
+            assert first_job.status == work.Status.SUCCEEDED
+            return await s.wait_many([job.id for job in jobs[1:]], timeout=30)
+
+    done = arun(second())
+    assert ran == [0, 1, 2, 3]
+    for job in done:  # they never ran before: one attempt each, none lost
+        assert [a.status for a in job.attempts] == ["succeeded"]
+
+
 def test_a_job_with_no_attempts_left_fails_as_lost(
     store_url: str, handlers: Register, arun: Run
 ) -> None:

@@ -37,13 +37,17 @@ def test_the_verbs_on_jobs_are_the_ones_we_document() -> None:
     assert JOB_VERBS == [
         "as_completed",
         "cancel",
+        "cancel_workflow",
         "get",
+        "get_workflow",
         "list",
         "retry",
         "submit",
         "submit_many",
+        "submit_workflow",
         "wait",
         "wait_many",
+        "wait_workflow",
     ]
 
 

@@ -118,6 +118,8 @@ def _every_field_set() -> work.Job:
             backend="local",
             unique_key="uniq",
             pool_labels={"region": "eu"},
+            allow_failure=("a",),
+            schedule_in_s=5.0,
         ),
         metadata={"owner": "ada", "trace": {"id": 7}},
         tags=("x", "y"),

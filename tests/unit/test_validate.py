@@ -146,11 +146,56 @@ def test_not_a_job_is_refused(thing: object) -> None:
 
 
 UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
-    ("$.constraints.depends_on", {"constraints": work.Constraints(depends_on=("other",))}),
-    ("$.constraints.run_at", {"constraints": work.Constraints(run_at=AWARE)}),
-    ("$.constraints.deadline", {"constraints": work.Constraints(deadline=AWARE)}),
     ("$.constraints.unique_key", {"constraints": work.Constraints(unique_key="u")}),
 ]
+
+WAIT_RULES: list[tuple[str, str, work.Constraints]] = [
+    ("$.constraints.depends_on[1]", "listed twice", work.Constraints(depends_on=("a", "a"))),
+    (
+        "$.constraints.depends_on[0]",
+        "cannot depend on itself",
+        work.Constraints(depends_on=("me",)),
+    ),
+    (
+        "$.constraints.allow_failure[0]",
+        "not among depends_on",
+        work.Constraints(depends_on=("a",), allow_failure=("b",)),
+    ),
+    (
+        "$.constraints.schedule_in_s",
+        "not both",
+        work.Constraints(run_at=AWARE, schedule_in_s=1.0),
+    ),
+    (
+        "$.constraints.deadline",
+        "could never start",
+        work.Constraints(run_at=AWARE, deadline=AWARE - dt.timedelta(seconds=1)),
+    ),
+    ("$.constraints.schedule_in_s", "Expected `float` >= 0", work.Constraints(schedule_in_s=-1.0)),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "rule", "constraints"), WAIT_RULES, ids=[r for _, r, _ in WAIT_RULES]
+)
+def test_the_rules_of_dependencies_and_time_name_the_field(
+    path: str, rule: str, constraints: work.Constraints
+) -> None:
+    with pytest.raises(work.ValidationError, match=rule) as info:
+        validate_new_job(job(id="me", constraints=constraints))
+    assert info.value.path == path
+
+
+def test_dependencies_and_time_within_the_rules_pass() -> None:
+    constraints = work.Constraints(
+        depends_on=("a", "b"),
+        allow_failure=("b",),
+        run_at=AWARE,
+        deadline=AWARE + dt.timedelta(hours=1),
+    )
+    checked = validate_new_job(job(constraints=constraints))
+    assert checked.constraints == constraints
+    assert validate_new_job(job(constraints=work.Constraints(allow_failure=True)))
 
 
 @pytest.mark.parametrize(("path", "fields"), UNSUPPORTED, ids=[p for p, _ in UNSUPPORTED])

@@ -14,14 +14,17 @@ Job IR). A tool call names its tool in the payload by the first of ``tool_name``
 ``function_name``, ``tool``, ``tool_id`` (two different names is an error) and passes ``args``
 (or ``arguments``).
 
-``list()``/``describe(name)`` return ``FunctionDeclaration``s; ``export_openai()`` and
-``export_gemini()`` give them in the shapes those tool-calling APIs take. The rules are in
-docs/altar.md.
+``list()``/``describe(name)`` return ``FunctionDeclaration``s; ``export_openai(strict=...)`` and
+``export_gemini()`` give them in the shapes those tool-calling APIs take, by each provider's rules
+(``_export.py``); ``from_openai(name, arguments)`` and ``from_gemini(name, arguments)`` turn a
+model's call back into the declaration's terms and check it (``_arguments.py``). The rules are
+in docs/altar.md.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import string
 import threading
@@ -34,7 +37,15 @@ from .._errors import ConflictError, NotFoundError, ValidationError
 from .._handlers import RegisteredFunction
 from ._adm import ADM_TYPES as _ADM_TYPES_ORDERED
 from ._adm import _short, normalize_parameters
-from ._export import gemini_declaration, openai_tool, to_json_schema
+from ._arguments import decode_arguments, gemini_arguments, openai_arguments
+from ._export import (
+    Build,
+    ToolExportWarning,
+    export,
+    gemini_declaration,
+    openai_tool,
+    to_json_schema,
+)
 from ._validator import ArgumentsValidator, ToolArgumentsError, Violation
 
 __all__ = [
@@ -43,6 +54,7 @@ __all__ = [
     "ArgumentsValidator",
     "FunctionDeclaration",
     "ToolArgumentsError",
+    "ToolExportWarning",
     "ToolLimits",
     "ToolRegistry",
     "Violation",
@@ -51,6 +63,8 @@ __all__ = [
     "describe",
     "export_gemini",
     "export_openai",
+    "from_gemini",
+    "from_openai",
     "is_registered",
     "limits",
     "list",
@@ -276,32 +290,75 @@ class ToolRegistry:
         return None if tool is None else tool.function
 
     @overload
-    def export_openai(self, name: None = None) -> builtins.list[dict[str, Any]]: ...
+    def export_openai(self, name: None = None, *, strict: bool = False) -> _Tools: ...
     @overload
-    def export_openai(self, name: str) -> dict[str, Any]: ...
+    def export_openai(self, name: str, *, strict: bool = False) -> dict[str, Any]: ...
+    @overload
+    def export_openai(self, name: _Names, *, strict: bool = False) -> _Tools: ...
     def export_openai(
-        self, name: str | None = None
-    ) -> builtins.list[dict[str, Any]] | dict[str, Any]:
+        self, name: str | _Names | None = None, *, strict: bool = False
+    ) -> _Tools | dict[str, Any]:
         """Declarations as OpenAI tools (``{"type": "function", "function": {...}}`` with JSON
-        Schema parameters): every tool's, by name, or one tool's."""
-        if name is not None:
-            d = self.describe(name)
-            return openai_tool(d.name, d.description, d.parameters)
-        return [openai_tool(d.name, d.description, d.parameters) for d in self.list()]
+        Schema parameters): every tool's (by name), one tool's, or those of a list of names.
+
+        ``strict=True``: schemas OpenAI's strict mode takes, marked ``"strict": true``. A tool
+        OpenAI cannot take (its name, or a free-form object under strict) raises
+        ``ValidationError`` naming the path and the rule when asked for by name; an every-tool
+        export leaves it out with a ``ToolExportWarning`` saying why.
+        """
+        if not isinstance(strict, bool):
+            raise ValidationError(f"strict is True or False, got {_short(strict)}", path="$.strict")
+        build = functools.partial(openai_tool, strict=strict)
+        return self._export(name, build, "OpenAI strict mode" if strict else "OpenAI")
 
     @overload
-    def export_gemini(self, name: None = None) -> builtins.list[dict[str, Any]]: ...
+    def export_gemini(self, name: None = None) -> _Tools: ...
     @overload
     def export_gemini(self, name: str) -> dict[str, Any]: ...
-    def export_gemini(
-        self, name: str | None = None
-    ) -> builtins.list[dict[str, Any]] | dict[str, Any]:
+    @overload
+    def export_gemini(self, name: _Names) -> _Tools: ...
+    def export_gemini(self, name: str | _Names | None = None) -> _Tools | dict[str, Any]:
         """Declarations as Gemini function declarations (``{"name", "description",
-        "parameters"}`` with the ADM schema): every tool's, by name, or one tool's."""
-        if name is not None:
-            d = self.describe(name)
-            return gemini_declaration(d.name, d.description, d.parameters)
-        return [gemini_declaration(d.name, d.description, d.parameters) for d in self.list()]
+        "parameters"}`` with the ADM schema; a NUMBER or INTEGER enum as a STRING enum of its
+        values' spellings): every tool's, one tool's, or those of a list of names. Refusals as
+        in ``export_openai``."""
+        return self._export(name, gemini_declaration, "Gemini")
+
+    def _export(
+        self, name: str | _Names | None, build: Build, provider: str
+    ) -> _Tools | dict[str, Any]:
+        if name is None:
+            return export(self.list(), build, provider=provider, leave_out=True)
+        if isinstance(name, str):
+            return export([self.describe(name)], build, provider=provider, leave_out=False)[0]
+        if not isinstance(name, builtins.list | tuple):
+            raise ValidationError(
+                f"name is a tool's name, a list of names or None, got {_short(name)}",
+                path="$.name",
+            )
+        declarations = [self.describe(one) for one in name]
+        return export(declarations, build, provider=provider, leave_out=False)
+
+    def from_openai(self, name: str, arguments: Any) -> dict[str, Any]:
+        """An OpenAI tool call's arguments (a dict, or ``function.arguments``' JSON text) in the
+        declaration's terms, checked: the ``null`` that strict mode sends for an optional
+        property it leaves out is dropped. ``ToolArgumentsError`` lists every violation."""
+        tool = self._get(name)
+        args = openai_arguments(tool.declaration.parameters, decode_arguments(arguments))
+        return self._checked(name, tool, args)
+
+    def from_gemini(self, name: str, arguments: Any) -> dict[str, Any]:
+        """A Gemini function call's ``args`` in the declaration's terms, checked: a numeric enum
+        value sent as its STRING spelling becomes the number again, an integral double where
+        the declaration says INTEGER an int. ``ToolArgumentsError`` lists every violation."""
+        tool = self._get(name)
+        args = gemini_arguments(tool.declaration.parameters, decode_arguments(arguments))
+        return self._checked(name, tool, args)
+
+    def _checked(self, name: str, tool: _Tool, args: Any) -> dict[str, Any]:
+        if not tool.validator.is_valid(args):
+            raise ToolArgumentsError(name, tool.validator.violations(args, "$"))
+        return args  # type: ignore[no-any-return]  # the validator saw an OBJECT
 
     def check_arguments(self, name: str, args: Any, *, path: str = "$") -> None:
         """Check arguments against a tool's declaration: ``ToolArgumentsError`` listing every
@@ -347,6 +404,10 @@ class ToolRegistry:
         if tool is None:
             raise NotFoundError(f"{_not_registered(name)}; registered: {sorted(self._tools)}")
         return tool
+
+
+_Tools = builtins.list[dict[str, Any]]
+_Names = builtins.list[str] | tuple[str, ...]
 
 
 def _check_is_str(name: object) -> None:
@@ -492,20 +553,40 @@ def check_arguments(name: str, args: Any) -> None:
 
 
 @overload
-def export_openai(name: None = None) -> builtins.list[dict[str, Any]]: ...
+def export_openai(name: None = None, *, strict: bool = False) -> _Tools: ...
 @overload
-def export_openai(name: str) -> dict[str, Any]: ...
-def export_openai(name: str | None = None) -> builtins.list[dict[str, Any]] | dict[str, Any]:
-    """Every tool (or one) as an OpenAI tool: ``{"type": "function", "function": {"name",
-    "description", "parameters"}}``, parameters as JSON Schema with lower-case types."""
-    return _DEFAULT.export_openai(name)
+def export_openai(name: str, *, strict: bool = False) -> dict[str, Any]: ...
+@overload
+def export_openai(name: _Names, *, strict: bool = False) -> _Tools: ...
+def export_openai(
+    name: str | _Names | None = None, *, strict: bool = False
+) -> _Tools | dict[str, Any]:
+    """Every tool (or one, or a list) as an OpenAI tool: ``{"type": "function", "function":
+    {"name", "description", "parameters"}}``, parameters as JSON Schema with lower-case types;
+    ``strict=True`` for strict mode. See ``ToolRegistry.export_openai``."""
+    return _DEFAULT.export_openai(name, strict=strict)
 
 
 @overload
-def export_gemini(name: None = None) -> builtins.list[dict[str, Any]]: ...
+def export_gemini(name: None = None) -> _Tools: ...
 @overload
 def export_gemini(name: str) -> dict[str, Any]: ...
-def export_gemini(name: str | None = None) -> builtins.list[dict[str, Any]] | dict[str, Any]:
-    """Every tool (or one) as a Gemini function declaration: ``{"name", "description",
-    "parameters"}``, parameters as the ADM schema with upper-case types."""
+@overload
+def export_gemini(name: _Names) -> _Tools: ...
+def export_gemini(name: str | _Names | None = None) -> _Tools | dict[str, Any]:
+    """Every tool (or one, or a list) as a Gemini function declaration: ``{"name",
+    "description", "parameters"}``, parameters as the ADM schema with upper-case types. See
+    ``ToolRegistry.export_gemini``."""
     return _DEFAULT.export_gemini(name)
+
+
+def from_openai(name: str, arguments: Any) -> dict[str, Any]:
+    """An OpenAI tool call's arguments (dict or JSON text), in the declaration's terms and
+    checked. See ``ToolRegistry.from_openai``."""
+    return _DEFAULT.from_openai(name, arguments)
+
+
+def from_gemini(name: str, arguments: Any) -> dict[str, Any]:
+    """A Gemini function call's args, in the declaration's terms and checked. See
+    ``ToolRegistry.from_gemini``."""
+    return _DEFAULT.from_gemini(name, arguments)

@@ -10,13 +10,21 @@ The keys each type takes (any other key is an error, so a typo never silently lo
 ======== ================================================================================
 type     keys (besides ``type``, ``description`` and ``nullable``)
 ======== ================================================================================
-OBJECT   ``properties`` (name -> schema), ``required`` (names among the properties)
+OBJECT   ``properties`` (name -> schema), ``required`` (names among the properties),
+         ``propertyOrdering`` (Gemini's: every declared property, once each, in order)
 ARRAY    ``items`` (mandatory: the schema of every element), ``minItems``, ``maxItems``
 STRING   ``enum``, ``minLength``, ``maxLength``, ``pattern``, ``format`` (enum, date-time)
 NUMBER   ``enum``, ``minimum``, ``maximum``, ``format`` (float, double)
 INTEGER  ``enum``, ``minimum``, ``maximum``, ``format`` (int32, int64)
 BOOLEAN  nothing more
 ======== ================================================================================
+
+Beyond each key's own type, a declaration must be satisfiable as written: a minimum above its
+maximum, or an ``enum`` value the schema's other keys refuse (``7`` with ``maximum: 5``, ``"abc"``
+with ``maxLength: 2``), is an error. A bound that is a Python ``int`` must be one a double holds
+exactly (any up to 2**53; larger ones only if a double has them): the providers' SDKs and most
+JSON parsers read numbers as doubles, and a bound they would round is refused rather than
+silently moved.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .._errors import ValidationError
+from ._formats import INT_SPANS, is_date_time
 from ._pattern import PatternError, compile_search
 
 __all__ = [
@@ -42,7 +51,7 @@ ADM_TYPES: Final = ("OBJECT", "ARRAY", "STRING", "NUMBER", "INTEGER", "BOOLEAN")
 _COMMON: Final = ("type", "description", "nullable")
 #: The keys a schema of each type may have.
 KEYS: Final[dict[str, tuple[str, ...]]] = {
-    "OBJECT": (*_COMMON, "properties", "required"),
+    "OBJECT": (*_COMMON, "properties", "required", "propertyOrdering"),
     "ARRAY": (*_COMMON, "items", "minItems", "maxItems"),
     "STRING": (*_COMMON, "enum", "format", "minLength", "maxLength", "pattern"),
     "NUMBER": (*_COMMON, "enum", "format", "minimum", "maximum"),
@@ -159,9 +168,7 @@ class _Checker:
             elif key == "items":
                 out[key] = self.schema(value, where, depth + 1)
             elif key in ("minimum", "maximum"):
-                if not _is_number(value) or not math.isfinite(value):
-                    raise self.fail(where, f"{key} is a finite number, got {_short(value)}")
-                out[key] = value
+                out[key] = self.bound(key, value, where)
             elif key in ("minLength", "maxLength", "minItems", "maxItems"):
                 if not _is_int(value) or value < 0:
                     raise self.fail(where, f"{key} is an integer >= 0, got {_short(value)}")
@@ -175,7 +182,7 @@ class _Checker:
                         f"format of a {kind} is one of {list(FORMATS[kind])}, got {_short(value)}",
                     )
                 out[key] = value
-            else:  # enum and required: checked below, once the rest is known
+            else:  # enum, required, propertyOrdering: checked below, once the rest is known
                 out[key] = value
         if kind == "ARRAY" and "items" not in out:
             raise self.fail(
@@ -185,8 +192,10 @@ class _Checker:
             )
         if "required" in out:
             out["required"] = self.required(out["required"], out.get("properties"), path)
-        if "enum" in out:
-            out["enum"] = self.enum(out["enum"], kind, f"{path}.enum")
+        if "propertyOrdering" in out:
+            out["propertyOrdering"] = self.ordering(
+                out["propertyOrdering"], out.get("properties"), f"{path}.propertyOrdering"
+            )
         for low, high in (
             ("minimum", "maximum"),
             ("minLength", "maxLength"),
@@ -198,6 +207,8 @@ class _Checker:
                     f"{high} ({out[high]!r}) is less than {low} ({out[low]!r}): no value could "
                     f"satisfy both",
                 )
+        if "enum" in out:
+            out["enum"] = self.enum(out["enum"], out, f"{path}.enum")
         return out
 
     def properties(self, value: Any, path: str, depth: int) -> dict[str, Any]:
@@ -232,7 +243,44 @@ class _Checker:
                 )
         return list(value)
 
-    def enum(self, value: Any, kind: str, path: str) -> list[Any]:
+    def ordering(self, value: Any, properties: dict[str, Any] | None, path: str) -> list[str]:
+        declared = list(properties or ())
+        rule = (
+            f"propertyOrdering lists every declared property once, in the order the model "
+            f"should produce them (declared: {declared})"
+        )
+        if properties is None:
+            raise self.fail(path, f"propertyOrdering needs properties to order; {rule}")
+        if not isinstance(value, list | tuple):
+            raise self.fail(path, f"{rule}; got {_short(value)}")
+        seen: set[str] = set()
+        for index, name in enumerate(value):
+            if not isinstance(name, str) or name not in properties:
+                raise self.fail(
+                    f"{path}[{index}]", f"{rule}; {_short(name)} is not a declared property"
+                )
+            if name in seen:
+                raise self.fail(f"{path}[{index}]", f"{rule}; it names {name!r} twice")
+            seen.add(name)
+        missing = [name for name in properties if name not in seen]
+        if missing:
+            raise self.fail(path, f"{rule}; it leaves out {missing}")
+        return list(value)
+
+    def bound(self, key: str, value: Any, path: str) -> Any:
+        if not _is_number(value) or not _is_finite(value):
+            raise self.fail(path, f"{key} is a finite number, got {_short(value)}")
+        if isinstance(value, int) and not _double_holds(value):
+            raise self.fail(
+                path,
+                f"{key} {_short(value)} is not a number a double holds exactly: the providers' "
+                f"SDKs and most JSON parsers read numbers as doubles and would move it. Use a "
+                f"bound within +-2**53 (9007199254740992), or format int64 for the 64-bit range",
+            )
+        return value
+
+    def enum(self, value: Any, schema: dict[str, Any], path: str) -> list[Any]:
+        kind = schema["type"]
         if not isinstance(value, list | tuple) or not value:
             raise self.fail(path, f"enum is a non-empty list of values, got {_short(value)}")
         seen: list[Any] = []
@@ -242,7 +290,7 @@ class _Checker:
                 if kind == "STRING"
                 else _is_int(item)
                 if kind == "INTEGER"
-                else _is_number(item) and math.isfinite(item)
+                else _is_number(item) and _is_finite(item)
             )
             if not fits:
                 raise self.fail(
@@ -250,6 +298,13 @@ class _Checker:
                 )
             if item in seen:
                 raise self.fail(f"{path}[{index}]", f"enum lists {item!r} twice")
+            refused = _refused_by(schema, item)
+            if refused is not None:
+                raise self.fail(
+                    f"{path}[{index}]",
+                    f"enum lists {_short(item)}, which {refused}: no call could pass it; drop it "
+                    f"or widen the schema",
+                )
             seen.append(item)
         return list(value)
 
@@ -276,6 +331,43 @@ class _Checker:
         return (
             f"unknown schema key {key!r}; an ADM {kind} schema takes only {', '.join(KEYS[kind])}"
         )
+
+
+def _refused_by(schema: dict[str, Any], item: Any) -> str | None:
+    """Which of the schema's other keys refuses an enum value, in words (None: none does)."""
+    if isinstance(item, str):
+        size = len(item)
+        if size < schema.get("minLength", 0):
+            return f"is shorter than minLength {schema['minLength']}"
+        if size > schema.get("maxLength", size):
+            return f"is longer than maxLength {schema['maxLength']}"
+        pattern = schema.get("pattern")
+        if pattern is not None and not compile_search(pattern)(item):
+            return f"does not match the pattern {pattern!r}"
+        if schema.get("format") == "date-time" and not is_date_time(item):
+            return "is not an RFC 3339 date-time (format date-time)"
+        return None
+    if item < schema.get("minimum", item):
+        return f"is below minimum {schema['minimum']!r}"
+    if item > schema.get("maximum", item):
+        return f"is above maximum {schema['maximum']!r}"
+    span = INT_SPANS.get(schema.get("format", ""))
+    if span is not None and not -span <= item < span:
+        return f"is outside the {schema['format']} range"
+    return None
+
+
+def _is_finite(value: int | float) -> bool:
+    """Whether a number is finite (any int is, even one too large for a double)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _double_holds(value: int) -> bool:
+    """Whether a double holds this int exactly (every int up to 2**53 in size, some beyond)."""
+    try:
+        return float(value) == value
+    except OverflowError:
+        return False
 
 
 def _is_int(value: Any) -> bool:

@@ -16,19 +16,19 @@ The rules (docs/altar.md says the same):
   violation. An OBJECT without ``properties`` takes any JSON object.
 - ``minimum``/``maximum`` and the length and item limits are inclusive; ``pattern`` is searched
   for anywhere in the string (anchor it with ``^...$`` to match the whole) with RE2, in linear
-  time (``_pattern.py``); lengths count code points.
+  time (``_pattern.py``); lengths count code points; ``date-time``, ``int32`` and ``int64`` are
+  checked (``_formats.py``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from .._errors import ValidationError
 from ._adm import key_path
+from ._formats import INT_SPANS, is_date_time
 from ._pattern import compile_search
 
 __all__ = ["ArgumentsValidator", "ToolArgumentsError", "Violation", "compile_schema"]
@@ -152,27 +152,6 @@ def _type_violation(expected: str, nullable: bool, value: Any) -> str:
 
 # ---- scalars -----------------------------------------------------------------------------------
 
-#: RFC 3339 ``date-time`` (ASCII digits, ``T`` and ``Z`` in either case, an offset required);
-#: the ranges of each field are in the pattern, a day past the 28th is checked by the calendar.
-_DATE_TIME: Final = re.compile(
-    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt]"
-    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?"
-    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-).fullmatch
-_INT_RANGES: Final[dict[str, int]] = {"int32": 2**31, "int64": 2**63}
-
-
-def _is_date_time(text: str) -> bool:
-    if _DATE_TIME(text) is None:
-        return False
-    if text[8:10] <= "28":
-        return True
-    try:
-        dt.date(int(text[:4]), int(text[5:7]), int(text[8:10]))
-    except ValueError:  # the 29th, 30th or 31st of a month that has none
-        return False
-    return True
-
 
 def _compile_string(schema: dict[str, Any]) -> tuple[Ok, Collect]:
     nullable: bool = schema.get("nullable", False)
@@ -197,7 +176,7 @@ def _compile_string(schema: dict[str, Any]) -> tuple[Ok, Collect]:
             return False
         if search is not None and not search(value):
             return False
-        return not date_time or _is_date_time(value)
+        return not date_time or is_date_time(value)
 
     def collect(value: Any, path: str, out: list[Violation]) -> None:
         if not isinstance(value, str):
@@ -225,7 +204,7 @@ def _compile_string(schema: dict[str, Any]) -> tuple[Ok, Collect]:
             out.append(
                 Violation(path, f"expected a string matching {pattern!r}, got {_short(value)}")
             )
-        if date_time and not _is_date_time(value):
+        if date_time and not is_date_time(value):
             out.append(
                 Violation(
                     path,
@@ -245,7 +224,7 @@ def _compile_number(schema: dict[str, Any]) -> tuple[Ok, Collect]:
     choices = frozenset(enum) if enum is not None else None
     low: float = schema.get("minimum", -math.inf)
     high: float = schema.get("maximum", math.inf)
-    span = _INT_RANGES.get(schema.get("format", ""))
+    span = INT_SPANS.get(schema.get("format", ""))
     if span is not None:  # int32 / int64: the format's range narrows the limits
         if low < -span:
             low = -span

@@ -6,6 +6,10 @@ rejects a call naming an unregistered tool, and checks the arguments against the
 declaration: one ``ToolArgumentsError`` lists every violation by path. Async tools run on the
 engine's loop (pool ``altar:async``), sync ones in threads (``altar:threads``).
 
+A step of a workflow may take arguments from the results of the steps before it:
+``payload["args_from"] = {"text": "proposer.result.text"}`` (see ``_args_from``); those calls are
+checked against the declaration when the step runs, with the upstream values in place.
+
 ``AltarBackend(enabled=False)`` is the seed's ``enable_altar: false``: it still claims
 ``tool_call`` jobs (so they are not routed elsewhere) and rejects every one at submit.
 """
@@ -14,9 +18,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NonRetryableError, UnschedulableError
+from .._errors import NonRetryableError, UnschedulableError, ValidationError
 from ..altar import ToolLimits, ToolRegistry, default_registry, resolve_call
 from ..core import Limit
+from ._args_from import ARGS_FROM, check_args_from, resolve_args_from
 from ._functions import DEFAULT_ASYNC_SLOTS, DEFAULT_THREADS, FunctionBackend
 
 if TYPE_CHECKING:
@@ -69,6 +74,12 @@ class AltarBackend(FunctionBackend):
                 "ALTAR is disabled (enable_altar=False): tool_call jobs are rejected; start the "
                 "scheduler with ALTAR enabled to run tools - at $.kind"
             )
+        if ARGS_FROM in job.payload:  # (its arguments are checked when it is ready)
+            check_args_from(job)
+            name, _ = resolve_call(job.payload)
+            if self.tools.function(name) is None:
+                self.tools.check_call(job.payload)  # (raises: an unknown tool, named)
+            return
         self.tools.check_call(job.payload)
 
     def limits_for(self, job: Job) -> ToolLimits:
@@ -104,4 +115,19 @@ class AltarBackend(FunctionBackend):
         function = self.tools.function(name)
         if function is None:
             raise NonRetryableError(f"the tool {name!r} was unregistered after submit")
+        if ARGS_FROM in job.payload:
+            args = self._ready_args(job, name, args, ctx)
         return await self._call(function, args)
+
+    def _ready_args(
+        self, job: Job, name: str, args: dict[str, Any], ctx: JobContext
+    ) -> dict[str, Any]:
+        """A step's arguments with those it takes from upstream results (``args_from``),
+        checked against the tool's declaration now that the step is ready; a violation fails
+        the step (not retried), naming the path."""
+        merged = {**args, **resolve_args_from(job.payload[ARGS_FROM], ctx.upstream)}
+        try:
+            self.tools.check_call({"tool_name": name, "args": merged})
+        except ValidationError as exc:
+            raise NonRetryableError(f"args_from: {exc}") from None
+        return merged

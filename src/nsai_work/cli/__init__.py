@@ -1,8 +1,14 @@
 """The ``nsai-work`` command.
 
 nsai-work version            print the version
-nsai-work schema [--write D] print (or write under D) the JSON Schema of the Job IR
-nsai-work demo [--quick]     run the multi-tenant demo (what `make demo` runs)
+nsai-work schema [--write D] print (or write under D) the JSON Schema of the Job IR (and the
+                             HTTP API's OpenAPI document, schema/openapi.json)
+nsai-work demo [options]     run the multi-tenant demo (what `make demo` runs; --help)
+nsai-work server [--store URL] [--scheduler] [--host H] [--port P] [--keys FILE]
+                             serve the HTTP API (docs/service.md)
+nsai-work keys create|list|revoke ...   the API keys of a server
+nsai-work submit|get|list|cancel|retry|wait|stats|tools|tenants ... [--url U | --store S] [--json]
+                             the operators' commands, on a server or a store
 """
 
 from __future__ import annotations
@@ -68,6 +74,12 @@ def _schema(args: argparse.Namespace) -> int:
     for name, text in rendered.items():
         (target / name).write_text(text)
         print(f"wrote {target / name}")
+    try:
+        from ..server._openapi import render
+    except ImportError:  # the [server] extra is not installed: no API to describe
+        return 0
+    (target / "openapi.json").write_text(render())
+    print(f"wrote {target / 'openapi.json'}")
     return 0
 
 
@@ -79,9 +91,9 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run
+    from ..demo import run, settings
 
-    return run(quick=args.quick)
+    return run(settings(args, args.demo_parser))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,9 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="print or write the Job IR's JSON Schema")
     schema.add_argument("--write", metavar="DIR", help="write schema files under DIR")
     schema.set_defaults(run=_schema)
-    demo = sub.add_parser("demo", help="run the multi-tenant demo")
-    demo.add_argument("--quick", action="store_true", help="a short run (for tests)")
-    demo.set_defaults(run=_demo)
+    demo = sub.add_parser("demo", help="run the multi-tenant demo (what `make demo` runs)")
+    from ..demo import add_arguments
+
+    add_arguments(demo)
+    demo.set_defaults(run=_demo, demo_parser=demo)
+    from . import _jobs, _service
+
+    _service.add_commands(sub)
+    _jobs.add_commands(sub)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

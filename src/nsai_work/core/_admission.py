@@ -474,16 +474,12 @@ def queued_entry(plan: Plan, limits: tuple[LimitKey, ...], now: float, at: _dt.d
         queued_at=at,
         estimated_cost_usd=estimate,
     )
-    subkey = tenant.last_subkey  # one tuple for a tenant's jobs in the same FIFO
-    if subkey is None or subkey[0] != job.namespace or subkey[1] != limits:
-        subkey = tenant.last_subkey = (job.namespace, limits)
     return Entry(
         job=job,
         tenant=job.tenant_id,
         tenant_state=tenant,
         namespace=job.namespace,
         limits=limits,
-        subkey=subkey,
         rank=job.priority.rank,
         needs=needs,
         backend=backend,

@@ -30,7 +30,7 @@ from typing import Final
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
-from .._ir import Attempt, Job, JobError, Pool, PriorityGuard, Status, Tenant
+from .._ir import DEFAULT_CONSTRAINTS, Attempt, Job, JobError, Pool, PriorityGuard, Status, Tenant
 from .._stats import Stats, TenantStats
 from ._admission import Rejection, Router, check_batch, queued_entry
 from ._capacity import PoolState, add_pools
@@ -87,6 +87,7 @@ from ._restore import restore
 from ._retry import backoff_delay_ms
 from ._runs import Run, end_run, start_run, stop_run
 from ._state import CoreState
+from ._waits import DEPENDENCIES, Waits
 
 __all__ = ["SchedulingCore"]
 
@@ -157,6 +158,10 @@ class SchedulingCore:
         self._holds = Holds()
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
         self._reasons = WaitingReasons(self._queues, self._guard, self._stranded)
+        self._waits = Waits(self)
+        #: False once the engine stops on a durable store: runs may end, nothing new starts
+        #: (waiting jobs stay queued for the next start).
+        self.dispatching = True
         # The clock readings of the event being handled, and the wall clock's datetime.
         self._now = 0.0
         self._wall = 0.0
@@ -205,7 +210,8 @@ class SchedulingCore:
                 out.append(Amend(amended))
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
-        self._dispatch(out)
+        if self.dispatching:
+            self._dispatch(out)
         return out
 
     def _dispatch(self, out: list[Decision]) -> None:
@@ -249,7 +255,8 @@ class SchedulingCore:
         if entry is None:
             return None
         if entry.status is _PENDING:
-            return entry.job.waiting_reason
+            reason = entry.job.waiting_reason
+            return self._waits.describe(entry) if reason == DEPENDENCIES else reason
         if entry.status is _QUEUED:
             return self._reasons.queued(entry)
         return None
@@ -341,9 +348,9 @@ class SchedulingCore:
         self._holds.release_fifo(queue, head)
         if limit is None:
             namespace = head.tenant_state.namespaces[head.namespace]
-            park_fifo(queue, head.subkey, reason, namespace.parked)
+            park_fifo(queue, head.fifo, reason, namespace.parked)
             return FIFO
-        park_fifo(queue, head.subkey, reason, limit.parked)
+        park_fifo(queue, head.fifo, reason, limit.parked)
         if reason.startswith("tool_rate") and not limit.timer_armed:
             limit.timer_armed = True
             at = limit.timer_at = limit.next_token_at(self._now)
@@ -388,6 +395,8 @@ class SchedulingCore:
         queue_time_ms = (self._now - entry.since) * 1000.0
         self._jobs.move(entry, _RUNNING, job, self._now)
         out.append(Dispatch(job, entry.backend, name, queue_time_ms))
+        if job.constraints is not DEFAULT_CONSTRAINTS:
+            self._waits.started(entry, out)
         timeout_ms = job.resources.timeout_ms
         if timeout_ms is not None:
             out.append(
@@ -401,11 +410,15 @@ class SchedulingCore:
 
     def _submit(self, event: Submit, out: list[Decision]) -> bool:
         live, now, at = self._jobs, self._now, self._now_dt
-        plans, rejection = check_batch(
-            event, live, self._max_waiting, self._router, self._tenants, now
-        )
+        jobs = event.jobs
+        batch = self._waits.batch(event, live)  # None: no job may wait before it is queued
+        rejection = None if batch is None else batch.check()
+        if rejection is None:
+            plans, rejection = check_batch(
+                event, live, self._max_waiting, self._router, self._tenants, now
+            )
         if rejection is not None:
-            self._reject(event.jobs, rejection, out)
+            self._reject(jobs, rejection, out)
             return False
         limits, queues, backend_limits = self._limits, self._queues, event.limits
         for index, plan in enumerate(plans):
@@ -413,9 +426,14 @@ class SchedulingCore:
             entry = queued_entry(plan, keys, now, at)
             if entry.estimate is not None:
                 entry.tenant_state.committed += entry.estimate
+            if batch is not None:
+                batch.hold(entry)
             live.admit(entry, now)
-            queues.push(entry, self._group_pools)
+            if entry.status is _QUEUED:
+                queues.push(entry, self._group_pools)
             out.append(Record(entry.job, None))
+        if batch is not None:
+            batch.admitted(out)
         self._arm_sweep(out)
         return True
 
@@ -510,6 +528,9 @@ class SchedulingCore:
             self._holds.release(entry, self._queues.queue_of(entry))
         elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
             out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
+        waits = self._waits
+        if job.constraints is not DEFAULT_CONSTRAINTS:
+            waits.leaving(entry, out)
         if entry.estimate is not None:
             entry.tenant_state.committed -= entry.estimate
         job = replace(
@@ -535,6 +556,8 @@ class SchedulingCore:
                 total_ms=(now - entry.submitted) * 1000.0,
             )
         )
+        if waits.dependents:
+            waits.settle((entry.tenant, job.id), status, out)
 
     def _close_attempt(
         self, entry: Entry, status: Status, error: JobError | None, out: list[Decision]
@@ -571,6 +594,8 @@ class SchedulingCore:
         entry = self._jobs.get(tenant_id, job_id)
         if entry is None or entry.job.attempt != attempt:
             return  # stale: the job moved on
+        if attempt == 0 and self._waits.timer(what, entry, out):
+            return
         if what == _READY_KEY and entry.status is _PENDING:
             self._enqueue_pending(entry, out)
         elif what == _TIMEOUT_KEY and entry.status is _RUNNING:

@@ -125,7 +125,7 @@ class Holds:
         """The FIFO of ``head`` is parked: the capacity held for one of its jobs is released."""
         group = queue.queue
         held = group.held
-        if held is not None and held.tenant == head.tenant and held.subkey == head.subkey:
+        if held is not None and held.tenant == head.tenant and held.fifo == head.fifo:
             self.release(held, group)
 
     def release_other_than(self, head: Entry, queue: GroupQueue) -> None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveJobs"]
 
+_QUEUED = Status.QUEUED
+
 
 class LiveJobs:
     """The live jobs by (tenant id, id) (see the module docstring), and how many wait (pending
@@ -62,7 +64,8 @@ class LiveJobs:
         return [*self.by_id.values(), *self.shared.values()]
 
     def admit(self, entry: Entry, now: float) -> None:
-        """Keep a job just admitted as queued: counted as submitted and queued, and waiting."""
+        """Keep a job just admitted (queued, or pending when it waits for its dependencies or
+        its ``run_at``): counted as submitted and in its status, and waiting."""
         tenant = entry.tenant_state
         counter = entry.counter = tenant.counters.cell(entry.rank, entry.backend)
         job_id = entry.job.id
@@ -71,7 +74,7 @@ class LiveJobs:
         else:
             self.by_id[job_id] = entry
         counter[SUBMITTED] += 1
-        counter[QUEUED_SLOT] += 1
+        counter[QUEUED_SLOT if entry.status is _QUEUED else SLOT[entry.status]] += 1
         self.waiting += 1
         tenant.waiting += 1
         if not tenant.active:

@@ -25,6 +25,7 @@ __all__ = [
     "Dispatch",
     "Event",
     "Failed",
+    "Finished",
     "HandleReported",
     "JobKey",
     "Limit",
@@ -51,8 +52,11 @@ Route = tuple[tuple[str, tuple[str, ...]], ...]
 #: block each other's ids.
 JobKey = tuple[str, str]
 #: (what, tenant id, job id, attempt): "timeout" ends a run, "ready" ends a backoff; "limit"
-#: (tenant "", a tool's name, 0) refills a rate-limited tool.
+#: (tenant "", a tool's name, 0) refills a rate-limited tool; "run_at" (attempt 0) ends a
+#: scheduled wait, "deadline" (attempt 0) cancels a job that has not started.
 TimerKey = tuple[str, str, str, int]
+#: How a job that is not live in the core ended: (tenant id, job id, terminal status).
+Finished = tuple[str, str, Status]
 
 
 # ---- outcomes of a run ------------------------------------------------------------------------
@@ -90,11 +94,16 @@ class Limit(Struct, frozen=True, gc=False):
 
 class Submit(Struct, frozen=True, gc=False):
     """Validated new jobs, each with its route (and, optionally, the backend limits each is
-    subject to); admitted all together or not at all."""
+    subject to); admitted all together or not at all.
+
+    ``finished`` tells the core how the jobs' dependencies that are not live in it ended (the
+    engine reads them from its store): a dependency neither live, in the batch nor listed there
+    is unknown, and the submit is rejected."""
 
     jobs: tuple[Job, ...]
     routes: tuple[Route, ...]
     limits: tuple[tuple[Limit, ...], ...] = ()
+    finished: tuple[Finished, ...] = ()
 
 
 class RunEnded(Struct, frozen=True, gc=False):
@@ -195,13 +204,19 @@ class Restore(Struct, frozen=True, gc=False):
     A running job's attempt is closed as lost when ``lost_reason`` is given (its run died with
     the engine that started it: error ``EngineLostError``, then its retry policy decides), or
     kept running when it is None (the run is still going: a standby taking over, a backend that
-    re-attaches; its ``RunEnded`` comes later). Only real transitions are recorded."""
+    re-attaches; its ``RunEnded`` comes later). Only real transitions are recorded.
+
+    The dependency graph is rebuilt from the jobs' ``depends_on``: ``finished`` says how the
+    dependencies of pending jobs that are not among ``jobs`` ended (read from the store). One
+    neither live nor listed was pruned after it finished; since a dependency's end and its
+    dependents' moves are committed together, it had released them, so it counts as met."""
 
     jobs: tuple[Job, ...]
     routes: tuple[Route, ...]
     limits: tuple[tuple[Limit, ...], ...]
     state: CoreState | None
     lost_reason: str | None
+    finished: tuple[Finished, ...] = ()
 
 
 Event = (

@@ -104,7 +104,6 @@ class Entry(Struct, kw_only=True, gc=False):
     job: Job
     tenant: str
     namespace: str
-    subkey: SubKey  # (namespace, limits): the FIFO it waits in, within its tenant's queue
     rank: int
     needs: Needs
     backend: str
@@ -116,6 +115,11 @@ class Entry(Struct, kw_only=True, gc=False):
     rate: float = 0.0  # $/h of the current attempt's pool
     held: PoolState | None = None  # the pool holding capacity for it, if any
     counter: list[int] = []  # its (tenant, level, backend) counter, by status
+
+    @property
+    def fifo(self) -> SubKey:
+        """The key of the FIFO it waits in, within its tenant's queue: (namespace, limits)."""
+        return (self.namespace, self.limits)
 
 
 class Selector(Protocol):
@@ -168,43 +172,43 @@ class TenantQueue:
         self.key: Key | None = None
         self.live = True  # False once its GroupQueue dropped it (it emptied)
         self.fifos: dict[SubKey, deque[Entry]] = {}
-        self.heads: list[tuple[int, SubKey]] = []  # (seq of its head, key) per FIFO not parked
+        # (seq of its head, its key, the FIFO) per FIFO that is not parked
+        self.heads: list[tuple[int, SubKey, deque[Entry]]] = []
         self.parked: dict[SubKey, str] = {}
         self.count = 0
 
     def push(self, entry: Entry) -> None:
         """Append at the tail of its FIFO."""
-        sub = entry.subkey
+        sub = entry.fifo
         fifo = self.fifos.get(sub)
         if fifo is None:
             fifo = self.fifos[sub] = deque()
             if sub not in self.parked:
-                heappush(self.heads, (entry.seq, sub))
+                heappush(self.heads, (entry.seq, sub, fifo))
         fifo.append(entry)
         self.count += 1
 
     def peek(self) -> Entry | None:
         """The oldest live head among the FIFOs that are not parked."""
-        heads, fifos = self.heads, self.fifos
+        heads = self.heads
         while heads:
-            seq, sub = heads[0]
-            fifo = fifos[sub]
+            seq, sub, fifo = heads[0]
             while fifo and fifo[0].status is not _QUEUED:
                 fifo.popleft()
             if not fifo:
                 heappop(heads)
-                del fifos[sub]
+                del self.fifos[sub]
                 continue
             head = fifo[0]
             if head.seq != seq:
-                heapreplace(heads, (head.seq, sub))
+                heapreplace(heads, (head.seq, sub, fifo))
                 continue
             return head
         return None
 
-    def pop(self, head: Entry) -> None:
-        """Remove the head ``peek`` returned (it started)."""
-        self.fifos[head.subkey].popleft()
+    def pop(self) -> None:
+        """Remove the head ``peek`` just returned (it started) from its FIFO."""
+        self.heads[0][2].popleft()
         self.count -= 1
 
     def withdraw_head(self) -> None:
@@ -220,7 +224,7 @@ class TenantQueue:
         if not fifo:
             self.fifos.pop(sub, None)
             return False
-        heappush(self.heads, (fifo[0].seq, sub))
+        heappush(self.heads, (fifo[0].seq, sub, fifo))
         return True
 
     def entries(self) -> Iterator[Entry]:
@@ -448,7 +452,7 @@ class GroupQueue:
             charge = selector.try_start(head, queue, out)
             if charge is not None:
                 started += 1
-                queue.pop(head)
+                queue.pop()
                 self.count -= 1
                 if actual > self.clock:
                     self.clock = actual

@@ -68,7 +68,7 @@ class WaitingReasons:
         queue = queues.queue_of(entry)
         tenant_queue = queue.tenants.get(entry.tenant)
         if tenant_queue is not None:
-            parked = tenant_queue.parked.get(entry.subkey)
+            parked = tenant_queue.parked.get(entry.fifo)
             if parked is not None:
                 return parked
         parked = queue.parked.get(entry.tenant)

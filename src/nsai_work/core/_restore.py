@@ -16,7 +16,9 @@
 4. It gives the tenants their keys back, and capacity held for queue heads.
 5. It re-arms the timers: backoffs due later, timeouts of re-attached runs (from the attempt's
    ``started_at``), rate-limited tools, the idle sweep.
-6. Then the transitions, the only Records it makes: backoffs already due (queued now), lost
+6. Then the transitions, the only Records it makes: backoffs already due (queued now), waits
+   for dependencies or ``run_at`` that ended while it was down (queued, or canceled by a
+   dependency's failure: ``Restore.finished``; see ``_waits``), lost
    runs (their attempt fails with ``EngineLostError``, then their retry policy decides), and
    jobs that cannot run here any more (their backend or pool is gone: waiting ones are
    canceled, running ones fail).
@@ -41,6 +43,7 @@ from ._queues import Entry, GroupQueue, TenantQueue
 from ._runs import Run
 from ._state import CoreState, GroupRecord, RunRecord, check_state, to_monotonic
 from ._tenants import NamespaceState, job_share
+from ._waits import DEPENDENCIES, SCHEDULED
 
 if TYPE_CHECKING:
     from ._core import SchedulingCore
@@ -51,6 +54,8 @@ __all__ = ["restore"]
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
 _RESTORABLE: Final = frozenset({_PENDING, _QUEUED, _RUNNING})
 _NEVER: Final = float("-inf")
+#: The waiting reasons of a job that waits before its first run (its dependencies, run_at).
+_FIRST: Final = frozenset({DEPENDENCIES, SCHEDULED})
 #: The error type of an attempt closed because its run was lost with the engine.
 LOST_ERROR_TYPE: Final = "EngineLostError"
 
@@ -118,6 +123,8 @@ class _Restorer:
         self.lost: list[tuple[Entry, str]] = []  # running jobs whose run is lost, and why
         self.gone: list[tuple[Entry, str]] = []  # jobs that cannot run here any more, and why
         self.due: list[tuple[float, int, Entry]] = []  # backoffs due now
+        # jobs whose wait for dependencies or run_at ended (or a dependency failed them)
+        self.waiting: list[tuple[Entry, tuple[str, Status] | None]] = []
         self.described: set[TenantQueue] = set()  # the tenant queues the state describes
 
     def mono(self, stamp: _dt.datetime | None, default: float) -> float:
@@ -144,6 +151,7 @@ class _Restorer:
                 core._tenants.states[record.id].committed = record.committed
         self.activate_undescribed()
         self.arm_timers(entries)
+        self.waiting = core._waits.restore(entries, self.event.finished, self.out)
         self.transitions()
         for tenant in {id(e.tenant_state): e.tenant_state for e in entries}.values():
             core._tenants.settle(tenant, self.now)
@@ -276,7 +284,6 @@ class _Restorer:
             tenant_state=tenant,
             namespace=job.namespace,
             limits=keys,
-            subkey=(job.namespace, keys),
             rank=job.priority.rank,
             needs=needs,
             backend=job.backend or "",
@@ -414,6 +421,8 @@ class _Restorer:
             job = entry.job
             if not entry.group:
                 continue
+            if entry.status is _PENDING and job.attempt == 0 and job.waiting_reason in _FIRST:
+                continue  # (their timers are the Waits')
             if entry.status is _PENDING:
                 at = self.mono(job.next_attempt_at, now)
                 if at > now:
@@ -441,6 +450,7 @@ class _Restorer:
         core, moves = self.core, list[Decision]()
         for _, _, entry in sorted(self.due, key=lambda item: item[:2]):
             core._enqueue_pending(entry, moves)
+        core._waits.restored(self.waiting, moves)
         for entry, message in self.lost:
             error = JobError(type=LOST_ERROR_TYPE, message=message, attempt=entry.job.attempt)
             retryable = bool(entry.group)  # (a job that cannot run here is not retried)

@@ -16,7 +16,7 @@ from ._capacity import Needs, PoolState, Reservation, Usage
 if TYPE_CHECKING:
     from ._counters import TenantCounters
     from ._parking import ParkedFifos
-    from ._queues import GroupQueue, SubKey
+    from ._queues import GroupQueue
 
 __all__ = [
     "NamespaceState",
@@ -94,7 +94,6 @@ class TenantState:
         "usage",
         "waiting",
         "weight",
-        "last_subkey",
         "active",
         "counters",
         "quota",
@@ -130,7 +129,6 @@ class TenantState:
         self.spend_period = 0.0  # USD, in the current budget period
         self.period_start = now
         self.committed = 0.0  # estimated maximum cost of admitted, unfinished jobs
-        self.last_subkey: SubKey | None = None  # the FIFO key of its last submitted job
         self.parked_in: set[GroupQueue] = set()  # where it is parked (see _parking)
 
     def update(self, spec: Tenant) -> None:

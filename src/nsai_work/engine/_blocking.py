@@ -81,6 +81,10 @@ class SyncVerbs(SyncFace):
     as_completed = blocking_iter(Verbs.as_completed)
     cancel = blocking(Verbs.cancel)
     retry = blocking(Verbs.retry)
+    submit_workflow = blocking(Verbs.submit_workflow)
+    get_workflow = blocking(Verbs.get_workflow)
+    wait_workflow = blocking(Verbs.wait_workflow)
+    cancel_workflow = blocking(Verbs.cancel_workflow)
 
 
 def start_eagerly(

@@ -51,7 +51,7 @@ from ._lookups import JobLookups
 from ._loop_thread import LoopThread
 from ._verbs import Page, Verbs, Watcher
 
-__all__ = ["Client", "SyncClient", "connect"]
+__all__ = ["Client", "StoreClient", "SyncClient", "connect"]
 
 _log = logging.getLogger("nsai_work.client")
 #: While no watched job finishes, the interval between polls doubles up to this many times
@@ -109,7 +109,99 @@ def _check_payload_limit(value: object) -> int:
     return value
 
 
-class Client(JobLookups, Verbs):
+def _which(url: object, store: object, api_key: object) -> str:
+    """Which client the arguments ask for: "http" (a server's URL) or "store"."""
+    if (url is None) == (store is None):
+        raise ConfigurationError(
+            "a client reaches jobs through a server, work.Client(url, api_key=...), or through "
+            "a store a scheduler serves, work.Client(store=...): give one of url and store"
+            + ("" if url is None else f"; got url={url!r} and store={store!r}")
+        )
+    if store is not None and api_key is not None:
+        raise ConfigurationError(
+            "api_key is a server's (work.Client(url, api_key=...)); a client of a store "
+            "(store=...) takes none"
+        )
+    return "store" if url is None else "http"
+
+
+class Client(Verbs):
+    """A client of the scheduler that serves jobs somewhere else, with the scheduler's verbs on
+    jobs (``submit``, ``get``, ``list``, ``wait``, ``cancel``, ``retry``...):
+
+    - ``work.Client(url, api_key=...)``: of a server's HTTP API (``nsai-work server``), with
+      the verbs of the key's tenant (``stats`` too); see docs/service.md;
+    - ``work.Client(store=url)``: of a store (SQLite, PostgreSQL) that a scheduler in another
+      process serves; see docs/stores.md, "Clients".
+
+    ``async with work.Client(...) as client:``; the blocking twin is ``work.SyncClient`` (or
+    ``work.connect(...)``). Either is an instance of ``Client``: ``StoreClient`` or
+    ``HttpClient``, chosen by the arguments.
+    """
+
+    _reads_lag = False
+
+    def __new__(
+        cls,
+        url: str | None = None,
+        *,
+        store: str | Store | None = None,
+        api_key: str | None = None,
+        poll_interval_s: float = 0.01,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        timeout_s: float = 30.0,
+    ) -> Client:
+        if cls is Client:
+            if _which(url, store, api_key) == "http":
+                from ._http_client import HttpClient
+
+                cls = HttpClient
+            else:
+                cls = StoreClient
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: str | Store | None = None,
+        api_key: str | None = None,
+        poll_interval_s: float = 0.01,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        timeout_s: float = 30.0,
+    ) -> None:
+        raise NotImplementedError  # pragma: no cover - __new__ makes a subclass
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def opened(self) -> bool:
+        """True between ``open()`` and ``close()``."""
+        raise NotImplementedError
+
+    async def open(self) -> Client:
+        """Open the client (idempotent)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the client (idempotent); waits still in progress raise ``NotStartedError``."""
+        raise NotImplementedError
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the client's loop soon (the blocking face's hand-off)."""
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """The loop is gone (the blocking face's thread died): the client is closed."""
+        raise NotImplementedError
+
+
+class StoreClient(JobLookups, Client):
     """A client of a store that a scheduler serves: ``async with work.Client(store=url) as c:``.
 
     Its verbs on jobs are the scheduler's (``submit``, ``get``, ``list``, ``wait``, ``cancel``,
@@ -123,11 +215,15 @@ class Client(JobLookups, Verbs):
 
     def __init__(
         self,
+        url: str | None = None,
         *,
-        store: str | Store,
+        store: str | Store | None = None,
+        api_key: str | None = None,
         poll_interval_s: float = 0.01,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        timeout_s: float = 30.0,
     ) -> None:
+        _which(url, store, api_key)
         self._store_spec = _check_store(store)
         self.poll_interval_s = _check_interval(poll_interval_s)
         self.max_payload_bytes = _check_payload_limit(max_payload_bytes)
@@ -146,19 +242,12 @@ class Client(JobLookups, Verbs):
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Client:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     @property
     def opened(self) -> bool:
         """True between ``open()`` and ``close()``."""
         return self._state == "open"
 
-    async def open(self) -> Client:
+    async def open(self) -> StoreClient:
         """Open the store as a client (idempotent): a malformed or unreachable URL fails here."""
         if self._state == "open":
             return self
@@ -206,7 +295,7 @@ class Client(JobLookups, Verbs):
     # ---- what the verbs do --------------------------------------------------------------------
 
     @property
-    def _engine(self) -> Client:
+    def _engine(self) -> StoreClient:
         return self
 
     async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
@@ -226,10 +315,10 @@ class Client(JobLookups, Verbs):
         self._require_open()
         return await self._store.owners(job_id)
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids in the store (one query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids in the store (one query)."""
         self._require_open()
-        return await self._store.owners_many(job_ids) if job_ids else {}
+        return await self._store.find_many(job_ids) if job_ids else {}
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
         """Each job as the store holds it (None when it does not)."""
@@ -355,33 +444,59 @@ class Client(JobLookups, Verbs):
 
 
 class SyncClient(LoopThread[Client], SyncVerbs):
-    """The blocking client: ``with work.connect(store=url) as c:``; verbs wait for their answer.
+    """The blocking client: ``with work.connect(url, api_key=...) as c:`` (a server's API) or
+    ``with work.connect(store=url) as c:`` (a store a scheduler serves); verbs wait for their
+    answer.
 
-    The same verbs on jobs as ``work.SyncScheduler``, reaching the scheduler through the store
-    (see ``work.Client``); takes ``Client``'s options. ``work.connect(...)`` returns one open.
+    The same verbs on jobs as ``work.SyncScheduler`` (see ``work.Client``); takes ``Client``'s
+    options, and runs a ``Client`` on a loop thread of its own. ``work.connect(...)`` returns
+    one open; with a server's URL it is a ``SyncHttpClient``, which has ``stats`` too.
     """
 
     _not_started = (
-        "this SyncClient is not open: use `with work.connect(store=...) as client:` (or call "
-        "open())"
+        "this SyncClient is not open: use `with work.connect(...) as client:` (or call open())"
     )
     _dead_hint = "close it and connect again"
     _whose = "the client's"
     _thread_name = "nsai-work-client"
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
+        url: str | None = None,
         *,
-        store: str | Store,
+        store: str | Store | None = None,
+        api_key: str | None = None,
         poll_interval_s: float = 0.01,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        timeout_s: float = 30.0,
+    ) -> SyncClient:
+        if cls is SyncClient and _which(url, store, api_key) == "http":
+            from ._http_client import SyncHttpClient
+
+            cls = SyncHttpClient
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: str | Store | None = None,
+        api_key: str | None = None,
+        poll_interval_s: float = 0.01,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        timeout_s: float = 30.0,
     ) -> None:
         super().__init__()
-        self._options: dict[str, Any] = {
-            "store": _check_store(store),
-            "poll_interval_s": _check_interval(poll_interval_s),
-            "max_payload_bytes": _check_payload_limit(max_payload_bytes),
+        options: dict[str, Any] = {
+            "store": store,
+            "api_key": api_key,
+            "poll_interval_s": poll_interval_s,
+            "max_payload_bytes": max_payload_bytes,
+            "timeout_s": timeout_s,
         }
+        Client(url, **options)  # checks the options now, not at open()
+        self._url = url
+        self._options = options
 
     def __enter__(self) -> SyncClient:
         return self.open()
@@ -402,26 +517,43 @@ class SyncClient(LoopThread[Client], SyncVerbs):
         return self._engine
 
     def open(self) -> SyncClient:
-        """Start the loop thread and open the store as a client (idempotent)."""
+        """Start the loop thread and open the client (idempotent)."""
         with self._lock:
-            self._start_engine(lambda: Client(**self._options), Client.open)
+            self._start_engine(lambda: Client(self._url, **self._options), _open)
         return self
 
     def close(self) -> None:
         """Close the client and stop its thread (idempotent)."""
         with self._lock:
-            self._stop_engine(Client.close)
+            self._stop_engine(_close)
+
+
+async def _open(client: Client) -> Client:
+    return await client.open()
+
+
+async def _close(client: Client) -> None:
+    await client.close()
 
 
 def connect(
+    url: str | None = None,
     *,
-    store: str | Store,
+    store: str | Store | None = None,
+    api_key: str | None = None,
     poll_interval_s: float = 0.01,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    timeout_s: float = 30.0,
 ) -> SyncClient:
-    """A blocking client of the store a scheduler serves, open: ``with work.connect(store=url)
-    as client: client.submit(job)``. See ``work.Client`` for what each verb and option does."""
+    """A blocking client, open: of a server's API, ``work.connect("http://host:8080",
+    api_key=...)``, or of the store a scheduler serves, ``work.connect(store=url)``. See
+    ``work.Client`` for what each verb and option does."""
     client = SyncClient(
-        store=store, poll_interval_s=poll_interval_s, max_payload_bytes=max_payload_bytes
+        url,
+        store=store,
+        api_key=api_key,
+        poll_interval_s=poll_interval_s,
+        max_payload_bytes=max_payload_bytes,
+        timeout_s=timeout_s,
     )
     return client.open()

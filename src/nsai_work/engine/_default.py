@@ -25,8 +25,10 @@ __all__ = [
     "as_completed",
     "as_tenant",
     "cancel",
+    "cancel_workflow",
     "default_scheduler",
     "get",
+    "get_workflow",
     "list",
     "list_jobs",
     "retry",
@@ -37,8 +39,10 @@ __all__ = [
     "stop",
     "submit",
     "submit_many",
+    "submit_workflow",
     "wait",
     "wait_many",
+    "wait_workflow",
 ]
 
 P = ParamSpec("P")
@@ -144,6 +148,10 @@ wait_many = on_default(SyncScheduler.wait_many)
 as_completed = on_default(SyncScheduler.as_completed)
 cancel = on_default(SyncScheduler.cancel)
 retry = on_default(SyncScheduler.retry)
+submit_workflow = on_default(SyncScheduler.submit_workflow)
+get_workflow = on_default(SyncScheduler.get_workflow)
+wait_workflow = on_default(SyncScheduler.wait_workflow)
+cancel_workflow = on_default(SyncScheduler.cancel_workflow)
 stats = on_default(SyncScheduler.stats)
 set_tenant = on_default(SyncScheduler.set_tenant)
 set_concurrency_limit = on_default(SyncScheduler.set_concurrency_limit)

@@ -43,8 +43,9 @@ from msgspec.structs import replace
 from .._errors import StoreError, WorkError, public_type_name
 from .._ir import Job, JobError, Status
 from .._validate import validate_new_job
-from ..core import Cancel, Reject, Rejected, Submit
+from ..core import Cancel, Finished, Reject, Rejected, Submit
 from ..stores import Inbox
+from ._deps import dependency_keys, settled
 from ._emit import rejection_reason
 
 if TYPE_CHECKING:
@@ -108,14 +109,20 @@ class ClientInbox:
             inbox = await scheduler._store.inbox(_READ)
             if scheduler._state != "running":
                 return  # stopping: what was not admitted waits in the store
-            self._take(inbox)
+            deps = dependency_keys(inbox.jobs)
+            finished = (
+                await settled(scheduler, deps, await scheduler._store.get_many(deps))
+                if deps
+                else ()
+            )
+            self._take(inbox, finished)
             if adopted:
                 await scheduler._writes.commit()
                 adopted.clear()  # committed: the store's inbox no longer returns them
             if len(inbox.jobs) < _READ:
                 return
 
-    def _take(self, inbox: Inbox) -> None:
+    def _take(self, inbox: Inbox, finished: tuple[Finished, ...] = ()) -> None:
         """Admit the read's jobs the engine does not hold yet, then carry out its cancel
         requests for jobs it holds."""
         scheduler = self._scheduler
@@ -127,12 +134,12 @@ class ClientInbox:
             if (job.tenant_id, job.id) not in adopted and live(job.tenant_id, job.id) is None
         ]
         if fresh:
-            self._admit(fresh)
+            self._admit(fresh, finished)
         for (tenant_id, job_id), reason in inbox.cancels:
             if live(tenant_id, job_id) is not None:
                 scheduler._feed(Cancel(tenant_id, job_id, reason))
 
-    def _admit(self, jobs: builtins.list[Job]) -> None:
+    def _admit(self, jobs: builtins.list[Job], finished: tuple[Finished, ...] = ()) -> None:
         """Admit each job on its own, as a local ``submit`` of it would be: validated, routed,
         one core Submit; the jobs the scheduler declines are written declined."""
         scheduler = self._scheduler
@@ -149,7 +156,7 @@ class ClientInbox:
                 self._decline(job, exc)
                 continue
             now = scheduler._monotonic()
-            submit = Submit((checked,), (route,), (shared,) if shared else ())
+            submit = Submit((checked,), (route,), (shared,) if shared else (), finished)
             decisions = core.handle(submit, now, scheduler._wall_time())
             rejection = decisions[0] if decisions else None
             if type(rejection) is Reject:

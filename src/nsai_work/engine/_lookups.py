@@ -2,8 +2,9 @@
 
 A verb names jobs by id, with or without their tenant (jobs are keyed by (tenant_id, id)). The
 scheduler and a client both resolve them here; each answers the questions these lookups ask in
-its own way: who owns an id (``_owners``, ``_owners_many`` for many in one store query), what
-each key holds now (``_read``), and what an unknown id is told (``not_found``).
+its own way: who owns an id (``_owners``), every job with each of many ids (``_find_many``, one
+store query), what each key holds now (``_read``), and what an unknown id is told
+(``not_found``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["JobLookups"]
 
 
 class JobLookups:
-    """The lookups of job ids, over an engine's ``_owners``, ``_owners_many``, ``_read`` and
+    """The lookups of job ids, over an engine's ``_owners``, ``_find_many``, ``_read`` and
     ``not_found``."""
 
     __slots__ = ()
@@ -28,8 +29,9 @@ class JobLookups:
         """The tenants with a job with this id."""
         raise NotImplementedError
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids (one store query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids, whatever its tenant, as it is now (one store
+        query); ids no job has are left out."""
         raise NotImplementedError
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
@@ -71,23 +73,31 @@ class JobLookups:
 
     async def _lookup(self, job_ids: object, tenant_id: object) -> builtins.list[Job]:
         """The current snapshot of each job id a caller passed, its tenant found as ``_key``
-        finds it (the owners of all the ids in one store query)."""
+        finds it (all the ids' jobs in one store query)."""
         ids = _ids(job_ids)
         if tenant_id is not None or not ids:
             keys = [await self._key(job_id, tenant_id) for job_id in ids]
-        else:
-            owners = await self._owners_many([i for i in ids if isinstance(i, str)])
-            keys = []
-            for job_id in ids:
-                if not isinstance(job_id, str):
-                    keys.append(await self._key(job_id))  # (says what is wrong with it)
-                    continue
-                keys.append(self._only_owner(job_id, owners.get(job_id, [])))
-        jobs = await self._read(keys)
-        for key, job in zip(keys, jobs, strict=True):
-            if job is None:
-                raise self.not_found(key[1])
-        return jobs  # type: ignore[return-value]
+            jobs = await self._read(keys)
+            for key, job in zip(keys, jobs, strict=True):
+                if job is None:
+                    raise self.not_found(key[1])
+            return jobs  # type: ignore[return-value]
+        found = await self._find_many([i for i in ids if isinstance(i, str)])
+        picked: builtins.list[Job] = []
+        for job_id in ids:
+            matches = found.get(job_id) if isinstance(job_id, str) else None
+            if matches is not None and len(matches) == 1:
+                picked.append(matches[0])
+            elif not isinstance(job_id, str):
+                await self._key(job_id)  # (raises, saying what is wrong with it)
+            else:  # none, or several tenants': raises, saying which
+                self._only_owner(job_id, [job.tenant_id for job in matches or ()])
+        return picked
+
+    async def _one(self, job_id: object, tenant_id: object) -> Job:
+        """The current snapshot of the job a caller names (one store query, with or without
+        its tenant)."""
+        return (await self._lookup([job_id], tenant_id))[0]
 
     async def _stored(self, key: JobKey) -> Job:
         """A job's latest snapshot (without the live overlay of ``get``)."""

@@ -22,6 +22,7 @@ from msgspec import Struct
 from .._errors import StoreError, WorkError
 from .._ir import Attempt, Job, Status
 from ..core import CoreState, Limit, Restore, Route
+from ._deps import finished_of
 from ._runner import quietly
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ async def recover(engine: Scheduler) -> int:
         tuple(limits),
         None if state is None else state.core,
         ENGINE_LOST,
+        await finished_of(engine, jobs),
     )
     now = engine._monotonic()
     engine._apply(engine._core.handle(restore, now, engine._wall_time()), now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -147,6 +148,8 @@ class Runner:
                 if not ctx._cancelled:  # (the attribute: no property call per run)
                     ctx._running = True  # from now on a stop cancels this task
                     try:  # one attempt (inlined: no extra coroutine per run)
+                        if job.constraints.depends_on:
+                            await self._before_run(job, ctx)
                         if info.async_execute:
                             result = await info.backend.execute(job, ctx)
                         else:
@@ -186,6 +189,16 @@ class Runner:
             else:
                 yield_first = True  # others get the loop, as if this were a new task
                 inline = 0
+
+    async def _before_run(self, job: Job, ctx: JobContext) -> None:
+        """What a job with dependencies gets before it runs: its upstream results (read now
+        from a durable store; from the memory store, when the handler first reads them)."""
+        from ._deps import upstream_now, upstream_of
+
+        if self._writes.durable:  # type: ignore[attr-defined]
+            ctx._upstream = await upstream_of(self, job)  # type: ignore[arg-type]
+        else:
+            ctx._upstream_source = functools.partial(upstream_now, self, job)  # type: ignore[arg-type]
 
     def _end_run(self, job: Job, outcome: Outcome, handoff: Handoff | None) -> None:
         self._runs.pop((job.tenant_id, job.id, job.attempt), None)

@@ -62,6 +62,7 @@ from ..stores import ListQuery, MemoryStore, Store
 from ..telemetry import default_bus
 from ._backend_events import BackendEvents
 from ._config import Config, make_config, resolve, store_of
+from ._deps import dependency_keys, settled
 from ._emit import Emitter, rejection_reason
 from ._inbox import ClientInbox
 from ._lookups import JobLookups
@@ -168,6 +169,7 @@ class Scheduler(Runner, JobLookups, Verbs):
             else GroupCommit(store, flush_s=config.store_flush_s, timeout_s=config.store_timeout_s)
         )
         self._writes.start()
+        self._reads_lag = self._writes.durable
         self._max_result_bytes = config.max_result_bytes
         self._bus = config.telemetry if config.telemetry is not None else default_bus()
         self._emitter = Emitter(self._bus)
@@ -209,10 +211,10 @@ class Scheduler(Runner, JobLookups, Verbs):
         more seconds to end. A run still going then (a sync handler's thread, or an async
         handler that ignores cancellation) is abandoned, with an error logged naming its job.
 
-        With a durable store, waiting jobs stay in it for the next start, and no job is
-        canceled: a run still going at ``timeout`` is abandoned, and the next start recovers
-        it as a crash would (its attempt ends with ``engine_lost``, then its retry policy
-        decides)."""
+        With a durable store, waiting jobs stay in it for the next start (none starts once
+        the stop has begun), and no job is canceled: a run still going at ``timeout`` is
+        abandoned, and the next start recovers it as a crash would (its attempt ends with
+        ``engine_lost``, then its retry policy decides)."""
         check_stop_timeout(timeout)
         if self._state != "running":
             return
@@ -223,6 +225,7 @@ class Scheduler(Runner, JobLookups, Verbs):
             await self._retention.stop()
         loop = self._loop
         if self._writes.durable:
+            self._core.dispatching = False  # waiting jobs stay in the store for the next start
             await self._wait_runs(loop.time() + max(0.0, timeout))
             left = list(self._runs.values())
             self._state = "stopped"  # their ends record nothing: the next start recovers them
@@ -412,12 +415,15 @@ class Scheduler(Runner, JobLookups, Verbs):
                 any_limits = any_limits or bool(shared)
                 validated.append(checked)
             keys = [(job.tenant_id, job.id) for job in validated]
-            for index, stored in enumerate(await self._store.get_many(keys)):  # noqa: B007
+            deps = dependency_keys(validated)
+            found = await self._store.get_many(keys + deps if deps else keys)
+            for index, stored in enumerate(found[: len(keys)]):  # noqa: B007
                 if stored is not None:  # (a live job's id is refused by the core)
                     raise ConflictError(
                         f"duplicate job id {stored.id!r}: tenant {stored.tenant_id!r} already "
                         f"has a job with this id; omit id to get a fresh one"
                     )
+            finished = await settled(self, deps, found[len(keys) :]) if deps else ()
         except WorkError as exc:
             error = _with_index(exc, index) if batch else exc
             self._feed(Rejected(tuple(jobs), rejection_reason(error)))
@@ -425,7 +431,9 @@ class Scheduler(Runner, JobLookups, Verbs):
             raise error from None
         if not validated:
             return []
-        submit = Submit(tuple(validated), tuple(routes), tuple(limits) if any_limits else ())
+        submit = Submit(
+            tuple(validated), tuple(routes), tuple(limits) if any_limits else (), finished
+        )
         now = self._monotonic()
         decisions = self._core.handle(submit, now, self._wall_time())
         rejection = decisions[0] if decisions else None
@@ -450,20 +458,23 @@ class Scheduler(Runner, JobLookups, Verbs):
         stored = await self._store.owners(job_id)
         return live if not stored else sorted({*live, *stored})
 
-    async def _owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants with a job with each of these ids: live here, or in the store (one
-        store query)."""
+    async def _find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every job with each of these ids: from the store (one query), with live jobs as
+        the core has them now (a durable store's copy may lag behind, or not exist yet)."""
         if self._state == "new" or not job_ids:
             return {}
-        stored = await self._store.owners_many(job_ids)
-        live = self._core.owners
-        found: dict[str, builtins.list[str]] = {}
+        found = await self._store.find_many(job_ids)
+        if not self._writes.durable:  # the memory store holds every job as it is now
+            return found
+        core = self._core
         for job_id in job_ids:
-            owners = live(job_id)
-            more = stored.get(job_id)
-            if more and more != owners:  # (the usual case: the same one tenant, or none live)
-                owners = sorted({*owners, *more}) if owners else more
-            found[job_id] = owners
+            owners = core.owners(job_id)
+            if not owners:
+                continue
+            by_tenant = {job.tenant_id: job for job in found.get(job_id, ())}
+            for tenant_id in owners:
+                by_tenant[tenant_id] = core.get(tenant_id, job_id)  # type: ignore[assignment]
+            found[job_id] = [by_tenant[tenant_id] for tenant_id in sorted(by_tenant)]
         return found
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:

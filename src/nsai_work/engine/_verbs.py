@@ -28,6 +28,7 @@ from msgspec import Struct
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import check_status, retry_copy
+from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
 
 __all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
@@ -55,6 +56,9 @@ class Engine(Protocol):
     methods ``Verbs`` calls, on the engine's loop."""
 
     _loop: asyncio.AbstractEventLoop
+    #: True when a read may await while jobs finish (a durable store), so a job the read saw
+    #: running may have finished before its watcher was registered (see ``_catch_up``).
+    _reads_lag: bool
 
     async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
         """Validate and submit new jobs (all or nothing); the jobs as accepted."""
@@ -71,6 +75,14 @@ class Engine(Protocol):
 
     async def _stored(self, key: JobKey) -> Job:
         """A job's latest snapshot (``NotFoundError`` if unknown)."""
+        ...
+
+    async def _one(self, job_id: object, tenant_id: object) -> Job:
+        """The current snapshot of the job a caller names (``_key`` and ``_stored`` in one)."""
+        ...
+
+    async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:
+        """Each job's latest snapshot, None when there is none."""
         ...
 
     def _current(self, job: Job) -> Job:
@@ -148,8 +160,7 @@ class Verbs:
         job with this id (``ValidationError`` says so); the same holds for every verb that
         takes job ids."""
         engine = self._engine
-        key = await engine._key(job_id, self._tenant(tenant_id))
-        return engine._current(await engine._stored(key))
+        return engine._current(await engine._one(job_id, self._tenant(tenant_id)))
 
     async def list(
         self,
@@ -235,6 +246,9 @@ class Verbs:
             engine._watch(job.id, group)
         if group.left:
             try:
+                if engine._reads_lag:
+                    keys = [(jobs[i].tenant_id, job_id) for job_id, i in slots.items()]
+                    await _catch_up(engine, group, keys)
                 await asyncio.wait_for(group.future, timeout)
             except TimeoutError:
                 one = f" (job {jobs[0].id} is {engine._current(jobs[0]).status})"
@@ -270,6 +284,9 @@ class Verbs:
                 engine._watch(job.id, collector)
         expected = len(watched) + done.qsize()
         try:
+            if watched and engine._reads_lag:
+                keys = [(tenant_id, job_id) for job_id, tenant_id in watched.items()]
+                await _catch_up(engine, collector, keys)
             async with asyncio.timeout(timeout):
                 for _ in range(expected):
                     item = await done.get()
@@ -287,8 +304,8 @@ class Verbs:
     ) -> Job:
         """Cancel a pending, queued or running job; a terminal one is returned unchanged."""
         engine = self._engine
-        key = await engine._key(job_id, self._tenant(tenant_id))
-        job = await engine._stored(key)
+        job = await engine._one(job_id, self._tenant(tenant_id))
+        key = (job.tenant_id, job.id)
         if job.status in TERMINAL_STATUSES:
             return job
         if reason is not None and not isinstance(reason, str):
@@ -298,7 +315,7 @@ class Verbs:
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
         engine = self._engine
-        job = await engine._stored(await engine._key(job_id, self._tenant(tenant_id)))
+        job = await engine._one(job_id, self._tenant(tenant_id))
         if job.status not in TERMINAL_STATUSES:
             raise ConflictError(
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
@@ -306,6 +323,53 @@ class Verbs:
             )
         with retry_copy(job) as copy_of:
             return (await engine._admit([copy_of], batch=False))[0]
+
+    async def submit_workflow(self, workflow: Workflow) -> WorkflowRun:
+        """Admit every step of a ``work.Workflow``, or none: an unknown step, a cycle (named)
+        or one invalid step (named) refuses them all. Returns the run: each step's job."""
+        if not isinstance(workflow, Workflow):
+            raise ValidationError(
+                f"submit_workflow takes a work.Workflow, got {type(workflow).__name__}"
+            )
+        jobs = self._own(workflow.jobs(), batch=True)
+        try:
+            admitted = await self._engine._admit(jobs, batch=True)
+        except ValidationError as exc:
+            if exc.index is None:
+                raise
+            name = workflow.steps[exc.index]
+            raise ValidationError(
+                f"step {name!r}: {exc.rule}", path=exc.path, index=exc.index
+            ) from None
+        return workflow.run_of(admitted)
+
+    async def get_workflow(self, run: WorkflowRun) -> WorkflowRun:
+        """A submitted workflow as it is now: each step's job, and its one status."""
+        engine = self._engine
+        ids = builtins.list(_run_of(run).job_ids.values())
+        jobs = await engine._lookup(ids, self._tenant(run.tenant_id))
+        return refreshed(run, [engine._current(job) for job in jobs])
+
+    async def wait_workflow(self, run: WorkflowRun, timeout: float | None = None) -> WorkflowRun:
+        """A submitted workflow once every step is terminal; ``WaitTimeoutError`` after
+        ``timeout`` seconds."""
+        ids = builtins.list(_run_of(run).job_ids.values())
+        return refreshed(run, await self.wait_many(ids, timeout, tenant_id=run.tenant_id))
+
+    async def cancel_workflow(self, run: WorkflowRun, reason: str | None = None) -> WorkflowRun:
+        """Cancel every step of a workflow that is not terminal (reason ``workflow_canceled``
+        unless given), the last steps first; the workflow as it is then."""
+        for job_id in last_first(_run_of(run)):
+            await self.cancel(job_id, reason or "workflow_canceled", tenant_id=run.tenant_id)
+        return await self.get_workflow(run)
+
+
+def _run_of(run: object) -> WorkflowRun:
+    if not isinstance(run, WorkflowRun):
+        raise ValidationError(
+            f"expected a work.WorkflowRun (what submit_workflow returns), got {type(run).__name__}"
+        )
+    return run
 
 
 class _WaitGroup:
@@ -375,6 +439,15 @@ class _Collector:
 #: says whether it was the watched one; ``tenant_of(job_id)`` is a watched id's tenant;
 #: ``fail(error)`` ends the wait with an error.
 Watcher = _WaitGroup | _Collector
+
+
+async def _catch_up(engine: Engine, watcher: Watcher, keys: builtins.list[JobKey]) -> None:
+    """Hand ``watcher`` the watched jobs that finished while the lookup awaited its read: their
+    end was told before the watcher was registered. (One more read; a job that finished and is
+    not committed yet is told to the watcher, now registered, at its commit.)"""
+    for job in await engine._read(keys):
+        if job is not None and job.status in TERMINAL_STATUSES and watcher.done(job):
+            engine._unwatch(job.id, watcher)
 
 
 def job_list(jobs: object) -> builtins.list[Job]:

@@ -389,6 +389,17 @@ class JobTable:
             return job
         return self._shared.get((tenant_id, job_id)) if self._shared else None
 
+    def find(self, job_id: str) -> list[Job]:
+        """Every job with this id, by tenant id (usually none or one)."""
+        job = self._jobs.get(job_id)
+        found = [] if job is None else [job]
+        sharing = self._shared_ids.get(job_id)
+        if sharing:
+            shared = self._shared
+            found += [shared[tenant_id, job_id] for tenant_id in sharing]
+            found.sort(key=_tenant_of)
+        return found
+
     def owners(self, job_id: str) -> list[str]:
         """The tenants that have a job with this id (usually none or one)."""
         job = self._jobs.get(job_id)
@@ -593,3 +604,7 @@ def _index_of(seqs: list[int]) -> _Index:
     if len(index) > 1 and len(index[-1]) < _LOAD // 2:
         index[-2:] = [index[-2] + index[-1]]
     return index
+
+
+def _tenant_of(job: Job) -> str:
+    return job.tenant_id

@@ -135,9 +135,10 @@ class Store(Protocol):
         """The tenants that have a job with this id (usually none or one)."""
         ...
 
-    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
-        """``owners`` of many ids in one query: id -> its tenants, sorted (ids no job has are
-        left out)."""
+    async def find_many(self, job_ids: Sequence[str]) -> dict[str, list[Job]]:
+        """Every stored job with each of these ids, whatever its tenant, in one query: id ->
+        its jobs, by tenant id (ids no job has are left out). What a caller who names jobs by
+        id alone needs: their owners and their snapshots at once."""
         ...
 
     async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:

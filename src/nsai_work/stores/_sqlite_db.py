@@ -406,19 +406,20 @@ class SqliteDatabase:
             ).fetchall()
         return [row[0] for row in rows]
 
-    def owners_many(self, job_ids: list[str]) -> dict[str, list[str]]:
-        """The tenants holding a job with each of these ids, sorted."""
-        found: dict[str, list[str]] = {}
+    def find_many(self, job_ids: list[str]) -> dict[str, list[Job]]:
+        """The stored jobs with each of these ids, by tenant id."""
+        found: dict[str, list[Job]] = {}
         with self._transaction("reading jobs", write=False) as conn:
-            for start in range(0, len(job_ids), 500):
-                chunk = job_ids[start : start + 500]
+            for start in range(0, len(job_ids), _CHUNK):
+                chunk = job_ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
-                    f"SELECT id, tenant_id FROM jobs WHERE id IN ({marks}) ORDER BY id, tenant_id",
+                    f"SELECT tenant_id, id, job FROM jobs WHERE id IN ({marks}) "
+                    f"ORDER BY id, tenant_id",
                     chunk,
                 ).fetchall()
-                for job_id, tenant_id in rows:
-                    found.setdefault(job_id, []).append(tenant_id)
+                for tenant_id, job_id, data in rows:
+                    found.setdefault(job_id, []).append(self._decode(tenant_id, job_id, data))
         return found
 
     def list(self, query: ListQuery) -> tuple[list[Job], str | None]:

@@ -141,11 +141,11 @@ class MemoryStore:
         self._require()
         return self.table.owners(job_id)
 
-    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
-        """The tenants of each id that has jobs."""
+    async def find_many(self, job_ids: Sequence[str]) -> dict[str, list[Job]]:
+        """Every job with each of these ids, by tenant id (ids no job has left out)."""
         self._require()
-        owners = self.table.owners
-        return {job_id: sorted(found) for job_id in job_ids if (found := owners(job_id))}
+        find = self.table.find
+        return {job_id: found for job_id in job_ids if (found := find(job_id))}
 
     async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
         """A page from the table's ordered indexes; the cursor is bound to the query."""

@@ -402,19 +402,23 @@ class PostgresStore:
 
         return await self._on_pool(read)
 
-    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        """The tenants of each id that has jobs, sorted; one query."""
-        self._require(None, "owners_many")
+    async def find_many(self, job_ids: Sequence[str]) -> dict[str, builtins.list[Job]]:
+        """Every stored job with each of these ids, by tenant id; one query."""
+        self._require(None, "find_many")
+        if not job_ids:
+            return {}
         column = _sql.to_column
 
-        async def read(conn: Connection) -> dict[str, builtins.list[str]]:
-            cur = await conn.execute(_sql.OWNERS_MANY, ([column(i) for i in job_ids],))
-            found: dict[str, builtins.list[str]] = {}
-            for job_id, tenant_id in await cur.fetchall():
-                found.setdefault(_sql.from_column(job_id), []).append(tenant_id)
-            return found
+        async def read(conn: Connection) -> builtins.list[Any]:
+            ids = [column(i) for i in dict.fromkeys(job_ids)]
+            cur = await conn.execute(_sql.FIND_MANY, (ids,), binary=True)
+            return await cur.fetchall()
 
-        return await self._on_pool(read)
+        found: dict[str, builtins.list[Job]] = {}
+        for stored_id, tenant_id, body in await self._on_pool(read):
+            job_id = _sql.from_column(stored_id)
+            found.setdefault(job_id, []).append(self._decode_one((tenant_id, job_id), body))
+        return found
 
     async def lease(self) -> Lease | None:
         """The current holder of the scheduler lease, or None (no session holds the lock)."""

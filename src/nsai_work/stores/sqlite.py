@@ -250,9 +250,9 @@ class SqliteStore:
         """The tenants that have a job with this id, sorted."""
         return await self._call(self._db.owners, job_id)
 
-    async def owners_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
-        """The tenants of each id that has jobs, sorted; one query per 500 ids."""
-        return await self._call(self._db.owners_many, list(job_ids))
+    async def find_many(self, job_ids: Sequence[str]) -> dict[str, list[Job]]:
+        """Every stored job with each of these ids, by tenant id; one read."""
+        return await self._call(self._db.find_many, list(dict.fromkeys(job_ids)))
 
     async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
         """A page of the tenant's jobs, newest first, and the next page's cursor (None: the

@@ -190,7 +190,7 @@ async def check_get_many(check: Check) -> None:
 
 
 async def check_owners(check: Check) -> None:
-    """owners(): every tenant with a job of this id."""
+    """owners() and find_many(): every tenant's job with an id."""
     store = await check.opened()
     a, b = check.tenant("own-a"), check.tenant("own-b")
     shared = f"shared-{uuid.uuid4().hex}"
@@ -200,11 +200,12 @@ async def check_owners(check: Check) -> None:
         got = await store.owners(job_id)
         if sorted(got) != want:
             fail(f"{check.section}: owners({job_id!r}) returned {got}, expected {want}")
-    many = await store.owners_many([shared, alone.id, "no-such-id", shared])
-    if many != {shared: sorted([a, b]), alone.id: [a]}:
+    many = await store.find_many([shared, alone.id, "no-such-id", shared])
+    if many != {shared: sorted([ja, jb], key=lambda job: job.tenant_id), alone.id: [alone]}:
+        found = {job_id: [(j.tenant_id, j.id) for j in jobs] for job_id, jobs in many.items()}
         fail(
-            f"{check.section}: owners_many([shared, alone, unknown, shared]) returned {many}, "
-            f"expected {{shared: {sorted([a, b])}, alone: [{a!r}]}}"
+            f"{check.section}: find_many([shared, alone, unknown, shared]) returned {found}, "
+            f"expected the jobs {{shared: [{a!r}'s, {b!r}'s], alone: [{a!r}'s]}} as stored"
         )
     await check.clean(store, [ja])
     if await store.owners(shared) != [b]:

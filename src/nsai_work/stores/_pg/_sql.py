@@ -115,8 +115,8 @@ SELECT k.n, j.body FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS k(id, 
 JOIN jobs j ON j.id = k.id AND j.tenant_id = k.tenant_id
 """
 OWNERS: Final = "SELECT tenant_id FROM jobs WHERE id = %s ORDER BY tenant_id"
-OWNERS_MANY: Final = (
-    "SELECT id, tenant_id FROM jobs WHERE id = ANY(%s::text[]) ORDER BY id, tenant_id"
+FIND_MANY: Final = (
+    "SELECT id, tenant_id, body FROM jobs WHERE id = ANY(%b::text[]) ORDER BY id, tenant_id"
 )
 LOAD_JOBS: Final = (
     "SELECT seq, tenant_id, id, body FROM jobs WHERE NOT terminal AND admitted ORDER BY seq"

@@ -1,0 +1,5 @@
+"""``python -m nsai_work.demo``."""
+
+from . import main
+
+raise SystemExit(main())
