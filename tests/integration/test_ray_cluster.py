@@ -162,7 +162,12 @@ def test_a_node_that_stops_takes_its_pool_and_queued_jobs_say_why(two_nodes: Ray
             pools = (await s.stats()).pools
             (gpu_pool,) = [name for name, p in pools.items() if p.capacity.gpus]
             running = await s.submit(_job("ray.sleeps", payload={"s": 300}, resources=A100))
-            queued = await s.submit(_job("ray.where", resources=A100))
+            # (with retries: should Ray tell the running task's end before its control store
+            # tells the node's, this job may be sent to the dying node; it then comes back)
+            retry = work.Constraints(
+                retry_policy=work.RetryPolicy(max_attempts=5, base_delay_ms=10, jitter=False)
+            )
+            queued = await s.submit(_job("ray.where", resources=A100, constraints=retry))
 
             async def started() -> bool:
                 return (await s.get(running.id)).status == "running"
@@ -178,9 +183,13 @@ def test_a_node_that_stops_takes_its_pool_and_queued_jobs_say_why(two_nodes: Ray
                 return gpu_pool not in (await s.stats()).pools
 
             await _until(gone)
-            waiting = await s.get(queued.id)
-            assert waiting.status == "queued"
-            assert waiting.waiting_reason == f"pool_removed:{gpu_pool}"
+
+            async def says_why() -> bool:
+                job = await s.get(queued.id)
+                return job.waiting_reason == f"pool_removed:{gpu_pool}"
+
+            await _until(says_why, timeout=30)
+            assert (await s.get(queued.id)).status == "queued"
             assert (await s.stats()).waiting_reasons == {f"pool_removed:{gpu_pool}": 1}
             lost = await s.wait(running.id, timeout=60)
             assert lost.status == "failed"

@@ -48,8 +48,14 @@ __all__ = ["Ray", "RayBackend"]
 _log = logging.getLogger("nsai_work.backends.ray")
 #: How long a canceled task may take to really end before its run is reported ended anyway.
 _CANCEL_WAIT_S: Final = 10.0
-#: How long a task failed in Ray waits for its node to be seen gone before its end is told.
-_NODE_CHECK_S: Final = 3.0
+#: How long a task failed in Ray waits for its node to be seen gone before its end is told:
+#: after an error that says the node or its worker died, and after any other error of Ray's.
+_NODE_FATE_S: Final = 15.0
+_NODE_CHECK_S: Final = 2.0
+#: Ray's errors that say a task's node (or its worker process) died, or that its node is gone.
+_NODE_ERRORS: Final = frozenset(
+    {"NodeDiedError", "WorkerCrashedError", "TaskUnschedulableError", "LocalRayletDiedError"}
+)
 _COMMAND: Final = "command"
 #: The engine's default ``max_result_bytes`` (a result is checked in the worker too).
 DEFAULT_MAX_RESULT_BYTES: Final = 1_048_576
@@ -258,11 +264,12 @@ class RayBackend:
             self._reported = pools
             self._events.pools_changed(pools, grace_s=self.node_grace_s)
 
-    async def _check_node(self, node: NodePool) -> None:
+    async def _check_node(self, node: NodePool, wait_s: float) -> None:
         """A task failed in Ray itself (its worker or node died, its node is gone): before that
-        run's end is reported, read the nodes until the node is seen gone (then the engine is
-        told at once, so nothing more is placed there) or for ``_NODE_CHECK_S``."""
-        deadline = asyncio.get_running_loop().time() + _NODE_CHECK_S
+        run's end is reported (its slot stays taken meanwhile), read the nodes until the node
+        is seen gone (then the engine is told at once, so nothing more is placed there) or for
+        ``wait_s`` seconds (Ray's control store may learn of a dead node some seconds late)."""
+        deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             try:
                 pools = await asyncio.to_thread(self._refresh)
@@ -349,8 +356,8 @@ class RayBackend:
             self._cancel_ref(ref)  # (again: a stop may come without a cancel)
             await _ended(ref)
             raise
-        except self._ray.exceptions.RayError:  # Ray's own failure (the task never raises)
-            await self._check_node(node)
+        except self._ray.exceptions.RayError as exc:  # Ray's own failure (the task never raises)
+            await self._check_node(node, _NODE_FATE_S if _node_trouble(exc) else _NODE_CHECK_S)
             raise
         finally:
             self._refs.pop(job.id, None)
@@ -457,6 +464,11 @@ class _Completions:
                 future.set_exception(value)
             else:
                 future.set_result(value)
+
+
+def _node_trouble(exc: BaseException) -> bool:
+    """Whether a Ray error says the task's node or worker died (or its node is gone)."""
+    return any(cls.__name__ in _NODE_ERRORS for cls in type(exc).__mro__)
 
 
 async def _ended(ref: Any) -> None:
