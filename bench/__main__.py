@@ -22,6 +22,7 @@ from . import (
     listing,
     memory,
     process,
+    ray_bench,
     stats,
     tenancy,
     throughput,
@@ -40,6 +41,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "list": listing.run,
     "durable": durable.run,
     "clients": clients.run,
+    "ray": ray_bench.run,
     "dag": dag.run,
 }
 

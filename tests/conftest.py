@@ -17,6 +17,11 @@ import pytest
 
 import nsai_work as work
 from tests._postgres import PostgresCluster, PostgresUnavailableError
+from tests._ray import RAY_ENV
+
+# A Ray cluster that a test or a docs example starts (ray.init) writes no auth token to the home
+# directory, and reports no usage stats (tests/_ray.py).
+os.environ.update(RAY_ENV)
 
 T = TypeVar("T")
 

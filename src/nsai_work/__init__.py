@@ -76,6 +76,7 @@ _LAZY: dict[str, str] = {
     "Backend": ".backends",
     **dict.fromkeys(
         [
+            "BackendEvents",
             "Client",
             "Config",
             "Page",
@@ -122,6 +123,7 @@ if TYPE_CHECKING:
     from ._workflow import Workflow, WorkflowRun
     from .backends import Backend
     from .engine import (
+        BackendEvents,
         Client,
         Config,
         Page,
@@ -218,6 +220,7 @@ __all__ = [
     "Attempt",
     "Backend",
     "BackendError",
+    "BackendEvents",
     "Backoff",
     "Client",
     "Clock",

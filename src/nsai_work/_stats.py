@@ -52,11 +52,13 @@ class PoolUsage(Struct, kw_only=True, gc=False):
 
 
 class PoolStats(Struct, kw_only=True, gc=False):
-    """One pool: the backend that offers it, its capacity and what is in use."""
+    """One pool: the backend that offers it, its capacity and what is in use; ``available`` is
+    False while its backend is unavailable (it starts nothing then)."""
 
     backend: str
     capacity: Pool
     used: PoolUsage
+    available: bool = True
 
 
 class Stats(Struct, kw_only=True, gc=False):

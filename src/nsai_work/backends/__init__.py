@@ -1,5 +1,5 @@
-"""Backends: where jobs run. ``Backend`` is the Protocol; ``local``, ``process``, ``altar`` and
-``mock`` are built in (the ray and modal backends come with later releases)."""
+"""Backends: where jobs run. ``Backend`` is the Protocol; ``local``, ``process``, ``altar``,
+``mock`` and ``ray`` (the ``ray`` extra) are built in (the modal backend comes later)."""
 
 from ._protocol import Backend
 from ._threads import run_in_thread
@@ -14,6 +14,7 @@ from .process import (
     RemoteTraceback,
     WorkerCrashedError,
 )
+from .ray import Ray, RayBackend
 
 __all__ = [
     "AltarBackend",
@@ -25,6 +26,8 @@ __all__ = [
     "MockBackend",
     "MockExecution",
     "ProcessBackend",
+    "Ray",
+    "RayBackend",
     "RemoteError",
     "RemoteTraceback",
     "WorkerCrashedError",

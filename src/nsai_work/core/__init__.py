@@ -11,6 +11,7 @@ from ._lifecycle import ALLOWED_TRANSITIONS, check_transition
 from ._messages import (
     Amend,
     ArmTimer,
+    BackendAvailability,
     Cancel,
     ConcurrencyLimitChanged,
     Decision,
@@ -51,6 +52,7 @@ __all__ = [
     "NO_NEEDS",
     "Amend",
     "ArmTimer",
+    "BackendAvailability",
     "Cancel",
     "ConcurrencyLimitChanged",
     "CoreState",

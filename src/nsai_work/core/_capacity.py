@@ -175,6 +175,7 @@ class PoolState:
         "cap_slots",
         "holds",
         "name",
+        "offline",
         "overcommitted",
         "paused",
         "spec",
@@ -197,6 +198,7 @@ class PoolState:
         self.used_custom: dict[str, int] = {}
         self.overcommitted = False
         self.paused = False  # an operator paused it: nothing new starts on it
+        self.offline = False  # removed, or its backend is unavailable: nothing new starts here
         self.holds: list[Hold] = []
         self.set_spec(spec)
 
@@ -210,8 +212,15 @@ class PoolState:
         self.cap_gpus = dict(spec.gpus)
         self.cap_custom = {k: _milli(v) for k, v in spec.custom.items()}
         # A pool shrunk below what it holds takes no new run, whatever the run asks, until
-        # enough is released (I2: what is reserved never grows past capacity).
-        self.overcommitted = not self.within_capacity()
+        # enough is released (I2: what is reserved never grows past capacity); nor does an
+        # offline one.
+        self.overcommitted = self.offline or not self.within_capacity()
+
+    def set_offline(self, offline: bool) -> None:
+        """Take the pool offline (removed, or its backend unavailable: it starts nothing new;
+        what runs there keeps its reservation until its run ends) or back online."""
+        self.offline = offline
+        self.overcommitted = offline or not self.within_capacity()
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -345,7 +354,7 @@ class PoolState:
             self.used_gpus[gpu_type] = self.used_gpus.get(gpu_type, 0) + needs.gpu_count
         for name, amount in needs.custom:
             self.used_custom[name] = self.used_custom.get(name, 0) + amount
-        self.overcommitted = not self.within_capacity()
+        self.overcommitted = self.offline or not self.within_capacity()
         return Reservation(self, needs, gpu_type)
 
     def hold_for(self, job: object, rank: int, needs: Needs, seq: int) -> Hold:
@@ -389,7 +398,7 @@ class PoolState:
         if needs is not NO_NEEDS:
             self._release_resources(reservation)
         if self.overcommitted:
-            self.overcommitted = not self.within_capacity()
+            self.overcommitted = self.offline or not self.within_capacity()
 
     def _release_resources(self, reservation: Reservation) -> None:
         needs = reservation.needs
@@ -453,14 +462,39 @@ def add_pools(pools: dict[str, PoolState], backend: str, specs: Iterable[Pool]) 
         pools[spec.name] = PoolState(backend, spec)
 
 
-def change_pools(pools: dict[str, PoolState], backend: str, specs: Sequence[Pool]) -> None:
+def change_pools(
+    pools: dict[str, PoolState],
+    gone: dict[str, PoolState],
+    backend: str,
+    specs: Sequence[Pool],
+    removed: Sequence[str] = (),
+) -> list[PoolState]:
     """A backend's pools now offer this capacity: those in ``pools`` take their new spec, the
-    others are added (pools not listed stay as they are)."""
-    for spec in [spec for spec in specs if spec.name in pools]:
-        pool = pools[spec.name]
-        if pool.backend != backend:
+    others are added (a pool removed earlier under that name comes back as the same pool), and
+    those named in ``removed`` are taken out of ``pools`` into ``gone``, offline (what runs
+    there keeps its reservation until its run ends). Pools neither listed nor removed stay as
+    they are. Returns the pools removed."""
+    for name in [*[spec.name for spec in specs], *removed]:
+        owner = pools.get(name) or gone.get(name)
+        if owner is not None and owner.backend != backend:
             raise ConfigurationError(
-                f"pool {spec.name!r} belongs to backend {pool.backend!r}, not {backend!r}"
+                f"pool {name!r} belongs to backend {owner.backend!r}, not {backend!r}"
             )
-        pool.set_spec(spec)
+    if set(removed) & {spec.name for spec in specs}:
+        raise ConfigurationError(f"a pool cannot be both changed and removed: {sorted(removed)}")
+    taken_out: list[PoolState] = []
+    for name in removed:
+        pool = pools.pop(name, None)
+        if pool is not None:
+            pool.set_offline(True)
+            gone[name] = pool
+            taken_out.append(pool)
+    for spec in specs:
+        pool = pools.get(spec.name)
+        if pool is None and spec.name in gone:  # back again: the same pool, online
+            pool = pools[spec.name] = gone.pop(spec.name)
+            pool.offline = False
+        if pool is not None:
+            pool.set_spec(spec)
     add_pools(pools, backend, [spec for spec in specs if spec.name not in pools])
+    return taken_out

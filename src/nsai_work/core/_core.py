@@ -33,7 +33,7 @@ from .._errors import ConfigurationError
 from .._ir import DEFAULT_CONSTRAINTS, Attempt, Job, JobError, Pool, PriorityGuard, Status, Tenant
 from .._stats import Stats, TenantStats
 from ._admission import Rejection, Router, check_batch, queued_entry
-from ._capacity import PoolState, add_pools, change_pools
+from ._capacity import PoolState, add_pools
 from ._counters import StatsBuilder, pool_stats
 from ._export import export_state
 from ._holds import Holds, reserve
@@ -42,6 +42,7 @@ from ._limits import Limits, StarvationGuard
 from ._messages import (
     Amend,
     ArmTimer,
+    BackendAvailability,
     Cancel,
     ConcurrencyLimitChanged,
     Decision,
@@ -65,6 +66,13 @@ from ._messages import (
 )
 from ._parking import park_fifo, park_tenant, unpark_fifos, unpark_tenant_in
 from ._pauses import Pauses, apply_pause
+from ._pool_changes import (
+    STRANDED_KEY,
+    Stranded,
+    availability_changed,
+    pools_changed,
+    strand_expired,
+)
 from ._queues import (
     DEFAULT_FAIR_SHARE_RESOLUTION_S,
     FIFO,
@@ -81,7 +89,6 @@ from ._restore import restore
 from ._retry import backoff_delay_ms
 from ._runs import Run, end_run, start_run, stop_run
 from ._state import CoreState
-from ._tenants import Capacity
 from ._waits import DEPENDENCIES, Waits
 
 __all__ = ["SchedulingCore"]
@@ -132,6 +139,10 @@ class SchedulingCore:
     ) -> None:
         check_resolution(fair_share_resolution_s)
         self._pools: dict[str, PoolState] = {}
+        self._gone: dict[str, PoolState] = {}  # pools removed (see _pool_changes)
+        self._unavailable: set[str] = set()  # backends that are not reachable now
+        self._stranded: dict[tuple[str, str], Stranded] = {}  # jobs no pool can hold now
+        self._strand_timers = 0
         self._queues = ReadyQueues(fair_share_resolution_s)
         self._tenants = TenantRegistry(
             tenants, default_tenant, tenant_idle_ttl_s, self._queues, self._pools
@@ -149,7 +160,7 @@ class SchedulingCore:
         self._runs: dict[tuple[str, str, int], Run] = {}  # by (tenant id, job id, attempt)
         self._holds = Holds()
         self._guard = None if guard is None or not guard.min_share else StarvationGuard(guard)
-        self._reasons = WaitingReasons(self._queues, self._guard)
+        self._reasons = WaitingReasons(self._queues, self._guard, self._stranded)
         self._waits = Waits(self)
         #: False once the engine stops on a durable store: runs may end, nothing new starts
         #: (waiting jobs stay queued for the next start).
@@ -180,7 +191,9 @@ class SchedulingCore:
         elif kind is TimerFired:
             self._timer(event, out)  # type: ignore[arg-type]
         elif kind is PoolsChanged:
-            self._pools_changed(event)  # type: ignore[arg-type]
+            self._pools_changed(event, out)  # type: ignore[arg-type]
+        elif kind is BackendAvailability:
+            availability_changed(self, event, out)  # type: ignore[arg-type]
         elif kind is TenantChanged:
             spec = event.tenant  # type: ignore[union-attr]
             self._tenants.update(spec, self._jobs, self._runs.values())
@@ -435,7 +448,8 @@ class SchedulingCore:
         self._tenants.count_rejected(jobs, reason, self._now)
 
     def _group_pools(self, group: tuple[str, ...]) -> list[PoolState]:
-        return [self._pools[name] for name in group]
+        pools = self._pools
+        return [pools.get(name) or self._gone[name] for name in group]
 
     # ---- the end of a run --------------------------------------------------------------------
 
@@ -573,6 +587,9 @@ class SchedulingCore:
             if at is not None:
                 out.append(ArmTimer(at, _SWEEP_TIMER))
             return
+        if what == STRANDED_KEY:  # a grace period for jobs no pool can hold is over
+            strand_expired(self, tenant_id, out)
+            return
         if what == _LIMIT_KEY:  # a rate-limited tool has a token again
             limit = self._limits.tool(job_id)
             if limit is not None:
@@ -617,6 +634,8 @@ class SchedulingCore:
         entry = self._jobs.get(event.tenant_id, event.job_id)
         if entry is None:
             return  # unknown or already terminal: nothing changes
+        if self._stranded:
+            self._stranded.pop((event.tenant_id, event.job_id), None)
         status = entry.status
         if status is _RUNNING:
             self._stop_run(entry, event.reason, out)
@@ -628,14 +647,11 @@ class SchedulingCore:
             unpark_tenant_in(queue, entry.tenant)
             queue.rekey_if_keyed_at(entry)
 
-    def _pools_changed(self, event: PoolsChanged) -> None:
-        change_pools(self._pools, event.backend, event.pools)
-        for name in self._pauses.pools:
+    def _pools_changed(self, event: PoolsChanged, out: list[Decision]) -> None:
+        pools_changed(self, event, out)
+        for name in self._pauses.pools:  # (a pool back under its name is still paused)
             if name in self._pools:
                 self._pools[name].paused = True
-        self._router.forget()
-        for queue in self._queues.groups():
-            queue.capacity = Capacity(queue.pools)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 

@@ -242,6 +242,7 @@ def pool_stats(pools: Mapping[str, PoolState]) -> dict[str, PoolStats]:
             backend=pool.backend,
             capacity=pool.spec,
             used=PoolUsage(**pool.usage(), stopping=pool.stopping),  # type: ignore[arg-type]
+            available=not pool.offline,
         )
         for name, pool in pools.items()
     }

@@ -119,6 +119,14 @@ class LiveJobs:
         entry.job = replace(job, attempts=(*job.attempts[:-1], last))
         return entry.job
 
+    def swap(self, old: Entry, new: Entry) -> None:
+        """Keep ``new`` as the record of ``old``'s job (placed again on changed pools)."""
+        job_id = old.job.id
+        if self.by_id.get(job_id) is old:
+            self.by_id[job_id] = new
+        else:
+            self.shared[(old.tenant, job_id)] = new
+
     def in_order(self) -> list[Entry]:
         """Every live job's record, in the order they were admitted (or restored)."""
         if not self.shared:

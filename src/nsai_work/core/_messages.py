@@ -17,6 +17,7 @@ from ._state import CoreState
 __all__ = [
     "Amend",
     "ArmTimer",
+    "BackendAvailability",
     "Cancel",
     "ConcurrencyLimitChanged",
     "Decision",
@@ -151,10 +152,32 @@ class TimerFired(Struct, frozen=True, gc=False):
 
 
 class PoolsChanged(Struct, frozen=True, gc=False):
-    """A backend's pools now offer this capacity (pools not listed are left as they are)."""
+    """A backend's pools now offer this capacity: those listed take their spec (or are added),
+    those named in ``removed`` go, the others are left as they are.
+
+    The backend's waiting jobs are placed again over its pools as they are now. Runs on a
+    removed pool follow the connection-loss rule (their attempt fails with
+    ``BackendLostError``, retried per policy; the capacity they hold comes back when the run
+    really ends). A waiting job that no pool of its backend can hold any more waits with the
+    reason ``pool_removed:<pool>`` (or ``no_pool``) for ``grace_s`` seconds, for such a pool to
+    come (back), then is canceled with the reason ``unschedulable: ...``; None waits for ever.
+    """
 
     backend: str
     pools: tuple[Pool, ...]
+    removed: tuple[str, ...] = ()
+    grace_s: float | None = None
+
+
+class BackendAvailability(Struct, frozen=True, gc=False):
+    """A backend is reachable (``available``) or not (its cluster or service went away:
+    ``reason`` says how). While it is not, its pools start nothing and its queued jobs wait
+    with the reason ``backend_unavailable``; when it goes away, its runs follow the
+    connection-loss rule (see ``PoolsChanged``)."""
+
+    backend: str
+    available: bool
+    reason: str = ""
 
 
 class TenantChanged(Struct, frozen=True, gc=False):
@@ -215,6 +238,7 @@ Event = (
     | Cancel
     | TimerFired
     | PoolsChanged
+    | BackendAvailability
     | TenantChanged
     | ConcurrencyLimitChanged
     | Rejected

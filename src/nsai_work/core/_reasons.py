@@ -2,7 +2,9 @@
 the ``waiting_reasons`` of stats.
 
 A pending job waits for its backoff (its Job says so). A queued job's reason is the first of:
-capacity is held for it (``capacity_held:<pool>``); its FIFO or its tenant is parked (the
+no pool of its backend can hold it any more (``pool_removed:<pool>`` or ``no_pool``, see
+``_pool_changes``); its backend is unavailable (``backend_unavailable``); capacity is held for
+it (``capacity_held:<pool>``); its FIFO or its tenant is parked (the
 reason it was parked with); a higher level has queued jobs that may use one of its pools
 (``higher_priority_backlog``) or the starvation guard owes a lower level (``priority_guard``);
 another tenant is ahead of its own by fair share (``fair_share``); a run told to stop still
@@ -17,6 +19,7 @@ from .._ir import Status
 
 if TYPE_CHECKING:
     from ._limits import StarvationGuard
+    from ._pool_changes import Stranded
     from ._queues import Entry, ReadyQueues
 
 __all__ = ["WaitingReasons"]
@@ -27,11 +30,17 @@ _PENDING, _QUEUED = Status.PENDING, Status.QUEUED
 class WaitingReasons:
     """Reads the queues (and the starvation guard) to say why a job waits."""
 
-    __slots__ = ("_guard", "_queues")
+    __slots__ = ("_guard", "_queues", "_stranded")
 
-    def __init__(self, queues: ReadyQueues, guard: StarvationGuard | None) -> None:
+    def __init__(
+        self,
+        queues: ReadyQueues,
+        guard: StarvationGuard | None,
+        stranded: dict[tuple[str, str], Stranded],
+    ) -> None:
         self._queues = queues
         self._guard = guard
+        self._stranded = stranded
 
     def of(self, entry: Entry, cache: dict[Any, Any]) -> str | None:
         """A live job's waiting reason in stats ("pending" for a pending job without one), or
@@ -47,6 +56,12 @@ class WaitingReasons:
         """Why a queued job waits. ``cache`` keeps, for one stats build, what is the same for
         every job of a level and pool group (whether a higher level competes: a third of the
         cost of the reasons of a large backlog)."""
+        if not entry.group:
+            stranded = self._stranded.get((entry.tenant, entry.job.id))
+            return "no_pool" if stranded is None else stranded.reason
+        placement = entry.placement
+        if placement and placement[0][1].offline and all(p.offline for _, p in placement):
+            return "backend_unavailable"
         if entry.held is not None:
             return f"capacity_held:{entry.held.name}"
         queues = self._queues

@@ -12,7 +12,7 @@ from .._clock import Clock
 from .._errors import ConfigurationError, ValidationError
 from .._ir import Pool, PriorityGuard, Tenant
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_struct
-from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend
+from ..backends import AltarBackend, Backend, LocalBackend, MockBackend, ProcessBackend, RayBackend
 from ..core import DEFAULT_FAIR_SHARE_RESOLUTION_S, DEFAULT_TENANT_IDLE_TTL_S, check_resolution
 from ..stores import MemoryStore, Store, store_from_url
 from ..telemetry import Telemetry
@@ -31,6 +31,7 @@ BUILTIN_BACKENDS: Final = {
     "process": ProcessBackend,
     "altar": AltarBackend,
     "mock": MockBackend,
+    "ray": RayBackend,  # (connects when the scheduler starts; needs the ray extra)
 }
 T = TypeVar("T", bound=Struct)
 

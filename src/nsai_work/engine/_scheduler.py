@@ -57,6 +57,7 @@ from ..core import (
 )
 from ..stores import MemoryStore, Store
 from ..telemetry import default_bus
+from ._backend_events import BackendEvents
 from ._config import Config, make_config, resolve, store_of
 from ._deps import dependency_keys, settled
 from ._emit import Emitter, rejection_reason
@@ -185,6 +186,9 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
         self._background = Background()
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nsai-backend")
         for info in self._router.backends.values():
+            bind = getattr(info.backend, "bind", None)
+            if bind is not None:  # the channel for its pool and availability changes
+                bind(BackendEvents(self, info))
             hook = getattr(info.backend, "start", None)
             if hook is not None:
                 result = hook()

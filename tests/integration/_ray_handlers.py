@@ -1,0 +1,90 @@
+"""Handlers the Ray tests run as Ray tasks (sent to the workers by value: see
+``ray_registry``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import nsai_work as work
+from nsai_work._handlers import HandlerRegistry
+
+
+def noop(job: work.Job) -> None:
+    return None
+
+
+def add(job: work.Job) -> int:
+    return int(job.payload["a"]) + int(job.payload["b"])
+
+
+class FlakyError(RuntimeError):
+    """Raised by ``flaky`` on its first attempts."""
+
+
+def flaky(job: work.Job, ctx: work.JobContext) -> dict[str, Any]:
+    if ctx.attempt < int(job.payload.get("succeed_on", 2)):
+        raise FlakyError(f"attempt {ctx.attempt} fails")
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+def fails(job: work.Job) -> None:
+    raise ValueError("bad input: " + str(job.payload.get("why", "")))
+
+
+def never(job: work.Job) -> None:
+    raise work.NonRetryableError("do not retry me")
+
+
+def sleeps(job: work.Job) -> dict[str, Any]:
+    time.sleep(float(job.payload.get("s", 60)))
+    return {"pid": os.getpid(), "node": _node_id()}
+
+
+async def async_add(job: work.Job) -> int:
+    return int(job.payload["a"]) + int(job.payload["b"])
+
+
+def where(job: work.Job) -> dict[str, Any]:
+    return {"node": _node_id(), "gpus": _gpu_ids()}
+
+
+def big(job: work.Job) -> str:
+    return "x" * int(job.payload["n"])
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _gpu_ids() -> list[Any]:
+    import ray
+
+    return list(ray.get_gpu_ids())
+
+
+def ray_registry() -> HandlerRegistry:
+    """A registry with these handlers, this module sent to Ray's workers by value (they cannot
+    import the tests package)."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    registry = HandlerRegistry()
+    for kind, fn in {
+        "ray.noop": noop,
+        "ray.add": add,
+        "ray.flaky": flaky,
+        "ray.fails": fails,
+        "ray.never": never,
+        "ray.sleeps": sleeps,
+        "ray.async_add": async_add,
+        "ray.where": where,
+        "ray.big": big,
+    }.items():
+        registry.register(kind, fn)
+    return registry
