@@ -141,6 +141,8 @@ class Client(Verbs):
     """
 
     _reads_lag = False
+    _loop: asyncio.AbstractEventLoop
+    _state: str
 
     def __new__(
         cls,
@@ -195,11 +197,11 @@ class Client(Verbs):
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the client's loop soon (the blocking face's hand-off)."""
-        raise NotImplementedError
+        self._loop.call_soon_threadsafe(callback)
 
     def abandon(self) -> None:
         """The loop is gone (the blocking face's thread died): the client is closed."""
-        raise NotImplementedError
+        self._state = "closed"
 
 
 class StoreClient(JobLookups, Client):
@@ -276,14 +278,6 @@ class StoreClient(JobLookups, Client):
             await asyncio.gather(poller, return_exceptions=True)
         self._fail_all(NotStartedError("the client was closed while this call waited"))
         await self._store.close()
-
-    def call_threadsafe(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the client's loop soon (the blocking face's hand-off)."""
-        self._loop.call_soon_threadsafe(callback)
-
-    def abandon(self) -> None:
-        """The loop is gone (the blocking face's thread died): the client is closed."""
-        self._state = "closed"
 
     def _require_open(self) -> None:
         if self._state != "open":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -159,14 +159,6 @@ class HttpClient(Client):
         state, self._state = self._state, "closed"
         if state == "open" and self._http is not None:
             await self._http.aclose()
-
-    def call_threadsafe(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the client's loop soon (the blocking face's hand-off)."""
-        self._loop.call_soon_threadsafe(callback)
-
-    def abandon(self) -> None:
-        """The loop is gone (the blocking face's thread died): the client is closed."""
-        self._state = "closed"
 
     def _closed_message(self) -> str:
         how = "was closed" if self._state == "closed" else "is not open"
