@@ -5,6 +5,7 @@ another process serves: ``Client`` (async), ``SyncClient`` and ``connect`` (bloc
 from ._backend_events import BackendEvents
 from ._client import Client, SyncClient, connect
 from ._config import Config
+from ._cron import Schedule
 from ._scheduler import Scheduler
 from ._sync import SyncScheduler
 from ._tenants import SyncTenantScope, TenantScope
@@ -15,6 +16,7 @@ __all__ = [
     "Client",
     "Config",
     "Page",
+    "Schedule",
     "Scheduler",
     "SyncClient",
     "SyncScheduler",
