@@ -102,14 +102,20 @@ class CronTable:
         """Start the task (on the engine's loop)."""
         self._task = self._engine._loop.create_task(self._run(), name="nsai-cron")
 
-    async def stop(self) -> None:
-        """Stop firing (the schedules' states stay in the store)."""
+    def halt(self) -> None:
+        """Stop firing, at once (the schedules' states stay in the store); ``stop`` then
+        waits for the task to end."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        """Stop firing and wait for the task to end."""
+        self.halt()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def wait_pass(self) -> None:

@@ -223,7 +223,7 @@ class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
             return
         self._state = "stopping"
         if self._cron is not None:
-            await self._cron.stop()
+            self._cron.halt()  # (no await before waiting jobs are canceled)
         if self._clients is not None:
             await self._clients.stop()
         if self._retention is not None:
@@ -266,6 +266,8 @@ class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
                 _SHUTDOWN_GRACE_S,
             )
         self._timers.close()
+        if self._cron is not None:
+            await self._cron.stop()
         await self._background.settle(_SHUTDOWN_GRACE_S)  # backends' cancels still going
         for info in self._router.backends.values():
             hook = getattr(info.backend, "stop", None)
