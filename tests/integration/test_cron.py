@@ -22,7 +22,7 @@ from nsai_work.telemetry.events import (
     SCHEDULE_REMOVED,
     SCHEDULE_RESUMED,
 )
-from nsai_work.testing import FakeClock, capture_events
+from nsai_work.testing import FakeClock, capture_events, wait_schedules_settled
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -57,7 +57,7 @@ async def step(s: work.Scheduler, clock: FakeClock, seconds: float, steps: int =
     """Move the clock ``steps`` times by ``seconds``, settling the due fires after each."""
     for _ in range(steps):
         clock.advance(seconds)
-        await s._cron.wait_pass()  # type: ignore[union-attr]
+        await wait_schedules_settled(s)
 
 
 async def cron_ids(s: work.Scheduler, tenant_id: str = "acme") -> list[str]:
@@ -127,7 +127,7 @@ def test_a_restart_on_sqlite_doubles_no_fire_and_loses_none(
         async with work.Scheduler(store=url, clock=clock) as s:
             with capture_events([SCHEDULE_FIRED, SCHEDULE_MISSED]) as seen:
                 await s.cron("every5", "*/5 * * * *", template(), missed=missed)
-                await s._cron.wait_pass()  # type: ignore[union-attr]
+                await wait_schedules_settled(s)
                 await step(s, clock, MINUTE, 10)  # 00:42: on time again at 00:35 and 00:40
             kept = [1, 2] + ([6] if missed == "run_once" else []) + [7, 8]
             assert await cron_ids(s) == [fire_id("every5", every5[n]) for n in kept]
@@ -166,7 +166,7 @@ def test_a_fire_submitted_but_not_settled_before_a_crash_is_not_submitted_again(
 
     async def again(s: work.Scheduler) -> None:
         with capture_events([SCHEDULE_FIRED]) as fired:
-            await s._cron.wait_pass()  # type: ignore[union-attr]
+            await wait_schedules_settled(s)
         assert await cron_ids(s) == [fire_id("every5", T0 + _dt.timedelta(minutes=5))]
         assert [e.metadata["decision"] for e in fired] == ["already_submitted"]
 

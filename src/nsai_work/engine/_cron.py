@@ -155,7 +155,7 @@ class CronTable:
 
     def list(self, tenant_id: str | None) -> builtins.list[Schedule]:
         """The schedules (of one tenant, or all), by tenant then name."""
-        return [self._view(key) for key in sorted(self._specs) if tenant_id in (None, key[0])]
+        return [self._view(key) for key in sorted(self._states) if tenant_id in (None, key[0])]
 
     def key_of(self, name: object, tenant_id: str | None) -> tuple[str, str]:
         """The schedule a caller names (``NotFoundError`` when there is none; with full
@@ -165,10 +165,10 @@ class CronTable:
                 f"a schedule name is a non-empty string, got {name!r}", path="$.name"
             )
         if tenant_id is not None:
-            if (tenant_id, name) in self._specs:
+            if (tenant_id, name) in self._states:
                 return (tenant_id, name)
             raise NotFoundError(f"no schedule named {name!r} for tenant {tenant_id!r}")
-        found = [key for key in self._specs if key[1] == name]
+        found = [key for key in self._states if key[1] == name]
         if not found:
             raise NotFoundError(f"no schedule named {name!r}")
         if len(found) > 1:
@@ -182,7 +182,7 @@ class CronTable:
     async def set_paused(self, key: tuple[str, str], paused: bool) -> Schedule:
         """Pause or resume a schedule (a resume skips the fires of the pause)."""
         state = await self._engine._store.pause_schedule(key[0], key[1], paused, self._now())
-        if state is None or key not in self._specs:
+        if state is None or key not in self._states:
             self._forget(key)
             raise NotFoundError(f"no schedule named {key[1]!r} for tenant {key[0]!r}")
         self._states[key] = state
@@ -238,9 +238,9 @@ class CronTable:
     async def _pass(self) -> float:
         """Settle every schedule's due fires; seconds until the next fire."""
         nap = _NAP_S
-        for key in builtins.list(self._specs):
-            if key not in self._specs:
-                continue  # removed while an earlier one fired
+        for key in builtins.list(self._states):
+            if key not in self._states:
+                continue  # removed while an earlier one fired (or still being declared)
             upcoming = await self._settle(key)
             if upcoming is not None:
                 nap = min(nap, (upcoming - self._now()).total_seconds())
@@ -257,7 +257,7 @@ class CronTable:
             return todo.next_fire
         for fire in todo.fires:
             await self._fire(spec, fire, now)
-        if key not in self._specs:
+        if key not in self._states:
             return None  # removed meanwhile
         store = self._engine._store
         last_fire = todo.fires[-1] if todo.fires else None
