@@ -41,6 +41,13 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/work.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 def clock_at(when: _dt.datetime) -> FakeClock:
     return FakeClock(wall=when.timestamp())
 
@@ -109,12 +116,12 @@ def test_a_clock_that_jumps_fires_each_time_within_the_grace(arun: Run[Any]) -> 
 
 
 @pytest.mark.parametrize("missed", ["run_once", "skip"])
-def test_a_restart_on_sqlite_doubles_no_fire_and_loses_none(
-    missed: str, tmp_path: Path, arun: Run[Any]
+def test_a_restart_on_a_durable_store_doubles_no_fire_and_loses_none(
+    missed: str, durable_url: str, arun: Run[Any]
 ) -> None:
-    """Stop the scheduler, move the clock past four fires, start another on the same file."""
+    """Stop the scheduler, move the clock past four fires, start another on the same store."""
     clock = clock_at(T0)
-    url = f"sqlite://{tmp_path}/work.db"
+    url = durable_url
     every5 = [T0 + _dt.timedelta(minutes=5 * n) for n in range(0, 20)]
 
     async def first_life() -> None:
