@@ -184,6 +184,47 @@ def test_a_fire_submitted_but_not_settled_before_a_crash_is_not_submitted_again(
     arun(life(again))
 
 
+def test_a_fire_another_process_settled_first_is_not_doubled(
+    durable_url: str, arun: Run[Any]
+) -> None:
+    """Another process (a client store object here) commits a fire's job and settles it by
+    compare-and-set before this scheduler's pass: the pass finds the job, its own
+    compare-and-set fails, and it goes on from the state the other process wrote."""
+    clock = clock_at(T0)
+
+    async def run() -> None:
+        async with work.Scheduler(store=durable_url, clock=clock) as s:
+            with capture_events([SCHEDULE_FIRED]) as fired:
+                await s.cron("every5", "*/5 * * * *", template())
+                other = work.stores.store_from_url(durable_url)
+                await other.open("client")
+                try:
+                    first = at_minutes(5)
+                    job = template()
+                    stolen = work.Job(
+                        kind=job.kind,
+                        tenant_id="acme",
+                        payload=job.payload,
+                        id=fire_id("every5", first),
+                    )
+                    assert await other.submit([stolen]) == [None]
+                    assert await other.advance_schedule("acme", "every5", T0, first, first)
+                finally:
+                    await other.close()
+                await step(s, clock, 5 * MINUTE)  # 00:05: settled elsewhere
+                await step(s, clock, 5 * MINUTE)  # 00:10: fired here
+            assert await cron_ids(s) == [fire_id("every5", at_minutes(m)) for m in (5, 10)]
+            assert [e.metadata["decision"] for e in fired] == ["already_submitted", "submitted"]
+            (listed,) = await s.schedules()
+            assert listed.last_fire == at_minutes(10)
+
+    arun(run())
+
+
+def at_minutes(minutes: float) -> _dt.datetime:
+    return T0 + _dt.timedelta(minutes=minutes)
+
+
 def test_a_time_zone_with_daylight_saving(arun: Run[Any]) -> None:
     """02:30 Paris time every day, across the spring gap (29 March 2026: 02:00 -> 03:00)."""
     start = _dt.datetime(2026, 3, 27, 12, tzinfo=UTC)
