@@ -44,10 +44,10 @@ from typing import Any, Final
 
 from .._errors import ConfigurationError, NotFoundError, NotStartedError, StoreError
 from .._ir import TERMINAL_STATUSES, Job
+from .._schedule import Schedule
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
 from ..stores import JobKey, ListQuery, Store, redact, store_from_url
 from ._blocking import SyncVerbs
-from ._cron import Schedule
 from ._cron_rules import CronSpec
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread

@@ -29,11 +29,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
-from msgspec import Struct
 from msgspec.structs import replace
 
 from .._errors import ConflictError, NotFoundError, ValidationError, WorkError
-from .._ir import Job
+from .._schedule import Schedule
 from ..stores import ScheduleState
 from ..telemetry.events import (
     SCHEDULE_FIRED,
@@ -47,30 +46,12 @@ from ._cron_rules import CronSpec, Plan, fire_job, fire_job_id, next_fire, plan
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["CronTable", "Schedule", "Schedules"]
+__all__ = ["CronTable", "Schedules"]
 
 _log = logging.getLogger("nsai_work.engine")
 #: The longest the task sleeps with a real clock (a wall clock set forward is noticed).
 _NAP_S: Final = 30.0
 _UTC: Final = _dt.UTC
-
-
-class Schedule(Struct, frozen=True, kw_only=True):
-    """A cron schedule as it is now: what ``work.cron`` declared (``name``, ``tenant_id``,
-    ``cron``, ``tz``, ``missed``, ``grace_s``, the job ``template``), and its state (``paused``,
-    ``last_fire``: the fire time of the last job it submitted, ``next_fire``: the next time it
-    fires, None while paused). Times are UTC."""
-
-    name: str
-    tenant_id: str
-    cron: str
-    tz: str
-    missed: str
-    grace_s: float
-    paused: bool
-    last_fire: _dt.datetime | None
-    next_fire: _dt.datetime | None
-    template: Job
 
 
 class CronTable:

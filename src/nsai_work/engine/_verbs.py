@@ -27,10 +27,10 @@ from msgspec import Struct
 
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
+from .._schedule import Schedule
 from .._validate import check_status, retry_copy
 from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
-from ._cron import Schedule
 from ._cron_rules import CronSpec, check_cron
 
 __all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
