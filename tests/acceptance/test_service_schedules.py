@@ -5,6 +5,7 @@ admin key names the tenant; the HTTP client's verbs are the same."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -63,3 +64,28 @@ def test_schedules_over_http() -> None:
                 client.pause_schedule("nightly")
             with pytest.raises(work.ConfigurationError, match="scheduler's process"):
                 client.cron("x", "* * * * *", work.Job(kind="tool_call", tenant_id="acme"))
+
+
+def test_the_schedules_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from nsai_work.cli import main
+
+    with running_server() as server:
+        declare(server.app, "nightly", "acme")
+        base = ["--url", server.url, "--api-key", server.acme]
+        assert main(["schedules", *base, "--json"]) == 0
+        (listed,) = json.loads(capsys.readouterr().out)
+        assert (listed["name"], listed["cron"], listed["paused"]) == ("nightly", "0 3 * * *", False)
+        assert main(["schedules", "pause", "nightly", *base, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["paused"] is True
+        assert main(["schedules", *base]) == 0
+        table = capsys.readouterr().out
+        assert "nightly" in table  # (a table for people: wrapped to the terminal's width)
+        assert "acme" in table
+        assert main(["schedules", "resume", "nightly", *base, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["paused"] is False
+        assert main(["schedules", "remove", "nightly", *base, "--json"]) == 0
+        capsys.readouterr()
+        assert main(["schedules", "remove", "nightly", *base]) == 1
+        assert "NotFoundError: no schedule named 'nightly'" in capsys.readouterr().err
+        assert main(["schedules", "pause", *base]) == 1
+        assert "which schedule" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from msgspec.structs import replace
 
-from .._errors import ConflictError, NotFoundError, ValidationError, WorkError
+from .._errors import ConflictError, NotFoundError, StoreError, ValidationError, WorkError
 from .._schedule import Schedule
 from ..stores import ScheduleState
 from ..telemetry.events import (
@@ -281,6 +281,8 @@ class CronTable:
             self._emit(SCHEDULE_FIRED, key, measurements, {**meta, "decision": "already_submitted"})
             _log.debug("nsai-work: schedule %r fire %s: %s", spec.name, fire, exc)
             return
+        except StoreError:
+            raise  # the store cannot take it now: the fire stays unsettled, the next pass retries
         except WorkError as exc:  # refused (a quota, a full queue...): this fire is lost
             _log.warning(
                 "nsai-work: schedule %r (tenant %r) fire at %s was refused: %s",
