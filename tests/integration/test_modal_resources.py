@@ -133,7 +133,7 @@ def test_the_price_table_is_modals_per_second_prices_per_hour() -> None:
     assert MODAL_PRICES.gpu_hour["A100-80GB"] == pytest.approx(0.000694 * 3600)
     assert MODAL_PRICES.cpu_hour == pytest.approx(0.0000131 * 3600)
     assert MODAL_PRICES.memory_gb_hour == pytest.approx(0.00000222 * 3600)
-    assert set(MODAL_PRICES.gpu_hour) == set(MODAL_GPU_TYPES)
+    assert set(MODAL_PRICES.gpu_hour) == set(MODAL_GPU_TYPES) - {"RTX-PRO-6000"}
     assert MODAL_PRICES.default_gpu_hour == pytest.approx(max(PER_SECOND.values()) * 3600)
     assert _backend(FakeModal()).pools()[0].prices == MODAL_PRICES
     own = work.Prices(cpu_hour=1.0, gpu_hour={"H100": 2.0})

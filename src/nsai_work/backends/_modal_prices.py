@@ -32,14 +32,14 @@ PRICES_READ: Final = "2026-12-07"
 
 #: Modal's published prices in USD per second: per GPU by type, per physical CPU core, per GiB of
 #: memory. ``H100!`` (an H100 never upgraded to an H200) and ``B200+`` (B200 or better, billed as a
-#: B200) are priced as the type they name; ``A100`` is Modal's 40 GB A100.
+#: B200) are priced as the type they name; ``A100`` is Modal's 40 GB A100. ``RTX-PRO-6000`` has
+#: no figure here (none was found): it is priced at ``default_gpu_hour``, the dearest type's.
 PER_SECOND: Final[dict[str, float]] = {
     "B200": 0.001736,
     "B200+": 0.001736,
     "H200": 0.001261,
     "H100": 0.001097,
     "H100!": 0.001097,
-    "RTX-PRO-6000": 0.000842,
     "A100-80GB": 0.000694,
     "A100": 0.000583,
     "A100-40GB": 0.000583,
@@ -52,8 +52,22 @@ PER_SECOND: Final[dict[str, float]] = {
 }
 
 #: The GPU types Modal offers (``gpu=`` of ``@app.function`` and ``with_options``), as Modal
-#: spells them.
-MODAL_GPU_TYPES: Final = tuple(k for k in PER_SECOND if k not in ("cpu_core", "memory_gib"))
+#: spells them (modal.com/docs/guide/gpu).
+MODAL_GPU_TYPES: Final = (
+    "T4",
+    "L4",
+    "A10",
+    "L40S",
+    "A100",
+    "A100-40GB",
+    "A100-80GB",
+    "RTX-PRO-6000",
+    "H100",
+    "H100!",
+    "H200",
+    "B200",
+    "B200+",
+)
 
 #: The most GPUs of one type a container may have (A10: 4).
 MAX_GPUS: Final = 8
@@ -64,9 +78,13 @@ _HOUR: Final = 3600.0
 MODAL_PRICES: Final = Prices(
     cpu_hour=round(PER_SECOND["cpu_core"] * _HOUR, 6),
     memory_gb_hour=round(PER_SECOND["memory_gib"] * _HOUR, 6),
-    gpu_hour={gpu: round(PER_SECOND[gpu] * _HOUR, 6) for gpu in MODAL_GPU_TYPES},
-    # A type the table does not list cannot be asked for (check_gpu): the dearest, to be safe.
-    default_gpu_hour=round(max(PER_SECOND[gpu] for gpu in MODAL_GPU_TYPES) * _HOUR, 6),
+    gpu_hour={
+        gpu: round(PER_SECOND[gpu] * _HOUR, 6) for gpu in MODAL_GPU_TYPES if gpu in PER_SECOND
+    },
+    # A type without a figure (RTX-PRO-6000): the dearest type's price, so budgets stay safe.
+    default_gpu_hour=round(
+        max(PER_SECOND[gpu] for gpu in MODAL_GPU_TYPES if gpu in PER_SECOND) * _HOUR, 6
+    ),
 )
 
 #: Modal's minimum CPU request (0.125 of a physical core).
