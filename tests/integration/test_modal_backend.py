@@ -245,6 +245,28 @@ def test_a_call_modal_no_longer_knows_ends_backend_lost_and_is_retried(fake: Fak
     _run(main)
 
 
+def test_an_expired_output_after_a_lost_connection_ends_the_run_backend_lost(
+    fake: FakeModal,
+) -> None:
+    async def main() -> None:
+        async with work.Scheduler(backends=[_backend(fake)]) as s:
+            job = await s.submit(_job("sleep", {"s": 0.2}))
+            spawn = await fake.wait_spawned()
+            fake.disconnect()
+            await asyncio.sleep(0.4)  # (the call ends meanwhile; its output expires)
+            fake.expire(spawn.call_id)
+            fake.reconnect()
+            done = await s.wait(job.id, timeout=30)
+        assert done.status is work.Status.FAILED
+        assert done.error is not None
+        assert done.error.type == "nsai_work.backends.BackendLostError"
+        assert done.error.message.startswith(
+            f"backend_lost: the output of Modal call {spawn.call_id}"
+        )
+
+    _run(main)
+
+
 def test_a_connection_that_stays_lost_ends_the_run_backend_lost(fake: FakeModal) -> None:
     async def main() -> None:
         async with work.Scheduler(backends=[_backend(fake, reattach_s=0.3)]) as s:

@@ -328,6 +328,10 @@ class ModalBackend:
                 raise BackendError(
                     scrub(f"Modal ended call {call_id} at its timeout: {exc}")
                 ) from None
+            except modal.exception.OutputExpiredError as exc:  # (ended long ago: output gone)
+                raise BackendLostError(
+                    scrub(f"backend_lost: the output of Modal call {call_id} expired: {exc}")
+                ) from None
             except modal.exception.TimeoutError:  # (no output within the job's timeout)
                 raise BackendError(
                     f"Modal call {call_id} gave no output within the job's timeout"

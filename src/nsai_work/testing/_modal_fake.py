@@ -18,7 +18,8 @@ Modal's own ``modal.exception`` module (the ``modal`` extra). Like Modal, it:
 "Deployed functions" are Python callables (sync ones run in a thread) run as tasks of the loop
 that spawns them; each is called with the arguments given to ``spawn``. ``disconnect()`` and
 ``reconnect()`` make every call fail with ``modal.exception.ConnectionError`` meanwhile (the
-calls themselves go on running), ``forget(call_id)`` makes a call unknown.
+calls themselves go on running), ``forget(call_id)`` makes a call unknown, ``expire(call_id)``
+its output expired (``OutputExpiredError``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class FakeModal:
         self.cancels: list[str] = []
         self._calls: dict[str, FakeSpawn] = {}
         self._forgotten: set[str] = set()
+        self._expired: set[str] = set()
         self._connected = True
         self._ids = itertools.count(1)
         self._changed: asyncio.Event | None = None
@@ -141,6 +143,12 @@ class FakeModal:
 
         await asyncio.wait_for(spawned(), timeout)
         return self.spawns[count - 1]
+
+    def expire(self, call_id: str) -> None:
+        """Make a call's output expired (as Modal's, some time after a call ended): its ``get``
+        raises OutputExpiredError."""
+        self._expired.add(call_id)
+        self._wake()
 
     def call(self, call_id: str) -> FakeSpawn:
         """The spawn of a call id."""
@@ -203,6 +211,8 @@ class FakeModal:
             spawn = self._calls.get(call_id)
             if spawn is None or call_id in self._forgotten:
                 raise self.exception.NotFoundError(f"Function call {call_id} not found")
+            if call_id in self._expired:
+                raise self.exception.OutputExpiredError()
             task = spawn.task
             assert task is not None
             assert self._changed is not None
