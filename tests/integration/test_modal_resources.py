@@ -239,3 +239,54 @@ def test_cancel_orphan_cancels_the_call_a_dead_scheduler_left(fake: FakeModal) -
         assert fake.cancels == [call.object_id]
 
     asyncio.run(main())
+
+
+def test_a_restarted_scheduler_cancels_the_call_its_dead_predecessor_left(
+    fake: FakeModal, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite://{tmp_path / 'work.db'}"
+    calls = []
+
+    async def first_hangs(payload: dict[str, Any]) -> str:
+        calls.append(payload)
+        if len(calls) == 1:
+            await asyncio.sleep(3600)
+        return "second attempt"
+
+    fake.deploy(APP, "first_hangs", first_hangs)
+    again = work.Constraints(retry_policy=work.RetryPolicy(max_attempts=2, base_delay_ms=1))
+
+    async def main() -> work.Job:
+        async with work.Scheduler(backends=[_backend(fake)], store=url) as s:
+            job = await s.submit(_job("first_hangs", constraints=again))
+            spawn = await fake.wait_spawned()
+            await _until_handle(s, job.id)
+            fake.disconnect()  # (so this scheduler's end cannot cancel the call: a crash)
+            await s.stop(timeout=0)
+        fake.reconnect()
+        assert not spawn.canceled
+        async with work.Scheduler(backends=[_backend(fake)], store=url) as s:
+            done = await s.wait(job.id, timeout=30)
+        assert fake.cancels == [spawn.call_id]  # cancel_orphan, by the stored handle
+        assert spawn.canceled
+        return done
+
+    with caplog.at_level(logging.WARNING, logger="nsai_work"):
+        done = asyncio.run(main())
+    assert done.status is work.Status.SUCCEEDED
+    assert done.result == "second attempt"
+    first, second = done.attempts
+    assert first.handle == f"call:{fake.spawns[0].call_id}"
+    assert first.error is not None
+    assert first.error.type == "EngineLostError"
+    assert second.handle == f"call:{fake.spawns[1].call_id}"
+
+
+async def _until_handle(s: work.Scheduler, job_id: str) -> None:
+    """Wait until the job's running attempt has its call id."""
+    async with asyncio.timeout(30):
+        while True:
+            attempts = (await s.get(job_id)).attempts
+            if attempts and attempts[-1].handle:
+                return
+            await asyncio.sleep(0.01)
