@@ -70,6 +70,8 @@ from ._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsag
 # IR alone) loads no asyncio, threads or backends: name -> the module that defines it ("" for a
 # subpackage of this one).
 _LAZY: dict[str, str] = {
+    "BulkFailure": "._bulk",
+    "BulkResult": "._bulk",
     "JobContext": "._context",
     "Workflow": "._workflow",
     "WorkflowRun": "._workflow",
@@ -94,12 +96,14 @@ _LAZY: dict[str, str] = {
             "as_completed",
             "as_tenant",
             "cancel",
+            "cancel_where",
             "cancel_workflow",
             "default_scheduler",
             "get",
             "get_workflow",
             "list",
             "retry",
+            "retry_where",
             "set_concurrency_limit",
             "set_tenant",
             "start",
@@ -119,6 +123,7 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from . import altar, backends, telemetry, testing
+    from ._bulk import BulkFailure, BulkResult
     from ._context import JobContext
     from ._workflow import Workflow, WorkflowRun
     from .backends import Backend
@@ -138,12 +143,14 @@ if TYPE_CHECKING:
         as_completed,
         as_tenant,
         cancel,
+        cancel_where,
         cancel_workflow,
         default_scheduler,
         get,
         get_workflow,
         list,
         retry,
+        retry_where,
         set_concurrency_limit,
         set_tenant,
         start,
@@ -222,6 +229,8 @@ __all__ = [
     "BackendError",
     "BackendEvents",
     "Backoff",
+    "BulkFailure",
+    "BulkResult",
     "Client",
     "Clock",
     "Config",
@@ -274,6 +283,7 @@ __all__ = [
     "as_tenant",
     "backends",
     "cancel",
+    "cancel_where",
     "cancel_workflow",
     "connect",
     "default_scheduler",
@@ -284,6 +294,7 @@ __all__ = [
     "new_job_id",
     "register_handler",
     "retry",
+    "retry_where",
     "set_concurrency_limit",
     "set_tenant",
     "start",

@@ -37,11 +37,13 @@ def test_the_verbs_on_jobs_are_the_ones_we_document() -> None:
     assert JOB_VERBS == [
         "as_completed",
         "cancel",
+        "cancel_where",
         "cancel_workflow",
         "get",
         "get_workflow",
         "list",
         "retry",
+        "retry_where",
         "submit",
         "submit_many",
         "submit_workflow",

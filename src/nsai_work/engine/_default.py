@@ -25,6 +25,7 @@ __all__ = [
     "as_completed",
     "as_tenant",
     "cancel",
+    "cancel_where",
     "cancel_workflow",
     "default_scheduler",
     "get",
@@ -32,6 +33,7 @@ __all__ = [
     "list",
     "list_jobs",
     "retry",
+    "retry_where",
     "set_concurrency_limit",
     "set_tenant",
     "start",
@@ -148,6 +150,8 @@ wait_many = on_default(SyncScheduler.wait_many)
 as_completed = on_default(SyncScheduler.as_completed)
 cancel = on_default(SyncScheduler.cancel)
 retry = on_default(SyncScheduler.retry)
+cancel_where = on_default(SyncScheduler.cancel_where)
+retry_where = on_default(SyncScheduler.retry_where)
 submit_workflow = on_default(SyncScheduler.submit_workflow)
 get_workflow = on_default(SyncScheduler.get_workflow)
 wait_workflow = on_default(SyncScheduler.wait_workflow)

@@ -55,7 +55,7 @@ from ._common import (
 from ._idempotency import Answer, IdempotencyCache
 from ._keys import KeyRing
 from ._observe import events, metrics
-from ._ops import drain, ops_state, pause, resume
+from ._ops import bulk_cancel, bulk_retry, drain, ops_state, pause, resume
 from ._service import ListFilters, Service
 from ._stream import EventHub
 
@@ -354,6 +354,8 @@ HANDLERS = [
     pause,
     resume,
     drain,
+    bulk_cancel,
+    bulk_retry,
 ]
 
 
