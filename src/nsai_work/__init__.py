@@ -48,6 +48,7 @@ from ._handlers import HandlerRegistry, default_handlers
 from ._ir import (
     TERMINAL_STATUSES,
     Attempt,
+    Audit,
     Backoff,
     Constraints,
     Job,
@@ -225,6 +226,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AdmissionError",
     "Attempt",
+    "Audit",
     "Backend",
     "BackendError",
     "BackendEvents",

@@ -1,5 +1,6 @@
 """The operators' CLI commands against a real server (uvicorn on loopback), run in-process
-through ``nsai_work.cli.main``: ``cancel-where`` and ``retry-where``."""
+through ``nsai_work.cli.main``: ``cancel-where`` and ``retry-where``, and the audit records
+``get`` shows."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ def test_cancel_where_and_retry_where(
         assert canceled["count"] == 3
         assert sorted(canceled["job_ids"]) == sorted(j.id for j in jobs)
         client.wait_many([j.id for j in jobs], timeout=10, tenant_id=tenant)
+        args = ["get", jobs[0].id, "--url", api.url, "--api-key", api.admin, "--tenant", tenant]
+        assert main(args) == 0
+        shown = capsys.readouterr().out
+        admin_id = api.admin.split("_")[1]
+        assert f"{jobs[0].id} canceled by key:{admin_id} (ops) at " in shown
+        assert shown.rstrip().endswith(": ops")  # the reason
         retried = _run(capsys, "retry-where", *where, "--status", "canceled", "--limit", "2")
         assert retried["count"] == 2
         assert retried["next_cursor"] is not None

@@ -60,7 +60,18 @@ def _print(value: Any, as_json: bool) -> None:
                 str(job.status),
                 "" if outcome is None else json.dumps(outcome)[:60],
             )
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        for job in jobs:
+            for record in job.audit:  # who canceled or retried it, and when
+                name = f" ({record.key_name})" if record.key_name else ""
+                why = f": {record.reason}" if record.reason else ""
+                done = "canceled" if record.action == "cancel" else f"retried from {job.retry_of}"
+                console.print(
+                    f"{job.id} {done} by {record.by}{name} at {record.at.isoformat()}{why}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         return
     print(json.dumps(msgspec.to_builtins(value), indent=2))
 

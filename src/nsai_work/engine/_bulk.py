@@ -49,7 +49,8 @@ async def run_bulk(
         todo = _sort(page.jobs, where, action, result)
         if action == "cancel":
             for job in todo:
-                await engine._cancel((job.tenant_id, job.id), where.reason or "requested")
+                reason = where.reason or "requested"
+                await engine._cancel((job.tenant_id, job.id), reason, verbs._actor)
                 result.job_ids.append(job.id)
             writes = getattr(engine, "_writes", None)  # a scheduler's group commit
             if todo and writes is not None:
@@ -97,7 +98,7 @@ async def _retry(verbs: Verbs, jobs: builtins.list[Job], result: BulkResult) -> 
     engine = verbs._engine
     try:
         with contextlib.ExitStack() as stack:
-            copies = [stack.enter_context(retry_copy(job)) for job in jobs]
+            copies = [stack.enter_context(retry_copy(job, verbs._actor)) for job in jobs]
             admitted = await engine._admit(copies, batch=True)
     except WorkError:
         admitted = None
@@ -107,7 +108,7 @@ async def _retry(verbs: Verbs, jobs: builtins.list[Job], result: BulkResult) -> 
         return
     for job in jobs:
         try:
-            with retry_copy(job) as one:
+            with retry_copy(job, verbs._actor) as one:
                 (copy,) = await engine._admit([one], batch=False)
         except WorkError as exc:
             result.failed.append(

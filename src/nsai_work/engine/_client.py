@@ -43,9 +43,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from .._errors import ConfigurationError, NotFoundError, NotStartedError, StoreError
-from .._ir import TERMINAL_STATUSES, Job
+from .._ir import TERMINAL_STATUSES, Actor, Job
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
 from ..stores import JobKey, ListQuery, Store, redact, store_from_url
+from ._audit import pack
 from ._blocking import SyncVerbs
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
@@ -343,11 +344,11 @@ class StoreClient(JobLookups, Client):
         jobs, next_cursor = await self._store.list(query)
         return Page(jobs=jobs, next_cursor=next_cursor)
 
-    async def _cancel(self, key: JobKey, reason: str) -> Job:
+    async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
         """Ask the scheduler to cancel the job; the job as it is once the request is committed
         (it may have finished meanwhile: then the request is moot)."""
         self._require_open()
-        await self._store.request_cancel(key, reason)
+        await self._store.request_cancel(key, pack(reason, actor))
         return await self._stored(key)
 
     # ---- waiting: the poller ------------------------------------------------------------------

@@ -29,7 +29,7 @@ from .._errors import (
     WaitTimeoutError,
     WorkError,
 )
-from .._ir import TERMINAL_STATUSES, Job, Priority, Status, Tenant
+from .._ir import TERMINAL_STATUSES, Actor, Job, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
 from .._validate import validate_new_job, validate_struct
 from ..core import (
@@ -57,6 +57,7 @@ from ..core import (
 )
 from ..stores import MemoryStore, Store
 from ..telemetry import default_bus
+from ._audit import pack
 from ._backend_events import BackendEvents
 from ._config import Config, make_config, resolve, store_of
 from ._deps import dependency_keys, settled
@@ -478,14 +479,14 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
         await writes.wait_submitted(writes.submitted(keys))
         return admitted
 
-    async def _cancel(self, key: JobKey, reason: str) -> Job:
+    async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
         """Cancel a live job; the job as it is then. A job the engine does not hold is a
         client's not admitted yet: it is asked to cancel through the store, as a client asks,
         and the client inbox cancels it as it admits it."""
         if self._clients is not None and self._core.get(*key) is None:
-            await self._store.request_cancel(key, reason)
+            await self._store.request_cancel(key, pack(reason, actor))
         else:
-            self._feed(Cancel(key[0], key[1], reason))
+            self._feed(Cancel(key[0], key[1], reason, actor))
         return self._current(await self._stored(key))
 
     def _tenant_stats(self, tenant_id: str) -> TenantStats:

@@ -28,7 +28,7 @@ from msgspec import Struct
 
 from .._bulk import BulkFilter, BulkResult
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
-from .._ir import TERMINAL_STATUSES, Job, Priority, Status
+from .._ir import LOCAL_ACTOR, TERMINAL_STATUSES, Actor, Job, Priority, Status
 from .._validate import check_status, retry_copy
 from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
@@ -96,8 +96,9 @@ class Engine(Protocol):
         """A page of a tenant's jobs (arguments checked)."""
         ...
 
-    async def _cancel(self, key: JobKey, reason: str) -> Job:
-        """Cancel (or ask to cancel) a job that is not terminal; the job as it is then."""
+    async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
+        """Cancel (or ask to cancel) a job that is not terminal, as ``actor`` (recorded on the
+        job); the job as it is then."""
         ...
 
     def _watch(self, job_id: str, watcher: Watcher) -> None:
@@ -122,6 +123,12 @@ class Verbs:
     @property
     def _scope(self) -> str | None:
         return None
+
+    @property
+    def _actor(self) -> Actor:
+        """Who calls, for the audit records of cancels and retries (``"local"`` here; the
+        server's verbs are its callers' keys)."""
+        return LOCAL_ACTOR
 
     def _tenant(self, tenant_id: str | None) -> str | None:
         """Whose job a caller means: a scoped handle's own tenant, whatever was passed (another
@@ -313,7 +320,7 @@ class Verbs:
             return job
         if reason is not None and not isinstance(reason, str):
             raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
-        return await engine._cancel(key, reason or "requested")
+        return await engine._cancel(key, reason or "requested", self._actor)
 
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
@@ -324,7 +331,7 @@ class Verbs:
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
                 f"timeout or canceled); wait for it or cancel it first"
             )
-        with retry_copy(job) as copy_of:
+        with retry_copy(job, self._actor) as copy_of:
             return (await engine._admit([copy_of], batch=False))[0]
 
     async def cancel_where(

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Literal, cast
 
 from .._errors import ConfigurationError, NotStartedError, ValidationError, WaitTimeoutError
-from .._ir import TERMINAL_STATUSES, Job, Priority, Tenant
+from .._ir import LOCAL_ACTOR, TERMINAL_STATUSES, Actor, Job, Priority, Tenant
 from .._stats import Stats, TenantStats
 from .._validate import check_identifier, validate_struct
 from .._wire import MAX_POLL_S, JobPage, OpsState, PauseBody, Paused, TenantBody, WaitResult
@@ -40,11 +40,12 @@ class Scoped(Verbs):
     """The verbs of an engine (a Scheduler or a Client), for one tenant's key, or with full
     rights for an admin key (``tenant_id=None``)."""
 
-    __slots__ = ("engine", "tenant_id")
+    __slots__ = ("actor", "engine", "tenant_id")
 
-    def __init__(self, engine: Engine, tenant_id: str | None) -> None:
+    def __init__(self, engine: Engine, tenant_id: str | None, actor: Actor = LOCAL_ACTOR) -> None:
         self.engine = engine
         self.tenant_id = tenant_id
+        self.actor = actor
 
     @property
     def _engine(self) -> Engine:
@@ -53,6 +54,10 @@ class Scoped(Verbs):
     @property
     def _scope(self) -> str | None:
         return self.tenant_id
+
+    @property
+    def _actor(self) -> Actor:
+        return self.actor
 
 
 class ListFilters:
@@ -158,7 +163,8 @@ class Service:
 
     def verbs(self, key: ApiKey) -> Scoped:
         """The verbs as ``key`` may use them."""
-        return Scoped(cast(Engine, self.engine), None if key.admin else key.tenant_id)
+        tenant_id = None if key.admin else key.tenant_id
+        return Scoped(cast(Engine, self.engine), tenant_id, (f"key:{key.id}", key.name))
 
     # ---- the calls that are more than one verb ------------------------------------------------
 
