@@ -40,7 +40,7 @@ import builtins
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import ConfigurationError, NotFoundError, NotStartedError, StoreError
 from .._ir import TERMINAL_STATUSES, Actor, Job
@@ -52,6 +52,9 @@ from ._lookups import JobLookups
 from ._loop_thread import LoopThread
 from ._unique import answer_duplicates, holders_of, kept
 from ._verbs import Page, Verbs, Watcher
+
+if TYPE_CHECKING:
+    from ..telemetry.otel import Tracing
 
 __all__ = ["Client", "StoreClient", "SyncClient", "connect"]
 
@@ -217,6 +220,9 @@ class StoreClient(JobLookups, Client):
     sends; the scheduler applies its own limit too.
     """
 
+    #: The OpenTelemetry submit spans of this client (``telemetry.otel.instrument``), or None.
+    _tracing: Tracing | None = None
+
     def __init__(
         self,
         url: str | None = None,
@@ -305,6 +311,8 @@ class StoreClient(JobLookups, Client):
         ]
         if not validated:
             return validated
+        if self._tracing is not None:  # (telemetry/otel.py: None unless instrumented)
+            validated = self._tracing.submitting(validated)
         holders = await self._store.submit(validated)
         duplicates = {n: holder for n, holder in enumerate(holders or ()) if holder is not None}
         if not duplicates:

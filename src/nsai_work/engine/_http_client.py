@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
@@ -180,6 +181,7 @@ class HttpClient(Client):
         body: Any = None,
         params: dict[str, Any] | None = None,
         extra_time: float = 0.0,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """One request; its answer decoded as ``kind``, or its problem raised as the error."""
         if self._state != "open":
@@ -198,7 +200,7 @@ class HttpClient(Client):
                 path,
                 content=content,
                 params=query,
-                headers={"Content-Type": "application/json"} if content is not None else None,
+                headers=_headers(content is not None, headers),
                 timeout=self.timeout_s + extra_time,
             )
         except httpx.TransportError as exc:
@@ -240,11 +242,13 @@ class HttpClient(Client):
             validate_new_job(job, index if batch else None, self.max_payload_bytes)
             for index, job in enumerate(jobs)
         ]
+        trace = _trace_headers() if "opentelemetry.trace" in sys.modules else None
         if not batch:
-            return [await self._call("POST", "/jobs", Job, body=validated[0])]
+            return [await self._call("POST", "/jobs", Job, body=validated[0], headers=trace)]
         if not validated:
             return []
-        answer = await self._call("POST", "/jobs/batch", JobBatch, body=JobBatch(jobs=validated))
+        batch_body = JobBatch(jobs=validated)
+        answer = await self._call("POST", "/jobs/batch", JobBatch, body=batch_body, headers=trace)
         return answer.jobs  # type: ignore[no-any-return]
 
     async def _one(self, job_id: object, tenant_id: object) -> Job:
@@ -440,6 +444,28 @@ class HttpClient(Client):
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:  # pragma: no cover
         raise NotImplementedError
+
+
+_JSON_HEADERS: dict[str, str] = {"Content-Type": "application/json"}
+
+
+def _headers(json: bool, extra: dict[str, str] | None) -> dict[str, str] | None:
+    if extra:
+        return {**_JSON_HEADERS, **extra} if json else extra
+    return _JSON_HEADERS if json else None
+
+
+def _trace_headers() -> dict[str, str] | None:
+    """The caller's current trace context as W3C ``traceparent`` headers, when the caller uses
+    OpenTelemetry (its API is imported) and a span is current: the server puts it in the
+    submitted jobs' metadata, so their spans join the caller's trace."""
+    from opentelemetry import propagate, trace
+
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")} or None
 
 
 def _ids(job_ids: object) -> builtins.list[str]:

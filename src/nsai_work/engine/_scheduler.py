@@ -76,6 +76,7 @@ from ._watchers import WatcherTable, notify, unwatch, watch
 from ._writes import GroupCommit, MemoryWrites, Writes
 
 if TYPE_CHECKING:
+    from ..telemetry.otel import Tracing
     from ._tenants import TenantScope
 
 __all__ = ["Scheduler"]
@@ -116,6 +117,9 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
     tenant.
     """
+
+    #: The OpenTelemetry spans of this scheduler (``telemetry.otel.instrument``), or None.
+    _tracing: Tracing | None = None
 
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         self.config = make_config(config, options)
@@ -414,6 +418,8 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
                 limits.append(shared)
                 any_limits = any_limits or bool(shared)
                 validated.append(checked)
+            if self._tracing is not None:  # (telemetry/otel.py: None unless instrumented)
+                validated = self._tracing.submitting(validated)
             keys = [(job.tenant_id, job.id) for job in validated]
             deps = dependency_keys(validated)
             found = await self._store.get_many(keys + deps if deps else keys)

@@ -16,7 +16,9 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
+
+from msgspec.structs import replace
 
 from .._errors import ConfigurationError, NotStartedError, ValidationError, WaitTimeoutError
 from .._ir import LOCAL_ACTOR, TERMINAL_STATUSES, Actor, Job, Priority, Tenant
@@ -108,6 +110,7 @@ class Service:
         keys: KeyRing,
         metrics: PrometheusMetrics | None = None,
         hub: EventHub | None = None,
+        tracing: Any = None,
     ) -> None:
         store = config.store
         memory = (
@@ -125,6 +128,10 @@ class Service:
         self.metrics = metrics if metrics is not None else PrometheusMetrics()
         self.hub = hub if hub is not None else EventHub()
         self._store = store
+        #: ``create_app``'s ``tracing``: None (off), True (the global tracer provider) or a
+        #: TracerProvider; ``start`` instruments the engine with it.
+        self.tracing_with = tracing
+        self.tracing: Any = None
         self.runs_scheduler = bool(scheduler)
         self.engine: Scheduler | Client
         if self.runs_scheduler:
@@ -144,22 +151,49 @@ class Service:
         return redact(store) if isinstance(store, str) else str(store.url)
 
     async def start(self) -> None:
-        """Start the scheduler, or open the store as a client."""
+        """Start the scheduler, or open the store as a client (traced if asked)."""
         if isinstance(self.engine, Scheduler):
             await self.engine.start()
             self.metrics.attach(self.engine._bus, thread=threading.get_ident())
             self.hub.bind(self.engine._bus)
         else:
             await self.engine.open()
+        if self.tracing_with is not None and self.tracing_with is not False:
+            from ..telemetry.otel import instrument
+
+            provider = None if self.tracing_with is True else self.tracing_with
+            self.tracing = instrument(self.engine, tracer_provider=provider)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop the scheduler (running jobs get ``timeout`` seconds), or close the client."""
+        if self.tracing is not None:
+            self.tracing.close()
+            self.tracing = None
         if isinstance(self.engine, Scheduler):
             self.hub.close()
             self.metrics.detach()
             await self.engine.stop(timeout)
         else:
             await self.engine.close()
+
+    def traced(self, jobs: builtins.list[Job], headers: Any) -> builtins.list[Job]:
+        """The jobs with the HTTP caller's ``traceparent`` header in their metadata (where they
+        carry none), when this server traces: their submit spans join the caller's trace."""
+        if self.tracing is None:
+            return jobs
+        parent = headers.get("traceparent")
+        if not parent:
+            return jobs
+        carrier = {"traceparent": parent}
+        state = headers.get("tracestate")
+        if state:
+            carrier["tracestate"] = state
+        return [
+            job
+            if not isinstance(job, Job) or "traceparent" in job.metadata
+            else replace(job, metadata={**job.metadata, **carrier})
+            for job in jobs
+        ]
 
     def verbs(self, key: ApiKey) -> Scoped:
         """The verbs as ``key`` may use them."""
