@@ -222,3 +222,7 @@ def add_commands(sub: Any) -> None:
     command("stats", "the scheduler's stats (a tenant key: its own)", lambda c, a: c.stats())
     command("tools", "the registered ALTAR tools", lambda c, a: c.request("GET", "/tools"))
     command("tenants", "every tenant (admin)", lambda c, a: c.request("GET", "/tenants"))
+
+    from ._top import add_command as add_top
+
+    add_top(sub, common)
