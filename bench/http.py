@@ -8,13 +8,21 @@ while the submits go on (the scheduler shares the process, and its GIL, with the
 - Single: ``SINGLE`` submits one after the other (``await client.submit(job)``): each call's
   time (p50, p99) and the rate.
 - Batch: ``submit_many`` of ``BATCH`` (1,000) jobs, ``BATCHES`` times: the median call.
+
+The same client also runs in a child process (``python -m bench.http client URL KEY ...``)
+against the same server: the figures marked "client in its own process" leave out what sharing
+one process (and its GIL) with the server costs each request, as a real client would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Final
 
 import nsai_work as work
@@ -29,6 +37,7 @@ SINGLE_QUICK: Final = 200
 BATCHES_FULL: Final = 10
 BATCHES_QUICK: Final = 3
 WARMUP: Final = 50
+ROOT: Final = Path(__file__).resolve().parents[1]
 
 
 async def _noop(job: work.Job) -> None:  # (async: no thread pool in the way)
@@ -72,13 +81,23 @@ def run(params: Params, runs: int) -> ScenarioResult:
     keys = KeyRing()
     _, key = keys.create(admin=True)
     results = []
+    apart = []
     for _ in range(runs):
         settle()
         with Server(create_app(keys=keys, max_waiting=1_000_000)) as server:
             results.append(asyncio.run(_measure(server.url, key, single, batches)))
+            child = subprocess.run(
+                [sys.executable, "-m", "bench.http", "client", server.url, key, str(single),
+                 str(batches)],
+                cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+            )  # fmt: skip
+            apart.append(json.loads(child.stdout.strip().splitlines()[-1]))
 
     def runs_of(name: str) -> list[float]:
         return [r[name] for r in results]
+
+    def apart_of(name: str) -> list[float]:
+        return [r[name] for r in apart]
 
     figures = [
         Figure(
@@ -119,6 +138,26 @@ def run(params: Params, runs: int) -> ScenarioResult:
             runs_of("single_per_s"),
             digits=0,
         ),
+        Figure(
+            "http.apart_batch_1000_ms",
+            "HTTP submit_many of 1,000, client in its own process",
+            "ms",
+            apart_of("batch_ms"),
+        ),
+        Figure(
+            "http.apart_single_p50_ms",
+            "HTTP submit, client in its own process: p50",
+            "ms",
+            apart_of("single_p50_ms"),
+            digits=2,
+        ),
+        Figure(
+            "http.apart_single_p99_ms",
+            "HTTP submit, client in its own process: p99",
+            "ms",
+            apart_of("single_p99_ms"),
+            digits=2,
+        ),
     ]
     return ScenarioResult(
         name="http",
@@ -136,3 +175,9 @@ def run(params: Params, runs: int) -> ScenarioResult:
             "the GIL over twice; the load average is in the results' machine info",
         },
     )
+
+
+if __name__ == "__main__":  # python -m bench.http client URL KEY SINGLE BATCHES
+    _, _, url, key, single, batches = sys.argv
+    work.register_handler(KIND, _noop, replace=True)
+    print(json.dumps(asyncio.run(_measure(url, key, int(single), int(batches)))))

@@ -48,7 +48,7 @@ def _server(args: argparse.Namespace) -> int:
     mode = "runs the scheduler" if service.runs_scheduler else "is a client of the scheduler"
     print(
         f"nsai-work server on http://{args.host}:{args.port} {mode} of {service.store_url}; "
-        f"keys in {keys}",
+        f"keys in {service.keys.where}",
         file=sys.stderr,
         flush=True,
     )
