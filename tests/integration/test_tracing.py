@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,9 @@ def test_the_trace_goes_on_after_a_restart_on_sqlite(
     assert not _named(exporter, "nsai_work.attempt")
 
     async def after() -> work.Job:
-        async with work.Scheduler(store=url) as scheduler:  # a new process, as far as it knows
-            tracing = instrument(scheduler, tracer_provider=provider)
+        scheduler = work.Scheduler(store=url)  # a new process, as far as it knows
+        tracing = instrument(scheduler, tracer_provider=provider)  # (before it recovers jobs)
+        async with scheduler:
             done = await scheduler.wait(job_id, timeout=10)
             tracing.close()
             return done
@@ -184,6 +186,33 @@ def test_an_http_callers_trace_goes_on_into_the_job(
     for attempt in attempts:
         assert attempt.parent is not None
         assert attempt.parent.span_id == by_trace[attempt.context.trace_id].context.span_id
+
+
+def test_two_schedulers_on_the_process_wide_bus_trace_their_own_jobs(
+    handlers: Callable[..., str], arun: Any
+) -> None:
+    kind = handlers(lambda job: "ran")
+    exporters = [InMemorySpanExporter(), InMemorySpanExporter()]
+    providers = [TracerProvider(), TracerProvider()]
+    for provider, exporter in zip(providers, exporters, strict=True):
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def one(provider: TracerProvider, tenant: str) -> None:
+        async with work.Scheduler() as scheduler:  # both on work.telemetry's default bus
+            tracing = instrument(scheduler, tracer_provider=provider)
+            job = await scheduler.submit(work.Job(kind=kind, tenant_id=tenant))
+            await scheduler.wait(job.id, timeout=10)
+            tracing.close()
+
+    other = threading.Thread(target=lambda: asyncio.run(one(providers[1], "globex")))
+    other.start()
+    arun(one(providers[0], "acme"))
+    other.join()
+    for exporter, tenant in zip(exporters, ["acme", "globex"], strict=True):
+        attempts = _named(exporter, "nsai_work.attempt")
+        assert [a.attributes["nsai_work.tenant_id"] for a in attempts] == [tenant]  # type: ignore[index]
+    for provider in providers:
+        provider.shutdown()
 
 
 def test_no_tracing_no_import_and_no_metadata(handlers: Callable[..., str]) -> None:

@@ -152,17 +152,17 @@ class Service:
 
     async def start(self) -> None:
         """Start the scheduler, or open the store as a client (traced if asked)."""
+        if self.tracing_with is not None and self.tracing_with is not False:
+            from ..telemetry.otel import instrument  # (before the start: recovered jobs too)
+
+            provider = None if self.tracing_with is True else self.tracing_with
+            self.tracing = instrument(self.engine, tracer_provider=provider)
         if isinstance(self.engine, Scheduler):
             await self.engine.start()
             self.metrics.attach(self.engine._bus, thread=threading.get_ident())
             self.hub.bind(self.engine._bus)
         else:
             await self.engine.open()
-        if self.tracing_with is not None and self.tracing_with is not False:
-            from ..telemetry.otel import instrument
-
-            provider = None if self.tracing_with is True else self.tracing_with
-            self.tracing = instrument(self.engine, tracer_provider=provider)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop the scheduler (running jobs get ``timeout`` seconds), or close the client."""

@@ -23,6 +23,7 @@ Spans carry ids and labels (``nsai_work.job_id``, ``tenant_id``, ``namespace``, 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,7 +34,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .._errors import ConfigurationError
 from .._ir import Job
 from ._bus import Telemetry
 from .events import JOB_CANCELED, JOB_COMPLETED, JOB_RETRY, JOB_STARTED
@@ -67,11 +67,14 @@ class Tracing:
         self._spans: dict[tuple[str, str], Span] = {}
         self._lock = threading.Lock()
         self._bus: Telemetry | None = getattr(engine, "_bus", None)
-        if self._bus is None and hasattr(engine, "_feed"):
-            raise ConfigurationError(
-                "instrument a started Scheduler (after `await scheduler.start()`, or inside "
-                "`async with work.Scheduler() as scheduler:`): its telemetry bus is made then"
-            )
+        if self._bus is None and hasattr(engine, "_feed"):  # a scheduler not started yet
+            from . import default_bus
+
+            bus = engine.config.telemetry
+            self._bus = bus if bus is not None else default_bus()
+        #: The engine's loop: the bus may be shared by schedulers (the process-wide one), and
+        #: each emits its events on its own loop.
+        self._loop = getattr(engine, "_loop", None)
         self._id = f"nsai_work.otel.{id(self):x}"
         if self._bus is not None:  # a scheduler: attempts run here
             self._bus.attach(self._id, JOB_STARTED, self._started)
@@ -114,9 +117,17 @@ class Tracing:
 
     # ---- attempts (handlers on the scheduler's bus) -------------------------------------------
 
+    def _mine(self) -> bool:
+        """Whether the event being handled is this engine's (emitted on its loop)."""
+        if self._loop is None:  # (instrumented before its start)
+            self._loop = getattr(self._engine, "_loop", None)
+        return self._loop is None or _running_loop() is self._loop
+
     def _started(
         self, event: Any, measurements: Mapping[str, float], meta: Mapping[str, Any], config: Any
     ) -> None:
+        if not self._mine():
+            return
         job: Job = meta["job"]
         attributes = _attributes(job)
         attributes["nsai_work.attempt"] = int(meta.get("attempt") or job.attempt)
@@ -138,6 +149,8 @@ class Tracing:
     def _ended(
         self, event: Any, measurements: Mapping[str, float], meta: Mapping[str, Any], config: Any
     ) -> None:
+        if not self._mine():
+            return
         with self._lock:
             span = self._spans.pop((meta["tenant_id"], meta["job_id"]), None)
         if span is None:
@@ -149,10 +162,18 @@ class Tracing:
         span.end()
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def instrument(engine: Any, *, tracer_provider: TracerProvider | None = None) -> Tracing:
     """Trace ``engine``'s submits and attempts (a ``work.Scheduler`` or ``work.Client(store=)``;
-    a store client has submit spans only, its scheduler the attempts). Returns the ``Tracing``;
-    ``close()`` it to stop."""
+    a store client has submit spans only, its scheduler the attempts). Instrument a scheduler
+    before its start to trace the jobs it recovers from a durable store at once. Returns the
+    ``Tracing``; ``close()`` it to stop."""
     existing = getattr(engine, "_tracing", None)
     if existing is not None:
         existing.close()
