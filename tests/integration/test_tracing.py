@@ -215,6 +215,25 @@ def test_two_schedulers_on_the_process_wide_bus_trace_their_own_jobs(
         provider.shutdown()
 
 
+def test_the_blocking_face_carries_the_callers_context(
+    traced: Any, handlers: Callable[..., str]
+) -> None:
+    provider, exporter = traced
+    kind = handlers(lambda job: "ran")
+    with work.SyncScheduler() as scheduler:
+        tracing = instrument(scheduler, tracer_provider=provider)
+        with provider.get_tracer("caller").start_as_current_span("caller"):
+            job = scheduler.submit(work.Job(kind=kind, tenant_id="acme"))
+        scheduler.wait(job.id, timeout=10)
+        tracing.close()
+    (caller,) = _named(exporter, "caller")
+    (submit,) = _named(exporter, "nsai_work.submit")
+    (attempt,) = _named(exporter, "nsai_work.attempt")
+    assert caller.context.trace_id == submit.context.trace_id == attempt.context.trace_id
+    assert submit.parent is not None
+    assert submit.parent.span_id == caller.context.span_id
+
+
 def test_no_tracing_no_import_and_no_metadata(handlers: Callable[..., str]) -> None:
     code = (
         "import sys, nsai_work as work\n"

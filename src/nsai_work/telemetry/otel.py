@@ -170,10 +170,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def instrument(engine: Any, *, tracer_provider: TracerProvider | None = None) -> Tracing:
-    """Trace ``engine``'s submits and attempts (a ``work.Scheduler`` or ``work.Client(store=)``;
+    """Trace ``engine``'s submits and attempts (a ``work.Scheduler`` or ``work.Client(store=)``,
+    or their blocking faces;
     a store client has submit spans only, its scheduler the attempts). Instrument a scheduler
     before its start to trace the jobs it recovers from a durable store at once. Returns the
     ``Tracing``; ``close()`` it to stop."""
+    from ..engine._blocking import SyncFace
+
+    if isinstance(engine, SyncFace):  # work.SyncScheduler, work.connect(store=...)
+        engine = engine.engine  # type: ignore[attr-defined]
     existing = getattr(engine, "_tracing", None)
     if existing is not None:
         existing.close()
