@@ -18,6 +18,7 @@ from . import (
     clients,
     dag,
     durable,
+    http,
     latency,
     listing,
     memory,
@@ -43,6 +44,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "clients": clients.run,
     "ray": ray_bench.run,
     "dag": dag.run,
+    "http": http.run,
 }
 
 

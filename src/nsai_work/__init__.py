@@ -48,6 +48,7 @@ from ._handlers import HandlerRegistry, default_handlers
 from ._ir import (
     TERMINAL_STATUSES,
     Attempt,
+    Audit,
     Backoff,
     Constraints,
     Job,
@@ -70,6 +71,8 @@ from ._stats import Counts, PoolStats, PoolUsage, Stats, TenantStats, TenantUsag
 # IR alone) loads no asyncio, threads or backends: name -> the module that defines it ("" for a
 # subpackage of this one).
 _LAZY: dict[str, str] = {
+    "BulkFailure": "._bulk",
+    "BulkResult": "._bulk",
     "JobContext": "._context",
     "Workflow": "._workflow",
     "WorkflowRun": "._workflow",
@@ -95,6 +98,7 @@ _LAZY: dict[str, str] = {
             "as_completed",
             "as_tenant",
             "cancel",
+            "cancel_where",
             "cancel_workflow",
             "cron",
             "default_scheduler",
@@ -105,6 +109,7 @@ _LAZY: dict[str, str] = {
             "remove_schedule",
             "resume_schedule",
             "retry",
+            "retry_where",
             "schedules",
             "set_concurrency_limit",
             "set_tenant",
@@ -125,6 +130,7 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from . import altar, backends, telemetry, testing
+    from ._bulk import BulkFailure, BulkResult
     from ._context import JobContext
     from ._workflow import Workflow, WorkflowRun
     from .backends import Backend
@@ -145,6 +151,7 @@ if TYPE_CHECKING:
         as_completed,
         as_tenant,
         cancel,
+        cancel_where,
         cancel_workflow,
         cron,
         default_scheduler,
@@ -155,6 +162,7 @@ if TYPE_CHECKING:
         remove_schedule,
         resume_schedule,
         retry,
+        retry_where,
         schedules,
         set_concurrency_limit,
         set_tenant,
@@ -230,10 +238,13 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AdmissionError",
     "Attempt",
+    "Audit",
     "Backend",
     "BackendError",
     "BackendEvents",
     "Backoff",
+    "BulkFailure",
+    "BulkResult",
     "Client",
     "Clock",
     "Config",
@@ -287,6 +298,7 @@ __all__ = [
     "as_tenant",
     "backends",
     "cancel",
+    "cancel_where",
     "cancel_workflow",
     "connect",
     "cron",
@@ -301,6 +313,7 @@ __all__ = [
     "remove_schedule",
     "resume_schedule",
     "retry",
+    "retry_where",
     "schedules",
     "set_concurrency_limit",
     "set_tenant",

@@ -16,7 +16,7 @@ import random as _random
 import re as _re
 import time as _time
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -26,6 +26,7 @@ __all__ = [
     "IDENTIFIER_RE",
     "TERMINAL_STATUSES",
     "Attempt",
+    "Audit",
     "Backoff",
     "Constraints",
     "Job",
@@ -258,6 +259,26 @@ class Attempt(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     handle: str | None = None
 
 
+class Audit(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """Who canceled or retried a job, and when: ``by`` is the caller, ``"key:<id>"`` for an API
+    key of the HTTP API (``key_name`` its name, if it has one; never its secret) or
+    ``"local"`` for a call in the process (the embedded scheduler, a store client). A cancel's
+    record is on the canceled job, with its ``reason``; a retry's is on the copy (whose
+    ``retry_of`` names the job retried)."""
+
+    action: Literal["cancel", "retry"]
+    by: str
+    at: _dt.datetime
+    key_name: str | None = None
+    reason: str | None = None
+
+
+#: Who a caller is, for audit records: (``Audit.by``, ``Audit.key_name``).
+Actor = tuple[str, str | None]
+#: The caller of the embedded API.
+LOCAL_ACTOR: Final[Actor] = ("local", None)
+
+
 class Progress(Struct, frozen=True, kw_only=True, gc=False):
     """The last progress a running job reported: ``fraction`` in [0, 1] and a message."""
 
@@ -443,6 +464,8 @@ class Job(Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     #: True on what a submit returns when the job was a duplicate of this one (its
     #: ``constraints.unique_key`` was held): this job, not a new one. Never stored.
     duplicate: bool = False
+    #: Who canceled or retried it, and when (``Audit``), oldest first.
+    audit: tuple[Audit, ...] = ()
 
     @property
     def is_terminal(self) -> bool:

@@ -27,7 +27,10 @@ from ._ir import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_RESOURCES,
     IDENTIFIER_PATTERN,
+    LOCAL_ACTOR,
     MAX_DEPENDENCIES,
+    Actor,
+    Audit,
     Backoff,
     Job,
     Pool,
@@ -38,6 +41,7 @@ from ._ir import (
     is_identifier,
     job_decoder,
     json_encoder,
+    utc_now,
 )
 
 __all__ = [
@@ -153,12 +157,17 @@ _RETRY_COPIES: Final[dict[int, Job]] = {}
 
 
 @contextlib.contextmanager
-def retry_copy(job: Job) -> Iterator[Job]:
+def retry_copy(job: Job, actor: Actor = LOCAL_ACTOR) -> Iterator[Job]:
     """The new Job ``retry(job_id)`` submits for the finished ``job``: its caller's fields, a new
-    id, and ``retry_of`` = its id. Inside the block ``validate_new_job`` lets this one object
-    carry ``retry_of`` (the scheduler set it, from a job the caller may see); every other check
-    applies as to any job."""
-    copy = Job(**{name: getattr(job, name) for name in _RETRIED_FIELDS}, retry_of=job.id)
+    id, ``retry_of`` = its id, and the ``Audit`` of the retry by ``actor``. Inside the block
+    ``validate_new_job`` lets this one object carry ``retry_of`` and ``audit`` (the scheduler
+    set them, from a job the caller may see); every other check applies as to any job."""
+    record = Audit(action="retry", by=actor[0], key_name=actor[1], at=utc_now())
+    copy = Job(
+        **{name: getattr(job, name) for name in _RETRIED_FIELDS},
+        retry_of=job.id,
+        audit=(record,),
+    )
     _RETRY_COPIES[id(copy)] = copy
     try:
         yield copy
@@ -172,7 +181,7 @@ def _refuse_owned(job: Job, index: int | None) -> None:
     retried = _RETRY_COPIES.get(id(job)) is job
     for name, default in zip(SCHEDULER_OWNED, _OWNED_DEFAULTS, strict=True):
         value = getattr(job, name)
-        if value is default or (retried and name == "retry_of"):
+        if value is default or (retried and name in ("retry_of", "audit")):
             continue
         try:
             same = bool(value == default)

@@ -51,6 +51,10 @@ FIGURES = (
     "clients.postgres.start_p50_ms",
     "clients.postgres.done_p50_ms",
     "clients.postgres.jobs_per_s",
+    "http.batch_1000_ms",
+    "http.single_p50_ms",
+    "http.single_p99_ms",
+    "http.single_per_s",
 )
 
 

@@ -37,6 +37,7 @@ def test_the_verbs_on_jobs_are_the_ones_we_document() -> None:
     assert JOB_VERBS == [
         "as_completed",
         "cancel",
+        "cancel_where",
         "cancel_workflow",
         "cron",
         "get",
@@ -46,6 +47,7 @@ def test_the_verbs_on_jobs_are_the_ones_we_document() -> None:
         "remove_schedule",
         "resume_schedule",
         "retry",
+        "retry_where",
         "schedules",
         "submit",
         "submit_many",

@@ -167,6 +167,7 @@ def _every_field_set() -> work.Job:
         estimated_cost_usd=1.2,
         cost_usd=0.5,
         duplicate=True,
+        audit=(work.Audit(action="cancel", by="key:0123456789abcdef", at=later, reason="user"),),
     )
 
 

@@ -309,6 +309,7 @@ OWNED_VALUES: dict[str, Any] = {
     "estimated_cost_usd": 0.0,
     "cost_usd": -1e9,
     "duplicate": True,
+    "audit": (work.Audit(action="cancel", by="local", at=AWARE),),
 }
 
 

@@ -1,6 +1,6 @@
 """The operators' commands on jobs: ``submit``, ``get``, ``list``, ``cancel``, ``retry``,
-``wait``, ``stats``, ``tools``, ``tenants``; and ``schedules`` (list, pause, resume, remove
-cron schedules by name).
+``cancel-where``, ``retry-where``, ``wait``, ``stats``, ``tools``, ``tenants``; and
+``schedules`` (list, pause, resume, remove cron schedules by name).
 
 Each works against a server (``--url`` or ``NSAI_WORK_URL``, the key from ``NSAI_WORK_API_KEY``
 or ``--api-key``) or directly on a store a scheduler serves (``--store``), through the one
@@ -61,7 +61,18 @@ def _print(value: Any, as_json: bool) -> None:
                 str(job.status),
                 "" if outcome is None else json.dumps(outcome)[:60],
             )
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        for job in jobs:
+            for record in job.audit:  # who canceled or retried it, and when
+                name = f" ({record.key_name})" if record.key_name else ""
+                why = f": {record.reason}" if record.reason else ""
+                done = "canceled" if record.action == "cancel" else f"retried from {job.retry_of}"
+                console.print(
+                    f"{job.id} {done} by {record.by}{name} at {record.at.isoformat()}{why}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         return
     from .._schedule import Schedule
 
@@ -144,6 +155,26 @@ def _tenant(args: argparse.Namespace) -> dict[str, Any]:
     return {} if args.tenant is None else {"tenant_id": args.tenant}
 
 
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The filter of ``cancel-where`` and ``retry-where``, as the verbs take it."""
+    from datetime import datetime
+
+    found: dict[str, Any] = {"tenant_id": args.tenant, "limit": args.limit}
+    for name in ("namespace", "status", "kind", "priority", "cursor", "reason"):
+        value = getattr(args, name, None)
+        if value is not None:
+            found[name] = value
+    for name in ("created_after", "created_before"):
+        value = getattr(args, name)
+        if value is not None:
+            found[name] = datetime.fromisoformat(value)
+    return found
+
+
+def _bulk(method: str) -> Callable[[Any, argparse.Namespace], Any]:
+    return lambda client, args: getattr(client, method)(**_filters(args))
+
+
 def add_commands(sub: Any) -> None:
     """Add the commands on jobs to the command's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
@@ -220,7 +251,27 @@ def add_commands(sub: Any) -> None:
     )
     schedules.add_argument("name", nargs="?")
     schedules.add_argument("--tenant", help="whose schedules (admin keys)")
+    for name, text, method in (
+        ("cancel-where", "cancel a tenant's jobs that match (at most --limit)", "cancel_where"),
+        ("retry-where", "retry a tenant's finished jobs that match", "retry_where"),
+    ):
+        bulk = command(name, text, _bulk(method))
+        bulk.add_argument("--tenant", help="whose jobs (an admin key names one)")
+        bulk.add_argument("--namespace")
+        bulk.add_argument("--status")
+        bulk.add_argument("--kind")
+        bulk.add_argument("--priority", choices=["realtime", "interactive", "batch", "offline"])
+        bulk.add_argument("--created-after", help="RFC 3339, with its offset")
+        bulk.add_argument("--created-before", help="RFC 3339, with its offset")
+        bulk.add_argument("--limit", type=int, default=100, help="at most this many (1,000)")
+        bulk.add_argument("--cursor", help="go on from a previous answer's next_cursor")
+        if method == "cancel_where":
+            bulk.add_argument("--reason")
 
     command("stats", "the scheduler's stats (a tenant key: its own)", lambda c, a: c.stats())
     command("tools", "the registered ALTAR tools", lambda c, a: c.request("GET", "/tools"))
     command("tenants", "every tenant (admin)", lambda c, a: c.request("GET", "/tenants"))
+
+    from ._top import add_command as add_top
+
+    add_top(sub, common)

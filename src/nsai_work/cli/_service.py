@@ -42,12 +42,13 @@ def _server(args: argparse.Namespace) -> int:
         scheduler=True if args.scheduler else None,
         max_body_bytes=args.max_body_bytes,
         stop_timeout_s=args.stop_timeout,
+        tracing=True if args.tracing else None,
     )
     service = app.state.service
     mode = "runs the scheduler" if service.runs_scheduler else "is a client of the scheduler"
     print(
         f"nsai-work server on http://{args.host}:{args.port} {mode} of {service.store_url}; "
-        f"keys in {keys}",
+        f"keys in {service.keys.where}",
         file=sys.stderr,
         flush=True,
     )
@@ -134,6 +135,12 @@ def add_commands(sub: Any) -> None:
         "--proxy-headers", action="store_true", help="trust X-Forwarded-* from a proxy"
     )
     server.add_argument("--forwarded-allow-ips", default="127.0.0.1")
+    server.add_argument(
+        "--tracing",
+        action="store_true",
+        help="OpenTelemetry spans of submits and attempts, to the global tracer provider (set "
+        "it up with opentelemetry-instrument, say; needs nsai-work[otel])",
+    )
     server.set_defaults(run=_server)
 
     common = argparse.ArgumentParser(add_help=False)

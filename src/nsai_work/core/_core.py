@@ -30,7 +30,17 @@ from typing import Final
 from msgspec.structs import replace
 
 from .._errors import ConfigurationError
-from .._ir import DEFAULT_CONSTRAINTS, Attempt, Job, JobError, Pool, PriorityGuard, Status, Tenant
+from .._ir import (
+    DEFAULT_CONSTRAINTS,
+    Attempt,
+    Audit,
+    Job,
+    JobError,
+    Pool,
+    PriorityGuard,
+    Status,
+    Tenant,
+)
 from .._stats import Stats, TenantStats
 from ._admission import Rejection, Router, check_batch, queued_entry
 from ._capacity import PoolState, add_pools
@@ -523,6 +533,7 @@ class SchedulingCore:
         result: object = None,
         error: JobError | None = None,
         cancel_reason: str | None = None,
+        audit: tuple[Audit, ...] | None = None,
     ) -> None:
         job = entry.job
         previous = entry.status
@@ -549,6 +560,7 @@ class SchedulingCore:
             waiting_reason=None,
             next_attempt_at=None,
             cancel_reason=cancel_reason,
+            audit=job.audit if audit is None else audit,
         )
         now = self._now
         elapsed_ms = (now - entry.since) * 1000.0  # (before the move restarts the state's clock)
@@ -641,7 +653,14 @@ class SchedulingCore:
             self._stop_run(entry, event.reason, out)
         elif status is _QUEUED:
             self._queues.discard(entry)
-        self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
+        audit = None
+        if event.by is not None:
+            by, key_name = event.by
+            record = Audit(
+                action="cancel", by=by, at=self._now_dt, key_name=key_name, reason=event.reason
+            )
+            audit = (*entry.job.audit, record)
+        self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason, audit=audit)
         if status is _QUEUED:  # its tenant may have a new head: it competes with that one
             queued_job_left(self._queues.queue_of(entry), entry, self._limits)
 

@@ -117,11 +117,13 @@ class RunEnded(Struct, frozen=True, gc=False):
 
 
 class Cancel(Struct, frozen=True, gc=False):
-    """Cancel a job (pending, queued or running)."""
+    """Cancel a job (pending, queued or running). ``by``: who asked (an ``Actor``), recorded
+    on the job as an ``Audit``; None for the scheduler's own cancels (a shutdown...)."""
 
     tenant_id: str
     job_id: str
     reason: str = "requested"
+    by: tuple[str, str | None] | None = None
 
 
 class Pause(Struct, frozen=True, gc=False):

@@ -81,6 +81,8 @@ class SyncVerbs(SyncFace):
     as_completed = blocking_iter(Verbs.as_completed)
     cancel = blocking(Verbs.cancel)
     retry = blocking(Verbs.retry)
+    cancel_where = blocking(Verbs.cancel_where)
+    retry_where = blocking(Verbs.retry_where)
     submit_workflow = blocking(Verbs.submit_workflow)
     get_workflow = blocking(Verbs.get_workflow)
     wait_workflow = blocking(Verbs.wait_workflow)

@@ -40,19 +40,23 @@ import builtins
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import ConfigurationError, NotFoundError, NotStartedError, StoreError
-from .._ir import TERMINAL_STATUSES, Job
+from .._ir import TERMINAL_STATUSES, Actor, Job
 from .._schedule import Schedule
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
 from ..stores import JobKey, ListQuery, Store, redact, store_from_url
+from ._audit import pack
 from ._blocking import SyncVerbs
 from ._cron_rules import CronSpec
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
 from ._unique import answer_duplicates, holders_of, kept
 from ._verbs import Page, Verbs, Watcher
+
+if TYPE_CHECKING:
+    from ..telemetry.otel import Tracing
 
 __all__ = ["Client", "StoreClient", "SyncClient", "connect"]
 
@@ -240,6 +244,9 @@ class StoreClient(JobLookups, Client):
     sends; the scheduler applies its own limit too.
     """
 
+    #: The OpenTelemetry submit spans of this client (``telemetry.otel.instrument``), or None.
+    _tracing: Tracing | None = None
+
     def __init__(
         self,
         url: str | None = None,
@@ -328,6 +335,8 @@ class StoreClient(JobLookups, Client):
         ]
         if not validated:
             return validated
+        if self._tracing is not None:  # (telemetry/otel.py: None unless instrumented)
+            validated = self._tracing.submitting(validated)
         holders = await self._store.submit(validated)
         duplicates = {n: holder for n, holder in enumerate(holders or ()) if holder is not None}
         if not duplicates:
@@ -367,11 +376,11 @@ class StoreClient(JobLookups, Client):
         jobs, next_cursor = await self._store.list(query)
         return Page(jobs=jobs, next_cursor=next_cursor)
 
-    async def _cancel(self, key: JobKey, reason: str) -> Job:
+    async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
         """Ask the scheduler to cancel the job; the job as it is once the request is committed
         (it may have finished meanwhile: then the request is moot)."""
         self._require_open()
-        await self._store.request_cancel(key, reason)
+        await self._store.request_cancel(key, pack(reason, actor))
         return await self._stored(key)
 
     # ---- waiting: the poller ------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "as_completed",
     "as_tenant",
     "cancel",
+    "cancel_where",
     "cancel_workflow",
     "cron",
     "default_scheduler",
@@ -36,6 +37,7 @@ __all__ = [
     "remove_schedule",
     "resume_schedule",
     "retry",
+    "retry_where",
     "schedules",
     "set_concurrency_limit",
     "set_tenant",
@@ -153,6 +155,8 @@ wait_many = on_default(SyncScheduler.wait_many)
 as_completed = on_default(SyncScheduler.as_completed)
 cancel = on_default(SyncScheduler.cancel)
 retry = on_default(SyncScheduler.retry)
+cancel_where = on_default(SyncScheduler.cancel_where)
+retry_where = on_default(SyncScheduler.retry_where)
 submit_workflow = on_default(SyncScheduler.submit_workflow)
 get_workflow = on_default(SyncScheduler.get_workflow)
 wait_workflow = on_default(SyncScheduler.wait_workflow)

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import msgspec
 
+from .._bulk import BulkFilter, BulkResult
 from .._errors import (
     ConfigurationError,
     NotFoundError,
@@ -37,10 +40,10 @@ from .._errors import (
     WaitTimeoutError,
     WorkError,
 )
-from .._ir import TERMINAL_STATUSES, Job
+from .._ir import TERMINAL_STATUSES, Job, Priority, Status
 from .._schedule import Schedule, ScheduleList
 from .._stats import Stats, TenantStats
-from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
+from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, check_status, validate_new_job
 from .._wire import (
     MAX_POLL_S,
     PREFIX,
@@ -179,6 +182,7 @@ class HttpClient(Client):
         body: Any = None,
         params: dict[str, Any] | None = None,
         extra_time: float = 0.0,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """One request; its answer decoded as ``kind``, or its problem raised as the error."""
         if self._state != "open":
@@ -197,7 +201,7 @@ class HttpClient(Client):
                 path,
                 content=content,
                 params=query,
-                headers={"Content-Type": "application/json"} if content is not None else None,
+                headers=_headers(content is not None, headers),
                 timeout=self.timeout_s + extra_time,
             )
         except httpx.TransportError as exc:
@@ -239,11 +243,13 @@ class HttpClient(Client):
             validate_new_job(job, index if batch else None, self.max_payload_bytes)
             for index, job in enumerate(jobs)
         ]
+        trace = _trace_headers() if "opentelemetry.trace" in sys.modules else None
         if not batch:
-            return [await self._call("POST", "/jobs", Job, body=validated[0])]
+            return [await self._call("POST", "/jobs", Job, body=validated[0], headers=trace)]
         if not validated:
             return []
-        answer = await self._call("POST", "/jobs/batch", JobBatch, body=JobBatch(jobs=validated))
+        batch_body = JobBatch(jobs=validated)
+        answer = await self._call("POST", "/jobs/batch", JobBatch, body=batch_body, headers=trace)
         return answer.jobs  # type: ignore[no-any-return]
 
     async def _one(self, job_id: object, tenant_id: object) -> Job:
@@ -353,7 +359,69 @@ class HttpClient(Client):
         params = {"tenant_id": self._tenant(tenant_id)}
         return await self._call("POST", self._job_path(job_id, "/retry"), Job, params=params)  # type: ignore[no-any-return]
 
-    for _verb in (wait, wait_many, as_completed, cancel, retry):
+    async def cancel_where(
+        self,
+        tenant_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        kind: str | None = None,
+        priority: Priority | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        reason: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> BulkResult:
+        where = BulkFilter(
+            tenant_id=tenant_id,
+            namespace=namespace,
+            status=status,  # type: ignore[arg-type]
+            kind=kind,
+            priority=priority,  # type: ignore[arg-type]
+            created_after=created_after,
+            created_before=created_before,
+            reason=reason,
+            limit=limit,
+            cursor=cursor,
+        )
+        return await self._bulk("/ops/cancel", where)
+
+    async def retry_where(
+        self,
+        tenant_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        kind: str | None = None,
+        priority: Priority | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> BulkResult:
+        where = BulkFilter(
+            tenant_id=tenant_id,
+            namespace=namespace,
+            status=status,  # type: ignore[arg-type]
+            kind=kind,
+            priority=priority,  # type: ignore[arg-type]
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+        return await self._bulk("/ops/retry", where)
+
+    async def _bulk(self, path: str, where: BulkFilter) -> BulkResult:
+        """A bulk route (admin keys), its filter checked here as the server checks it."""
+        where.check()
+        where.tenant_id = self._tenant(where.tenant_id)
+        if where.status is not None:
+            where.status = check_status(where.status)
+        return await self._call("POST", path, BulkResult, body=where)  # type: ignore[no-any-return]
+
+    for _verb in (wait, wait_many, as_completed, cancel, retry, cancel_where, retry_where):
         _verb.__doc__ = getattr(Verbs, _verb.__name__).__doc__
     del _verb
 
@@ -399,6 +467,28 @@ class HttpClient(Client):
 
     async def _read(self, keys: Sequence[JobKey]) -> builtins.list[Job | None]:  # pragma: no cover
         raise NotImplementedError
+
+
+_JSON_HEADERS: dict[str, str] = {"Content-Type": "application/json"}
+
+
+def _headers(json: bool, extra: dict[str, str] | None) -> dict[str, str] | None:
+    if extra:
+        return {**_JSON_HEADERS, **extra} if json else extra
+    return _JSON_HEADERS if json else None
+
+
+def _trace_headers() -> dict[str, str] | None:
+    """The caller's current trace context as W3C ``traceparent`` headers, when the caller uses
+    OpenTelemetry (its API is imported) and a span is current: the server puts it in the
+    submitted jobs' metadata, so their spans join the caller's trace."""
+    from opentelemetry import propagate, trace
+
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")} or None
 
 
 def _ids(job_ids: object) -> builtins.list[str]:
@@ -447,6 +537,8 @@ class SyncHttpClient(SyncClient):
     as_completed = blocking_iter(HttpClient.as_completed)
     cancel = blocking(HttpClient.cancel)
     retry = blocking(HttpClient.retry)
+    cancel_where = blocking(HttpClient.cancel_where)
+    retry_where = blocking(HttpClient.retry_where)
     stats = blocking(HttpClient.stats)
     request = blocking(HttpClient.request)
 

@@ -45,6 +45,7 @@ from .._ir import Job, JobError, Status
 from .._validate import validate_new_job
 from ..core import Cancel, Finished, Reject, Rejected, Submit
 from ..stores import Inbox
+from ._audit import unpack
 from ._deps import dependency_keys, settled
 from ._emit import rejection_reason
 
@@ -135,9 +136,10 @@ class ClientInbox:
         ]
         if fresh:
             self._admit(fresh, finished)
-        for (tenant_id, job_id), reason in inbox.cancels:
+        for (tenant_id, job_id), request in inbox.cancels:
             if live(tenant_id, job_id) is not None:
-                scheduler._feed(Cancel(tenant_id, job_id, reason))
+                reason, actor = unpack(request)
+                scheduler._feed(Cancel(tenant_id, job_id, reason, actor))
 
     def _admit(self, jobs: builtins.list[Job], finished: tuple[Finished, ...] = ()) -> None:
         """Admit each job on its own, as a local ``submit`` of it would be: validated, routed,
@@ -180,9 +182,9 @@ class ClientInbox:
 
 
 def _validated(job: Job, max_payload_bytes: int) -> Job:
-    """A stored client job, checked as a local submit is. ``retry_of`` is the one field a
-    client's job may carry that a new job may not: the client's ``retry()`` set it."""
+    """A stored client job, checked as a local submit is. ``retry_of`` and ``audit`` are the
+    fields a client's job may carry that a new job may not: the client's ``retry()`` set them."""
     if job.retry_of is None:
         return validate_new_job(job, None, max_payload_bytes)
-    fresh = validate_new_job(replace(job, retry_of=None), None, max_payload_bytes)
-    return replace(fresh, retry_of=job.retry_of)
+    fresh = validate_new_job(replace(job, retry_of=None, audit=()), None, max_payload_bytes)
+    return replace(fresh, retry_of=job.retry_of, audit=job.audit)

@@ -29,7 +29,7 @@ from .._errors import (
     WaitTimeoutError,
     WorkError,
 )
-from .._ir import TERMINAL_STATUSES, Job, Priority, Status, Tenant
+from .._ir import TERMINAL_STATUSES, Actor, Job, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
 from .._validate import validate_new_job, validate_struct
 from ..core import (
@@ -57,6 +57,7 @@ from ..core import (
 )
 from ..stores import MemoryStore, Store
 from ..telemetry import default_bus
+from ._audit import pack
 from ._backend_events import BackendEvents
 from ._config import Config, make_config, resolve, store_of
 from ._cron import CronTable, Schedules
@@ -76,6 +77,7 @@ from ._watchers import WatcherTable, notify, unwatch, watch
 from ._writes import GroupCommit, MemoryWrites, Writes
 
 if TYPE_CHECKING:
+    from ..telemetry.otel import Tracing
     from ._tenants import TenantScope
 
 __all__ = ["Scheduler"]
@@ -116,6 +118,9 @@ class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
     tenant.
     """
+
+    #: The OpenTelemetry spans of this scheduler (``telemetry.otel.instrument``), or None.
+    _tracing: Tracing | None = None
 
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         self.config = make_config(config, options)
@@ -421,6 +426,8 @@ class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
                 limits.append(shared)
                 any_limits = any_limits or bool(shared)
                 validated.append(checked)
+            if self._tracing is not None:  # (telemetry/otel.py: None unless instrumented)
+                validated = self._tracing.submitting(validated)
             keys = [(job.tenant_id, job.id) for job in validated]
             deps = dependency_keys(validated)
             found = await self._store.get_many(keys + deps if deps else keys)
@@ -486,14 +493,14 @@ class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
         await writes.wait_submitted(writes.submitted(keys))
         return admitted
 
-    async def _cancel(self, key: JobKey, reason: str) -> Job:
+    async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
         """Cancel a live job; the job as it is then. A job the engine does not hold is a
         client's not admitted yet: it is asked to cancel through the store, as a client asks,
         and the client inbox cancels it as it admits it."""
         if self._clients is not None and self._core.get(*key) is None:
-            await self._store.request_cancel(key, reason)
+            await self._store.request_cancel(key, pack(reason, actor))
         else:
-            self._feed(Cancel(key[0], key[1], reason))
+            self._feed(Cancel(key[0], key[1], reason, actor))
         return self._current(await self._stored(key))
 
     def _tenant_stats(self, tenant_id: str) -> TenantStats:

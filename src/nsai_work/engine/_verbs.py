@@ -21,16 +21,19 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from msgspec import Struct
 
+from .._bulk import BulkFilter, BulkResult
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
-from .._ir import TERMINAL_STATUSES, Job, Status
+from .._ir import LOCAL_ACTOR, TERMINAL_STATUSES, Actor, Job, Priority, Status
 from .._schedule import Schedule
 from .._validate import check_status, retry_copy
 from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
+from ._bulk import run_bulk
 from ._cron_rules import CronSpec, check_cron
 
 __all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
@@ -95,8 +98,9 @@ class Engine(Protocol):
         """A page of a tenant's jobs (arguments checked)."""
         ...
 
-    async def _cancel(self, key: JobKey, reason: str) -> Job:
-        """Cancel (or ask to cancel) a job that is not terminal; the job as it is then."""
+    async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
+        """Cancel (or ask to cancel) a job that is not terminal, as ``actor`` (recorded on the
+        job); the job as it is then."""
         ...
 
     def _watch(self, job_id: str, watcher: Watcher) -> None:
@@ -137,6 +141,12 @@ class Verbs:
     @property
     def _scope(self) -> str | None:
         return None
+
+    @property
+    def _actor(self) -> Actor:
+        """Who calls, for the audit records of cancels and retries (``"local"`` here; the
+        server's verbs are its callers' keys)."""
+        return LOCAL_ACTOR
 
     def _tenant(self, tenant_id: str | None) -> str | None:
         """Whose job a caller means: a scoped handle's own tenant, whatever was passed (another
@@ -328,7 +338,7 @@ class Verbs:
             return job
         if reason is not None and not isinstance(reason, str):
             raise ValidationError(f"reason is a string, got {reason!r}", path="$.reason")
-        return await engine._cancel(key, reason or "requested")
+        return await engine._cancel(key, reason or "requested", self._actor)
 
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> Job:
         """Submit a copy of a terminal job (new id, ``retry_of`` = the old id)."""
@@ -339,8 +349,70 @@ class Verbs:
                 f"job {job_id} is {job.status}: retry() copies a finished job (succeeded, failed, "
                 f"timeout or canceled); wait for it or cancel it first"
             )
-        with retry_copy(job) as copy_of:
+        with retry_copy(job, self._actor) as copy_of:
             return (await engine._admit([copy_of], batch=False))[0]
+
+    async def cancel_where(
+        self,
+        tenant_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        kind: str | None = None,
+        priority: Priority | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        reason: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> BulkResult:
+        """Cancel a tenant's jobs that match, newest first: at most ``limit`` (1 to 1,000) a
+        call. The filters are ``list``'s, plus ``priority`` and a ``created_at`` range
+        (``created_after`` inclusive, ``created_before`` exclusive); finished jobs are skipped.
+        Returns the ids canceled and ``next_cursor``: call again with it while it is not None."""
+        where = BulkFilter(
+            tenant_id=tenant_id,
+            namespace=namespace,
+            status=status,  # type: ignore[arg-type]
+            kind=kind,
+            priority=priority,  # type: ignore[arg-type]
+            created_after=created_after,
+            created_before=created_before,
+            reason=reason,
+            limit=limit,
+            cursor=cursor,
+        )
+        return await run_bulk(self, "cancel", where)
+
+    async def retry_where(
+        self,
+        tenant_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        status: Status | str | None = None,
+        kind: str | None = None,
+        priority: Priority | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> BulkResult:
+        """Retry a tenant's finished jobs that match (``status="failed"``, say), newest first:
+        at most ``limit`` (1 to 1,000) a call, filtered as ``cancel_where``; jobs not finished
+        are skipped. Returns the ids retried, their copies' ids, and ``next_cursor``: go on
+        with it (a call again without it would retry the same jobs again)."""
+        where = BulkFilter(
+            tenant_id=tenant_id,
+            namespace=namespace,
+            status=status,  # type: ignore[arg-type]
+            kind=kind,
+            priority=priority,  # type: ignore[arg-type]
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+        return await run_bulk(self, "retry", where)
 
     async def submit_workflow(self, workflow: Workflow) -> WorkflowRun:
         """Admit every step of a ``work.Workflow``, or none: an unknown step, a cycle (named)

@@ -55,7 +55,7 @@ from ._common import (
 from ._idempotency import Answer, IdempotencyCache
 from ._keys import KeyRing
 from ._observe import events, metrics
-from ._ops import drain, ops_state, pause, resume
+from ._ops import bulk_cancel, bulk_retry, drain, ops_state, pause, resume
 from ._schedules import list_schedules, pause_schedule, remove_schedule, resume_schedule
 from ._service import ListFilters, Service
 from ._stream import EventHub
@@ -137,7 +137,7 @@ async def submit(request: Request[Any, Any, Any]) -> Response[bytes]:
     service, key = _caller(request)
 
     async def make() -> Answer:
-        (job,) = decode_jobs(await request.body(), batch=False)
+        (job,) = service.traced(decode_jobs(await request.body(), batch=False), request.headers)
         return _answer(await service.verbs(key).submit(job), 201)
 
     return await _idempotent(request, key, make)
@@ -149,7 +149,7 @@ async def submit_many(request: Request[Any, Any, Any]) -> Response[bytes]:
     service, key = _caller(request)
 
     async def make() -> Answer:
-        jobs = decode_jobs(await request.body(), batch=True)
+        jobs = service.traced(decode_jobs(await request.body(), batch=True), request.headers)
         return _answer(JobBatch(jobs=await service.verbs(key).submit_many(jobs)), 201)
 
     return await _idempotent(request, key, make)
@@ -359,6 +359,8 @@ HANDLERS = [
     pause_schedule,
     resume_schedule,
     remove_schedule,
+    bulk_cancel,
+    bulk_retry,
 ]
 
 
@@ -374,6 +376,7 @@ def create_app(
     metrics_top_tenants: int = 20,
     public_metrics: bool = False,
     stream_buffer: int = 10_000,
+    tracing: Any = None,
     **options: Any,
 ) -> Litestar:
     """The ASGI app of the HTTP API, for any ASGI server (``uvicorn``, ``hypercorn``...).
@@ -390,7 +393,9 @@ def create_app(
     own (None: the ``metrics_top_tenants`` busiest at each scrape; the others are summed as
     ``_other``); ``public_metrics=True`` serves it without a key (an admin key otherwise).
     ``stream_buffer``: events an event stream buffers for a slow client before it drops some
-    (and then says so with a ``gap`` event).
+    (and then says so with a ``gap`` event). ``tracing``: True (OpenTelemetry's global tracer
+    provider) or a ``TracerProvider`` traces submits and attempts (``nsai_work.telemetry.otel``,
+    the ``[otel]`` extra), continuing an HTTP caller's ``traceparent``; None: off.
     """
     if store is not None:
         options["store"] = store
@@ -406,6 +411,7 @@ def create_app(
         keys=ring,
         metrics=PrometheusMetrics(tenants=metrics_tenants, top_tenants=metrics_top_tenants),
         hub=EventHub(buffer=stream_buffer),
+        tracing=tracing,
     )
 
     @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -32,6 +33,7 @@ from msgspec import Struct
 from .._errors import ConfigurationError, NotFoundError, RateLimitedError, ValidationError
 from .._validate import check_identifier
 from ..core._limits import LimitState
+from ._keys_db import RELOAD_S, KeyTable, is_database_url
 
 __all__ = ["ApiKey", "KeyRing"]
 
@@ -67,13 +69,22 @@ _file_decoder = msgspec.json.Decoder(_File)
 
 
 class KeyRing:
-    """The API keys of a server: in a JSON file (``path``), or in memory (``path=None``).
+    """The API keys of a server: in a JSON file (``path``), in a table of the store's database
+    (``path`` is its URL: ``sqlite:///...`` or ``postgresql://...``, see ``_keys_db.py``), or in
+    memory (``path=None``).
 
     ``create`` returns the key and its token (the only time the token exists); ``list``,
     ``revoke`` and ``authenticate`` do what they say. Safe to use from several threads, and
-    several processes share a file (writes are atomic; readers reload when it changes)."""
+    several processes share a file (writes are atomic; readers reload when it changes) or a
+    database (readers reload at most a second later)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._table: KeyTable | None = None
+        self._read_at = -math.inf
+        if is_database_url(path):
+            assert isinstance(path, str)
+            self._table = KeyTable(path)
+            path = None
         self.path = None if path is None else Path(path)
         self._lock = threading.Lock()
         self._keys: dict[str, ApiKey] = {}
@@ -87,12 +98,29 @@ class KeyRing:
             self._reload()
 
     def __repr__(self) -> str:
+        if self._table is not None:
+            return f"KeyRing({self._table.url!r})"
         return f"KeyRing({str(self.path) if self.path else None!r})"
+
+    @property
+    def where(self) -> str:
+        """Where the keys are: the file, the database (its URL without a password), or
+        ``memory``."""
+        if self._table is not None:
+            return self._table.url
+        return "memory" if self.path is None else str(self.path)
 
     # ---- the file -----------------------------------------------------------------------------
 
     def _reload(self) -> None:
-        """Read the file again if it changed since it was last read."""
+        """Read the file again if it changed since it was last read (the table: if it was read
+        more than ``RELOAD_S`` ago)."""
+        if self._table is not None:
+            now = time.monotonic()
+            if now - self._read_at >= RELOAD_S:
+                self._keys = self._table.load(ApiKey)
+                self._read_at = now
+            return
         if self.path is None:
             return
         try:
@@ -171,6 +199,9 @@ class KeyRing:
             burst=burst,
         )
         with self._lock:
+            if self._table is not None:
+                self._table.put(key)
+                self._read_at = -math.inf
             self._reload()
             self._keys[key_id] = key
             self._save()
@@ -191,6 +222,8 @@ class KeyRing:
                 raise NotFoundError(f"no API key {key_id!r}")
             if key.revoked_at is None:
                 key = msgspec.structs.replace(key, revoked_at=datetime.now(UTC))
+                if self._table is not None:
+                    self._table.put(key)
                 self._keys[key_id] = key
                 self._save()
             return key

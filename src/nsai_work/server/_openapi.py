@@ -16,6 +16,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from .. import __version__
+from .._bulk import BulkFilter, BulkResult
 from .._ir import Job, Priority, Status, Tenant
 from .._schedule import Schedule, ScheduleList
 from .._stats import Stats, TenantStats
@@ -230,6 +231,28 @@ ROUTES: Final[tuple[Route, ...]] = (
         params=("tenant_id@schedules",),
         tag="schedules",
     ),
+    Route(
+        "post",
+        "/v1/ops/cancel",
+        "Cancel a tenant's jobs by filter, at most 1,000 a call (admin)",
+        BulkResult,
+        200,
+        BulkFilter,
+        ("Idempotency-Key",),
+        auth="admin",
+        tag="ops",
+    ),
+    Route(
+        "post",
+        "/v1/ops/retry",
+        "Retry a tenant's finished jobs by filter, at most 1,000 a call (admin)",
+        BulkResult,
+        200,
+        BulkFilter,
+        ("Idempotency-Key",),
+        auth="admin",
+        tag="ops",
+    ),
     Route("get", "/healthz", "Liveness", None, auth="none", tag="service"),
     Route("get", "/openapi.json", "This document", None, auth="none", tag="service"),
 )
@@ -351,6 +374,8 @@ def _build() -> dict[str, Any]:
         DrainBody,
         Schedule,
         ScheduleList,
+        BulkFilter,
+        BulkResult,
         list[FunctionDeclaration],
         dict[str, TenantStats],
     ]
@@ -385,7 +410,7 @@ def _build() -> dict[str, Any]:
             operation["parameters"] = parameters
         if route.body is not None:
             operation["requestBody"] = {
-                "required": route.body not in (CancelBody, PauseBody, DrainBody),
+                "required": route.body not in (CancelBody, PauseBody, DrainBody, BulkFilter),
                 "content": {"application/json": {"schema": refs[route.body]}},
             }
         answer: dict[str, Any] = {"description": route.summary}

@@ -1,5 +1,5 @@
 """The operators' routes (admin keys): pause and resume a tenant, a namespace, a pool or the
-whole scheduler, and drain before maintenance."""
+whole scheduler, drain before maintenance, and cancel or retry a tenant's jobs by filter."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
+from .._bulk import BulkFilter
 from .._wire import DrainBody, PauseBody, decode_body
-from ._common import _answer, _caller, _send
+from ..engine._bulk import run_bulk
+from ._common import _answer, _caller, _idempotent, _send
+from ._idempotency import Answer
 
-__all__ = ["drain", "ops_state", "pause", "resume"]
+__all__ = ["bulk_cancel", "bulk_retry", "drain", "ops_state", "pause", "resume"]
 
 _WHAT = 'an object {"tenant_id": ..., "namespace": ..., "pool": ...} (none: everything)'
 
@@ -45,3 +48,32 @@ async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
     service, _ = _caller(request, admin=True)
     body = decode_body(await request.body(), DrainBody, 'an object {"timeout": 30}')
     return _send(_answer(await service.drain(body.timeout)))
+
+
+_FILTER = 'an object {"tenant_id": ..., "status": ..., "limit": 100, ...} (a job filter)'
+
+
+@post("/v1/ops/cancel", status_code=200)
+async def bulk_cancel(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Cancel at most ``limit`` (1,000) of one tenant's jobs that match the filter, newest
+    first; the ids canceled, and ``next_cursor`` to go on from."""
+    service, key = _caller(request, admin=True)
+
+    async def make() -> Answer:
+        where = decode_body(await request.body(), BulkFilter, _FILTER)
+        return _answer(await run_bulk(service.verbs(key), "cancel", where))
+
+    return await _idempotent(request, key, make)
+
+
+@post("/v1/ops/retry", status_code=200)
+async def bulk_retry(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Retry at most ``limit`` (1,000) of one tenant's finished jobs that match the filter,
+    newest first; the ids retried, their copies' ids, and ``next_cursor`` to go on from."""
+    service, key = _caller(request, admin=True)
+
+    async def make() -> Answer:
+        where = decode_body(await request.body(), BulkFilter, _FILTER)
+        return _answer(await run_bulk(service.verbs(key), "retry", where))
+
+    return await _idempotent(request, key, make)

@@ -16,10 +16,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
+
+from msgspec.structs import replace
 
 from .._errors import ConfigurationError, NotStartedError, ValidationError, WaitTimeoutError
-from .._ir import TERMINAL_STATUSES, Job, Priority, Tenant
+from .._ir import LOCAL_ACTOR, TERMINAL_STATUSES, Actor, Job, Priority, Tenant
 from .._stats import Stats, TenantStats
 from .._validate import check_identifier, validate_struct
 from .._wire import MAX_POLL_S, JobPage, OpsState, PauseBody, Paused, TenantBody, WaitResult
@@ -40,11 +42,12 @@ class Scoped(Verbs):
     """The verbs of an engine (a Scheduler or a Client), for one tenant's key, or with full
     rights for an admin key (``tenant_id=None``)."""
 
-    __slots__ = ("engine", "tenant_id")
+    __slots__ = ("actor", "engine", "tenant_id")
 
-    def __init__(self, engine: Engine, tenant_id: str | None) -> None:
+    def __init__(self, engine: Engine, tenant_id: str | None, actor: Actor = LOCAL_ACTOR) -> None:
         self.engine = engine
         self.tenant_id = tenant_id
+        self.actor = actor
 
     @property
     def _engine(self) -> Engine:
@@ -53,6 +56,10 @@ class Scoped(Verbs):
     @property
     def _scope(self) -> str | None:
         return self.tenant_id
+
+    @property
+    def _actor(self) -> Actor:
+        return self.actor
 
 
 class ListFilters:
@@ -103,6 +110,7 @@ class Service:
         keys: KeyRing,
         metrics: PrometheusMetrics | None = None,
         hub: EventHub | None = None,
+        tracing: Any = None,
     ) -> None:
         store = config.store
         memory = (
@@ -120,6 +128,10 @@ class Service:
         self.metrics = metrics if metrics is not None else PrometheusMetrics()
         self.hub = hub if hub is not None else EventHub()
         self._store = store
+        #: ``create_app``'s ``tracing``: None (off), True (the global tracer provider) or a
+        #: TracerProvider; ``start`` instruments the engine with it.
+        self.tracing_with = tracing
+        self.tracing: Any = None
         self.runs_scheduler = bool(scheduler)
         self.engine: Scheduler | Client
         if self.runs_scheduler:
@@ -139,7 +151,12 @@ class Service:
         return redact(store) if isinstance(store, str) else str(store.url)
 
     async def start(self) -> None:
-        """Start the scheduler, or open the store as a client."""
+        """Start the scheduler, or open the store as a client (traced if asked)."""
+        if self.tracing_with is not None and self.tracing_with is not False:
+            from ..telemetry.otel import instrument  # (before the start: recovered jobs too)
+
+            provider = None if self.tracing_with is True else self.tracing_with
+            self.tracing = instrument(self.engine, tracer_provider=provider)
         if isinstance(self.engine, Scheduler):
             await self.engine.start()
             self.metrics.attach(self.engine._bus, thread=threading.get_ident())
@@ -149,6 +166,9 @@ class Service:
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop the scheduler (running jobs get ``timeout`` seconds), or close the client."""
+        if self.tracing is not None:
+            self.tracing.close()
+            self.tracing = None
         if isinstance(self.engine, Scheduler):
             self.hub.close()
             self.metrics.detach()
@@ -156,9 +176,29 @@ class Service:
         else:
             await self.engine.close()
 
+    def traced(self, jobs: builtins.list[Job], headers: Any) -> builtins.list[Job]:
+        """The jobs with the HTTP caller's ``traceparent`` header in their metadata (where they
+        carry none), when this server traces: their submit spans join the caller's trace."""
+        if self.tracing is None:
+            return jobs
+        parent = headers.get("traceparent")
+        if not parent:
+            return jobs
+        carrier = {"traceparent": parent}
+        state = headers.get("tracestate")
+        if state:
+            carrier["tracestate"] = state
+        return [
+            job
+            if not isinstance(job, Job) or "traceparent" in job.metadata
+            else replace(job, metadata={**job.metadata, **carrier})
+            for job in jobs
+        ]
+
     def verbs(self, key: ApiKey) -> Scoped:
         """The verbs as ``key`` may use them."""
-        return Scoped(cast(Engine, self.engine), None if key.admin else key.tenant_id)
+        tenant_id = None if key.admin else key.tenant_id
+        return Scoped(cast(Engine, self.engine), tenant_id, (f"key:{key.id}", key.name))
 
     # ---- the calls that are more than one verb ------------------------------------------------
 

@@ -137,7 +137,8 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
                 row[0]
                 for row in conn.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite%' ORDER BY name LIMIT 5"
+                    "AND name NOT LIKE 'sqlite%' AND name != 'nsai_work_api_keys' "  # (a server's)
+                    "ORDER BY name LIMIT 5"
                 )
             ]
             if others:

@@ -12,6 +12,7 @@ from msgspec.structs import replace
 
 from .._ir import (
     Attempt,
+    Audit,
     Backoff,
     Constraints,
     Job,
@@ -173,6 +174,14 @@ def rich_job(tenant_id: str, **fields: Any) -> Job:
         "progress": Progress(fraction=0.5, message="half ½"),
         "estimated_cost_usd": 1.25,
         "cost_usd": 0.125,
+        "audit": (
+            Audit(
+                action="retry",
+                by="key:0123456789abcdef",
+                key_name="ops ü",
+                at=T0 + _dt.timedelta(microseconds=7),
+            ),
+        ),
     }
     values.update(fields)
     return Job(**values)
