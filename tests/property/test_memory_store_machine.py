@@ -271,8 +271,8 @@ class StoreMachine(RuleBasedStateMachine):
             ):
                 assert any(cell), "an empty cell is kept"
                 for at, index in enumerate(cell):
-                    if at < memory._FINISHED:  # a set per status a job passes through
-                        assert type(index) is set, f"status #{at} is not kept in a set"
+                    if at == memory._RUNNING:  # running jobs: a set
+                        assert type(index) is set, "running jobs are not kept in a set"
                         continue
                     assert index is None or (index and all(index)), "an empty index is kept"
                     check_chunks(index or [])

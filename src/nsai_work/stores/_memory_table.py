@@ -12,10 +12,10 @@ Listing
 Each job gets a submission sequence number, its *seq*: listings are newest (largest seq) first,
 and the cursor is the seq of the last job of the previous page. The jobs of a tenant are held in
 *cells*, one per (namespace, kind) pair it has jobs of (a *leaf*), and each cell holds one
-*index* per status. The statuses a job passes through (pending, queued, running) are each a
-set of seqs: a job moves in and out of them in O(1), and a listing picks the newest of a set
-with a heap. The finished statuses, where jobs accumulate, are each a sorted list of seqs kept
-in chunks (``_Index``). A listing by namespace and kind reads one leaf; one by status reads that
+*index* per status. Running jobs are a set of seqs (capacity bounds them; a job moves in and
+out in O(1), and a listing picks the newest with a heap). Every other status, where jobs can
+pile up (a backlog waiting, jobs finished), is a sorted list of seqs kept in chunks
+(``_Index``). A listing by namespace and kind reads one leaf; one by status reads that
 status's index of each cell it reads, one without merges the (at most 7) indexes of each. Every
 job is in its leaf.
 
@@ -33,20 +33,19 @@ kinds in up to 4.
 
 Cost, with n the number of jobs and c the cells a job is in (1 to 4, as above):
 
-- ``insert``: c set insertions; the first job of a new (namespace, kind) may build coarse
-  cells (above): O(log n) amortized over the jobs they hold;
-- ``put`` that changes the status: c removals and c insertions, O(1) each between the statuses
-  a job passes through; into a finished status, usually an append (a job that finishes soon
-  after it came), else O(log n) (plus moving at most ``2 * _LOAD`` pointers within a chunk);
-  a ``put`` that keeps the status touches no index;
+- ``insert``: c appends (a new job's seq is the largest); the first job of a new (namespace,
+  kind) may build coarse cells (above): O(log n) amortized over the jobs they hold;
+- ``put`` that changes the status: c removals and c insertions, O(1) each into and out of
+  running, else O(log n) (plus moving at most ``2 * _LOAD`` pointers within a chunk; a job
+  that moves soon after it came is an append); a ``put`` that keeps the status touches no
+  index;
 - pruning a finished job: c removals, O(log n) each;
-- ``list`` of finished jobs: a bisection for the cursor in each index it reads (at most
-  ``4 * _FANOUT``), then a step per job returned: O(log n + limit) for any combination of
-  tenant, namespace, finished status and kind, never a walk over jobs that do not match. A
-  listing that includes pending, queued or running jobs also walks the sets of those statuses
-  in the cells it reads: O(k + limit log limit) for the k jobs waiting or running there, which
-  the live backlog bounds (sets keep the hot path, moving jobs between these statuses, at two
-  set operations per move);
+- ``list``: a bisection for the cursor in each ordered index it reads (at most
+  ``6 * _FANOUT``), then a step per job returned: O(log n + limit) for any combination of
+  tenant, namespace, status and kind, never a walk over jobs that do not match; a listing that
+  includes running jobs also walks the running sets of the cells it reads, O(r) for the r
+  jobs running there, which capacity bounds (a set keeps the hot path, a job's start and end,
+  at one set operation each);
 - ``get``, ``count``: dict lookups, O(1); ``owners``: O(tenants that share the id).
 
 Paging while jobs change
@@ -104,12 +103,10 @@ _CellKey = tuple[str | None, str | None]
 #: The coarse cell of all a tenant's jobs.
 _ALL: Final[_CellKey] = (None, None)
 _AT: Final = {status: at for at, status in enumerate(Status)}
-#: ``_AT`` of the first finished status: the statuses before it are the ones a job passes through.
-_FINISHED: Final = min(_AT[status] for status in TERMINAL_STATUSES)
-assert all(_AT[status] < _FINISHED for status in Status if status not in TERMINAL_STATUSES)
-#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``: a set of seqs for the statuses
-#: a job passes through (``_AT[s] < _FINISHED``), else an ordered ``_Index``, or None while it
-#: has none.
+#: ``_AT`` of running, the one status kept in a set.
+_RUNNING: Final = _AT[Status.RUNNING]
+#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``: a set of seqs for running,
+#: else an ordered ``_Index``, or None while it has none.
 _Cell = list[Any]
 #: A listing merges at most this many leaves; past it, a coarse cell holds them (docstring).
 _FANOUT = 4
@@ -211,9 +208,10 @@ class _Tenant:
             if namespace in (None, of_namespace) and kind in (None, of_kind)
         ]
         cell = _new_cell()
-        for at in range(_FINISHED):
-            cell[at].update(*(c[0][at] for c in spanned))
-        for at in range(_FINISHED, len(_AT)):
+        cell[_RUNNING].update(*(c[0][_RUNNING] for c in spanned))
+        for at in range(len(_AT)):
+            if at == _RUNNING:
+                continue
             seqs = sorted(chain.from_iterable(chain.from_iterable(c[0][at] or () for c in spanned)))
             cell[at] = _index_of(seqs) if seqs else None
         self.coarse[key] = cell
@@ -300,9 +298,9 @@ class JobTable:
         self._place[slot] = (seq, cells)
         self._slot_at[seq] = slot
         for cell in cells:
-            if at < _FINISHED:
+            if at == _RUNNING:  # (a running job restored)
                 cell[at].add(seq)
-            else:  # (a finished job restored)
+            else:
                 _cell_add(cell, at, seq)
 
     def put(self, job: Job, now: float) -> None:
@@ -326,15 +324,15 @@ class JobTable:
             counts[at] += 1
             seq, cells = self._place[slot]
             for cell in cells:
-                if was < _FINISHED:
+                if was == _RUNNING:
                     cell[was].remove(seq)
                 else:
                     _cell_remove(cell, was, seq)
-                if at < _FINISHED:
+                if at == _RUNNING:
                     cell[at].add(seq)
                 else:
                     _cell_add(cell, at, seq)
-            if at >= _FINISHED:
+            if status in TERMINAL_STATUSES:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
                 if len(finished) > self.finished_max or finished[0][0] < now - self.finished_ttl_s:
@@ -399,7 +397,7 @@ class JobTable:
         at = _AT[job.status]
         self._counts[at] -= 1
         for cell in cells:
-            if at < _FINISHED:
+            if at == _RUNNING:
                 cell[at].remove(seq)
             else:
                 _cell_remove(cell, at, seq)
@@ -459,7 +457,7 @@ class JobTable:
         for tenant_id, tenant in self._tenants.items():
             for cell in tenant.cells_for(None, None):
                 index = cell[at]
-                seqs = sorted(index) if at < _FINISHED else chain.from_iterable(index or ())
+                seqs = sorted(index) if at == _RUNNING else chain.from_iterable(index or ())
                 for seq in seqs:
                     slot = slot_at[seq]
                     found.append(slot if isinstance(slot, tuple) else (tenant_id, slot))
@@ -534,8 +532,8 @@ def _parse_cursor(cursor: object) -> int:
 
 
 def _new_cell() -> _Cell:
-    """A cell with no job: an empty set per status a job passes through, no ordered index."""
-    return [set() if at < _FINISHED else None for at in range(len(_AT))]
+    """A cell with no job: an empty running set, no ordered index."""
+    return [set() if at == _RUNNING else None for at in range(len(_AT))]
 
 
 def _set_page(seqs: set[int], before: int | None, count: int) -> list[int]:
