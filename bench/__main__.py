@@ -17,6 +17,7 @@ from . import (
     altar,
     clients,
     dag,
+    dashboard,
     durable,
     latency,
     listing,
@@ -43,6 +44,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "clients": clients.run,
     "ray": ray_bench.run,
     "dag": dag.run,
+    "dashboard": dashboard.run,
 }
 
 

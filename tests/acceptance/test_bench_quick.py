@@ -51,6 +51,7 @@ FIGURES = (
     "clients.postgres.start_p50_ms",
     "clients.postgres.done_p50_ms",
     "clients.postgres.jobs_per_s",
+    "dashboard.first_page_ms",
 )
 
 

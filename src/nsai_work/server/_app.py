@@ -38,6 +38,7 @@ from .._wire import (
 from ..engine import Config
 from ..engine._config import make_config
 from ..telemetry.prometheus import PrometheusMetrics
+from . import _dashboard, _session
 from ._common import (
     Refused,
     _answer,
@@ -52,6 +53,7 @@ from ._common import (
     _service,
     _text,
 )
+from ._history import History
 from ._idempotency import Answer, IdempotencyCache
 from ._keys import KeyRing
 from ._observe import events, metrics
@@ -409,10 +411,11 @@ def create_app(
         try:
             yield
         finally:
+            app.state.history.close()  # the dashboard's charts (if it was looked at)
             await service.stop(stop_timeout_s)
 
     app = Litestar(
-        route_handlers=HANDLERS,
+        route_handlers=[*HANDLERS, *_dashboard.HANDLERS],  # the dashboard: not in the OpenAPI
         exception_handlers={
             WorkError: _on_work_error,
             Refused: _on_refused,
@@ -429,4 +432,6 @@ def create_app(
     app.state.service_max_body = max_body_bytes
     app.state.public_metrics = public_metrics
     app.state.idempotency = IdempotencyCache()
+    app.state.sessions = _session.Sessions()  # the dashboard's logins
+    app.state.history = History()  # the dashboard's charts
     return app
