@@ -244,3 +244,20 @@ def test_tools_list_declarations_limits_and_recent_calls(api: Running) -> None:
 def test_the_dashboard_routes_need_a_key(api: Running) -> None:
     for path in ["/ui/api/history", "/ui/api/waiting", "/ui/api/workflows", "/ui/api/tools"]:
         assert api.http.get(path).status_code == 401, path
+
+
+def test_the_pages_lists_of_statuses_and_priorities_are_the_irs() -> None:
+    import re
+    from pathlib import Path
+
+    import nsai_work.server
+
+    script = (Path(nsai_work.server.__file__).parent / "static" / "app.js").read_text()
+
+    def listed(name: str) -> list[str]:
+        found = re.search(rf"const {name} = \[([^\]]*)\]", script)
+        assert found is not None, name
+        return re.findall(r'"([a-z_]+)"', found.group(1))
+
+    assert listed("STATUSES") == [s.value for s in work.Status]
+    assert listed("PRIORITIES") == [p.value for p in work.Priority]

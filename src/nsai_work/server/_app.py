@@ -35,7 +35,7 @@ from .._wire import (
     decode_jobs,
     problem_for,
 )
-from ..engine import Config
+from ..engine import Config, Scheduler
 from ..engine._config import make_config
 from ..telemetry.prometheus import PrometheusMetrics
 from . import _dashboard, _session
@@ -363,7 +363,7 @@ def create_app(
     store: Any = None,
     *,
     keys: KeyRing | str | None = None,
-    scheduler: bool | None = None,
+    scheduler: bool | Scheduler | None = None,
     config: Config | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     stop_timeout_s: float = 30.0,
@@ -378,7 +378,9 @@ def create_app(
     ``store``: the store's URL (default ``memory://``) or a Store object. ``keys``: the API keys
     (a ``KeyRing``, or the path of its file). ``scheduler``: True runs the scheduler in this
     process, False serves the store as a client of the scheduler that runs elsewhere (so several
-    servers can share one store); None runs it for ``memory://`` and is a client otherwise.
+    servers can share one store); None runs it for ``memory://`` and is a client otherwise; a
+    running ``Scheduler`` is served as it is (not started or stopped by the app: serve the app
+    on that scheduler's loop, as ``make demo DEMO_ARGS=--serve`` does).
     ``config`` and ``options`` are the scheduler's (``work.Config``). ``max_body_bytes``:
     larger requests are refused (413). At shutdown (SIGTERM, via the ASGI lifespan) running
     jobs get ``stop_timeout_s`` to finish.

@@ -12,7 +12,7 @@
   const BUCKET_S = 5; // one chart point per this many seconds
   const PAGE = 50; // jobs per page
   const STATUSES = ["pending", "queued", "running", "succeeded", "failed", "timeout", "canceled"];
-  const PRIORITIES = ["critical", "high", "normal", "batch", "background"];
+  const PRIORITIES = ["realtime", "interactive", "batch", "offline"];
   const TERMINAL = new Set(["succeeded", "failed", "timeout", "canceled"]);
   const EVENTS = ["submitted", "queued", "started", "retry", "completed", "failed", "canceled"];
 
@@ -65,6 +65,11 @@
     job.priority = job.priority || "batch";
     job.namespace = job.namespace || "default";
     return job;
+  }
+
+  // uuid7 ids share their time prefix: keep its start and the random end
+  function shortId(id) {
+    return id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id;
   }
 
   function statusBadge(status) {
@@ -440,7 +445,12 @@
     );
     let charts = [];
     const draw = async () => {
-      const [stats, recent] = await Promise.all([api("/v1/stats"), api("/ui/api/history")]);
+      const [stats, recent, waiting] = await Promise.all([
+        api("/v1/stats"),
+        api("/ui/api/history"),
+        session.admin ? null : api("/ui/api/waiting"),
+      ]);
+      if (waiting) stats.waiting_reasons = waiting.by_tenant[session.tenant_id] || {};
       // the server's buckets are the truth; live events only fill in between two reads
       chart.buckets = new Map();
       for (const b of recent.buckets) {
@@ -515,7 +525,7 @@
       grid.append(
         h(
           "section",
-          { class: "card", "aria-labelledby": "h-pools" },
+          { class: "card wide", style: "order:10", "aria-labelledby": "h-pools" },
           h("h2", { id: "h-pools", text: "Pools: running and usage" }),
           table(
             "Pools",
@@ -547,17 +557,17 @@
           ),
         ),
       );
-      // waiting reasons
-      const reasons = Object.entries(stats.waiting_reasons || {}).sort((a, b) => b[1] - a[1]);
-      grid.append(
-        h(
-          "section",
-          { class: "card", "aria-labelledby": "h-reasons" },
-          h("h2", { id: "h-reasons", text: "Why jobs wait" }),
-          reasons.length ? table("Waiting reasons", ["reason", { label: "jobs", num: true }], reasons.map(([r, n]) => h("tr", {}, td(h("span", { class: "reason", text: r })), td(fmt.n(n), true)))) : h("p", { class: "muted", text: "Nothing waits." }),
-        ),
-      );
     }
+    // waiting reasons
+    const reasons = Object.entries(stats.waiting_reasons || {}).sort((a, b) => b[1] - a[1]);
+    grid.append(
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-reasons" },
+        h("h2", { id: "h-reasons", text: "Why jobs wait" }),
+        reasons.length ? table("Waiting reasons", ["reason", { label: "jobs", num: true }], reasons.map(([r, n]) => h("tr", {}, td(h("span", { class: "reason", text: r })), td(fmt.n(n), true)))) : h("p", { class: "muted", text: "Nothing waits." }),
+      ),
+    );
     // spend against budget
     const tenantRows = tenantStats ? [[session.tenant_id, tenantStats]] : Object.entries(stats.by_tenant || {}).sort();
     grid.append(
@@ -583,7 +593,7 @@
   // ---- tenants --------------------------------------------------------------------------------
 
   function quotaCell(label, used, limit) {
-    if (limit === undefined || limit === null) return td(fmt.n(used) + " (no limit)");
+    if (limit === undefined || limit === null) return td(h("span", {}, fmt.n(used) + " ", h("span", { class: "nolimit", text: "no limit" })));
     return td(h("div", {}, h("span", { text: fmt.n(used) + " / " + fmt.n(limit) }), bar(used, limit, label + " " + used + " of " + limit)));
   }
 
@@ -724,7 +734,7 @@
         h(
           "tr",
           { "data-job": j.id, "data-status": j.status, class: i === selected ? "sel" : null },
-          td(h("a", { href: "#/jobs/" + encodeURIComponent(j.id), text: j.id.slice(0, 13) + "…", "aria-label": "job " + j.id + ", " + j.kind + ", " + j.status })),
+          td(h("a", { href: "#/jobs/" + encodeURIComponent(j.id), text: shortId(j.id), "aria-label": shortId(j.id) + ": job " + j.id + ", " + j.kind + ", " + j.status })),
           td(j.kind),
           session.admin ? td(j.tenant_id) : null,
           td(statusBadge(j.status)),
@@ -782,7 +792,7 @@
   }
 
   async function jobPage(jobId, query, current) {
-    setTitle("Job " + jobId.slice(0, 13));
+    setTitle("Job " + shortId(jobId));
     const tenantParam = query.get("tenant_id") ? "?tenant_id=" + encodeURIComponent(query.get("tenant_id")) : "";
     const body = h("div", { id: "job" });
     const message = h("p", { role: "status", "aria-live": "polite", id: "job-message" });
@@ -860,7 +870,7 @@
     const wf = job.metadata && job.metadata.workflow_id;
     if (wf) facts.push(["workflow", h("a", { href: "#/workflows/" + encodeURIComponent(wf), text: (job.metadata.workflow_name || wf) + " · step " + job.metadata.workflow_step })]);
     const deps = (job.constraints && job.constraints.depends_on) || [];
-    if (deps.length) facts.push(["after", h("span", {}, deps.map((d, i) => [i ? ", " : "", h("a", { href: "#/jobs/" + encodeURIComponent(d), text: d.slice(0, 13) + "…" })]))]);
+    if (deps.length) facts.push(["after", h("span", {}, deps.map((d, i) => [i ? ", " : "", h("a", { href: "#/jobs/" + encodeURIComponent(d), text: shortId(d) })]))]);
     grid.append(h("section", { class: "card", "aria-labelledby": "h-facts" }, h("h2", { id: "h-facts", text: "Facts" }), h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)]))));
     grid.append(h("section", { class: "card", "aria-labelledby": "h-payload" }, h("h2", { id: "h-payload", text: "Payload" }), h("pre", { tabindex: 0, "aria-label": "payload", text: JSON.stringify(job.payload || {}, null, 2) })));
     const attempts = job.attempts || [];
@@ -944,7 +954,7 @@
     return table(
       "Steps",
       ["step", "status", "after", "waiting reason", "job"],
-      w.steps.map((s) => h("tr", {}, td(s.step), td(statusBadge(s.status)), td(s.after.join(", ") || "–"), td(s.waiting_reason ? h("span", { class: "reason", text: s.waiting_reason }) : ""), td(h("a", { href: "#/jobs/" + encodeURIComponent(s.job_id), text: s.job_id.slice(0, 13) + "…" })))),
+      w.steps.map((s) => h("tr", {}, td(s.step), td(statusBadge(s.status)), td(s.after.join(", ") || "–"), td(s.waiting_reason ? h("span", { class: "reason", text: s.waiting_reason }) : ""), td(h("a", { href: "#/jobs/" + encodeURIComponent(s.job_id), text: shortId(s.job_id) })))),
     );
   }
 
