@@ -17,15 +17,16 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.dashboard import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from bench.dashboard import CHROMIUM, CHROMIUM_ARGS
+
+DEMO = [sys.executable, "-m", "nsai_work.demo"]
 
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
     out.mkdir(parents=True, exist_ok=True)
     demo = subprocess.Popen(
-        [sys.executable, "-m", "nsai_work.demo", "--duration", "30", "--plain", "--serve"]
-        + ["--port", "0"],
+        [*DEMO, "--duration", "30", "--plain", "--serve", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -47,7 +48,7 @@ def main() -> None:
                 if scheme == "light":
                     time.sleep(14)  # let the charts fill
                 page.wait_for_timeout(1500)
-                page.screenshot(path=str(out / f"dashboard-overview-{scheme}.png"))
+                page.screenshot(path=str(out / f"dashboard-overview-{scheme}.png"), full_page=True)
                 if scheme == "dark":
                     break
                 page.evaluate("location.hash = '#/tenants'")
@@ -58,12 +59,12 @@ def main() -> None:
                 page.wait_for_selector("#jobs-table tbody tr")
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(out / "dashboard-jobs.png"))
-                page.evaluate("location.hash = '#/jobs?tenant_id=acme&status=running'")
-                page.wait_for_selector("#jobs-table tbody tr, #jobs-body p")
-                rows = page.query_selector_all("#jobs-table tbody tr")
-                if not rows:
-                    page.evaluate("location.hash = '#/jobs?tenant_id=acme'")
-                    page.wait_for_selector("#jobs-table tbody tr")
+                for query in ("kind=experiment_step&status=running", "status=running", ""):
+                    page.evaluate(f"location.hash = '#/jobs?tenant_id=acme&{query}'")
+                    page.wait_for_timeout(300)
+                    page.wait_for_selector("#jobs-table tbody tr, #jobs-body p")
+                    if page.query_selector("#jobs-table tbody tr"):
+                        break
                 job = page.eval_on_selector("#jobs-table tbody tr", "r => r.dataset.job")
                 page.evaluate(f"location.hash = '#/jobs/{job}'")
                 page.wait_for_selector("#h-attempts")
