@@ -263,6 +263,57 @@ def test_a_tenant_key_sees_its_tenant_only_even_live(
     assert not [e for e in page.errors if "403" not in e and "404" not in e]
 
 
+def test_thousands_of_events_are_coalesced_not_applied_one_by_one(
+    api: Running, tab: Callable[..., Tab]
+) -> None:
+    page = tab().login(api.url, api.acme)
+    page.go("#/jobs")
+    page.page.wait_for_selector("#jobs-body p, #jobs-table")
+    reads: list[float] = []
+    page.page.on("request", lambda r: "/v1/jobs?" in r.url and reads.append(time.monotonic()))
+    started = time.monotonic()
+    echo = {"kind": "tool_call", "tenant_id": "acme", "payload": {"tool": "echo"}}
+    for _ in range(4):
+        answer = api.call("POST", "/v1/jobs/batch", api.acme, json={"jobs": [echo] * 500})
+        assert answer.status_code == 201, answer.text
+    _until(lambda: api.call("GET", "/v1/stats", api.acme).json().get("succeeded", 0) == 2000)
+    elapsed = time.monotonic() - started
+    # 2,000 jobs, 8,000 events: the list read again at most once a second (plus its 5 s poll
+    # and the last, trailing read), and it ends showing the last state
+    page.page.wait_for_selector("#jobs-table tbody tr[data-status=succeeded]")
+    _until(
+        lambda: not page.page.query_selector("#jobs-table tbody tr:not([data-status=succeeded])"),
+        timeout=8,
+    )
+    assert len([t for t in reads if t <= started + elapsed]) <= elapsed + 3, (len(reads), elapsed)
+    assert page.errors == []
+
+
+def test_keyboard_shortcuts_move_between_pages_and_rows(
+    api: Running, tab: Callable[..., Tab], handlers: Callable[..., str]
+) -> None:
+    kind = handlers(lambda job: "ok")
+    for _ in range(3):
+        _submit(api, api.acme, "acme", kind)
+    page = tab().login(api.url, api.acme)
+    page.page.keyboard.press("g")
+    page.page.keyboard.press("j")
+    page.page.wait_for_selector("#jobs-table tbody tr")
+    assert page.page.evaluate("location.hash").startswith("#/jobs")
+    page.page.keyboard.press("j")
+    page.page.keyboard.press("j")
+    focused = page.page.evaluate("document.activeElement.closest('tr').dataset.job")
+    second = page.page.eval_on_selector_all("#jobs-table tbody tr", "r => r[1].dataset.job")
+    assert focused == second
+    page.page.keyboard.press("Enter")
+    page.page.wait_for_selector("#job h1")
+    assert second in page.page.evaluate("location.hash")
+    page.page.keyboard.press("g")
+    page.page.keyboard.press("o")
+    page.page.wait_for_selector("#kpi-waiting")
+    assert page.errors == []
+
+
 def test_the_session_cookie_is_http_only_and_logout_ends_it(
     api: Running, tab: Callable[..., Tab]
 ) -> None:

@@ -10,6 +10,7 @@ scoping. See docs/dashboard.md.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from typing import Any, Final
 
@@ -52,6 +53,9 @@ MAX_TENANTS: Final = 20
 #: Recent tool calls: the newest this many ``tool_call`` jobs of each tenant.
 TOOL_CALLS: Final = 100
 
+#: The assets index.html names with ``?v=0``, replaced by their digest.
+_VERSIONED: Final = ("app.js", "app.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css")
+
 _static = importlib.resources.files("nsai_work.server") / "static"
 _cache: dict[str, bytes] = {}
 
@@ -70,11 +74,25 @@ def _read(name: str) -> bytes:
     return data
 
 
+def _page() -> bytes:
+    """index.html, its assets' URLs ending in ``?v=<digest of the assets>`` (so a browser
+    never keeps a script of another version)."""
+    page = _cache.get("")
+    if page is None:
+        digest = hashlib.sha256()
+        for name in _VERSIONED:
+            digest.update(_read(name))
+        page = _cache[""] = _read("index.html").replace(
+            b"?v=0", b"?v=" + digest.hexdigest()[:12].encode()
+        )
+    return page
+
+
 @get("/", include_in_schema=False)
 async def index(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The dashboard (no key needed to load the page; its data needs a session)."""
     return Response(
-        _read("index.html"),
+        _page(),
         media_type=_TYPES["html"],
         headers={**_HEADERS, "Cache-Control": "no-cache"},
     )
@@ -90,7 +108,7 @@ async def asset(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(
         _read(name),
         media_type=kind,
-        headers={**_HEADERS, "Cache-Control": "public, max-age=300"},
+        headers={**_HEADERS, "Cache-Control": "public, max-age=86400"},
     )
 
 

@@ -382,6 +382,29 @@
     };
   }
 
+  // at most one call every `ms`; a call asked for meanwhile runs once at the end (so the last
+  // events are always shown)
+  function throttle(fn, ms) {
+    let last = 0;
+    let timer = null;
+    const fire = () => {
+      timer = null;
+      last = Date.now();
+      fn();
+    };
+    const call = () => {
+      if (timer !== null) return;
+      const wait = last + ms - Date.now();
+      if (wait <= 0) fire();
+      else timer = setTimeout(fire, wait);
+    };
+    call.cancel = () => {
+      clearTimeout(timer);
+      timer = null;
+    };
+    return call;
+  }
+
   // ---- overview -------------------------------------------------------------------------------
 
   function makeChart(el, title, series) {
@@ -466,18 +489,15 @@
         if (charts[1]) charts[1].setData(chartData(LATENCY));
       }
     };
-    const refresh = serial(draw);
+    // stats cost O(waiting jobs) on the server: at most once a second
+    const refresh = throttle(serial(draw), 1000);
     await draw();
-    let last = Date.now();
     return {
-      refresh: () => {
-        // stats cost O(waiting jobs) on the server: at most once a second
-        if (Date.now() - last >= 1000) {
-          last = Date.now();
-          refresh();
-        }
+      refresh: refresh,
+      dispose: () => {
+        refresh.cancel();
+        charts.forEach((c) => c.destroy());
       },
-      dispose: () => charts.forEach((c) => c.destroy()),
     };
   }
 
@@ -642,7 +662,8 @@
       );
     };
     await draw();
-    return { refresh: serial(draw) };
+    const refresh = throttle(serial(draw), 1000);
+    return { refresh: refresh, dispose: refresh.cancel };
   }
 
   // ---- jobs -----------------------------------------------------------------------------------
@@ -777,17 +798,17 @@
     };
     document.addEventListener("keydown", keys);
     await draw();
-    let last = 0;
+    const live = throttle(refresh, 1000);
     return {
       refresh: (events) => {
         // the first page follows the live stream (at most once a second); older pages on poll
-        const now = Date.now();
-        if ((events.length && at === 0 && now - last > 1000) || !events.length) {
-          last = now;
-          refresh();
-        }
+        if (!events.length) refresh();
+        else if (at === 0) live();
       },
-      dispose: () => document.removeEventListener("keydown", keys),
+      dispose: () => {
+        live.cancel();
+        document.removeEventListener("keydown", keys);
+      },
     };
   }
 
@@ -947,7 +968,8 @@
       );
     };
     await draw();
-    return { refresh: serial(draw) };
+    const refresh = throttle(serial(draw), 3000);
+    return { refresh: refresh, dispose: refresh.cancel };
   }
 
   function stepTable(w) {
@@ -1046,7 +1068,8 @@
       );
     };
     await draw();
-    return { refresh: serial(draw) };
+    const refresh = throttle(serial(draw), 5000);
+    return { refresh: refresh, dispose: refresh.cancel };
   }
 
   // ---- keyboard -------------------------------------------------------------------------------
