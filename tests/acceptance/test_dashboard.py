@@ -183,7 +183,13 @@ def test_the_cancel_button_cancels_a_running_job(
     page.page.click("#cancel")  # (the confirmation dialog is accepted)
     page.page.wait_for_selector("#job .status.s-canceled", timeout=10_000)
     assert _status(api, job["id"]) == "canceled"
-    assert page.page.is_enabled("#retry")
+    # Retry makes a copy and opens it
+    page.page.click("#retry")
+    page.page.wait_for_selector(f"#job a[href='#/jobs/{job['id']}']")  # "retry of"
+    copy = page.page.evaluate("location.hash").rsplit("/", 1)[1]
+    assert copy != job["id"]
+    assert api.call("GET", f"/v1/jobs/{copy}", api.acme).json()["retry_of"] == job["id"]
+    api.call("POST", f"/v1/jobs/{copy}/cancel", api.acme, json={})
     assert page.errors == []
 
 

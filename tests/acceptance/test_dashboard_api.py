@@ -19,6 +19,8 @@ from nsai_work.telemetry import Telemetry
 from nsai_work.telemetry.events import JOB_COMPLETED, JOB_STARTED
 from tests._service import Running, running_server
 
+ECHO = {"tool": "echo"}
+
 
 @pytest.fixture
 def api() -> Iterator[Running]:
@@ -261,3 +263,18 @@ def test_the_pages_lists_of_statuses_and_priorities_are_the_irs() -> None:
 
     assert listed("STATUSES") == [s.value for s in work.Status]
     assert listed("PRIORITIES") == [p.value for p in work.Priority]
+
+
+def test_on_a_server_that_is_a_client_of_the_store_the_job_pages_work(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/work.db"
+    with work.SyncScheduler(store=url) as scheduler:
+        job = scheduler.submit(work.Job(kind="tool_call", tenant_id="acme", payload=ECHO))
+        scheduler.wait(job.id, timeout=10)
+        with running_server(store=url, scheduler=False) as api:
+            browser, _ = _session(api, api.acme)
+            for path in ["/", "/v1/jobs", f"/v1/jobs/{job.id}", "/ui/api/workflows"]:
+                assert browser.get(path).status_code == 200, path
+            for path in ["/v1/stats", "/ui/api/history", "/ui/api/waiting"]:  # need its memory
+                answer = browser.get(path)
+                assert answer.status_code == 503, path
+                assert "client of the store" in answer.json()["detail"]
