@@ -1260,6 +1260,27 @@ def test_a_tenant_parked_for_its_heads_needs_is_let_go_when_an_older_fifo_reopen
     )
 
 
+def test_a_fifo_parked_for_its_heads_needs_is_let_go_when_that_head_is_canceled() -> None:
+    """Liveness. Found by the tenancy machine: the FIFO-level
+    twin of the test above. A FIFO is parked on its namespace's quota for the needs of its head
+    and only let go when a run of that namespace ends or the tenant changes. Here the 2-cpu
+    head is over the namespace's (lowered) cpu quota and nothing of the namespace runs; once
+    that head is canceled, the 1-cpu job behind it fits, but the FIFO stays parked: forever."""
+    core = _core(Pool(name="p", slots=4, cpu=4.0))
+    assert _submit(core, 1.0, _job("other", tenant="o", cpu=4.0)) == ["other"]
+    big, small = _job("big", cpu=2.0, namespace="ns"), _job("small", cpu=1.0, namespace="ns")
+    assert _submit(core, 2.0, big, small) == []  # both wait for cpu
+    lowered = Tenant("t", namespaces={"ns": Quota(cpu=1.0)})
+    core.handle(TenantChanged(lowered), 3.0)  # big can never start now
+    assert _end(core, 4.0, "other") == []  # big, the FIFO's head, parks it on the namespace
+    assert core.waiting_reason(*key_of(core, "small")) == "namespace_quota:cpu"
+    started = _started(core.handle(Cancel(*key_of(core, "big"), "requested"), 5.0))
+    assert started == ["small"], (
+        f"small asks 1 cpu, namespace ns uses none of its 1.0 and the pool is free, yet it "
+        f"stays queued: {core.waiting_reason(*key_of(core, 'small'))!r}"
+    )
+
+
 def test_capacity_held_for_a_younger_job_never_blocks_its_tenants_older_head() -> None:
     """Liveness (backfill holds). Found: capacity is held for ``held`` while the older ``head``
     of the same tenant waits on its concurrency group. When the group frees up, ``head`` is the

@@ -64,7 +64,7 @@ from ._messages import (
     TenantChanged,
     TimerFired,
 )
-from ._parking import park_fifo, park_tenant, unpark_fifos, unpark_tenant_in
+from ._parking import park_fifo, park_tenant, queued_job_left, unpark_fifos
 from ._pauses import Pauses, apply_pause
 from ._pool_changes import (
     STRANDED_KEY,
@@ -643,9 +643,7 @@ class SchedulingCore:
             self._queues.discard(entry)
         self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason)
         if status is _QUEUED:  # its tenant may have a new head: it competes with that one
-            queue = self._queues.queue_of(entry)
-            unpark_tenant_in(queue, entry.tenant)
-            queue.rekey_if_keyed_at(entry)
+            queued_job_left(self._queues.queue_of(entry), entry, self._limits)
 
     def _pools_changed(self, event: PoolsChanged, out: list[Decision]) -> None:
         pools_changed(self, event, out)

@@ -16,18 +16,22 @@ it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._queues import GroupQueue, SubKey, TenantQueue
+    from ._limits import Limits
+    from ._queues import Entry, GroupQueue, SubKey, TenantQueue
     from ._tenants import TenantState
 
 __all__ = [
     "ParkedFifos",
     "park_fifo",
     "park_tenant",
+    "queued_job_left",
     "restore_parked_fifo",
     "restore_parked_tenant",
+    "unpark_fifo",
     "unpark_fifos",
     "unpark_tenant",
     "unpark_tenant_in",
@@ -76,10 +80,29 @@ def unpark_fifos(parked_on: ParkedFifos) -> None:
     waiting = parked_on[:]
     parked_on.clear()
     for queue, sub in waiting:
-        if queue.parked.pop(sub, None) is not None and queue.restore(sub):
-            group = queue.queue
-            group.parked.pop(queue.tenant, None)
-            group.activate(queue.tenant)  # (re-keyed: the FIFO's head may be the oldest now)
+        if queue.parked.pop(sub, None) is not None:
+            _compete(queue, sub)
+
+
+def unpark_fifo(queue: TenantQueue, sub: SubKey, lists: Iterable[ParkedFifos]) -> None:
+    """A queued job of the FIFO ``sub`` left (canceled, or moved to another pool group): if the
+    FIFO is parked, its head may have changed (a smaller job behind a too-big one), so it
+    leaves the list of ``lists`` it waits in and competes again; its new head is gated when it
+    is offered."""
+    if queue.parked.pop(sub, None) is None:
+        return
+    for parked_on in lists:
+        parked_on[:] = [(q, s) for q, s in parked_on if q is not queue or s != sub]
+    _compete(queue, sub)
+
+
+def _compete(queue: TenantQueue, sub: SubKey) -> None:
+    """A FIFO that is no longer parked goes back among its tenant's heads; the tenant competes
+    again (re-keyed: the FIFO's head may be the oldest now)."""
+    if queue.restore(sub):
+        group = queue.queue
+        group.parked.pop(queue.tenant, None)
+        group.activate(queue.tenant)
 
 
 def unpark_tenant(tenant: TenantState) -> None:
@@ -96,3 +119,19 @@ def unpark_tenant_in(group: GroupQueue, tenant_id: str) -> None:
     canceled: its head may have changed)."""
     if group.parked.pop(tenant_id, None) is not None:
         group.activate(tenant_id)
+
+
+def queued_job_left(group: GroupQueue, entry: Entry, limits: Limits) -> None:
+    """A queued job left ``group`` other than by starting (canceled, or moved to another pool
+    group): its tenant and its FIFO, if parked, compete again with their new heads, and no key
+    names it any more."""
+    unpark_tenant_in(group, entry.tenant)
+    queue = group.tenants.get(entry.tenant)
+    sub = entry.fifo
+    if queue is not None and sub in queue.parked:
+        lists = [limits.states[key].parked for key in sub[1] if key in limits.states]
+        namespace = entry.tenant_state.namespaces.get(sub[0])
+        if namespace is not None:
+            lists.append(namespace.parked)
+        unpark_fifo(queue, sub, lists)
+    group.rekey_if_keyed_at(entry)

@@ -29,7 +29,7 @@ from .._ir import JobError, Status
 from ._admission import Choice
 from ._capacity import change_pools
 from ._messages import ArmTimer, BackendAvailability, Cancel, PoolsChanged
-from ._parking import unpark_tenant_in
+from ._parking import queued_job_left
 from ._tenants import Capacity
 
 if TYPE_CHECKING:
@@ -193,8 +193,7 @@ def _move(
         core._holds.release(entry, queue)
         core._queues.discard(entry)
         entry.status = Status.CANCELED  # (not a transition: this record is simply dropped)
-        unpark_tenant_in(queue, entry.tenant)
-        queue.rekey_if_keyed_at(entry)
+        queued_job_left(queue, entry, core._limits)
         core._jobs.swap(entry, moved)
         core._queues.push(moved, core._group_pools)
     else:
