@@ -429,7 +429,7 @@
     const now = Math.floor(Date.now() / 1000 / BUCKET_S) * BUCKET_S;
     const xs = [];
     const ys = series.map(() => []);
-    for (let t = now - WINDOW_S; t <= now; t += BUCKET_S) {
+    for (let t = now - WINDOW_S; t < now; t += BUCKET_S) {  // (the bucket filling now is left out)
       xs.push(t);
       const b = chart.buckets.get(t);
       series.forEach((s, i) => ys[i].push(b ? s.value(b) : 0));
