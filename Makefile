@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test lint demo bench schema lock clean
+.PHONY: setup test test-modal lint demo bench schema lock clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,20 @@ $(STAMP): pyproject.toml requirements/constraints.txt scripts/setup.sh
 ## make test: lint, then the whole test suite in a loopback-only network namespace.
 test: setup lint
 	scripts/in-netns.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## make test-modal: the Modal suite against a real Modal account, which cannot be reached from
+## here (`make test` runs it on work.testing.FakeModal and skips the live variants, saying why).
+## Needs NSAI_WORK_MODAL_LIVE=1 and Modal's own credentials (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or
+## ~/.modal.toml); deploys tests/modal_app/app.py first (docs/modal.md).
+MODAL_APP ?= $(or $(NSAI_WORK_MODAL_APP),nsai-work-test)
+test-modal: setup
+	@if [ "$(NSAI_WORK_MODAL_LIVE)" != 1 ]; then \
+		echo "make test-modal runs the Modal suite against a real Modal account:"; \
+		echo "  NSAI_WORK_MODAL_LIVE=1 make test-modal   (see docs/modal.md)"; exit 2; fi
+	PYTHONPATH=. $(VENV)/bin/modal deploy -m tests.modal_app.app --name $(MODAL_APP) \
+		$(if $(NSAI_WORK_MODAL_ENVIRONMENT),--env $(NSAI_WORK_MODAL_ENVIRONMENT))
+	NSAI_WORK_MODAL_LIVE=1 NSAI_WORK_MODAL_APP=$(MODAL_APP) $(VENV)/bin/pytest -k live -rs $(PYTEST_ARGS) \
+		tests/integration/test_modal_backend.py tests/contract/test_modal_contract.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

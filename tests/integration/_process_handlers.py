@@ -340,3 +340,8 @@ def sleepy(job: work.Job) -> str:
     """Sleep ``payload["seconds"]``, then return."""
     time.sleep(job.payload["seconds"])
     return "rested"
+
+
+def upstream_total(job: work.Job, ctx: work.JobContext) -> Any:
+    """The results of its dependencies, as it got them in the worker (``ctx.upstream``)."""
+    return {"upstream": ctx.upstream, "pid": os.getpid()}

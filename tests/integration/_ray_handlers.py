@@ -66,6 +66,11 @@ def _gpu_ids() -> list[Any]:
     return list(ray.get_gpu_ids())
 
 
+def upstream(job: work.Job, ctx: work.JobContext) -> dict[str, Any]:
+    """The results of its dependencies, as it got them in the Ray task (``ctx.upstream``)."""
+    return {"upstream": ctx.upstream, "pid": os.getpid()}
+
+
 def ray_registry() -> HandlerRegistry:
     """A registry with these handlers, this module sent to Ray's workers by value (they cannot
     import the tests package)."""
@@ -85,6 +90,7 @@ def ray_registry() -> HandlerRegistry:
         "ray.async_add": async_add,
         "ray.where": where,
         "ray.big": big,
+        "ray.upstream": upstream,
     }.items():
         registry.register(kind, fn)
     return registry

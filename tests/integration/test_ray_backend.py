@@ -32,11 +32,12 @@ def _scheduler(cluster: RayCluster, **options: Any) -> work.Scheduler:
     return work.Scheduler(backends=[backend, "local"])
 
 
-def _task_state(handle: str) -> Any:
+def _task_state(cluster: RayCluster, handle: str) -> Any:
     from ray.util.state import get_task
 
     assert handle.startswith("task:")
-    return get_task(handle.removeprefix("task:"), timeout=10)
+    # (the cluster named: with none, Ray looks for one and fails if another runs on the machine)
+    return get_task(handle.removeprefix("task:"), address=cluster.dashboard_url, timeout=10)
 
 
 def _alive(pid: int) -> bool:
@@ -121,7 +122,7 @@ def test_a_timeout_cancels_the_task_in_ray(ray_cluster: RayCluster) -> None:
     # Ray's state API (about a second behind): the task failed, and its worker is gone
     deadline = time.monotonic() + 30
     while True:
-        task = _task_state(handle)
+        task = _task_state(ray_cluster, handle)
         if task is not None and task.state == "FAILED" and task.worker_pid:
             break
         assert time.monotonic() < deadline, f"task still {task and task.state}"
@@ -153,7 +154,7 @@ def test_a_cancel_ends_the_task_and_frees_the_slot(ray_cluster: RayCluster) -> N
 
     handle = asyncio.run(main())
     deadline = time.monotonic() + 30
-    while (task := _task_state(handle)) is None or task.state != "FAILED":
+    while (task := _task_state(ray_cluster, handle)) is None or task.state != "FAILED":
         assert time.monotonic() < deadline, f"task still {task and task.state}"
         time.sleep(0.5)
 

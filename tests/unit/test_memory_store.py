@@ -412,7 +412,7 @@ def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) 
         _finish(store, job, 2.0)
     # memory stays bounded however many tenants and namespaces came and went
     assert store._tenants == {}
-    assert store._seq_of == {}
+    assert store._place == {}
     assert store._slot_at == {}
     assert store._shared_ids == {}
     assert len(store) == 0

@@ -24,14 +24,17 @@ from ._worker import _error
 __all__ = ["make_runner"]
 
 
-def make_runner(fn: Callable[..., Any], takes_context: bool) -> Callable[[bytes, int], Any]:
-    """The function a Ray task of this handler runs: it takes the job as JSON and the result
-    size limit. Ray exports it once (the handler travels with it, by reference when its module
-    is importable), so a task sends only its job."""
+def make_runner(
+    fn: Callable[..., Any], takes_context: bool
+) -> Callable[[bytes, int, dict[str, Any] | None], Any]:
+    """The function a Ray task of this handler runs: it takes the job as JSON, the result size
+    limit and, for a job with dependencies, their results (``ctx.upstream``). Ray exports it
+    once (the handler travels with it, by reference when its module is importable), so a task
+    sends only its job."""
 
-    def run(job_json: bytes, max_result_bytes: int) -> Any:
+    def run(job_json: bytes, max_result_bytes: int, upstream: dict[str, Any] | None) -> Any:
         # (only module functions here: the closure is pickled, the decoder cannot be)
-        return run_json(fn, takes_context, job_json, max_result_bytes)
+        return run_json(fn, takes_context, job_json, max_result_bytes, upstream)
 
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "handler")
     run.__name__ = run.__qualname__ = f"nsai_work.ray[{name}]"
@@ -39,20 +42,31 @@ def make_runner(fn: Callable[..., Any], takes_context: bool) -> Callable[[bytes,
 
 
 def run_json(
-    fn: Callable[..., Any], takes_context: bool, job_json: bytes, max_result_bytes: int
+    fn: Callable[..., Any],
+    takes_context: bool,
+    job_json: bytes,
+    max_result_bytes: int,
+    upstream: dict[str, Any] | None = None,
 ) -> Any:
     """``run_handler`` for a job sent as JSON."""
-    return run_handler(fn, takes_context, job_decoder.decode(job_json), max_result_bytes)
+    job = job_decoder.decode(job_json)
+    return run_handler(fn, takes_context, job, max_result_bytes, upstream)
 
 
 def run_handler(
-    fn: Callable[..., Any], takes_context: bool, job: Job, max_result_bytes: int
+    fn: Callable[..., Any],
+    takes_context: bool,
+    job: Job,
+    max_result_bytes: int,
+    upstream: dict[str, Any] | None = None,
 ) -> Any:
     """Call ``fn(job)`` or ``fn(job, ctx)`` (awaiting an async one); the result as the JSON the
     job will carry, or an ``Err`` (``_worker.Err``: no JSON value is one) for what it raised."""
     try:
         ctx = JobContext(job)  # (progress stays in the worker: nothing carries it back)
         ctx._running = True
+        if upstream is not None:
+            ctx._upstream = upstream
         result = fn(job, ctx) if takes_context else fn(job)
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))

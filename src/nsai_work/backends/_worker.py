@@ -95,13 +95,15 @@ BOOTSTRAP: Final = (
 
 
 class RunHandler(Struct, tag="handler", tag_field="t", omit_defaults=True):
-    """Run ``ref`` (``module:qualname``) with the job."""
+    """Run ``ref`` (``module:qualname``) with the job (and, for a job with dependencies, their
+    results: the handler's ``ctx.upstream``)."""
 
     job: Job
     ref: str
     memory_mb: int | None = None
     limit_address_space: bool = True
     sys_path: list[str] | None = None
+    upstream: dict[str, Any] | None = None
 
 
 class RunCommand(Struct, tag="command", tag_field="t", omit_defaults=True):
@@ -457,6 +459,8 @@ class Worker:
             )
             return error
         ctx = _WorkerContext(job, self.channel)
+        if request.upstream is not None:
+            ctx._upstream = request.upstream
         args = (job, ctx) if function.takes_context else (job,)
         limit = request.memory_mb or None
         limited = limit is not None and request.limit_address_space

@@ -464,6 +464,8 @@ class ProcessBackend:
     async def execute(self, job: Job, ctx: JobContext) -> Any:
         """Run one attempt in a worker; return its JSON result or raise what it raised."""
         request = self._request(job)
+        if type(request) is RunHandler and job.constraints.depends_on:
+            request.upstream = ctx.upstream  # (read in this process: the worker has no store)
         if not self._running:
             await self.start()
         while True:

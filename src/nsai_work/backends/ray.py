@@ -345,8 +345,9 @@ class RayBackend:
         function = self.handlers.get(job.kind)
         if function is None:
             raise NonRetryableError(f"the handler for kind {job.kind!r} was unregistered")
+        upstream = ctx.upstream if job.constraints.depends_on else None
         ref = self._task(job, node, function).remote(
-            json_encoder.encode(job), self.max_result_bytes
+            json_encoder.encode(job), self.max_result_bytes, upstream
         )
         self._refs[job.id] = ref
         try:

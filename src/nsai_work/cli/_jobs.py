@@ -1,5 +1,6 @@
 """The operators' commands on jobs: ``submit``, ``get``, ``list``, ``cancel``, ``retry``,
-``wait``, ``stats``, ``tools``, ``tenants``.
+``wait``, ``stats``, ``tools``, ``tenants``; and ``schedules`` (list, pause, resume, remove
+cron schedules by name).
 
 Each works against a server (``--url`` or ``NSAI_WORK_URL``, the key from ``NSAI_WORK_API_KEY``
 or ``--api-key``) or directly on a store a scheduler serves (``--store``), through the one
@@ -62,7 +63,45 @@ def _print(value: Any, as_json: bool) -> None:
             )
         Console().print(table)
         return
+    from .._schedule import Schedule
+
+    if jobs and all(isinstance(one, Schedule) for one in jobs):
+        _print_schedules(jobs)
+        return
     print(json.dumps(msgspec.to_builtins(value), indent=2))
+
+
+def _print_schedules(schedules: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("tenant", "name", "cron", "tz", "paused", "last fire", "next fire", "kind")
+    for one in schedules:
+        table.add_row(
+            one.tenant_id,
+            one.name,
+            one.cron,
+            one.tz,
+            "yes" if one.paused else "no",
+            "" if one.last_fire is None else one.last_fire.isoformat(),
+            "" if one.next_fire is None else one.next_fire.isoformat(),
+            one.template.kind,
+        )
+    Console().print(table)
+
+
+def _schedules(client: Any, args: argparse.Namespace) -> Any:
+    """``schedules`` (list), or ``schedules pause|resume|remove NAME``."""
+    import nsai_work as work
+
+    if args.action == "list":
+        if args.name is not None:
+            raise work.ValidationError("schedules list takes no name", path="$.name")
+        return client.schedules(args.tenant)
+    if args.name is None:
+        raise work.ValidationError(f"schedules {args.action} NAME: which schedule", path="$.name")
+    verb = getattr(client, f"{args.action}_schedule")
+    return verb(args.name, **_tenant(args))
 
 
 def _job_from(args: argparse.Namespace) -> Any:
@@ -170,6 +209,17 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--kind")
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--cursor")
+
+    schedules = command(
+        "schedules",
+        "list cron schedules, or pause, resume or remove one by name",
+        _schedules,
+    )
+    schedules.add_argument(
+        "action", nargs="?", default="list", choices=["list", "pause", "resume", "remove"]
+    )
+    schedules.add_argument("name", nargs="?")
+    schedules.add_argument("--tenant", help="whose schedules (admin keys)")
 
     command("stats", "the scheduler's stats (a tenant key: its own)", lambda c, a: c.stats())
     command("tools", "the registered ALTAR tools", lambda c, a: c.request("GET", "/tools"))

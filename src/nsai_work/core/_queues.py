@@ -207,9 +207,14 @@ class TenantQueue:
         return None
 
     def pop(self) -> None:
-        """Remove the head ``peek`` just returned (it started) from its FIFO."""
-        self.heads[0][2].popleft()
+        """Remove the head ``peek`` just returned (it started) from its FIFO; that FIFO's entry
+        among the heads moves to its next job (``peek`` drops it if it has none)."""
+        heads = self.heads
+        _, sub, fifo = heads[0]
+        fifo.popleft()
         self.count -= 1
+        if fifo:
+            heapreplace(heads, (fifo[0].seq, sub, fifo))
 
     def withdraw_head(self) -> None:
         """Take the FIFO whose head ``peek`` just returned out of the heads (it is parked)."""

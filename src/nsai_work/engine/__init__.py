@@ -2,6 +2,7 @@
 and the module functions on a process-wide default; and clients of a store a scheduler in
 another process serves: ``Client`` (async), ``SyncClient`` and ``connect`` (blocking)."""
 
+from .._schedule import Schedule
 from ._backend_events import BackendEvents
 from ._client import Client, SyncClient, connect
 from ._config import Config
@@ -15,6 +16,7 @@ __all__ = [
     "Client",
     "Config",
     "Page",
+    "Schedule",
     "Scheduler",
     "SyncClient",
     "SyncScheduler",

@@ -85,6 +85,11 @@ class SyncVerbs(SyncFace):
     get_workflow = blocking(Verbs.get_workflow)
     wait_workflow = blocking(Verbs.wait_workflow)
     cancel_workflow = blocking(Verbs.cancel_workflow)
+    cron = blocking(Verbs.cron)
+    schedules = blocking(Verbs.schedules)
+    pause_schedule = blocking(Verbs.pause_schedule)
+    resume_schedule = blocking(Verbs.resume_schedule)
+    remove_schedule = blocking(Verbs.remove_schedule)
 
 
 def start_eagerly(

@@ -44,9 +44,11 @@ from typing import Any, Final
 
 from .._errors import ConfigurationError, NotFoundError, NotStartedError, StoreError
 from .._ir import TERMINAL_STATUSES, Job
+from .._schedule import Schedule
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
 from ..stores import JobKey, ListQuery, Store, redact, store_from_url
 from ._blocking import SyncVerbs
+from ._cron_rules import CronSpec
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
 from ._unique import answer_duplicates, holders_of, kept
@@ -202,6 +204,28 @@ class Client(Verbs):
     def abandon(self) -> None:
         """The loop is gone (the blocking face's thread died): the client is closed."""
         self._state = "closed"
+
+    # ---- cron schedules live in the scheduler's process ----------------------------------------
+
+    async def _cron_declare(self, spec: CronSpec) -> Schedule:
+        raise _no_schedules("cron")
+
+    async def _cron_list(self, tenant_id: str | None) -> builtins.list[Schedule]:
+        raise _no_schedules("schedules")
+
+    async def _cron_pause(self, name: object, tenant_id: str | None, paused: bool) -> Schedule:
+        raise _no_schedules("pause_schedule" if paused else "resume_schedule")
+
+    async def _cron_remove(self, name: object, tenant_id: str | None) -> Schedule:
+        raise _no_schedules("remove_schedule")
+
+
+def _no_schedules(verb: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{verb}(): cron schedules are declared and managed in the scheduler's process "
+        f"(work.cron on a Scheduler, a SyncScheduler or the default scheduler), not through a "
+        f"client"
+    )
 
 
 class StoreClient(JobLookups, Client):

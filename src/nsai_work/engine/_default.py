@@ -26,12 +26,17 @@ __all__ = [
     "as_tenant",
     "cancel",
     "cancel_workflow",
+    "cron",
     "default_scheduler",
     "get",
     "get_workflow",
     "list",
     "list_jobs",
+    "pause_schedule",
+    "remove_schedule",
+    "resume_schedule",
     "retry",
+    "schedules",
     "set_concurrency_limit",
     "set_tenant",
     "start",
@@ -152,6 +157,11 @@ submit_workflow = on_default(SyncScheduler.submit_workflow)
 get_workflow = on_default(SyncScheduler.get_workflow)
 wait_workflow = on_default(SyncScheduler.wait_workflow)
 cancel_workflow = on_default(SyncScheduler.cancel_workflow)
+cron = on_default(SyncScheduler.cron)
+schedules = on_default(SyncScheduler.schedules)
+pause_schedule = on_default(SyncScheduler.pause_schedule)
+resume_schedule = on_default(SyncScheduler.resume_schedule)
+remove_schedule = on_default(SyncScheduler.remove_schedule)
 stats = on_default(SyncScheduler.stats)
 set_tenant = on_default(SyncScheduler.set_tenant)
 set_concurrency_limit = on_default(SyncScheduler.set_concurrency_limit)

@@ -13,18 +13,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from .._errors import AdmissionError, ConflictError, ValidationError, WorkError
-from .._ir import Job, Priority, Status
+from .._ir import DEFAULT_CONSTRAINTS, Job, Priority, Status
 from ..core import Dispatch, Record
 from ..telemetry import HandlerInfo, Telemetry
 from ..telemetry._bus import HandlerFn
 from ..telemetry.events import (
     JOB_CANCELED,
     JOB_COMPLETED,
+    JOB_DEADLINE_EXCEEDED,
+    JOB_DEPENDENCY_FAILED,
     JOB_FAILED,
     JOB_QUEUED,
+    JOB_RELEASED,
     JOB_RETRY,
     JOB_STARTED,
     JOB_SUBMITTED,
+    JOB_WAITING,
     QUEUE_DEQUEUE,
     QUEUE_ENQUEUE,
     QUEUE_OVERFLOW,
@@ -190,7 +194,18 @@ class Emitter:
                     else None
                 )
                 self._run(plan, {"wait_ms": 0.0}, meta, admit)
+            if status is _PENDING and job.constraints is not DEFAULT_CONSTRAINTS:
+                self._waiting(job, table)
         elif status is _QUEUED:
+            if (
+                previous is _PENDING
+                and job.constraints is not DEFAULT_CONSTRAINTS
+                and not job.attempts
+                and JOB_RELEASED in table
+            ):
+                reason = _waits_for(job)
+                if reason is not None:
+                    self._emit(JOB_RELEASED, {"wait_ms": decision.elapsed_ms}, job, reason=reason)
             plan = plans[_REQUEUED]
             if plan:
                 self._run(plan, {"wait_ms": decision.elapsed_ms}, _metadata(job))
@@ -208,6 +223,11 @@ class Emitter:
                 meta = _metadata(job)
                 meta["reason"] = job.cancel_reason
                 self._run(plan, _EMPTY, meta)
+            reason = job.cancel_reason
+            if reason is not None and (
+                reason == "deadline_exceeded" or reason.startswith("dependency_failed:")
+            ):
+                self._why_canceled(job, reason, table)
         else:
             plan = plans[_FAIL if status is _FAILED or status is _TIMEOUT else _SUCCEED]
             if plan:
@@ -216,6 +236,50 @@ class Emitter:
                     "total_time_ms": decision.total_ms,
                 }
                 self._run(plan, measurements, _metadata(job))
+
+    def _waiting(self, job: Job, table: Mapping[tuple[str, ...], object]) -> None:
+        """``work.job.waiting`` of a job submitted pending on its dependencies or its time."""
+        if JOB_WAITING not in table:
+            return
+        reason = _waits_for(job)
+        if reason == "dependencies":
+            self._emit(
+                JOB_WAITING, _EMPTY, job, reason=reason, depends_on=list(job.constraints.depends_on)
+            )
+        elif reason == "scheduled":
+            run_at = job.constraints.run_at
+            self._emit(
+                JOB_WAITING,
+                _EMPTY,
+                job,
+                reason=reason,
+                run_at=None if run_at is None else run_at.isoformat(),
+            )
+
+    def _why_canceled(self, job: Job, reason: str, table: Mapping[tuple[str, ...], object]) -> None:
+        """After ``canceled``: ``dependency_failed`` or ``deadline_exceeded``."""
+        if reason == "deadline_exceeded":
+            if JOB_DEADLINE_EXCEEDED in table:
+                deadline = job.constraints.deadline
+                self._emit(
+                    JOB_DEADLINE_EXCEEDED,
+                    _EMPTY,
+                    job,
+                    reason=reason,
+                    deadline=None if deadline is None else deadline.isoformat(),
+                )
+        elif JOB_DEPENDENCY_FAILED in table:
+            # "dependency_failed: <id> (<status>)"
+            detail = reason.removeprefix("dependency_failed:").strip()
+            dep_id, _, rest = detail.rpartition(" (")
+            self._emit(
+                JOB_DEPENDENCY_FAILED,
+                _EMPTY,
+                job,
+                reason=reason,
+                dependency_id=dep_id or detail,
+                dependency_status=rest.rstrip(")") if dep_id else None,
+            )
 
     def dispatch(self, decision: Dispatch) -> None:
         """Events of queued -> running."""
@@ -255,6 +319,17 @@ class Emitter:
             )
             if overflow:
                 self._emit(QUEUE_OVERFLOW, _EMPTY, job, reason=reason)
+
+
+def _waits_for(job: Job) -> str | None:
+    """What a job with constraints waits for before it may queue: "dependencies" (first),
+    "scheduled", or None."""
+    constraints = job.constraints
+    if constraints.depends_on:
+        return "dependencies"
+    if constraints.run_at is not None:
+        return "scheduled"
+    return None
 
 
 def _without(steps: Iterator[_Step], handler_id: str) -> Iterator[_Step]:

@@ -38,6 +38,7 @@ from .._errors import (
     WorkError,
 )
 from .._ir import TERMINAL_STATUSES, Job
+from .._schedule import Schedule, ScheduleList
 from .._stats import Stats, TenantStats
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, validate_new_job
 from .._wire import (
@@ -366,6 +367,28 @@ class HttpClient(Client):
     async def request(self, method: str, path: str, /, *, body: Any = None, **params: Any) -> Any:
         """Any call of the API (``path`` under ``/v1``), its answer as plain JSON values."""
         return await self._call(method, path, Any, body=body, params=params)
+
+    # ---- cron schedules (declared in the scheduler's process; listed and changed here) --------
+
+    async def _cron_list(self, tenant_id: str | None) -> builtins.list[Schedule]:
+        found = await self._call("GET", "/schedules", ScheduleList, params={"tenant_id": tenant_id})
+        return found.schedules  # type: ignore[no-any-return]
+
+    async def _cron_pause(self, name: object, tenant_id: str | None, paused: bool) -> Schedule:
+        path = self._schedule_path(name, "/pause" if paused else "/resume")
+        return await self._call("POST", path, Schedule, params={"tenant_id": tenant_id})  # type: ignore[no-any-return]
+
+    async def _cron_remove(self, name: object, tenant_id: str | None) -> Schedule:
+        path = self._schedule_path(name)
+        return await self._call("DELETE", path, Schedule, params={"tenant_id": tenant_id})  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _schedule_path(name: object, action: str = "") -> str:
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                f"a schedule name is a non-empty string, got {name!r}", path="$.name"
+            )
+        return f"/schedules/{quote(name, safe='')}{action}"
 
     # (the poller of a store client has no counterpart here: waits are long polls)
     def _watch(self, job_id: str, watcher: Watcher) -> None:  # pragma: no cover - unused

@@ -59,6 +59,7 @@ from ..stores import MemoryStore, Store
 from ..telemetry import default_bus
 from ._backend_events import BackendEvents
 from ._config import Config, make_config, resolve, store_of
+from ._cron import CronTable, Schedules
 from ._deps import dependency_keys, settled
 from ._emit import Emitter, rejection_reason
 from ._inbox import ClientInbox
@@ -109,7 +110,7 @@ def _with_index(error: WorkError, index: int) -> WorkError:
     return labelled
 
 
-class Scheduler(Runner, Reads, JobLookups, Verbs):
+class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
     """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
 
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
@@ -122,6 +123,7 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
         self._adopted: set[JobKey] = set()  # see _start_serving_clients
         self._clients: ClientInbox | None = None
         self._retention: Retention | None = None
+        self._cron = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -201,6 +203,8 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
             await recover(self)
         self._state = "running"
         self._start_serving_clients()
+        self._cron = CronTable(self)
+        self._cron.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop: running jobs may finish until ``timeout`` seconds.
@@ -218,6 +222,8 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
         if self._state != "running":
             return
         self._state = "stopping"
+        if self._cron is not None:
+            self._cron.halt()  # (no await before waiting jobs are canceled)
         if self._clients is not None:
             await self._clients.stop()
         if self._retention is not None:
@@ -260,6 +266,8 @@ class Scheduler(Runner, Reads, JobLookups, Verbs):
                 _SHUTDOWN_GRACE_S,
             )
         self._timers.close()
+        if self._cron is not None:
+            await self._cron.stop()
         await self._background.settle(_SHUTDOWN_GRACE_S)  # backends' cancels still going
         for info in self._router.backends.values():
             hook = getattr(info.backend, "stop", None)

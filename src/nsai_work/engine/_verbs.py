@@ -27,9 +27,11 @@ from msgspec import Struct
 
 from .._errors import ConflictError, ValidationError, WaitTimeoutError
 from .._ir import TERMINAL_STATUSES, Job, Status
+from .._schedule import Schedule
 from .._validate import check_status, retry_copy
 from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
+from ._cron_rules import CronSpec, check_cron
 
 __all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
 
@@ -99,6 +101,22 @@ class Engine(Protocol):
 
     def _watch(self, job_id: str, watcher: Watcher) -> None:
         """Have ``watcher.done(job)`` called when a job with this id is terminal."""
+        ...
+
+    async def _cron_declare(self, spec: CronSpec) -> Schedule:
+        """Add a checked schedule."""
+        ...
+
+    async def _cron_list(self, tenant_id: str | None) -> builtins.list[Schedule]:
+        """The schedules (of one tenant, or all)."""
+        ...
+
+    async def _cron_pause(self, name: object, tenant_id: str | None, paused: bool) -> Schedule:
+        """Pause or resume the schedule a caller names."""
+        ...
+
+    async def _cron_remove(self, name: object, tenant_id: str | None) -> Schedule:
+        """Remove the schedule a caller names."""
         ...
 
     def _unwatch(self, job_id: str, watcher: Watcher) -> None:
@@ -362,6 +380,53 @@ class Verbs:
         for job_id in last_first(_run_of(run)):
             await self.cancel(job_id, reason or "workflow_canceled", tenant_id=run.tenant_id)
         return await self.get_workflow(run)
+
+    # ---- cron schedules (engine/_cron.py) -----------------------------------------------------
+
+    async def cron(
+        self,
+        name: str,
+        cron: str,
+        job_template: Job,
+        *,
+        tz: str = "UTC",
+        missed: str = "run_once",
+        grace_s: float = 60.0,
+    ) -> Schedule:
+        """Declare a cron schedule: at each time the expression ``cron`` names, in the time
+        zone ``tz`` (an IANA name), submit a copy of ``job_template`` as its tenant. Its id is
+        ``cron:<name>:<fire time, UTC>`` and its metadata gains ``schedule`` and ``fire_time``.
+
+        ``name`` is unique per tenant (the template's tenant_id): declaring it again in the
+        same scheduler is a ``ConflictError``. Declared in code, at each start; the store keeps
+        its last fire and whether it is paused, so a restarted scheduler goes on where it was:
+        no fire is doubled or lost. A fire found more than ``grace_s`` seconds late was
+        missed (the scheduler was down): ``missed="run_once"`` (the default) runs one job for
+        the latest missed fire, ``missed="skip"`` runs none. Errors name the field
+        (``$.name``, ``$.cron``, ``$.tz``, ``$.missed``, ``$.grace_s``, ``$.template...``)."""
+        template = self._own([job_template], batch=False)[0]
+        spec = check_cron(name, cron, template, tz=tz, missed=missed, grace_s=grace_s)
+        return await self._engine._cron_declare(spec)
+
+    async def schedules(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
+        """The cron schedules declared (of one tenant, or of all with full rights), by tenant
+        then name, each with its state (``paused``, ``last_fire``, ``next_fire``)."""
+        return await self._engine._cron_list(self._tenant(tenant_id))
+
+    async def pause_schedule(self, name: str, *, tenant_id: str | None = None) -> Schedule:
+        """Pause a schedule: it fires no more until resumed (kept in the store, so across a
+        restart too); ``NotFoundError`` for an unknown name."""
+        return await self._engine._cron_pause(name, self._tenant(tenant_id), True)
+
+    async def resume_schedule(self, name: str, *, tenant_id: str | None = None) -> Schedule:
+        """Resume a paused schedule: it fires from its next time on (the fires that fell
+        during the pause are skipped, not missed)."""
+        return await self._engine._cron_pause(name, self._tenant(tenant_id), False)
+
+    async def remove_schedule(self, name: str, *, tenant_id: str | None = None) -> Schedule:
+        """Remove a schedule: it fires no more and its state leaves the store; returns it as
+        it was. (A schedule declared in code comes back if the code declares it again.)"""
+        return await self._engine._cron_remove(name, self._tenant(tenant_id))
 
 
 def _run_of(run: object) -> WorkflowRun:

@@ -58,6 +58,7 @@ from ._idempotency import Answer, IdempotencyCache
 from ._keys import KeyRing
 from ._observe import events, metrics
 from ._ops import drain, ops_state, pause, resume
+from ._schedules import list_schedules, pause_schedule, remove_schedule, resume_schedule
 from ._service import ListFilters, Service
 from ._stream import EventHub
 
@@ -356,6 +357,10 @@ HANDLERS = [
     pause,
     resume,
     drain,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    remove_schedule,
 ]
 
 

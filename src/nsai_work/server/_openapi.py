@@ -17,6 +17,7 @@ import msgspec
 
 from .. import __version__
 from .._ir import Job, Priority, Status, Tenant
+from .._schedule import Schedule, ScheduleList
 from .._stats import Stats, TenantStats
 from .._wire import (
     Caller,
@@ -197,6 +198,38 @@ ROUTES: Final[tuple[Route, ...]] = (
         auth="admin",
         tag="ops",
     ),
+    Route(
+        "get",
+        "/v1/schedules",
+        "The cron schedules (a tenant key: its tenant's)",
+        ScheduleList,
+        params=("tenant_id@schedules",),
+        tag="schedules",
+    ),
+    Route(
+        "post",
+        "/v1/schedules/{name}/pause",
+        "Pause a cron schedule",
+        Schedule,
+        params=("tenant_id@schedules",),
+        tag="schedules",
+    ),
+    Route(
+        "post",
+        "/v1/schedules/{name}/resume",
+        "Resume a cron schedule",
+        Schedule,
+        params=("tenant_id@schedules",),
+        tag="schedules",
+    ),
+    Route(
+        "delete",
+        "/v1/schedules/{name}",
+        "Remove a cron schedule",
+        Schedule,
+        params=("tenant_id@schedules",),
+        tag="schedules",
+    ),
     Route("get", "/healthz", "Liveness", None, auth="none", tag="service"),
     Route("get", "/openapi.json", "This document", None, auth="none", tag="service"),
 )
@@ -204,6 +237,11 @@ ROUTES: Final[tuple[Route, ...]] = (
 _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "tenant_id": {
         "description": "Whose job (admin keys; a tenant key is its tenant's)",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    "tenant_id@schedules": {
+        "name": "tenant_id",
+        "description": "Whose schedule (admin keys; a tenant key is its tenant's)",
         "schema": {"type": "string", "minLength": 1},
     },
     "namespace": {
@@ -311,6 +349,8 @@ def _build() -> dict[str, Any]:
         OpsState,
         PauseBody,
         DrainBody,
+        Schedule,
+        ScheduleList,
         list[FunctionDeclaration],
         dict[str, TenantStats],
     ]
@@ -334,7 +374,7 @@ def _build() -> dict[str, Any]:
                 "required": True,
                 "schema": {"type": "string", "minLength": 1},
             }
-            for name in ("job_id", "tenant_id")
+            for name in ("job_id", "tenant_id", "name")
             if "{" + name + "}" in route.path
         ]
         for param in route.params:

@@ -9,6 +9,7 @@ from ._protocol import (
     Quarantined,
     Recovered,
     Role,
+    ScheduleState,
     Store,
     WriteBatch,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Quarantined",
     "Recovered",
     "Role",
+    "ScheduleState",
     "Store",
     "WriteBatch",
     "redact",

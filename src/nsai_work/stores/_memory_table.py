@@ -12,9 +12,12 @@ Listing
 Each job gets a submission sequence number, its *seq*: listings are newest (largest seq) first,
 and the cursor is the seq of the last job of the previous page. The jobs of a tenant are held in
 *cells*, one per (namespace, kind) pair it has jobs of (a *leaf*), and each cell holds one
-*index* per status: a sorted list of seqs, kept in chunks (``_Index``). A listing by
-namespace and kind reads one leaf; one by status reads that status's index of each cell it
-reads, one without merges the (at most 7) indexes of each. Every job is in its leaf.
+*index* per status. The statuses a job passes through (pending, queued, running) are each a
+set of seqs: a job moves in and out of them in O(1), and a listing picks the newest of a set
+with a heap. The finished statuses, where jobs accumulate, are each a sorted list of seqs kept
+in chunks (``_Index``). A listing by namespace and kind reads one leaf; one by status reads that
+status's index of each cell it reads, one without merges the (at most 7) indexes of each. Every
+job is in its leaf.
 
 A listing that leaves the namespace or the kind open (or both) spans several leaves. While they
 are at most ``_FANOUT``, it merges them: O(_FANOUT) bisections more. Past that, the tenant keeps
@@ -30,14 +33,20 @@ kinds in up to 4.
 
 Cost, with n the number of jobs and c the cells a job is in (1 to 4, as above):
 
-- ``insert``: c appends (a new job's seq is the largest); the first job of a new (namespace,
-  kind) may build coarse cells (above): O(log n) amortized over the jobs they hold;
-- ``put`` that changes the status: c removals and c insertions, O(log n) each (plus moving at
-  most ``2 * _LOAD`` pointers within a chunk); a ``put`` that keeps the status touches no index;
+- ``insert``: c set insertions; the first job of a new (namespace, kind) may build coarse
+  cells (above): O(log n) amortized over the jobs they hold;
+- ``put`` that changes the status: c removals and c insertions, O(1) each between the statuses
+  a job passes through; into a finished status, usually an append (a job that finishes soon
+  after it came), else O(log n) (plus moving at most ``2 * _LOAD`` pointers within a chunk);
+  a ``put`` that keeps the status touches no index;
 - pruning a finished job: c removals, O(log n) each;
-- ``list``: a bisection for the cursor in each index it reads (at most ``7 * _FANOUT``), then a
-  step per job returned: O(log n + limit) for any combination of tenant, namespace, status and
-  kind, never a walk over jobs that do not match;
+- ``list`` of finished jobs: a bisection for the cursor in each index it reads (at most
+  ``4 * _FANOUT``), then a step per job returned: O(log n + limit) for any combination of
+  tenant, namespace, finished status and kind, never a walk over jobs that do not match. A
+  listing that includes pending, queued or running jobs also walks the sets of those statuses
+  in the cells it reads: O(k + limit log limit) for the k jobs waiting or running there, which
+  the live backlog bounds (sets keep the hot path, moving jobs between these statuses, at two
+  set operations per move);
 - ``get``, ``count``: dict lookups, O(1); ``owners``: O(tenants that share the id).
 
 Paging while jobs change
@@ -62,12 +71,13 @@ that (later releases).
 from __future__ import annotations
 
 import datetime as _dt
+import heapq
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 from itertools import chain
 from operator import itemgetter
-from typing import Final
+from typing import Any, Final
 
 from .._errors import ConflictError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job, Status
@@ -93,9 +103,14 @@ _last = itemgetter(-1)  # a chunk's largest seq: the key bisect finds a chunk by
 _CellKey = tuple[str | None, str | None]
 #: The coarse cell of all a tenant's jobs.
 _ALL: Final[_CellKey] = (None, None)
-#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``, or None while it has none.
-_Cell = list[_Index | None]
 _AT: Final = {status: at for at, status in enumerate(Status)}
+#: ``_AT`` of the first finished status: the statuses before it are the ones a job passes through.
+_FINISHED: Final = min(_AT[status] for status in TERMINAL_STATUSES)
+assert all(_AT[status] < _FINISHED for status in Status if status not in TERMINAL_STATUSES)
+#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``: a set of seqs for the statuses
+#: a job passes through (``_AT[s] < _FINISHED``), else an ordered ``_Index``, or None while it
+#: has none.
+_Cell = list[Any]
 #: A listing merges at most this many leaves; past it, a coarse cell holds them (docstring).
 _FANOUT = 4
 #: A tenant with at most this many leaves finds a namespace's (or kind's) by a scan of them.
@@ -154,7 +169,7 @@ class _Tenant:
             self._build((None, kind))
         coarse = self.coarse
         spanning = [coarse[key] for key in (_ALL, (namespace, None), (None, kind)) if key in coarse]
-        cells: list[_Cell] = [[None] * len(_AT), *spanning]
+        cells: list[_Cell] = [_new_cell(), *spanning]
         self.leaves[(namespace, kind)] = cells
         if self.kinds is not None and self.namespaces is not None:
             self.kinds.setdefault(namespace, []).append(kind)
@@ -195,8 +210,10 @@ class _Tenant:
             for (of_namespace, of_kind), cells in self.leaves.items()
             if namespace in (None, of_namespace) and kind in (None, of_kind)
         ]
-        cell: _Cell = [None] * len(_AT)
-        for at in range(len(_AT)):
+        cell = _new_cell()
+        for at in range(_FINISHED):
+            cell[at].update(*(c[0][at] for c in spanned))
+        for at in range(_FINISHED, len(_AT)):
             seqs = sorted(chain.from_iterable(chain.from_iterable(c[0][at] or () for c in spanned)))
             cell[at] = _index_of(seqs) if seqs else None
         self.coarse[key] = cell
@@ -242,7 +259,8 @@ class JobTable:
         self._shared: dict[JobKey, Job] = {}
         self._shared_ids: dict[str, set[str]] = {}  # id -> tenants whose job with it is in _shared
         self._next_seq = 0
-        self._seq_of: dict[_Slot, int] = {}
+        #: where each job is: its seq and the cells of its leaf (its leaf lives while it does)
+        self._place: dict[_Slot, tuple[int, list[_Cell]]] = {}
         self._slot_at: dict[int, _Slot] = {}
         self._tenants: dict[str, _Tenant] = {}
         self._counts = [0] * len(_AT)  # jobs by status, at _AT[status]
@@ -271,8 +289,6 @@ class JobTable:
             self._shared[slot] = job
             self._shared_ids.setdefault(job_id, set()).add(tenant_id)
         self._next_seq = seq = self._next_seq + 1
-        self._seq_of[slot] = seq
-        self._slot_at[seq] = slot
         at = _AT[job.status]
         self._counts[at] += 1
         tenant = self._tenants.get(tenant_id)
@@ -281,8 +297,13 @@ class JobTable:
         cells = tenant.leaves.get((job.namespace, job.kind))
         if cells is None:
             cells = tenant.add_leaf(job.namespace, job.kind)
+        self._place[slot] = (seq, cells)
+        self._slot_at[seq] = slot
         for cell in cells:
-            _cell_add(cell, at, seq)
+            if at < _FINISHED:
+                cell[at].add(seq)
+            else:  # (a finished job restored)
+                _cell_add(cell, at, seq)
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention.
@@ -303,11 +324,17 @@ class JobTable:
             counts = self._counts
             counts[was] -= 1
             counts[at] += 1
-            seq = self._seq_of[slot]
-            for cell in self._tenants[job.tenant_id].leaves[(job.namespace, job.kind)]:
-                _cell_remove(cell, was, seq)
-                _cell_add(cell, at, seq)
-            if status in TERMINAL_STATUSES:
+            seq, cells = self._place[slot]
+            for cell in cells:
+                if was < _FINISHED:
+                    cell[was].remove(seq)
+                else:
+                    _cell_remove(cell, was, seq)
+                if at < _FINISHED:
+                    cell[at].add(seq)
+                else:
+                    _cell_add(cell, at, seq)
+            if at >= _FINISHED:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
                 if len(finished) > self.finished_max or finished[0][0] < now - self.finished_ttl_s:
@@ -367,15 +394,17 @@ class JobTable:
             sharing.discard(tenant_id)
             if not sharing:
                 del self._shared_ids[job_id]
-        seq = self._seq_of.pop(slot)
+        seq, cells = self._place.pop(slot)
         del self._slot_at[seq]
         at = _AT[job.status]
         self._counts[at] -= 1
-        tenant = self._tenants[tenant_id]
-        cells = tenant.leaves[(job.namespace, job.kind)]
         for cell in cells:
-            _cell_remove(cell, at, seq)
-        if cells[0][at] is None and not any(cells[0]):  # the last job of its leaf
+            if at < _FINISHED:
+                cell[at].remove(seq)
+            else:
+                _cell_remove(cell, at, seq)
+        if not any(cells[0]):  # the last job of its leaf
+            tenant = self._tenants[tenant_id]
             tenant.drop_leaf(job.namespace, job.kind)
             if not tenant.leaves:
                 del self._tenants[tenant_id]
@@ -429,7 +458,9 @@ class JobTable:
         found: list[JobKey] = []
         for tenant_id, tenant in self._tenants.items():
             for cell in tenant.cells_for(None, None):
-                for seq in chain.from_iterable(cell[at] or ()):
+                index = cell[at]
+                seqs = sorted(index) if at < _FINISHED else chain.from_iterable(index or ())
+                for seq in seqs:
                     slot = slot_at[seq]
                     found.append(slot if isinstance(slot, tuple) else (tenant_id, slot))
         return found
@@ -465,7 +496,12 @@ class JobTable:
             at = _AT[status]
             indexes = [index for cell in cells if (index := cell[at])]
         wanted = limit + 1  # one more tells whether there is a next page
-        parts = [_index_page(index, before, wanted) for index in indexes]
+        parts = [
+            _set_page(index, before, wanted)
+            if type(index) is set
+            else _index_page(index, before, wanted)
+            for index in indexes
+        ]
         if len(parts) == 1:
             seqs = parts[0]
         else:  # the newest of each index's newest
@@ -494,7 +530,19 @@ def _parse_cursor(cursor: object) -> int:
     )
 
 
-# ---- ordered indexes ---------------------------------------------------------------------------
+# ---- indexes ------------------------------------------------------------------------------------
+
+
+def _new_cell() -> _Cell:
+    """A cell with no job: an empty set per status a job passes through, no ordered index."""
+    return [set() if at < _FINISHED else None for at in range(len(_AT))]
+
+
+def _set_page(seqs: set[int], before: int | None, count: int) -> list[int]:
+    """Up to ``count`` seqs of the set below ``before`` (all when None), largest first."""
+    if before is None:
+        return heapq.nlargest(count, seqs)
+    return heapq.nlargest(count, (seq for seq in seqs if seq < before))
 
 
 def _cell_add(cell: _Cell, at: int, seq: int) -> None:

@@ -17,6 +17,7 @@ from typing import Literal, Protocol, runtime_checkable
 from msgspec import Struct
 
 from .._ir import Job, Status
+from ._schedules import ScheduleState
 
 __all__ = [
     "Inbox",
@@ -26,6 +27,7 @@ __all__ = [
     "Quarantined",
     "Recovered",
     "Role",
+    "ScheduleState",
     "Store",
     "WriteBatch",
 ]
@@ -176,6 +178,42 @@ class Store(Protocol):
 
     async def release_unique(self, keys: Sequence[JobKey]) -> None:
         """Drop the claims made for these jobs (a submit that claimed, then failed)."""
+        ...
+
+    async def add_schedule(self, state: ScheduleState) -> ScheduleState:
+        """Keep a cron schedule's state unless the store has one for its (tenant_id, name)
+        already; returns the state the store keeps (the existing one wins: a schedule declared
+        again after a restart goes on from where it was)."""
+        ...
+
+    async def schedules(self, tenant_id: str | None = None) -> builtins.list[ScheduleState]:
+        """The schedules' states (of one tenant, or all), by tenant then name."""
+        ...
+
+    async def advance_schedule(
+        self,
+        tenant_id: str,
+        name: str,
+        expected: _dt.datetime,
+        settled_through: _dt.datetime,
+        last_fire: _dt.datetime | None,
+    ) -> bool:
+        """Compare-and-set: move the schedule's ``settled_through`` from ``expected`` to
+        ``settled_through`` (and its ``last_fire`` to ``last_fire`` unless None) only if it is
+        ``expected`` now and the schedule is not paused. False: it is not (another process
+        settled these fires, or it was paused or removed): re-read it."""
+        ...
+
+    async def pause_schedule(
+        self, tenant_id: str, name: str, paused: bool, now: _dt.datetime
+    ) -> ScheduleState | None:
+        """Pause or resume a schedule; a resume also settles every fire up to ``now`` (the
+        fires of the pause are skipped). The state then, None if the store has no such
+        schedule."""
+        ...
+
+    async def remove_schedule(self, tenant_id: str, name: str) -> bool:
+        """Drop a schedule's state (False: there was none)."""
         ...
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:

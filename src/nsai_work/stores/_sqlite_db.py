@@ -15,9 +15,9 @@ import hmac
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -29,6 +29,8 @@ from ._protocol import Inbox, JobKey, Lease, ListQuery, Quarantined, Recovered, 
 from ._sqlite_lease import acquire, check_fence, holder, release
 from ._sqlite_schema import connect, migrate, rollback_quietly, translate
 from ._unique import claims_of
+
+T = TypeVar("T")
 
 __all__ = ["SqliteDatabase"]
 
@@ -261,6 +263,12 @@ class SqliteDatabase:
         """Drop the claims of these jobs."""
         with self._transaction("releasing unique keys", write=True) as conn:
             unique_keys.release(conn, keys)
+
+    def run(self, doing: str, write: bool, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in one transaction (a write one if ``write``); ``doing`` says
+        what it does in an error's message."""
+        with self._transaction(doing, write=write) as conn:
+            return fn(conn, *args)
 
     def request_cancel(self, key: JobKey, reason: str) -> bool:
         """Record a client's cancel request on a non-terminal job (the first reason stays)."""

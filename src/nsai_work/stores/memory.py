@@ -18,10 +18,13 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from msgspec.structs import replace
+
 from .._errors import ConflictError, StoreError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job
 from ._memory_table import JobTable
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Recovered, Role, WriteBatch
+from ._schedules import ScheduleState
 from ._unique import Claim, claims_of, holds
 
 __all__ = ["MemoryStore"]
@@ -47,6 +50,7 @@ class MemoryStore:
         self._changed = asyncio.Event()
         self._cursor_key = secrets.token_bytes(16)
         self._claims: dict[tuple[str, str], Claim] = {}  # (tenant_id, unique_key) -> claim
+        self._schedules: dict[tuple[str, str], ScheduleState] = {}  # (tenant_id, name) ->
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -222,6 +226,60 @@ class MemoryStore:
         for slot, claim in list(self._claims.items()):
             if (claim.tenant_id, claim.job_id) in gone:
                 del self._claims[slot]
+
+    # ---- cron schedules ----------------------------------------------------------------------
+
+    async def add_schedule(self, state: ScheduleState) -> ScheduleState:
+        """Keep a schedule's state unless one is kept for its (tenant_id, name): the kept one."""
+        self._require()
+        return self._schedules.setdefault((state.tenant_id, state.name), state)
+
+    async def schedules(self, tenant_id: str | None = None) -> builtins.list[ScheduleState]:
+        """The schedules' states (of one tenant, or all), by tenant then name."""
+        self._require()
+        return [
+            state
+            for key, state in sorted(self._schedules.items())
+            if tenant_id is None or key[0] == tenant_id
+        ]
+
+    async def advance_schedule(
+        self,
+        tenant_id: str,
+        name: str,
+        expected: _dt.datetime,
+        settled_through: _dt.datetime,
+        last_fire: _dt.datetime | None,
+    ) -> bool:
+        """Compare-and-set of a schedule's ``settled_through`` (unless paused)."""
+        self._require()
+        state = self._schedules.get((tenant_id, name))
+        if state is None or state.paused or state.settled_through != expected:
+            return False
+        self._schedules[tenant_id, name] = replace(
+            state,
+            settled_through=settled_through,
+            last_fire=state.last_fire if last_fire is None else last_fire,
+        )
+        return True
+
+    async def pause_schedule(
+        self, tenant_id: str, name: str, paused: bool, now: _dt.datetime
+    ) -> ScheduleState | None:
+        """Pause or resume (settling the pause's fires); the state then, or None."""
+        self._require()
+        state = self._schedules.get((tenant_id, name))
+        if state is None:
+            return None
+        settled = state.settled_through if paused else max(state.settled_through, now)
+        state = replace(state, paused=paused, settled_through=settled)
+        self._schedules[tenant_id, name] = state
+        return state
+
+    async def remove_schedule(self, tenant_id: str, name: str) -> bool:
+        """Drop a schedule's state (False: none)."""
+        self._require()
+        return self._schedules.pop((tenant_id, name), None) is not None
 
     # ---- clients ---------------------------------------------------------------------------
 

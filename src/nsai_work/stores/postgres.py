@@ -26,6 +26,7 @@ import contextlib
 import datetime as _dt
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
@@ -36,11 +37,12 @@ from psycopg_pool import AsyncConnectionPool
 from .._errors import ConfigurationError, ConflictError, StoreError, ValidationError
 from .._ir import Job
 from ._codec import decode_job
-from ._pg import _lease, _sql, _unique
+from ._pg import _lease, _schedules, _sql, _unique
 from ._pg._conn import Connection, Connector, InDoubtError, failure, lost, run
 from ._pg._migrate import migrate
 from ._pg._writer import Writer
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Quarantined, Recovered, Role, WriteBatch
+from ._schedules import ScheduleState
 from ._unique import claims_of
 
 __all__ = ["PostgresStore"]
@@ -400,6 +402,52 @@ class PostgresStore:
             await _unique.release(conn, keys)
 
         await self._on_pool(release, transaction=True, idempotent=True)
+
+    # ---- cron schedules (_pg/_schedules.py) --------------------------------------------------
+
+    async def add_schedule(self, state: ScheduleState) -> ScheduleState:
+        """Keep a schedule's state unless one is kept for its (tenant_id, name): the kept one."""
+        self._require(None, "add_schedule")
+        return await self._on_pool(partial(_schedules.add, state=state), transaction=True)
+
+    async def schedules(self, tenant_id: str | None = None) -> builtins.list[ScheduleState]:
+        """The schedules' states (of one tenant, or all), by tenant then name."""
+        self._require(None, "schedules")
+        return await self._on_pool(partial(_schedules.read, tenant_id=tenant_id))
+
+    async def advance_schedule(
+        self,
+        tenant_id: str,
+        name: str,
+        expected: _dt.datetime,
+        settled_through: _dt.datetime,
+        last_fire: _dt.datetime | None,
+    ) -> bool:
+        """Compare-and-set of a schedule's ``settled_through`` (one winner under the row lock)."""
+        self._require(None, "advance_schedule")
+        advance = partial(
+            _schedules.advance,
+            tenant_id=tenant_id,
+            name=name,
+            expected=expected,
+            settled_through=settled_through,
+            last_fire=last_fire,
+        )
+        return await self._on_pool(advance, transaction=True)
+
+    async def pause_schedule(
+        self, tenant_id: str, name: str, paused: bool, now: _dt.datetime
+    ) -> ScheduleState | None:
+        """Pause or resume (settling the pause's fires); the state then, or None."""
+        self._require(None, "pause_schedule")
+        pause = partial(_schedules.pause, tenant_id=tenant_id, name=name, paused=paused, now=now)
+        return await self._on_pool(pause, transaction=True, idempotent=True)
+
+    async def remove_schedule(self, tenant_id: str, name: str) -> bool:
+        """Drop a schedule's state (False: none)."""
+        self._require(None, "remove_schedule")
+        remove = partial(_schedules.remove, tenant_id=tenant_id, name=name)
+        return await self._on_pool(remove, transaction=True)
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:
         """As a client: ask the scheduler to cancel a job (False: no such job, or it is

@@ -63,7 +63,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .._errors import ConfigurationError, StoreError, ValidationError
 from .._ir import Job
 from .._validate import check_status
+from . import _sqlite_schedules as schedules
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Recovered, Role, WriteBatch
+from ._schedules import ScheduleState
 from ._sqlite_db import SqliteDatabase
 from ._sqlite_schema import SYNCHRONOUS_MODES
 
@@ -288,6 +290,51 @@ class SqliteStore:
     async def release_unique(self, keys: Sequence[JobKey]) -> None:
         """Drop the claims these jobs made."""
         await self._call(self._db.release_unique, list(keys))
+
+    # ---- cron schedules (stores/_sqlite_schedules.py) ----------------------------------------
+
+    async def add_schedule(self, state: ScheduleState) -> ScheduleState:
+        """Keep a schedule's state unless one is kept for its (tenant_id, name): the kept one."""
+        return await self._call(self._db.run, "adding a schedule", True, schedules.add, state)
+
+    async def schedules(self, tenant_id: str | None = None) -> builtins.list[ScheduleState]:
+        """The schedules' states (of one tenant, or all), by tenant then name."""
+        return await self._call(self._db.run, "reading schedules", False, schedules.read, tenant_id)
+
+    async def advance_schedule(
+        self,
+        tenant_id: str,
+        name: str,
+        expected: _dt.datetime,
+        settled_through: _dt.datetime,
+        last_fire: _dt.datetime | None,
+    ) -> bool:
+        """Compare-and-set of a schedule's ``settled_through`` under the write lock."""
+        return await self._call(
+            self._db.run,
+            "advancing a schedule",
+            True,
+            schedules.advance,
+            tenant_id,
+            name,
+            expected,
+            settled_through,
+            last_fire,
+        )
+
+    async def pause_schedule(
+        self, tenant_id: str, name: str, paused: bool, now: _dt.datetime
+    ) -> ScheduleState | None:
+        """Pause or resume (settling the pause's fires); the state then, or None."""
+        return await self._call(
+            self._db.run, "pausing a schedule", True, schedules.pause, tenant_id, name, paused, now
+        )
+
+    async def remove_schedule(self, tenant_id: str, name: str) -> bool:
+        """Drop a schedule's state (False: none)."""
+        return await self._call(
+            self._db.run, "removing a schedule", True, schedules.remove, tenant_id, name
+        )
 
     async def request_cancel(self, key: JobKey, reason: str) -> bool:
         """Ask the scheduler to cancel a job (False: no such job, or it is terminal). The

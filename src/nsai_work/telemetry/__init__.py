@@ -55,6 +55,9 @@ EXPORTABLE_METADATA: Final = (
     "error_type",
     "decision",
     "reason",
+    "dependency_id",
+    "schedule",
+    "fire_time",
 )
 CONSOLE_LOGGER_ID: Final = "nsai-work-console-logger"
 #: A value printed as is: no space, quote, ``=`` or backslash (and printable, checked apart).

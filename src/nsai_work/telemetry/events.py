@@ -13,16 +13,25 @@ __all__ = [
     "ALL_EVENTS",
     "JOB_CANCELED",
     "JOB_COMPLETED",
+    "JOB_DEADLINE_EXCEEDED",
+    "JOB_DEPENDENCY_FAILED",
     "JOB_FAILED",
     "JOB_QUEUED",
+    "JOB_RELEASED",
     "JOB_RETRY",
     "JOB_STARTED",
     "JOB_SUBMITTED",
+    "JOB_WAITING",
     "QUEUE_DEQUEUE",
     "QUEUE_ENQUEUE",
     "QUEUE_OVERFLOW",
     "SCHEDULER_ADMIT",
     "SCHEDULER_SELECT_BACKEND",
+    "SCHEDULE_FIRED",
+    "SCHEDULE_MISSED",
+    "SCHEDULE_PAUSED",
+    "SCHEDULE_REMOVED",
+    "SCHEDULE_RESUMED",
     "Event",
 ]
 
@@ -32,10 +41,16 @@ Event = tuple[str, ...]
 SCHEDULER_ADMIT: Final = ("work", "scheduler", "admit")
 #: a job was accepted.
 JOB_SUBMITTED: Final = ("work", "job", "submitted")
+#: an accepted job waits before it may queue (after ``submitted``): metadata ``reason`` =
+#: "dependencies" (``depends_on``: the ids it waits for) or "scheduled" (``run_at``).
+JOB_WAITING: Final = ("work", "job", "waiting")
 #: a queue limit rejected a submit (after the admit event).
 QUEUE_OVERFLOW: Final = ("work", "queue", "overflow")
 #: the job entered queued (measurement ``wait_ms``: time spent pending).
 JOB_QUEUED: Final = ("work", "job", "queued")
+#: what a waiting job waited for came (before ``queued``): metadata ``reason`` =
+#: "dependencies" or "scheduled"; measurement ``wait_ms``.
+JOB_RELEASED: Final = ("work", "job", "released")
 #: the job was put on its priority queue.
 QUEUE_ENQUEUE: Final = ("work", "queue", "enqueue")
 #: the job left its queue to run (measurement ``queue_time_ms``).
@@ -53,11 +68,31 @@ JOB_COMPLETED: Final = ("work", "job", "completed")
 JOB_FAILED: Final = ("work", "job", "failed")
 #: the job was canceled (metadata ``reason``).
 JOB_CANCELED: Final = ("work", "job", "canceled")
+#: after ``canceled`` when a dependency ended failed, timeout or canceled (metadata
+#: ``dependency_id``, ``dependency_status``).
+JOB_DEPENDENCY_FAILED: Final = ("work", "job", "dependency_failed")
+#: after ``canceled`` when the job had not started by its deadline (metadata ``deadline``).
+JOB_DEADLINE_EXCEEDED: Final = ("work", "job", "deadline_exceeded")
+#: a cron schedule fired (metadata ``schedule``, ``tenant_id``, ``cron``, ``tz``,
+#: ``fire_time``, ``job_id``, ``decision`` = "submitted" | "already_submitted" | "duplicate" |
+#: "rejected"); measurement ``late_ms``.
+SCHEDULE_FIRED: Final = ("work", "schedule", "fired")
+#: fires a schedule missed were settled per its policy (metadata ``policy``, ``last_missed``);
+#: measurement ``missed_count``.
+SCHEDULE_MISSED: Final = ("work", "schedule", "missed")
+#: a schedule was paused.
+SCHEDULE_PAUSED: Final = ("work", "schedule", "paused")
+#: a schedule was resumed.
+SCHEDULE_RESUMED: Final = ("work", "schedule", "resumed")
+#: a schedule was removed.
+SCHEDULE_REMOVED: Final = ("work", "schedule", "removed")
 
 ALL_EVENTS: Final[tuple[Event, ...]] = (
     SCHEDULER_ADMIT,
     JOB_SUBMITTED,
+    JOB_WAITING,
     QUEUE_OVERFLOW,
+    JOB_RELEASED,
     JOB_QUEUED,
     QUEUE_ENQUEUE,
     QUEUE_DEQUEUE,
@@ -67,4 +102,11 @@ ALL_EVENTS: Final[tuple[Event, ...]] = (
     JOB_COMPLETED,
     JOB_FAILED,
     JOB_CANCELED,
+    JOB_DEPENDENCY_FAILED,
+    JOB_DEADLINE_EXCEEDED,
+    SCHEDULE_FIRED,
+    SCHEDULE_MISSED,
+    SCHEDULE_PAUSED,
+    SCHEDULE_RESUMED,
+    SCHEDULE_REMOVED,
 )

@@ -23,6 +23,7 @@ from .._ir import Job, Status
 from ..stores._protocol import JobKey, Store, WriteBatch
 from ._store_check_clients import check_inbox, check_lease, check_wait_for_change
 from ._store_check_list import check_list
+from ._store_check_schedules import check_schedules
 from ._store_check_unique import check_unique_keys
 from ._store_harness import (
     T0,
@@ -315,6 +316,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("wait_for_change", check_wait_for_change),
     ("lease", check_lease),
     ("unique keys", check_unique_keys),
+    ("cron schedules", check_schedules),
 ]
 
 
