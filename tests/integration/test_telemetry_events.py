@@ -346,10 +346,12 @@ def test_dependencies_and_time_emit_waiting_released_and_why_canceled(
     failing = handlers(lambda job: 1 / 0)
     soon = _dt.datetime.now(_dt.UTC) + _dt.timedelta(milliseconds=50)
     with capture_events(bus=bus) as log, work.SyncScheduler(telemetry=bus) as s:
-        first = s.submit(work.Job(kind=ok, tenant_id=TENANT))
-        bad = s.submit(work.Job(kind=failing, tenant_id=TENANT, constraints=policy(1)))
-        then = s.submit(work.Job(kind=ok, tenant_id=TENANT, constraints=after(first.id)))
-        doomed = s.submit(work.Job(kind=ok, tenant_id=TENANT, constraints=after(bad.id)))
+        # (one batch: a dependency cannot end before its dependent is admitted)
+        first = work.Job(kind=ok, tenant_id=TENANT)
+        bad = work.Job(kind=failing, tenant_id=TENANT, constraints=policy(1))
+        then = work.Job(kind=ok, tenant_id=TENANT, constraints=after(first.id))
+        doomed = work.Job(kind=ok, tenant_id=TENANT, constraints=after(bad.id))
+        s.submit_many([first, bad, then, doomed])
         later = s.submit(
             work.Job(kind=ok, tenant_id=TENANT, constraints=work.Constraints(schedule_in_s=0.02))
         )
