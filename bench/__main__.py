@@ -17,6 +17,7 @@ from . import (
     altar,
     clients,
     dag,
+    dashboard,
     durable,
     http,
     latency,
@@ -45,6 +46,7 @@ SCENARIOS: Final[dict[str, Callable[[Params, int], ScenarioResult]]] = {
     "ray": ray_bench.run,
     "dag": dag.run,
     "http": http.run,
+    "dashboard": dashboard.run,
 }
 
 

@@ -5,8 +5,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: `unshare` (util-linux) and `ip` (iproute2) run the tests in a private
 # network namespace; `runuser` (util-linux) runs PostgreSQL's server as the postgres user.
-# Later features add chromium here.
+# `chromium` is the browser the dashboard's tests drive with Playwright (Playwright's own
+# browsers are never downloaded): tests/acceptance/test_dashboard.py.
 need_apt=()
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v runuser >/dev/null 2>&1 || [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)

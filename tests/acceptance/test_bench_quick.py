@@ -55,6 +55,7 @@ FIGURES = (
     "http.single_p50_ms",
     "http.single_p99_ms",
     "http.single_per_s",
+    "dashboard.first_page_ms",
 )
 
 

@@ -184,16 +184,55 @@ def test_ctrl_c_then_resume_recovers_every_job(tmp_path: Path) -> None:
 def test_help_documents_every_option() -> None:
     done = _demo("--help", timeout=30)
     assert done.returncode == 0, done.stderr
-    for option in ("--duration", "--quick", "--store", "--resume", "--json", "--plain", "--serve"):
+    for option in (
+        "--duration",
+        "--quick",
+        "--store",
+        "--resume",
+        "--json",
+        "--plain",
+        "--serve",
+        "--port",
+    ):
         assert option in done.stdout
-    assert "not built yet" in done.stdout  # --serve says what it does today
+    assert "not built yet" not in done.stdout
 
 
-def test_serve_says_the_dashboard_is_not_built_yet(tmp_path: Path) -> None:
-    done = _demo("--serve", "--resume", str(tmp_path / "missing.db"), timeout=30)
-    assert done.returncode == 2
-    assert done.stdout.startswith("--serve: the dashboard is not built yet")
-    assert "no such database file" in done.stderr
+@pytest.mark.slow
+def test_serve_serves_the_dashboard_of_the_demos_scheduler_while_it_runs() -> None:
+    import httpx
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "nsai_work.demo", "--quick", "--plain", "--serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_ENV,
+    )
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline()
+        assert first.startswith("Dashboard: http://127.0.0.1:"), first
+        url = first.split()[1]
+        keys = dict(demo.stdout.readline().split() for _ in range(5))
+        assert set(keys) == {"admin", "acme", "globex", "initech", "umbrella"}
+        with httpx.Client(base_url=url, timeout=10) as browser:
+            assert "app.js" in browser.get("/").text
+            answer = browser.post("/ui/login", json={"key": keys["admin"]})
+            assert answer.status_code == 200, answer.text
+            deadline = time.monotonic() + 20
+            while browser.get("/v1/stats").json()["totals"].get("submitted", 0) == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            browser.cookies.clear()
+            browser.post("/ui/login", json={"key": keys["acme"]})
+            assert set(browser.get("/ui/api/waiting").json()["by_tenant"]) <= {"acme"}
+        out, err = demo.communicate(timeout=120)
+        assert demo.returncode == 0, out[-3000:] + err[-3000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
 
 
 def test_bad_option_combinations_are_refused(tmp_path: Path) -> None:

@@ -71,8 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="also serve the dashboard: not built yet (the dashboard issue); says so and "
-        "runs the demo without it",
+        help="also serve the web dashboard of the demo's scheduler while it runs, on "
+        "http://127.0.0.1:PORT/ (keys printed at the start; needs the [server] extra)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="the dashboard's port with --serve (default 8080; 0: any free port)",
     )
     parser.add_argument(
         "--seed", type=int, metavar="N", help="the workload's random seed (default 7)"
@@ -103,6 +110,7 @@ def settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Setti
         json_to=args.json,
         plain=args.plain,
         serve=args.serve,
+        port=args.port,
     )
 
 

@@ -55,6 +55,7 @@ class Settings:
     json_to: str | None = None  # "-" for stdout, or a file
     plain: bool = False
     serve: bool = False
+    port: int = 8080  # the dashboard's, with serve
 
 
 @dataclass
@@ -96,11 +97,6 @@ def run(settings: Settings) -> int:
 
 def _run(settings: Settings) -> int:
     human = sys.stderr if settings.json_to == "-" else sys.stdout
-    if settings.serve:
-        human.write(
-            "--serve: the dashboard is not built yet (it comes with the dashboard issue), so "
-            "nothing is served; the demo runs without it.\n"
-        )
     try:
         place, record, pre = _prepare(settings)
     except UsageError as error:
@@ -150,6 +146,12 @@ def _run(settings: Settings) -> int:
             sys.stderr.write(f"nsai-work demo: cannot start on {place.url}: {error}\n")
             return 1
         state.finished_before = work.stats().totals.finished
+        served = None
+        if settings.serve:
+            from ._serve import serve
+
+            ids = [tenant.id for tenant in tenants(settings.duration_s)]
+            served = serve("127.0.0.1", settings.port, ids, human)
         view = _view(settings, human)
         started = time.monotonic()
         try:
@@ -157,6 +159,8 @@ def _run(settings: Settings) -> int:
             stats = work.stats()
         finally:
             view.close()
+            if served is not None:
+                served.stop()
             work.telemetry.detach(_HANDLER_ID)
             work.stop(_STOP_TIMEOUT_S)
         elapsed = time.monotonic() - started

@@ -35,9 +35,10 @@ from .._wire import (
     decode_jobs,
     problem_for,
 )
-from ..engine import Config
+from ..engine import Config, Scheduler
 from ..engine._config import make_config
 from ..telemetry.prometheus import PrometheusMetrics
+from . import _dashboard, _session
 from ._common import (
     Refused,
     _answer,
@@ -52,6 +53,7 @@ from ._common import (
     _service,
     _text,
 )
+from ._history import History
 from ._idempotency import Answer, IdempotencyCache
 from ._keys import KeyRing
 from ._observe import events, metrics
@@ -368,7 +370,7 @@ def create_app(
     store: Any = None,
     *,
     keys: KeyRing | str | None = None,
-    scheduler: bool | None = None,
+    scheduler: bool | Scheduler | None = None,
     config: Config | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     stop_timeout_s: float = 30.0,
@@ -384,7 +386,9 @@ def create_app(
     ``store``: the store's URL (default ``memory://``) or a Store object. ``keys``: the API keys
     (a ``KeyRing``, or the path of its file). ``scheduler``: True runs the scheduler in this
     process, False serves the store as a client of the scheduler that runs elsewhere (so several
-    servers can share one store); None runs it for ``memory://`` and is a client otherwise.
+    servers can share one store); None runs it for ``memory://`` and is a client otherwise; a
+    running ``Scheduler`` is served as it is (not started or stopped by the app: serve the app
+    on that scheduler's loop, as ``make demo DEMO_ARGS=--serve`` does).
     ``config`` and ``options`` are the scheduler's (``work.Config``). ``max_body_bytes``:
     larger requests are refused (413). At shutdown (SIGTERM, via the ASGI lifespan) running
     jobs get ``stop_timeout_s`` to finish.
@@ -420,10 +424,11 @@ def create_app(
         try:
             yield
         finally:
+            app.state.history.close()  # the dashboard's charts (if it was looked at)
             await service.stop(stop_timeout_s)
 
     app = Litestar(
-        route_handlers=HANDLERS,
+        route_handlers=[*HANDLERS, *_dashboard.HANDLERS],  # the dashboard: not in the OpenAPI
         exception_handlers={
             WorkError: _on_work_error,
             Refused: _on_refused,
@@ -440,4 +445,6 @@ def create_app(
     app.state.service_max_body = max_body_bytes
     app.state.public_metrics = public_metrics
     app.state.idempotency = IdempotencyCache()
+    app.state.sessions = _session.Sessions()  # the dashboard's logins
+    app.state.history = History()  # the dashboard's charts
     return app

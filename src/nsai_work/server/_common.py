@@ -88,9 +88,14 @@ def _caller(
 ) -> tuple[Service, ApiKey]:
     """The service and the request's key (``Refused`` without a valid one, or without the
     admin right when ``admin``); the key's rate is charged. ``token``: the key when the route
-    found it elsewhere than in the headers."""
+    found it elsewhere than in the headers; without any, a dashboard session's
+    (``_session``)."""
     service = _service(request)
     token = _header_token(request) or token
+    if not token:  # a dashboard session (its cookie, and its CSRF token on a change)
+        from ._session import session_token
+
+        token = session_token(request)
     if not token:
         raise Refused(
             401,

@@ -106,12 +106,16 @@ class Service:
         self,
         *,
         config: Config,
-        scheduler: bool | None,
+        scheduler: bool | Scheduler | None,
         keys: KeyRing,
         metrics: PrometheusMetrics | None = None,
         hub: EventHub | None = None,
         tracing: Any = None,
     ) -> None:
+        # a Scheduler already running (on the loop this server will run on): served, not owned
+        self._external = isinstance(scheduler, Scheduler)
+        if isinstance(scheduler, Scheduler):
+            config = scheduler.config
         store = config.store
         memory = (
             store.url == "memory://"
@@ -134,7 +138,9 @@ class Service:
         self.tracing: Any = None
         self.runs_scheduler = bool(scheduler)
         self.engine: Scheduler | Client
-        if self.runs_scheduler:
+        if isinstance(scheduler, Scheduler):
+            self.engine = scheduler
+        elif self.runs_scheduler:
             self.engine = Scheduler(config)
         else:
             if config != Config(store=store):
@@ -158,7 +164,8 @@ class Service:
             provider = None if self.tracing_with is True else self.tracing_with
             self.tracing = instrument(self.engine, tracer_provider=provider)
         if isinstance(self.engine, Scheduler):
-            await self.engine.start()
+            if not self._external:
+                await self.engine.start()
             self.metrics.attach(self.engine._bus, thread=threading.get_ident())
             self.hub.bind(self.engine._bus)
         else:
@@ -172,7 +179,8 @@ class Service:
         if isinstance(self.engine, Scheduler):
             self.hub.close()
             self.metrics.detach()
-            await self.engine.stop(timeout)
+            if not self._external:
+                await self.engine.stop(timeout)
         else:
             await self.engine.close()
 
