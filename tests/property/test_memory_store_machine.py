@@ -270,10 +270,7 @@ class StoreMachine(RuleBasedStateMachine):
                 (cells[0] for cells in tenant.leaves.values()), tenant.coarse.values()
             ):
                 assert any(cell), "an empty cell is kept"
-                for at, index in enumerate(cell):
-                    if at == memory._RUNNING:  # running jobs: a set
-                        assert type(index) is set, "running jobs are not kept in a set"
-                        continue
+                for index in cell:
                     assert index is None or (index and all(index)), "an empty index is kept"
                     check_chunks(index or [])
             assert len(tenant.leaves) <= memory._FANOUT or (None, None) in tenant.coarse

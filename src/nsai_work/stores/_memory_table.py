@@ -12,12 +12,9 @@ Listing
 Each job gets a submission sequence number, its *seq*: listings are newest (largest seq) first,
 and the cursor is the seq of the last job of the previous page. The jobs of a tenant are held in
 *cells*, one per (namespace, kind) pair it has jobs of (a *leaf*), and each cell holds one
-*index* per status. Running jobs are a set of seqs (capacity bounds them; a job moves in and
-out in O(1), and a listing picks the newest with a heap). Every other status, where jobs can
-pile up (a backlog waiting, jobs finished), is a sorted list of seqs kept in chunks
-(``_Index``). A listing by namespace and kind reads one leaf; one by status reads that
-status's index of each cell it reads, one without merges the (at most 7) indexes of each. Every
-job is in its leaf.
+*index* per status: a sorted list of seqs, kept in chunks (``_Index``). A listing by
+namespace and kind reads one leaf; one by status reads that status's index of each cell it
+reads, one without merges the (at most 7) indexes of each. Every job is in its leaf.
 
 A listing that leaves the namespace or the kind open (or both) spans several leaves. While they
 are at most ``_FANOUT``, it merges them: O(_FANOUT) bisections more. Past that, the tenant keeps
@@ -35,17 +32,12 @@ Cost, with n the number of jobs and c the cells a job is in (1 to 4, as above):
 
 - ``insert``: c appends (a new job's seq is the largest); the first job of a new (namespace,
   kind) may build coarse cells (above): O(log n) amortized over the jobs they hold;
-- ``put`` that changes the status: c removals and c insertions, O(1) each into and out of
-  running, else O(log n) (plus moving at most ``2 * _LOAD`` pointers within a chunk; a job
-  that moves soon after it came is an append); a ``put`` that keeps the status touches no
-  index;
+- ``put`` that changes the status: c removals and c insertions, O(log n) each (plus moving at
+  most ``2 * _LOAD`` pointers within a chunk); a ``put`` that keeps the status touches no index;
 - pruning a finished job: c removals, O(log n) each;
-- ``list``: a bisection for the cursor in each ordered index it reads (at most
-  ``6 * _FANOUT``), then a step per job returned: O(log n + limit) for any combination of
-  tenant, namespace, status and kind, never a walk over jobs that do not match; a listing that
-  includes running jobs also walks the running sets of the cells it reads, O(r) for the r
-  jobs running there, which capacity bounds (a set keeps the hot path, a job's start and end,
-  at one set operation each);
+- ``list``: a bisection for the cursor in each index it reads (at most ``7 * _FANOUT``), then a
+  step per job returned: O(log n + limit) for any combination of tenant, namespace, status and
+  kind, never a walk over jobs that do not match;
 - ``get``, ``count``: dict lookups, O(1); ``owners``: O(tenants that share the id).
 
 Paging while jobs change
@@ -70,13 +62,12 @@ that (later releases).
 from __future__ import annotations
 
 import datetime as _dt
-import heapq
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Final
+from typing import Final
 
 from .._errors import ConflictError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job, Status
@@ -102,12 +93,9 @@ _last = itemgetter(-1)  # a chunk's largest seq: the key bisect finds a chunk by
 _CellKey = tuple[str | None, str | None]
 #: The coarse cell of all a tenant's jobs.
 _ALL: Final[_CellKey] = (None, None)
+#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``, or None while it has none.
+_Cell = list[_Index | None]
 _AT: Final = {status: at for at, status in enumerate(Status)}
-#: ``_AT`` of running, the one status kept in a set.
-_RUNNING: Final = _AT[Status.RUNNING]
-#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``: a set of seqs for running,
-#: else an ordered ``_Index``, or None while it has none.
-_Cell = list[Any]
 #: A listing merges at most this many leaves; past it, a coarse cell holds them (docstring).
 _FANOUT = 4
 #: A tenant with at most this many leaves finds a namespace's (or kind's) by a scan of them.
@@ -166,7 +154,7 @@ class _Tenant:
             self._build((None, kind))
         coarse = self.coarse
         spanning = [coarse[key] for key in (_ALL, (namespace, None), (None, kind)) if key in coarse]
-        cells: list[_Cell] = [_new_cell(), *spanning]
+        cells: list[_Cell] = [[None] * len(_AT), *spanning]
         self.leaves[(namespace, kind)] = cells
         if self.kinds is not None and self.namespaces is not None:
             self.kinds.setdefault(namespace, []).append(kind)
@@ -207,11 +195,8 @@ class _Tenant:
             for (of_namespace, of_kind), cells in self.leaves.items()
             if namespace in (None, of_namespace) and kind in (None, of_kind)
         ]
-        cell = _new_cell()
-        cell[_RUNNING].update(*(c[0][_RUNNING] for c in spanned))
+        cell: _Cell = [None] * len(_AT)
         for at in range(len(_AT)):
-            if at == _RUNNING:
-                continue
             seqs = sorted(chain.from_iterable(chain.from_iterable(c[0][at] or () for c in spanned)))
             cell[at] = _index_of(seqs) if seqs else None
         self.coarse[key] = cell
@@ -298,10 +283,7 @@ class JobTable:
         self._place[slot] = (seq, cells)
         self._slot_at[seq] = slot
         for cell in cells:
-            if at == _RUNNING:  # (a running job restored)
-                cell[at].add(seq)
-            else:
-                _cell_add(cell, at, seq)
+            _cell_add(cell, at, seq)
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention.
@@ -324,14 +306,8 @@ class JobTable:
             counts[at] += 1
             seq, cells = self._place[slot]
             for cell in cells:
-                if was == _RUNNING:
-                    cell[was].remove(seq)
-                else:
-                    _cell_remove(cell, was, seq)
-                if at == _RUNNING:
-                    cell[at].add(seq)
-                else:
-                    _cell_add(cell, at, seq)
+                _cell_remove(cell, was, seq)
+                _cell_add(cell, at, seq)
             if status in TERMINAL_STATUSES:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
@@ -397,11 +373,8 @@ class JobTable:
         at = _AT[job.status]
         self._counts[at] -= 1
         for cell in cells:
-            if at == _RUNNING:
-                cell[at].remove(seq)
-            else:
-                _cell_remove(cell, at, seq)
-        if not any(cells[0]):  # the last job of its leaf
+            _cell_remove(cell, at, seq)
+        if cells[0][at] is None and not any(cells[0]):  # the last job of its leaf
             tenant = self._tenants[tenant_id]
             tenant.drop_leaf(job.namespace, job.kind)
             if not tenant.leaves:
@@ -456,9 +429,7 @@ class JobTable:
         found: list[JobKey] = []
         for tenant_id, tenant in self._tenants.items():
             for cell in tenant.cells_for(None, None):
-                index = cell[at]
-                seqs = sorted(index) if at == _RUNNING else chain.from_iterable(index or ())
-                for seq in seqs:
+                for seq in chain.from_iterable(cell[at] or ()):
                     slot = slot_at[seq]
                     found.append(slot if isinstance(slot, tuple) else (tenant_id, slot))
         return found
@@ -494,12 +465,7 @@ class JobTable:
             at = _AT[status]
             indexes = [index for cell in cells if (index := cell[at])]
         wanted = limit + 1  # one more tells whether there is a next page
-        parts = [
-            _set_page(index, before, wanted)
-            if type(index) is set
-            else _index_page(index, before, wanted)
-            for index in indexes
-        ]
+        parts = [_index_page(index, before, wanted) for index in indexes]
         if len(parts) == 1:
             seqs = parts[0]
         else:  # the newest of each index's newest
@@ -528,19 +494,7 @@ def _parse_cursor(cursor: object) -> int:
     )
 
 
-# ---- indexes ------------------------------------------------------------------------------------
-
-
-def _new_cell() -> _Cell:
-    """A cell with no job: an empty running set, no ordered index."""
-    return [set() if at == _RUNNING else None for at in range(len(_AT))]
-
-
-def _set_page(seqs: set[int], before: int | None, count: int) -> list[int]:
-    """Up to ``count`` seqs of the set below ``before`` (all when None), largest first."""
-    if before is None:
-        return heapq.nlargest(count, seqs)
-    return heapq.nlargest(count, (seq for seq in seqs if seq < before))
+# ---- ordered indexes ---------------------------------------------------------------------------
 
 
 def _cell_add(cell: _Cell, at: int, seq: int) -> None:
