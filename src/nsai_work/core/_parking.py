@@ -7,7 +7,8 @@ changes, so a blocked tenant costs nothing per dispatch.
 - A FIFO whose namespace quota or one of whose limits (concurrency group, tool) is at its limit
   leaves its tenant's heads (``TenantQueue.parked`` says why) and waits in that namespace's or
   limit's ``parked`` list. A run of theirs ending, the limit changing or a tool's token coming
-  back puts the FIFOs of the list back.
+  back puts the FIFOs of the list back; a queued job of a parked FIFO leaving (canceled, or
+  moved to other pools) puts that FIFO back, since it was parked for its old head's needs.
 
 A FIFO or tenant that is put back competes again and is gated again when its head is offered.
 This module is the only one that changes what is parked; the queues and waiting reasons read
