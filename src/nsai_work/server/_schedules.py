@@ -25,25 +25,24 @@ async def list_schedules(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/v1/schedules/{name:str}/pause", status_code=200)
 async def pause_schedule(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Pause a schedule by name."""
-    service, key = _caller(request)
-    name = request.path_params["name"]
-    verbs = service.verbs(key)
-    return _send(_answer(await verbs.pause_schedule(name, tenant_id=_text(request, "tenant_id"))))
+    return await _by_name(request, "pause_schedule")
 
 
 @post("/v1/schedules/{name:str}/resume", status_code=200)
 async def resume_schedule(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Resume a paused schedule by name (the fires of the pause are skipped)."""
-    service, key = _caller(request)
-    name = request.path_params["name"]
-    verbs = service.verbs(key)
-    return _send(_answer(await verbs.resume_schedule(name, tenant_id=_text(request, "tenant_id"))))
+    return await _by_name(request, "resume_schedule")
 
 
 @delete("/v1/schedules/{name:str}", status_code=200)
 async def remove_schedule(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Remove a schedule by name; the answer is the schedule as it was."""
+    return await _by_name(request, "remove_schedule")
+
+
+async def _by_name(request: Request[Any, Any, Any], verb: str) -> Response[bytes]:
+    """Call the caller's schedule verb ``verb`` on the schedule the path names."""
     service, key = _caller(request)
+    act = getattr(service.verbs(key), verb)
     name = request.path_params["name"]
-    verbs = service.verbs(key)
-    return _send(_answer(await verbs.remove_schedule(name, tenant_id=_text(request, "tenant_id"))))
+    return _send(_answer(await act(name, tenant_id=_text(request, "tenant_id"))))
