@@ -25,14 +25,15 @@ __all__ = ["make_runner"]
 
 
 def make_runner(
-    fn: Callable[..., Any], takes_context: bool
-) -> Callable[[bytes, int, dict[str, Any] | None], Any]:
-    """The function a Ray task of this handler runs: it takes the job as JSON, the result size
-    limit and, for a job with dependencies, their results (``ctx.upstream``). Ray exports it
-    once (the handler travels with it, by reference when its module is importable), so a task
-    sends only its job."""
+    fn: Callable[..., Any], takes_context: bool, max_result_bytes: int
+) -> Callable[..., Any]:
+    """The function a Ray task of this handler runs: it takes the job as JSON and, for a job
+    with dependencies, their results (``ctx.upstream``). Ray exports it once (the handler
+    travels with it, by reference when its module is importable, and so does the result size
+    limit), so a task sends only its job: one argument, which Ray passes as raw bytes (each
+    further argument costs a serialization in the driver and one in the worker)."""
 
-    def run(job_json: bytes, max_result_bytes: int, upstream: dict[str, Any] | None) -> Any:
+    def run(job_json: bytes, upstream: dict[str, Any] | None = None) -> Any:
         # (only module functions here: the closure is pickled, the decoder cannot be)
         return run_json(fn, takes_context, job_json, max_result_bytes, upstream)
 

@@ -4,9 +4,10 @@ timeouts and cost on top (the ``ray`` extra: ``pip install nsai-work[ray]``).
 - Callable jobs (a handler registered for the kind, as for the local backend) run as Ray tasks,
   with Ray's own retries off (the job's retry policy decides), pinned to the node of the pool
   they were placed on (``NodeAffinitySchedulingStrategy(soft=False)``), asking Ray for exactly
-  what they ask nsai-work (``_ray_nodes.ray_resources``). Their result is awaited on the loop
-  (no thread per running job); an exception comes back as the job's error with its type,
-  message and traceback; a timeout or cancel calls ``ray.cancel(force=True)``.
+  what they ask nsai-work (``_ray_nodes.ray_resources``). One thread awaits the ends of all
+  of them (``_ray_waits``: no thread per running job, no callback on Ray's own I/O thread)
+  and hands them to the loop in batches; an exception comes back as the job's error with its
+  type, message and traceback; a timeout or cancel calls ``ray.cancel(force=True)``.
 - Command jobs (``kind="command"``) go through Ray Jobs (``_ray_jobs``).
 - Every alive node is a pool (``_ray_nodes``); the node list is polled every ``poll_s`` seconds
   (Ray pushes no event when a node joins or leaves) and changes go to the engine through
@@ -25,8 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,6 +36,7 @@ from ._process_boundary import remote_exception
 from ._ray_jobs import RayJobs, check_ray_command
 from ._ray_nodes import NodePool, node_pools, ray_resources
 from ._ray_remote import make_runner
+from ._ray_waits import TaskEnds
 from ._worker import Err
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ class RayBackend:
         self._remotes: dict[str, tuple[Any, Any]] = {}  # kind -> (its function, remote)
         self._options: dict[tuple[Any, ...], Any] = {}
         self._jobs: RayJobs | None = None
+        self._ends: TaskEnds | None = None  # started with the backend
 
     def __repr__(self) -> str:
         return f"RayBackend(address={self.address!r}, namespace={self.namespace!r})"
@@ -219,7 +220,8 @@ class RayBackend:
     async def start(self) -> None:
         """Connect (in a thread) and follow the nodes."""
         await asyncio.to_thread(self.connect)
-        self._completions = _Completions(asyncio.get_running_loop())
+        if self._ends is None:
+            self._ends = TaskEnds(asyncio.get_running_loop(), self._ray)
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._follow_nodes())
 
@@ -230,6 +232,9 @@ class RayBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        if self._ends is not None:
+            await asyncio.to_thread(self._ends.close)
+            self._ends = None
         if self._owned and self._ray is not None:
             await asyncio.to_thread(self._ray.shutdown)
             self._owned = False
@@ -345,17 +350,21 @@ class RayBackend:
         function = self.handlers.get(job.kind)
         if function is None:
             raise NonRetryableError(f"the handler for kind {job.kind!r} was unregistered")
-        upstream = ctx.upstream if job.constraints.depends_on else None
-        ref = self._task(job, node, function).remote(
-            json_encoder.encode(job), self.max_result_bytes, upstream
-        )
+        ends = self._ends
+        assert ends is not None, "the Ray backend was not started"
+        task = self._task(job, node, function)
+        if job.constraints.depends_on:
+            ref = task.remote(json_encoder.encode(job), ctx.upstream)
+        else:
+            ref = task.remote(json_encoder.encode(job))
         self._refs[job.id] = ref
         try:
             ctx.set_handle(f"task:{ref.task_id().hex()}")
-            value = await self._completions.watch(ref)
+            value = await ends.watch(ref)
         except asyncio.CancelledError:
             self._cancel_ref(ref)  # (again: a stop may come without a cancel)
-            await _ended(ref)
+            with contextlib.suppress(BaseException):  # its capacity is given back once Ray
+                await asyncio.wait_for(ends.watch(ref), _CANCEL_WAIT_S)  # has let it go
             raise
         except self._ray.exceptions.RayError as exc:  # Ray's own failure (the task never raises)
             await self._check_node(node, _NODE_FATE_S if _node_trouble(exc) else _NODE_CHECK_S)
@@ -371,7 +380,7 @@ class RayBackend:
         resources)."""
         remote = self._remotes.get(job.kind)
         if remote is None or remote[0] is not function:  # (new, or registered again)
-            runner = make_runner(function.fn, function.takes_context)
+            runner = make_runner(function.fn, function.takes_context, self.max_result_bytes)
             remote = (function, self._ray.remote(max_retries=0, retry_exceptions=False)(runner))
             self._remotes[job.kind] = remote
             self._options.clear()
@@ -422,61 +431,9 @@ class RayBackend:
             _log.info("nsai-work: Ray task %s died with the scheduler that started it", ident)
 
 
-class _Completions:
-    """Ray's task ends, carried to the loop in batches: Ray completes a task's future on one of
-    its threads; the future goes into a queue, and one loop wake-up takes every end queued
-    since (a stream of short tasks costs one wake-up per batch, not one per task)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._done: deque[tuple[asyncio.Future[Any], Any]] = deque()
-        self._armed = False
-        self._lock = threading.Lock()
-
-    def watch(self, ref: Any) -> asyncio.Future[Any]:
-        """A future of the loop that ends as the task does (with its value or exception)."""
-        future: asyncio.Future[Any] = self._loop.create_future()
-        on_completed = getattr(ref, "_on_completed", None)
-        if on_completed is not None:  # (called with the value, or the exception of a failure)
-            on_completed(lambda value: self._push(future, value))
-        else:  # pragma: no cover - a Ray without it
-            ref.future().add_done_callback(
-                lambda done: self._push(future, done.exception() or done.result())
-            )
-        return future
-
-    def _push(self, future: asyncio.Future[Any], value: Any) -> None:
-        with self._lock:
-            self._done.append((future, value))
-            if self._armed:
-                return
-            self._armed = True
-        with contextlib.suppress(RuntimeError):  # (the loop closed: nobody waits any more)
-            self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            batch, self._done = self._done, deque()
-            self._armed = False
-        for future, value in batch:
-            if future.done():
-                continue  # (the run was cancelled meanwhile)
-            if isinstance(value, BaseException):  # (a result never is one: JSON, or an Err)
-                future.set_exception(value)
-            else:
-                future.set_result(value)
-
-
 def _node_trouble(exc: BaseException) -> bool:
     """Whether a Ray error says the task's node or worker died (or its node is gone)."""
     return any(cls.__name__ in _NODE_ERRORS for cls in type(exc).__mro__)
-
-
-async def _ended(ref: Any) -> None:
-    """Wait (up to ``_CANCEL_WAIT_S``) for a canceled task's end, so that its capacity is only
-    given back once Ray has let it go."""
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())), _CANCEL_WAIT_S)
 
 
 def _dashboard_url(ray: Any) -> str:
