@@ -219,10 +219,11 @@ class SchedulingCore:
             restore(self, event, out)  # type: ignore[arg-type]
         elif kind is Pause:
             apply_pause(self, event)  # type: ignore[arg-type]
-        elif kind is HandleReported:
+        elif kind is HandleReported:  # (no capacity or queue changes: nothing more can start)
             amended = self._jobs.note_handle(event)  # type: ignore[arg-type]
             if amended is not None:
                 out.append(Amend(amended))
+            return out
         else:
             raise TypeError(f"SchedulingCore.handle: unknown event {event!r}")
         if self.dispatching:
