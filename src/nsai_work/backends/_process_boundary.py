@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import BackendError, NonRetryableError, ValidationError, public_type_name
-from ._worker import CommandDone, Err, RunCommand
+from ._worker_wire import CommandDone, Err, RunCommand
 
 if TYPE_CHECKING:
     from .._ir import Job

@@ -18,7 +18,7 @@ own session (to kill its group), its own inherited descriptors and nothing else,
 import the user's ``__main__`` again (``spawn`` and ``forkserver`` re-run an unguarded script;
 ``fork`` from the engine's threaded process is unsafe). Messages are length-prefixed JSON
 (msgspec) over two pipes read with ``loop.add_reader``; the worker's exit is seen through a
-pidfd. The child side is ``nsai_work.backends._worker``.
+pidfd. The child side is ``nsai_work.backends._worker``; the messages are in ``_worker_wire``.
 
 Routing: ``supports(job)`` is True for ``kind="command"`` and for kinds whose registered handler
 is importable by ``module:qualname`` (``kinds=`` narrows both). The local backend also runs
@@ -68,7 +68,8 @@ from ._process_worker import (
     sys_path_for_workers,
     until_exited,
 )
-from ._worker import (
+from ._worker import group_usage
+from ._worker_wire import (
     CommandDone,
     Err,
     MemoryExceeded,
@@ -78,7 +79,6 @@ from ._worker import (
     RunCommand,
     RunHandler,
     frame,
-    group_usage,
 )
 
 if TYPE_CHECKING:
