@@ -72,8 +72,8 @@ from ._routing import Router
 from ._runner import STOPPED, Background, Handoff, Runner
 from ._timers import TimerHeap
 from ._unique import answer_duplicates, claim, has_unique, holders_of, kept
-from ._verbs import Verbs, Watcher, check_stop_timeout, check_timeout
-from ._watchers import WatcherTable, notify, unwatch, watch
+from ._verbs import Verbs, check_stop_timeout, check_timeout
+from ._watchers import Watcher, WatcherTable, notify, unwatch, watch
 from ._writes import GroupCommit, MemoryWrites, Writes
 
 if TYPE_CHECKING:
