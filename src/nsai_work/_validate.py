@@ -6,10 +6,11 @@ their defaults (one tuple comparison), its payload and metadata must be JSON (st
 int, float, bool, None, lists; finite floats), every field must satisfy its type's constraints
 (a round trip through the one reused msgspec decoder, which also gives the scheduler a private
 copy the caller can no longer mutate), its kind, tenant id and namespace are identifiers (one
-regex call), and fields whose behaviour is not built yet are refused rather than ignored. What
-the round trip would lose or choke on is named by its path instead: NaN and infinity (JSON has
-neither: msgspec writes null, which reads back as "unset") and lone surrogates (not UTF-8).
-The search for the offending field only runs once something is wrong.
+regex call), and the rules its fields' types do not say hold (``_job_rules``: among them,
+fields whose behaviour is not built yet are refused rather than ignored). What the round trip
+would lose or choke on is named by its path instead: NaN and infinity (JSON has neither:
+msgspec writes null, which reads back as "unset") and lone surrogates (not UTF-8). The search
+for the offending field only runs once something is wrong.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ import msgspec
 
 from ._errors import ValidationError
 from ._ir import (
-    DEFAULT_CONSTRAINTS,
     DEFAULT_RESOURCES,
     IDENTIFIER_PATTERN,
     LOCAL_ACTOR,
-    MAX_DEPENDENCIES,
     Actor,
     Audit,
     Backoff,
@@ -43,10 +42,10 @@ from ._ir import (
     json_encoder,
     utc_now,
 )
+from ._job_rules import check_rules
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
-    "NOT_SUPPORTED_YET",
     "SCHEDULER_OWNED",
     "check_identifier",
     "check_json",
@@ -66,10 +65,6 @@ S = TypeVar("S", bound=msgspec.Struct)
 _MAX_DEPTH: Final = 64
 #: The largest JSON a job's payload (and its metadata) may encode to, unless configured.
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1_048_576
-
-#: Fields whose behaviour a later issue builds: a job that sets one is rejected, never ignored.
-NOT_SUPPORTED_YET: Final[tuple[tuple[str, str], ...]] = ()
-
 
 # The three identifiers of a job in one regex call (none may contain a newline): cheaper than
 # three calls on the hot path.
@@ -456,7 +451,7 @@ def validate_new_job(
         raise ValidationError(f"the job cannot be encoded: {exc}", index=index) from None
     if _THREE_IDENTIFIERS(f"{copy.kind}\n{copy.tenant_id}\n{copy.namespace}") is None:
         _refuse_identifiers(copy, index)
-    _refuse_unbuilt(copy, index)
+    check_rules(copy, index)
     return copy
 
 
@@ -480,105 +475,6 @@ def _refuse_lost_numbers(resources: Resources, index: int | None) -> None:
         value = getattr(resources, name)
         if isinstance(value, float) and not math.isfinite(value):
             refuse_unencodable(value, f"$.resources.{name}", index)
-
-
-def _refuse_unbuilt(job: Job, index: int | None) -> None:
-    if job.resources.max_cost_usd is not None and job.resources.timeout_ms is None:
-        raise ValidationError(
-            "max_cost_usd needs resources.timeout_ms: the estimated maximum cost is price x "
-            "resources x timeout",
-            path="$.resources.max_cost_usd",
-            index=index,
-        )
-    if job.constraints is DEFAULT_CONSTRAINTS:
-        return
-    _check_waits(job, index)
-    _check_unique(job, index)
-    for section, name in NOT_SUPPORTED_YET:
-        value = getattr(getattr(job, section), name)
-        if value is not None and value != ():
-            raise ValidationError(
-                f"not supported yet: {section}.{name} (a later release builds it; leave it unset "
-                f"for now rather than have it silently ignored)",
-                path=f"$.{section}.{name}",
-                index=index,
-            )
-
-
-def _check_unique(job: Job, index: int | None) -> None:
-    """``unique_states`` and ``unique_period_s`` qualify a ``unique_key``: not without one."""
-    constraints = job.constraints
-    if constraints.unique_key is None:
-        for name in ("unique_states", "unique_period_s"):
-            if getattr(constraints, name) is not None:
-                raise ValidationError(
-                    f"{name} qualifies constraints.unique_key, which is not set; set unique_key "
-                    f"too, or leave {name} unset",
-                    path=f"$.constraints.{name}",
-                    index=index,
-                )
-        return
-    states = constraints.unique_states
-    if states is not None and (not states or len(set(states)) != len(states)):
-        raise ValidationError(
-            f"unique_states lists the statuses a job with the key counts in, each once; got "
-            f"{[str(s) for s in states]} (None: pending, queued and running)",
-            path="$.constraints.unique_states",
-            index=index,
-        )
-
-
-def _check_waits(job: Job, index: int | None) -> None:
-    """The rules of ``depends_on``, ``allow_failure``, ``run_at``, ``schedule_in_s`` and
-    ``deadline`` that a field's type does not say."""
-    constraints = job.constraints
-    depends_on = constraints.depends_on
-    if len(depends_on) > MAX_DEPENDENCIES:
-        raise ValidationError(
-            f"a job depends on at most {MAX_DEPENDENCIES} jobs, got {len(depends_on)}; chain "
-            f"the work through fewer joins",
-            path="$.constraints.depends_on",
-            index=index,
-        )
-    seen: set[str] = set()
-    for position, dep in enumerate(depends_on):
-        if dep == job.id:
-            raise ValidationError(
-                f"a job cannot depend on itself ({dep!r})",
-                path=f"$.constraints.depends_on[{position}]",
-                index=index,
-            )
-        if dep in seen:
-            raise ValidationError(
-                f"{dep!r} is listed twice in depends_on; list each dependency once",
-                path=f"$.constraints.depends_on[{position}]",
-                index=index,
-            )
-        seen.add(dep)
-    allow = constraints.allow_failure
-    if isinstance(allow, tuple):
-        for position, dep in enumerate(allow):
-            if dep not in seen:
-                raise ValidationError(
-                    f"allow_failure names {dep!r}, which is not among depends_on; list only "
-                    f"dependencies (or pass True for all of them)",
-                    path=f"$.constraints.allow_failure[{position}]",
-                    index=index,
-                )
-    if constraints.schedule_in_s is not None and constraints.run_at is not None:
-        raise ValidationError(
-            "set run_at or schedule_in_s, not both (schedule_in_s becomes run_at at submit)",
-            path="$.constraints.schedule_in_s",
-            index=index,
-        )
-    run_at, deadline = constraints.run_at, constraints.deadline
-    if run_at is not None and deadline is not None and deadline < run_at:
-        raise ValidationError(
-            f"the deadline {deadline.isoformat()} is before run_at {run_at.isoformat()}: the "
-            f"job could never start; move one of them",
-            path="$.constraints.deadline",
-            index=index,
-        )
 
 
 def normalize_result(result: Any, max_bytes: int) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import nsai_work as work
-from nsai_work.engine import _verbs
+from nsai_work.engine import _watchers
 from nsai_work.telemetry import Telemetry
 from nsai_work.telemetry.events import JOB_COMPLETED, JOB_FAILED, JOB_RETRY
 from nsai_work.testing import FakeClock, capture_events
@@ -187,14 +187,14 @@ def test_a_finished_job_wakes_only_its_own_waiters(
 ) -> None:
     """Every wait() was checked at every job's end: O(waiters) per finished job."""
     checks = 0
-    original = _verbs._WaitGroup.done
+    original = _watchers.WaitGroup.done
 
     def counted(self: Any, job: work.Job) -> None:
         nonlocal checks
         checks += 1
         original(self, job)
 
-    monkeypatch.setattr(_verbs._WaitGroup, "done", counted)
+    monkeypatch.setattr(_watchers.WaitGroup, "done", counted)
     release = asyncio.Event()
 
     async def gated(job: work.Job) -> None:

@@ -38,7 +38,7 @@ from nsai_work.backends import (
     WorkerCrashedError,
 )
 from nsai_work.backends._process_boundary import remote_exception
-from nsai_work.backends._worker import Err, Ok
+from nsai_work.backends._worker_wire import Err, Ok
 from nsai_work.telemetry import Telemetry
 from nsai_work.telemetry.events import JOB_COMPLETED, JOB_STARTED
 from nsai_work.testing import capture_events

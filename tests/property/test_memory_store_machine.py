@@ -9,7 +9,7 @@ match the filters now and were submitted before the last job of the previous pag
 first, ``limit`` of them, with a next cursor exactly when more match. A listing that ends must
 have listed no job twice, and every job that matched at each of its pages.
 
-The chunks of the ordered indexes are made tiny (``_LOAD = 4``: 2 to 8 seqs) so that a few
+The chunks of the ordered indexes are made tiny (``LOAD = 4``: 2 to 8 seqs) so that a few
 dozen jobs split and merge them, and listings merge at most 1 or 2 leaves (``_FANOUT``), so
 that coarse cells are built, shared and dropped. Another test checks the index functions alone
 against a sorted list.
@@ -31,6 +31,7 @@ from msgspec.structs import replace
 
 import nsai_work as work
 from nsai_work.stores import _memory_table as memory
+from nsai_work.stores import _ordered_index as ordered_index
 from nsai_work.stores._memory_table import JobTable
 
 from ._machines import phases
@@ -48,7 +49,7 @@ Key = tuple[str, str]
 
 @pytest.fixture(autouse=True)
 def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "_LOAD", 4)
+    monkeypatch.setattr(ordered_index, "LOAD", 4)
     monkeypatch.setattr(memory, "_FANOUT", memory._FANOUT)  # a machine sets its own
     monkeypatch.setattr(memory, "_SCAN", memory._SCAN)
 
@@ -312,7 +313,7 @@ TestWiderStoreMachine = WiderStoreMachine.TestCase
 @settings(
     max_examples=300,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],  # the same _LOAD for all
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # the same LOAD for all
 )
 @given(
     ops=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 400)), min_size=20, max_size=400),
@@ -323,41 +324,41 @@ def test_the_index_is_a_sorted_set(
 ) -> None:
     """Random adds and removes (of present seqs) against a set: the chunks stay sorted and
     within their sizes, and a page is the largest ``count`` seqs below ``before``."""
-    index: memory._Index = []
+    index: ordered_index.Index = []
     model: set[int] = set()
     for op, seq in ops:
         if op < 3:  # three adds for one removal: the index grows and shrinks
             if seq not in model:
-                memory._index_add(index, seq)
+                ordered_index.index_add(index, seq)
                 model.add(seq)
         elif model:
             seq = sorted(model)[seq % len(model)]
-            memory._index_remove(index, seq)
+            ordered_index.index_remove(index, seq)
             model.discard(seq)
         assert list(chain.from_iterable(index)) == sorted(model)
         check_chunks(index)
     for before, count in pages:
         expected = sorted((s for s in model if before is None or s < before), reverse=True)
-        assert memory._index_page(index, before, count) == expected[:count]
+        assert ordered_index.index_page(index, before, count) == expected[:count]
 
 
-def check_chunks(index: memory._Index) -> None:
+def check_chunks(index: ordered_index.Index) -> None:
     """An index's chunks are non-empty, sorted, in order, and within their sizes."""
-    load = memory._LOAD
+    load = ordered_index.LOAD
     assert all(index), "an empty chunk"
     assert all(chunk == sorted(chunk) for chunk in index)
     assert all(a[-1] < b[0] for a, b in pairwise(index))
-    assert all(len(chunk) <= 2 * load for chunk in index), "a chunk past 2 * _LOAD"
+    assert all(len(chunk) <= 2 * load for chunk in index), "a chunk past 2 * LOAD"
     if len(index) > 1:
-        assert all(len(chunk) >= load // 2 for chunk in index), "a chunk below _LOAD // 2"
+        assert all(len(chunk) >= load // 2 for chunk in index), "a chunk below LOAD // 2"
 
 
 def test_a_merge_past_the_largest_chunk_splits_again() -> None:
-    """A chunk left below ``_LOAD // 2`` next to a full one: merged, then split in two."""
-    index = [list(range(1, 9)), [9, 10]]  # _LOAD = 4: a full chunk of 8 and one of 2
-    memory._index_remove(index, 10)
+    """A chunk left below ``LOAD // 2`` next to a full one: merged, then split in two."""
+    index = [list(range(1, 9)), [9, 10]]  # LOAD = 4: a full chunk of 8 and one of 2
+    ordered_index.index_remove(index, 10)
     assert index == [[1, 2, 3, 4], [5, 6, 7, 8, 9]]
-    memory._index_remove(index, 1)
-    memory._index_remove(index, 2)
-    memory._index_remove(index, 3)  # [4] and [5..9]: merged, 6 fit in one chunk
+    ordered_index.index_remove(index, 1)
+    ordered_index.index_remove(index, 2)
+    ordered_index.index_remove(index, 3)  # [4] and [5..9]: merged, 6 fit in one chunk
     assert index == [[4, 5, 6, 7, 8, 9]]

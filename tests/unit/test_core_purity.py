@@ -193,6 +193,7 @@ def test_importing_the_core_loads_the_core_alone() -> None:
         "nsai_work._errors",
         "nsai_work._handlers",
         "nsai_work._ir",
+        "nsai_work._job_rules",
         "nsai_work._stats",
         "nsai_work._validate",
     }, outside_core

@@ -12,8 +12,8 @@ import pytest
 
 import nsai_work as work
 from nsai_work._ir import IDENTIFIER_PATTERN, IDENTIFIER_RE, is_identifier, job_decoder
+from nsai_work._job_rules import NOT_SUPPORTED_YET
 from nsai_work._validate import (
-    NOT_SUPPORTED_YET,
     SCHEDULER_OWNED,
     check_identifier,
     check_json,

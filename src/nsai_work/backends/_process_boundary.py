@@ -5,19 +5,22 @@ worker can import it, and if not why), a command's ``argv``/``env``/``cwd`` (``c
 the Job as JSON. Back: a JSON result, a command's exit and output tails (``command_result``), an
 exception as its type's name, message and traceback (``remote_exception`` raises it again here
 with the same type name), or the news that the worker died (``WorkerCrashedError``) or went over
-its memory (``MemoryLimitError``).
+its memory (``MemoryLimitError``): ``lost_run_error`` makes those for a run whose worker is
+gone.
 """
 
 from __future__ import annotations
 
 import builtins
+import math
 import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import BackendError, NonRetryableError, ValidationError, public_type_name
-from ._worker import CommandDone, Err, RunCommand
+from ._process_worker import Exited, MemoryKilled
+from ._worker_wire import CommandDone, Err, MemoryExceeded, RunCommand, RunHandler
 
 if TYPE_CHECKING:
     from .._ir import Job
@@ -33,6 +36,7 @@ __all__ = [
     "command_result",
     "exit_text",
     "handler_reference",
+    "lost_run_error",
     "remote_exception",
 ]
 
@@ -173,6 +177,65 @@ def exit_text(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by signal {_signal_text(-returncode)}"
     return f"exited with code {returncode}"
+
+
+def lost_run_error(
+    pid: int, job_id: str, request: RunHandler | RunCommand, reply: Any
+) -> BackendError:
+    """The error of a run whose worker is gone or must go (``pid``, running job ``job_id``): it
+    went over its memory (``MemoryExceeded`` from the worker, ``MemoryKilled`` by the memory
+    watch: ``MemoryLimitError``) or died (``Exited``: ``WorkerCrashedError``). The worker's
+    traceback or crash report, when there is one, is its ``__cause__``."""
+    kind = type(reply)
+    if kind is MemoryExceeded:
+        refused = f"MemoryError: {reply.message}" if reply.message else "MemoryError"
+        error = MemoryLimitError(
+            f"memory limit exceeded: an allocation of more than {_under(reply.left_mb)} MB "
+            f"was refused ({refused}) with {reply.used_mb:.1f} MB of the job's "
+            f"{reply.limit_mb} MB in use (resources.memory_mb); ask for more memory_mb or "
+            f"use less"
+        )
+        error.__cause__ = RemoteTraceback(reply.traceback)
+        return error
+    if kind is MemoryKilled:
+        return MemoryLimitError(
+            f"memory limit exceeded: used {_over(reply.used_mb)} MB of {reply.limit_mb} MB - "
+            f"the resident memory of the job's processes went over resources.memory_mb and "
+            f"they were killed; ask for more memory_mb or use less"
+        )
+    assert isinstance(reply, Exited)
+    what = (
+        f"the command {request.argv!r}"
+        if isinstance(request, RunCommand)
+        else f"the handler {request.ref}"
+    )
+    hint = ""
+    if reply.kill_reason == "protocol":
+        hint = " - it wrote something unreadable on its reply pipe and was killed"
+    elif reply.kill_reason is not None:
+        hint = f" - it was killed by the backend ({reply.kill_reason})"
+    elif reply.returncode == -signal.SIGKILL:
+        hint = (
+            " - SIGKILL came from outside the scheduler (the kernel's out-of-memory killer, "
+            "or someone killed it)"
+        )
+    crashed = WorkerCrashedError(
+        f"the worker process (pid {pid}) {exit_text(reply.returncode)} while running "
+        f"{what} of job {job_id}{hint}; the pool replaced it, other jobs are not affected"
+    )
+    if reply.crash_report:
+        crashed.__cause__ = RemoteTraceback(reply.crash_report)
+    return crashed
+
+
+def _over(used_mb: float) -> str:
+    """Memory in use past a limit, to 0.1 MB rounded up (so it never reads as the limit)."""
+    return f"{math.ceil(used_mb * 10) / 10:.1f}"
+
+
+def _under(left_mb: float) -> str:
+    """Memory left under a limit, to 0.1 MB rounded down (so "more than" stays true)."""
+    return f"{math.floor(left_mb * 10) / 10:.1f}"
 
 
 # ---- what may cross the process boundary ------------------------------------------------------

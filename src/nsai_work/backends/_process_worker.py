@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from .._errors import ValidationError
-from ._worker import BOOTSTRAP, Heartbeat, Hello, ProgressReport, Recycle, Started
+from ._worker import BOOTSTRAP
+from ._worker_wire import Heartbeat, Hello, ProgressReport, Recycle, Started
 
 if TYPE_CHECKING:
     from .._context import JobContext

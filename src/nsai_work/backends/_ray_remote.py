@@ -19,7 +19,7 @@ from typing import Any
 from .._context import JobContext
 from .._ir import Job, job_decoder
 from .._validate import normalize_result
-from ._worker import _error
+from ._worker_wire import error_reply
 
 __all__ = ["make_runner"]
 
@@ -62,7 +62,8 @@ def run_handler(
     upstream: dict[str, Any] | None = None,
 ) -> Any:
     """Call ``fn(job)`` or ``fn(job, ctx)`` (awaiting an async one); the result as the JSON the
-    job will carry, or an ``Err`` (``_worker.Err``: no JSON value is one) for what it raised."""
+    job will carry, or an ``Err`` (``_worker_wire.Err``: no JSON value is one) for what it
+    raised."""
     try:
         ctx = JobContext(job)  # (progress stays in the worker: nothing carries it back)
         ctx._running = True
@@ -72,13 +73,13 @@ def run_handler(
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))
     except BaseException as exc:  # whatever user code raises fails the attempt
-        return _error(exc)
+        return error_reply(exc)
     if result is None:
         return None
     try:
         return normalize_result(result, max_result_bytes)
     except Exception as exc:  # not JSON, or too large: the same result would fail again
-        return _error(exc, retryable=False)
+        return error_reply(exc, retryable=False)
 
 
 async def _awaited(awaitable: Any) -> Any:

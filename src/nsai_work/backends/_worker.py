@@ -1,14 +1,12 @@
-"""The child side of the process backend: the wire format, and the worker loop that runs one job
-at a time in its own process.
+"""The child side of the process backend: the worker loop that runs one job at a time in its own
+process.
 
 A worker is started by ``ProcessBackend`` as ``python -c <bootstrap>`` in a new session (so it
 leads its own process group), with two inherited pipe descriptors: requests come in on one,
-replies go out on the other, each message a 4-byte big-endian length and a JSON document. The
-worker's stdin is ``/dev/null``; its stdout and stderr are the scheduler's, so what a handler
-prints shows up where the scheduler's output goes. Nothing but JSON crosses: the Job (decoded here
-into a ``work.Job``), the handler's ``module:qualname``, its result (JSON, checked here the same
-way the engine checks a local handler's), an exception as its type's name, message and
-traceback, progress reports.
+replies go out on the other, in the wire format of ``_worker_wire``. The worker's stdin is
+``/dev/null``; its stdout and stderr are the scheduler's, so what a handler prints shows up where
+the scheduler's output goes. The Job is decoded here into a ``work.Job``; a handler's result is
+checked here the same way the engine checks a local handler's.
 
 Isolation (``_worker_reset``): what a job left running (processes, threads, timers) ends before
 its reply; what it changed (environment, working directory, limits...) is set back after the
@@ -41,45 +39,41 @@ import signal
 import subprocess
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
-from msgspec import Raw, Struct
+from msgspec import Raw
 
 from .._context import JobContext
-from .._errors import NonRetryableError, ValidationError
+from .._errors import ValidationError
 from .._handlers import RegisteredFunction
 from .._ir import Job
 from .._validate import check_json
+from ._worker_wire import (
+    LENGTH,
+    CommandDone,
+    Heartbeat,
+    Hello,
+    MemoryExceeded,
+    Ok,
+    ProgressReport,
+    Recycle,
+    Refused,
+    Request,
+    RunCommand,
+    RunHandler,
+    Started,
+    describe,
+    error_reply,
+    format_exception,
+    frame,
+)
 
-__all__ = [
-    "BOOTSTRAP",
-    "CommandDone",
-    "Err",
-    "Heartbeat",
-    "Hello",
-    "MemoryExceeded",
-    "Ok",
-    "ProgressReport",
-    "Recycle",
-    "Refused",
-    "Reply",
-    "Request",
-    "RunCommand",
-    "RunHandler",
-    "Started",
-    "frame",
-    "group_usage",
-    "main",
-    "rss_mb",
-    "stat_fields",
-]
+__all__ = ["BOOTSTRAP", "group_usage", "main", "rss_mb", "stat_fields"]
 
 MB: Final = 1024 * 1024
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_LENGTH: Final = 4
 
 #: What the parent runs with ``python -c``: apply the parent's sys.path before importing anything
 #: of ours, so the worker imports nsai_work (and the handlers' modules) from where the parent does.
@@ -89,133 +83,6 @@ BOOTSTRAP: Final = (
     "from nsai_work.backends._worker import main\n"
     "main(sys.argv[1:])\n"
 )
-
-
-# ---- the wire format ------------------------------------------------------------------------
-
-
-class RunHandler(Struct, tag="handler", tag_field="t", omit_defaults=True):
-    """Run ``ref`` (``module:qualname``) with the job (and, for a job with dependencies, their
-    results: the handler's ``ctx.upstream``)."""
-
-    job: Job
-    ref: str
-    memory_mb: int | None = None
-    limit_address_space: bool = True
-    sys_path: list[str] | None = None
-    upstream: dict[str, Any] | None = None
-
-
-class RunCommand(Struct, tag="command", tag_field="t", omit_defaults=True):
-    """Run ``argv`` (in ``cwd``, with ``env`` over the worker's environment)."""
-
-    argv: list[str]
-    env: dict[str, str] | None = None
-    cwd: str | None = None
-    memory_mb: int | None = None
-    tail_bytes: int = 4096
-
-
-Request = RunHandler | RunCommand
-
-
-class Hello(Struct, tag="hello", tag_field="t"):
-    """The worker is ready."""
-
-    pid: int
-
-
-class Started(Struct, tag="started", tag_field="t"):
-    """The job is about to run (sent for memory-watched jobs): the worker's resident size now,
-    with no process of an earlier job left (they end before that job's reply)."""
-
-    rss_mb: float
-
-
-class ProgressReport(Struct, tag="progress", tag_field="t"):
-    """``ctx.progress(fraction, message)`` in the handler."""
-
-    fraction: float
-    message: str | None = None
-
-
-class Heartbeat(Struct, tag="heartbeat", tag_field="t"):
-    """``ctx.heartbeat()`` in the handler."""
-
-
-class Ok(Struct, tag="ok", tag_field="t"):
-    """The handler returned ``result`` (JSON)."""
-
-    result: Raw
-
-
-class Err(Struct, tag="error", tag_field="t"):
-    """The handler raised: the exception's type (module and qualname), message, traceback."""
-
-    module: str
-    qualname: str
-    message: str
-    traceback: str
-    retryable: bool = True
-
-
-class MemoryExceeded(Struct, tag="memory", tag_field="t"):
-    """An allocation past the job's address-space limit was refused (``MemoryError``): what the
-    job had taken of its limit then (``used_mb`` of ``limit_mb``), what was left under the limit
-    (so the allocation asked for more), and the ``MemoryError``'s own message, which may say how
-    much it asked for (numpy's does)."""
-
-    used_mb: float
-    limit_mb: int
-    traceback: str
-    left_mb: float = 0.0
-    message: str = ""
-
-
-class CommandDone(Struct, tag="done", tag_field="t"):
-    """A command exited (``exit_code``) or was killed by ``signal``."""
-
-    exit_code: int | None
-    signal: int | None
-    stdout_tail: str
-    stderr_tail: str
-    stdout_bytes: int
-    stderr_bytes: int
-    max_rss_mb: float
-
-
-class Recycle(Struct, tag="recycle", tag_field="t"):
-    """Sent before a job's reply: the job left something running that cannot be ended
-    (``reason``), so the worker must be replaced; the reply that follows is the job's outcome
-    all the same."""
-
-    reason: str
-
-
-class Refused(Struct, tag="refused", tag_field="t"):
-    """The reply to a request the worker did not run: an earlier job changed it in a way it
-    cannot set back (``reason``). The job is intact, for another worker."""
-
-    reason: str
-
-
-Reply = (
-    Hello
-    | Started
-    | ProgressReport
-    | Heartbeat
-    | Ok
-    | Err
-    | MemoryExceeded
-    | CommandDone
-    | Recycle
-    | Refused
-)
-
-
-def frame(body: bytes) -> bytes:
-    """One message on the wire: its length, then its bytes."""
-    return len(body).to_bytes(_LENGTH, "big") + body
 
 
 # ---- /proc ----------------------------------------------------------------------------------
@@ -317,7 +184,7 @@ class _Channel:
 
     def receive(self) -> RunHandler | RunCommand | None:
         """The next request, or None when the parent closed the pipe."""
-        header = self._read_exactly(_LENGTH)
+        header = self._read_exactly(LENGTH)
         if header is None:
             return None
         body = self._read_exactly(int.from_bytes(header, "big"))
@@ -347,40 +214,7 @@ class _WorkerContext(JobContext):
         self._channel.send(Heartbeat())
 
 
-def _type_name(exc: BaseException) -> tuple[str, str]:
-    kind = type(exc)
-    return (getattr(kind, "__module__", "builtins"), getattr(kind, "__qualname__", kind.__name__))
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__qualname__} whose str() raised>"
-
-
-def _format(exc: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(exc))
-    except Exception:  # pragma: no cover - a pathological exception
-        return f"{type(exc).__qualname__}: <traceback unavailable>"
-
-
-def _error(exc: BaseException, *, retryable: bool | None = None) -> Err:
-    module, qualname = _type_name(exc)
-    if retryable is None:
-        # like the engine: a BaseException that is not an Exception (SystemExit...) is final
-        retryable = isinstance(exc, Exception) and not isinstance(exc, NonRetryableError)
-    return Err(
-        module=module,
-        qualname=qualname,
-        message=_describe(exc),
-        traceback=_format(exc),
-        retryable=retryable,
-    )
-
-
-def _memory_error(exc: BaseException) -> MemoryError | None:
+def _memoryerror_reply(exc: BaseException) -> MemoryError | None:
     """The ``MemoryError`` in ``exc`` or its causes, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -450,7 +284,7 @@ class Worker:
         try:
             function = self.resolve(request.ref, job.kind)
         except BaseException as exc:
-            error = _error(exc, retryable=False)
+            error = error_reply(exc, retryable=False)
             error.message = (
                 f"the worker process could not load the handler {request.ref} of kind "
                 f"{job.kind!r}: {error.qualname}: {error.message} (workers import handlers by "
@@ -481,7 +315,7 @@ class Worker:
         except BaseException as exc:
             if limited:  # lift the limit first: what follows allocates
                 self._lift_address_space_limit()
-            memory_error = _memory_error(exc) if limited else None
+            memory_error = _memoryerror_reply(exc) if limited else None
             if memory_error is not None:
                 # The frames of the traceback still hold what the job allocated: measure now.
                 vm = _vm_mb()
@@ -490,14 +324,14 @@ class Worker:
                     MemoryExceeded(
                         used_mb=max(0.0, vm - base_vm),
                         limit_mb=limit or 0,
-                        traceback=_format(exc),
+                        traceback=format_exception(exc),
                         left_mb=max(0.0, ceiling_mb - vm),
-                        message=_describe(memory_error),
+                        message=describe(memory_error),
                     ),
                 )
                 del memory_error
             else:
-                outcome = ("error", _error(exc))
+                outcome = ("error", error_reply(exc))
             del exc
         finally:
             if limited:
@@ -520,9 +354,9 @@ class Worker:
             check_json(result, "$.result", what="a handler's result")
             return Ok(result=Raw(self.encoder.encode(result)))
         except ValidationError as exc:
-            return _error(exc, retryable=False)
+            return error_reply(exc, retryable=False)
         except Exception as exc:  # pragma: no cover - check_json let through what cannot encode
-            return _error(exc, retryable=False)
+            return error_reply(exc, retryable=False)
 
     # ---- commands -----------------------------------------------------------------------------
 
@@ -544,7 +378,7 @@ class Worker:
                 preexec_fn=_set_parent_death_signal,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            error = _error(exc, retryable=False)
+            error = error_reply(exc, retryable=False)
             error.message = (
                 f"the command could not be started: {error.message} (argv[0]={request.argv[0]!r}"
                 f"{f', cwd={request.cwd!r}' if request.cwd else ''}; is the program installed "

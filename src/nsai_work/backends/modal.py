@@ -37,7 +37,7 @@ from .._errors import BackendError, ConfigurationError, NonRetryableError, Valid
 from .._ir import Job, Pool, Prices
 from ._modal_prices import MODAL_GPU_TYPES, MODAL_PRICES, PRICES_READ, check_gpu, modal_options
 from ._process_boundary import remote_exception
-from ._worker import Err
+from ._worker_wire import Err
 
 if TYPE_CHECKING:
     from .._context import JobContext

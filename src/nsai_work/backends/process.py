@@ -18,7 +18,7 @@ own session (to kill its group), its own inherited descriptors and nothing else,
 import the user's ``__main__`` again (``spawn`` and ``forkserver`` re-run an unguarded script;
 ``fork`` from the engine's threaded process is unsafe). Messages are length-prefixed JSON
 (msgspec) over two pipes read with ``loop.add_reader``; the worker's exit is seen through a
-pidfd. The child side is ``nsai_work.backends._worker``.
+pidfd. The child side is ``nsai_work.backends._worker``; the messages are in ``_worker_wire``.
 
 Routing: ``supports(job)`` is True for ``kind="command"`` and for kinds whose registered handler
 is importable by ``module:qualname`` (``kinds=`` narrows both). The local backend also runs
@@ -33,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -57,28 +55,27 @@ from ._process_boundary import (
     command_result,
     exit_text,
     handler_reference,
+    lost_run_error,
     remote_exception,
 )
 from ._process_worker import (
     EXIT_GRACE_S,
-    Exited,
     MemoryKilled,
     Run,
     WorkerProcess,
     sys_path_for_workers,
     until_exited,
 )
-from ._worker import (
+from ._worker import group_usage
+from ._worker_wire import (
     CommandDone,
     Err,
-    MemoryExceeded,
     Ok,
     Refused,
     Reply,
     RunCommand,
     RunHandler,
     frame,
-    group_usage,
 )
 
 if TYPE_CHECKING:
@@ -554,43 +551,7 @@ class ProcessBackend:
         # The worker is gone or must go: the run ends when its processes do.
         worker.kill("retired")
         await until_exited(worker)
-        if kind is MemoryExceeded:
-            refused = f"MemoryError: {reply.message}" if reply.message else "MemoryError"
-            raise MemoryLimitError(
-                f"memory limit exceeded: an allocation of more than {_under(reply.left_mb)} MB "
-                f"was refused ({refused}) with {reply.used_mb:.1f} MB of the job's "
-                f"{reply.limit_mb} MB in use (resources.memory_mb); ask for more memory_mb or "
-                f"use less"
-            ) from RemoteTraceback(reply.traceback)
-        if kind is MemoryKilled:
-            raise MemoryLimitError(
-                f"memory limit exceeded: used {_over(reply.used_mb)} MB of {reply.limit_mb} MB - "
-                f"the resident memory of the job's processes went over resources.memory_mb and "
-                f"they were killed; ask for more memory_mb or use less"
-            )
-        assert isinstance(reply, Exited)
-        what = (
-            f"the command {request.argv!r}"
-            if isinstance(request, RunCommand)
-            else f"the handler {request.ref}"
-        )
-        hint = ""
-        if reply.kill_reason == "protocol":
-            hint = " - it wrote something unreadable on its reply pipe and was killed"
-        elif reply.kill_reason is not None:
-            hint = f" - it was killed by the backend ({reply.kill_reason})"
-        elif reply.returncode == -signal.SIGKILL:
-            hint = (
-                " - SIGKILL came from outside the scheduler (the kernel's out-of-memory killer, "
-                "or someone killed it)"
-            )
-        error = WorkerCrashedError(
-            f"the worker process (pid {worker.pid}) {exit_text(reply.returncode)} while running "
-            f"{what} of job {job.id}{hint}; the pool replaced it, other jobs are not affected"
-        )
-        if reply.crash_report:
-            raise error from RemoteTraceback(reply.crash_report)
-        raise error
+        raise lost_run_error(worker.pid, job.id, request, reply)
 
 
 def _worker_fine(run: Run) -> bool:
@@ -599,13 +560,3 @@ def _worker_fine(run: Run) -> bool:
     return (
         future.done() and not future.cancelled() and type(future.result()) in (Ok, Err, CommandDone)
     )
-
-
-def _over(used_mb: float) -> str:
-    """Memory in use past a limit, to 0.1 MB rounded up (so it never reads as the limit)."""
-    return f"{math.ceil(used_mb * 10) / 10:.1f}"
-
-
-def _under(left_mb: float) -> str:
-    """Memory left under a limit, to 0.1 MB rounded down (so "more than" stays true)."""
-    return f"{math.floor(left_mb * 10) / 10:.1f}"

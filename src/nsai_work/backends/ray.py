@@ -37,7 +37,7 @@ from ._ray_jobs import RayJobs, check_ray_command
 from ._ray_nodes import NodePool, node_pools, ray_resources
 from ._ray_remote import make_runner
 from ._ray_waits import TaskEnds
-from ._worker import Err
+from ._worker_wire import Err
 
 if TYPE_CHECKING:
     from .._context import JobContext

@@ -15,7 +15,8 @@ the run has really ended, retries with backoff, timeouts, and cancellation.
 
 This module takes each event through its steps, in order; the state and the rules are in the
 modules it calls: ``_admission`` (checks, records of admitted jobs), ``_jobs`` (live jobs and
-their status), ``_runs`` (what a run holds), ``_queues`` (ready queues, fair share), ``_holds``
+their status), ``_runs`` (what a run holds), ``_endings`` (how runs, attempts and jobs end:
+retries, cancellation), ``_queues`` (ready queues, fair share), ``_holds``
 (placement, held capacity), ``_parking``, ``_limits`` (limits, quota gates, starvation guard),
 ``_registry`` and ``_tenants`` (tenants), ``_counters`` and ``_reasons`` (stats, waiting
 reasons).
@@ -33,7 +34,6 @@ from .._errors import ConfigurationError
 from .._ir import (
     DEFAULT_CONSTRAINTS,
     Attempt,
-    Audit,
     Job,
     JobError,
     Pool,
@@ -45,6 +45,14 @@ from .._stats import Stats, TenantStats
 from ._admission import Rejection, Router, check_batch, queued_entry
 from ._capacity import PoolState, add_pools
 from ._counters import StatsBuilder, pool_stats
+from ._endings import (
+    READY_KEY,
+    TIMEOUT_KEY,
+    attempt_failed,
+    cancel,
+    run_ended,
+    stop_current_run,
+)
 from ._export import export_state
 from ._holds import Holds, reserve
 from ._jobs import LiveJobs
@@ -56,10 +64,8 @@ from ._messages import (
     Cancel,
     ConcurrencyLimitChanged,
     Decision,
-    DisarmTimer,
     Dispatch,
     Event,
-    Failed,
     HandleReported,
     Pause,
     PoolsChanged,
@@ -68,13 +74,11 @@ from ._messages import (
     Rejected,
     Restore,
     RunEnded,
-    StopRun,
     Submit,
-    Succeeded,
     TenantChanged,
     TimerFired,
 )
-from ._parking import park_fifo, park_tenant, queued_job_left, unpark_fifos
+from ._parking import park_fifo, park_tenant, unpark_fifos
 from ._pauses import Pauses, apply_pause
 from ._pool_changes import (
     STRANDED_KEY,
@@ -96,8 +100,7 @@ from ._queues import (
 from ._reasons import WaitingReasons
 from ._registry import TenantRegistry
 from ._restore import restore
-from ._retry import backoff_delay_ms
-from ._runs import Run, end_run, start_run, stop_run
+from ._runs import Run, start_run
 from ._state import CoreState
 from ._waits import DEPENDENCIES, Waits
 
@@ -105,8 +108,6 @@ __all__ = ["SchedulingCore"]
 
 _UTC: Final = _dt.UTC
 _PENDING, _QUEUED, _RUNNING = Status.PENDING, Status.QUEUED, Status.RUNNING
-_TIMEOUT_KEY: Final = "timeout"
-_READY_KEY: Final = "ready"
 _LIMIT_KEY: Final = "limit"
 _SWEEP_KEY: Final = "sweep"
 _SWEEP_TIMER: Final = (_SWEEP_KEY, "", "", 0)
@@ -192,12 +193,12 @@ class SchedulingCore:
         out: list[Decision] = []
         kind = type(event)
         if kind is RunEnded:
-            self._run_ended(event, out)  # type: ignore[arg-type]
+            run_ended(self, event, out)  # type: ignore[arg-type]
         elif kind is Submit:
             if not self._submit(event, out):  # type: ignore[arg-type]
                 return out
         elif kind is Cancel:
-            self._cancel(event, out)  # type: ignore[arg-type]
+            cancel(self, event, out)  # type: ignore[arg-type]
         elif kind is TimerFired:
             self._timer(event, out)  # type: ignore[arg-type]
         elif kind is PoolsChanged:
@@ -417,7 +418,7 @@ class SchedulingCore:
         if timeout_ms is not None:
             out.append(
                 ArmTimer(
-                    self._now + timeout_ms / 1000.0, (_TIMEOUT_KEY, entry.tenant, job.id, number)
+                    self._now + timeout_ms / 1000.0, (TIMEOUT_KEY, entry.tenant, job.id, number)
                 )
             )
         return run.charged
@@ -462,136 +463,7 @@ class SchedulingCore:
         pools = self._pools
         return [pools.get(name) or self._gone[name] for name in group]
 
-    # ---- the end of a run --------------------------------------------------------------------
-
-    def _run_ended(self, event: RunEnded, out: list[Decision]) -> None:
-        run = self._runs.pop((event.tenant_id, event.job_id, event.attempt), None)
-        if run is None:
-            return  # already reported: ending a run is idempotent
-        end_run(run, self._now)
-        entry = run.entry
-        if entry.status is _RUNNING and entry.job.attempt == event.attempt:
-            outcome = event.outcome
-            if type(outcome) is Succeeded:
-                self._finish(entry, Status.SUCCEEDED, out, result=outcome.result)
-            elif type(outcome) is Failed:
-                self._attempt_failed(entry, outcome.error, outcome.retryable, Status.FAILED, out)
-            else:
-                error = JobError(
-                    type="StoppedError",
-                    message="the run was stopped by its backend before it finished",
-                    attempt=event.attempt,
-                )
-                self._attempt_failed(entry, error, True, Status.FAILED, out)
-        # (else the job already moved on, by timeout or cancel: only the capacity came back)
-        tenant = run.tenant
-        if not tenant.running and not tenant.waiting:  # its last live job: it goes idle
-            self._tenants.check_active(tenant, self._now)
-
-    def _attempt_failed(
-        self, entry: Entry, error: JobError, retryable: bool, final: Status, out: list[Decision]
-    ) -> None:
-        if error.attempt != entry.job.attempt:
-            error = replace(error, attempt=entry.job.attempt)
-        policy = entry.job.constraints.retry_policy
-        if final is Status.TIMEOUT and not policy.retry_on_timeout:
-            retryable = False
-        if retryable and entry.job.attempt < policy.max_attempts:
-            self._retry(entry, error, final, out)
-        else:
-            self._finish(entry, final, out, error=error)
-
-    def _retry(
-        self, entry: Entry, error: JobError, attempt_status: Status, out: list[Decision]
-    ) -> None:
-        job = entry.job
-        delay_ms = backoff_delay_ms(job.constraints.retry_policy, job.attempt, self._rand)
-        ready_at = self._now + delay_ms / 1000.0
-        attempts, cost = self._close_attempt(entry, attempt_status, error, out)
-        job = replace(
-            job,
-            status=_PENDING,
-            attempts=attempts,
-            cost_usd=job.cost_usd + cost,
-            error=error,
-            waiting_reason="backoff",
-            next_attempt_at=_dt.datetime.fromtimestamp(self._wall + delay_ms / 1000.0, _UTC),
-        )
-        elapsed_ms = (self._now - entry.since) * 1000.0
-        self._jobs.move(entry, _PENDING, job, self._now)
-        out.append(Record(job, _RUNNING, elapsed_ms=elapsed_ms, backoff_ms=delay_ms))
-        if delay_ms > 0:
-            out.append(ArmTimer(ready_at, (_READY_KEY, entry.tenant, job.id, job.attempt)))
-        else:
-            self._enqueue_pending(entry, out)
-
-    def _finish(
-        self,
-        entry: Entry,
-        status: Status,
-        out: list[Decision],
-        *,
-        result: object = None,
-        error: JobError | None = None,
-        cancel_reason: str | None = None,
-        audit: tuple[Audit, ...] | None = None,
-    ) -> None:
-        job = entry.job
-        previous = entry.status
-        attempts, cost = job.attempts, 0.0
-        if previous is _RUNNING:
-            attempts, cost = self._close_attempt(entry, status, error, out)
-        elif previous is _QUEUED and entry.held is not None:
-            self._holds.release(entry, self._queues.queue_of(entry))
-        elif job.waiting_reason == "backoff":  # pending: its backoff timer is not needed
-            out.append(DisarmTimer((_READY_KEY, entry.tenant, job.id, job.attempt)))
-        waits = self._waits
-        if job.constraints is not DEFAULT_CONSTRAINTS:
-            waits.leaving(entry, out)
-        if entry.estimate is not None:
-            entry.tenant_state.committed -= entry.estimate
-        job = replace(
-            job,
-            status=status,
-            attempts=attempts,
-            cost_usd=job.cost_usd + cost,
-            result=result,
-            error=None if status is Status.SUCCEEDED else (error or job.error),
-            finished_at=self._now_dt,
-            waiting_reason=None,
-            next_attempt_at=None,
-            cancel_reason=cancel_reason,
-            audit=job.audit if audit is None else audit,
-        )
-        now = self._now
-        elapsed_ms = (now - entry.since) * 1000.0  # (before the move restarts the state's clock)
-        self._jobs.move(entry, status, job, now)
-        out.append(
-            Record(
-                job,
-                previous,
-                elapsed_ms=elapsed_ms,
-                total_ms=(now - entry.submitted) * 1000.0,
-            )
-        )
-        if waits.dependents:
-            waits.settle((entry.tenant, job.id), status, out)
-
-    def _close_attempt(
-        self, entry: Entry, status: Status, error: JobError | None, out: list[Decision]
-    ) -> tuple[tuple[Attempt, ...], float]:
-        """The job's attempts with the last one ended now, and what that attempt cost; its
-        timeout timer is no longer needed."""
-        job = entry.job
-        if job.resources.timeout_ms is not None:
-            out.append(DisarmTimer((_TIMEOUT_KEY, entry.tenant, job.id, job.attempt)))
-        cost = entry.rate * (self._now - entry.since) / 3600.0 if entry.rate else 0.0
-        last = replace(
-            job.attempts[-1], finished_at=self._now_dt, status=status, error=error, cost_usd=cost
-        )
-        return (*job.attempts[:-1], last), cost
-
-    # ---- timers, cancellation, configuration -----------------------------------------------
+    # ---- timers, configuration -----------------------------------------------
 
     def _timer(self, event: TimerFired, out: list[Decision]) -> None:
         what, tenant_id, job_id, attempt = event.key
@@ -614,27 +486,17 @@ class SchedulingCore:
             return  # stale: the job moved on
         if attempt == 0 and self._waits.timer(what, entry, out):
             return
-        if what == _READY_KEY and entry.status is _PENDING:
+        if what == READY_KEY and entry.status is _PENDING:
             self._enqueue_pending(entry, out)
-        elif what == _TIMEOUT_KEY and entry.status is _RUNNING:
+        elif what == TIMEOUT_KEY and entry.status is _RUNNING:
             timeout_ms = entry.job.resources.timeout_ms
             error = JobError(
                 type="TimeoutError",
                 message=f"timed out after {timeout_ms} ms (resources.timeout_ms)",
                 attempt=attempt,
             )
-            self._stop_run(entry, "timeout", out)
-            self._attempt_failed(entry, error, True, Status.TIMEOUT, out)
-
-    def _stop_run(self, entry: Entry, reason: str, out: list[Decision]) -> None:
-        """Tell the engine to stop a job's current run. Until the run really ends it holds its
-        capacity, counted as ``stopping`` on its pool (stats; the waiting reason
-        ``stopping_runs:<pool>``), so a run that ignores cancellation stays visible."""
-        job = entry.job
-        run = self._runs.get((entry.tenant, job.id, job.attempt))
-        if run is not None:
-            stop_run(run)
-        out.append(StopRun(entry.tenant, job.id, job.attempt, entry.backend, reason))
+            stop_current_run(self, entry, "timeout", out)
+            attempt_failed(self, entry, error, True, Status.TIMEOUT, out)
 
     def _enqueue_pending(self, entry: Entry, out: list[Decision]) -> None:
         job = replace(entry.job, status=_QUEUED, queued_at=self._now_dt, waiting_reason=None)
@@ -642,28 +504,6 @@ class SchedulingCore:
         self._jobs.move(entry, _QUEUED, job, self._now)
         self._queues.push(entry, self._group_pools)
         out.append(Record(job, _PENDING, elapsed_ms=elapsed_ms))
-
-    def _cancel(self, event: Cancel, out: list[Decision]) -> None:
-        entry = self._jobs.get(event.tenant_id, event.job_id)
-        if entry is None:
-            return  # unknown or already terminal: nothing changes
-        if self._stranded:
-            self._stranded.pop((event.tenant_id, event.job_id), None)
-        status = entry.status
-        if status is _RUNNING:
-            self._stop_run(entry, event.reason, out)
-        elif status is _QUEUED:
-            self._queues.discard(entry)
-        audit = None
-        if event.by is not None:
-            by, key_name = event.by
-            record = Audit(
-                action="cancel", by=by, at=self._now_dt, key_name=key_name, reason=event.reason
-            )
-            audit = (*entry.job.audit, record)
-        self._finish(entry, Status.CANCELED, out, cancel_reason=event.reason, audit=audit)
-        if status is _QUEUED:  # its tenant may have a new head: it competes with that one
-            queued_job_left(self._queues.queue_of(entry), entry, self._limits)
 
     def _pools_changed(self, event: PoolsChanged, out: list[Decision]) -> None:
         pools_changed(self, event, out)

@@ -28,6 +28,7 @@ from msgspec.structs import replace
 from .._ir import JobError, Status
 from ._admission import Choice
 from ._capacity import change_pools
+from ._endings import attempt_failed, cancel, stop_current_run
 from ._messages import ArmTimer, BackendAvailability, Cancel, PoolsChanged
 from ._parking import queued_job_left
 from ._tenants import Capacity
@@ -117,7 +118,7 @@ def strand_expired(core: SchedulingCore, backend: str, out: list[Decision]) -> N
                 f"unschedulable: no pool of backend {backend!r} could hold this job within "
                 f"{stranded.until - stranded.since:g} s of {stranded.reason}"
             )
-            core._cancel(Cancel(key[0], key[1], reason), out)
+            cancel(core, Cancel(key[0], key[1], reason), out)
 
 
 def _lose_runs(core: SchedulingCore, pools: set[str], detail: str, out: list[Decision]) -> None:
@@ -134,8 +135,8 @@ def _lose_runs(core: SchedulingCore, pools: set[str], detail: str, out: list[Dec
             message=f"backend_lost: the run of attempt {attempt} was lost: {detail}",
             attempt=attempt,
         )
-        core._stop_run(entry, "backend_lost", out)
-        core._attempt_failed(entry, error, True, Status.FAILED, out)
+        stop_current_run(core, entry, "backend_lost", out)
+        attempt_failed(core, entry, error, True, Status.FAILED, out)
 
 
 def _place_again(

@@ -36,6 +36,7 @@ from .._ir import UNLIMITED, Job, JobError, Status
 from ._admission import Choice
 from ._capacity import NO_NEEDS, needs_of
 from ._counters import SLOT_NAMES
+from ._endings import attempt_failed, finish
 from ._limits import LimitState
 from ._messages import ArmTimer, Decision, DisarmTimer, Pause, Restore
 from ._parking import restore_parked_fifo, restore_parked_tenant
@@ -460,7 +461,7 @@ class _Restorer:
         for entry, message in self.lost:
             error = JobError(type=LOST_ERROR_TYPE, message=message, attempt=entry.job.attempt)
             retryable = bool(entry.group)  # (a job that cannot run here is not retried)
-            core._attempt_failed(entry, error, retryable, Status.FAILED, moves)
+            attempt_failed(core, entry, error, retryable, Status.FAILED, moves)
         for entry, why in self.gone:
-            core._finish(entry, Status.CANCELED, moves, cancel_reason=f"unschedulable: {why}")
+            finish(core, entry, Status.CANCELED, moves, cancel_reason=f"unschedulable: {why}")
         self.out.extend(d for d in moves if type(d) is not DisarmTimer)

@@ -35,6 +35,7 @@ from msgspec.structs import replace
 
 from .._errors import ValidationError
 from .._ir import DEFAULT_CONSTRAINTS, Constraints, Job, Status
+from ._endings import cancel
 from ._messages import Amend, ArmTimer, Cancel, Decision, DisarmTimer, Finished, Submit
 
 if TYPE_CHECKING:
@@ -339,7 +340,7 @@ class Waits:
 
     def _fail(self, entry: Entry, dep: str, status: Status, out: list[Decision]) -> None:
         reason = f"dependency_failed: {dep} ({status.value})"
-        self._core._cancel(Cancel(entry.tenant, entry.job.id, reason), out)
+        cancel(self._core, Cancel(entry.tenant, entry.job.id, reason), out)
 
     def _ready(self, entry: Entry, out: list[Decision]) -> None:
         """A job's dependencies are met: it waits for its ``run_at``, or is queued."""
@@ -362,7 +363,7 @@ class Waits:
             return True
         if what == _DEADLINE_KEY:
             if entry.status is _PENDING or entry.status is _QUEUED:
-                self._core._cancel(Cancel(entry.tenant, entry.job.id, "deadline_exceeded"), out)
+                cancel(self._core, Cancel(entry.tenant, entry.job.id, "deadline_exceeded"), out)
             return True
         return False
 

@@ -53,7 +53,8 @@ from ._cron_rules import CronSpec
 from ._lookups import JobLookups
 from ._loop_thread import LoopThread
 from ._unique import answer_duplicates, holders_of, kept
-from ._verbs import Page, Verbs, Watcher
+from ._verbs import Page, Verbs
+from ._watchers import Watcher
 
 if TYPE_CHECKING:
     from ..telemetry.otel import Tracing

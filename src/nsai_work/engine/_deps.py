@@ -19,6 +19,7 @@ from ..core import Finished
 from ..stores import JobKey, MemoryStore
 
 if TYPE_CHECKING:
+    from ._admission import Admission
     from ._scheduler import Scheduler
 
 __all__ = ["dependency_keys", "finished_of", "settled", "upstream_now", "upstream_of"]
@@ -44,7 +45,7 @@ def dependency_keys(jobs: Sequence[Job]) -> list[JobKey]:
 
 
 async def settled(
-    engine: Scheduler, keys: list[JobKey], found: Sequence[Job | None]
+    engine: Admission, keys: list[JobKey], found: Sequence[Job | None]
 ) -> tuple[Finished, ...]:
     """How the dependencies ``keys`` (read as ``found``) that the core does not hold ended.
     A key the store does not have is left out: the core refuses it as unknown."""

@@ -58,7 +58,8 @@ from .._wire import (
 from ..stores import JobKey, ListQuery, Store
 from ._blocking import blocking, blocking_iter
 from ._client import Client, SyncClient, _check_payload_limit
-from ._verbs import Engine, Page, Verbs, Watcher, check_timeout
+from ._verbs import Engine, Page, Verbs, check_timeout
+from ._watchers import Watcher
 
 __all__ = ["Caller", "HttpClient", "SyncHttpClient"]
 

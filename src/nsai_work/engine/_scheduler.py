@@ -10,28 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import copy
 import functools
 import inspect
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from .._clock import SYSTEM_CLOCK
 from .._errors import (
-    ConflictError,
     NotStartedError,
     ValidationError,
     WaitTimeoutError,
-    WorkError,
 )
 from .._ir import TERMINAL_STATUSES, Actor, Job, Priority, Status, Tenant
 from .._stats import Stats, TenantStats
-from .._validate import validate_new_job, validate_struct
+from .._validate import validate_struct
 from ..core import (
     Amend,
     ArmTimer,
@@ -41,15 +38,10 @@ from ..core import (
     Dispatch,
     Event,
     JobKey,
-    Limit,
     Record,
-    Reject,
-    Rejected,
-    Route,
     SchedulingCore,
     Stopped,
     StopRun,
-    Submit,
     Succeeded,
     TenantChanged,
     TimerFired,
@@ -57,12 +49,12 @@ from ..core import (
 )
 from ..stores import MemoryStore, Store
 from ..telemetry import default_bus
+from ._admission import Admission
 from ._audit import pack
 from ._backend_events import BackendEvents
 from ._config import Config, make_config, resolve, store_of
 from ._cron import CronTable, Schedules
-from ._deps import dependency_keys, settled
-from ._emit import Emitter, rejection_reason
+from ._emit import Emitter
 from ._inbox import ClientInbox
 from ._lookups import JobLookups
 from ._reads import Reads
@@ -71,9 +63,8 @@ from ._retention import Retention
 from ._routing import Router
 from ._runner import STOPPED, Background, Handoff, Runner
 from ._timers import TimerHeap
-from ._unique import answer_duplicates, claim, has_unique, holders_of, kept
-from ._verbs import Verbs, Watcher, check_stop_timeout, check_timeout
-from ._watchers import WatcherTable, notify, unwatch, watch
+from ._verbs import Verbs, check_stop_timeout, check_timeout
+from ._watchers import Watcher, WatcherTable, notify, unwatch, watch
 from ._writes import GroupCommit, MemoryWrites, Writes
 
 if TYPE_CHECKING:
@@ -98,21 +89,7 @@ _STATS_STEP: Final = 16
 _STATS_SLICE_S: Final = 0.00025
 
 
-def _with_index(error: WorkError, index: int) -> WorkError:
-    """The same error, saying which job of a batch it is about."""
-    if isinstance(error, ValidationError):
-        if error.index == index:
-            return error
-        labelled_error = copy.copy(error)  # keeps the subclass and its attributes
-        labelled_error.index = index
-        labelled_error.args = (f"{error.rule} - at {error.path} of job #{index}",)
-        return labelled_error
-    labelled = copy.copy(error)
-    labelled.args = (f"job #{index} of the batch: {error}",)
-    return labelled
-
-
-class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
+class Scheduler(Admission, Runner, Reads, JobLookups, Schedules, Verbs):
     """The async engine: ``async with work.Scheduler(...) as s:``; every verb is ``async def``.
 
     Takes the keyword options of ``work.Config`` (or a Config). Acts with full rights over every
@@ -407,91 +384,6 @@ class Scheduler(Runner, Reads, JobLookups, Schedules, Verbs):
         return TenantScope(self, tenant_id)
 
     # ---- what the verbs do on the loop thread -------------------------------------------------
-
-    async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
-        """Validate, route and admit jobs (all or nothing); the admitted jobs, once they are
-        committed to the store."""
-        self._require_running()
-        max_payload = self.config.max_payload_bytes
-        validated: builtins.list[Job] = []
-        routes: builtins.list[Route] = []
-        limits: builtins.list[tuple[Limit, ...]] = []
-        any_limits = False
-        index = 0
-        try:
-            for index, job in enumerate(jobs):
-                checked = validate_new_job(job, index if batch else None, max_payload)
-                route, shared = self._router.route(checked)
-                routes.append(route)
-                limits.append(shared)
-                any_limits = any_limits or bool(shared)
-                validated.append(checked)
-            if self._tracing is not None:  # (telemetry/otel.py: None unless instrumented)
-                validated = self._tracing.submitting(validated)
-            keys = [(job.tenant_id, job.id) for job in validated]
-            deps = dependency_keys(validated)
-            found = await self._store.get_many(keys + deps if deps else keys)
-            for index, stored in enumerate(found[: len(keys)]):  # noqa: B007
-                if stored is not None:  # (a live job's id is refused by the core)
-                    raise ConflictError(
-                        f"duplicate job id {stored.id!r}: tenant {stored.tenant_id!r} already "
-                        f"has a job with this id; omit id to get a fresh one"
-                    )
-            finished = await settled(self, deps, found[len(keys) :]) if deps else ()
-            # the last await before the core admits them (see engine/_unique.py)
-            unique = has_unique(validated)
-            duplicates = await claim(self._store, validated, self._wall_time()) if unique else {}
-        except WorkError as exc:
-            error = _with_index(exc, index) if batch else exc
-            self._feed(Rejected(tuple(jobs), rejection_reason(error)))
-            self._emitter.rejected([j for j in jobs if type(j) is Job], error)
-            raise error from None
-        if not validated:
-            return []
-        new = validated
-        if duplicates:
-            new, keys = kept(new, duplicates), kept(keys, duplicates)
-            routes, limits = kept(routes, duplicates), kept(limits, duplicates)
-        admitted: builtins.list[Job] = []
-        if new:
-            admitted = await self._admit_new(new, keys, routes, limits, any_limits, finished, batch)
-        if not duplicates:
-            return admitted
-        holders = await holders_of(self._core.get, self._store, validated, duplicates)
-        answer = answer_duplicates(validated, admitted, duplicates, holders)
-        for n in duplicates:
-            self._emitter.duplicate(validated[n], answer[n])
-        return answer
-
-    async def _admit_new(
-        self,
-        new: builtins.list[Job],
-        keys: builtins.list[JobKey],
-        routes: builtins.list[Route],
-        limits: builtins.list[tuple[Limit, ...]],
-        any_limits: bool,
-        finished: Any,
-        batch: bool,
-    ) -> builtins.list[Job]:
-        """Feed the core a Submit of validated new jobs; the admitted jobs once committed."""
-        submit = Submit(tuple(new), tuple(routes), tuple(limits) if any_limits else (), finished)
-        now = self._monotonic()
-        decisions = self._core.handle(submit, now, self._wall_time())
-        rejection = decisions[0] if decisions else None
-        if type(rejection) is Reject:
-            error = rejection.error
-            if batch and rejection.index is not None:
-                error = _with_index(error, rejection.index)
-            self._emitter.rejected(new, error)
-            if has_unique(new):  # their claims are void: free the keys
-                await self._store.release_unique(keys)
-            raise error
-        self._apply(decisions, now)
-        live = self._core.get
-        admitted = [live(*key) or job for key, job in zip(keys, new, strict=True)]
-        writes = self._writes
-        await writes.wait_submitted(writes.submitted(keys))
-        return admitted
 
     async def _cancel(self, key: JobKey, reason: str, actor: Actor | None = None) -> Job:
         """Cancel a live job; the job as it is then. A job the engine does not hold is a

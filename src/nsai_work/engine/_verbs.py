@@ -35,6 +35,7 @@ from .._workflow import Workflow, WorkflowRun, last_first, refreshed
 from ..stores import JobKey, ListQuery
 from ._bulk import run_bulk
 from ._cron_rules import CronSpec, check_cron
+from ._watchers import Collector, WaitGroup, Watcher, catch_up
 
 __all__ = ["Engine", "Page", "Verbs", "check_stop_timeout", "check_timeout", "job_list"]
 
@@ -62,7 +63,7 @@ class Engine(Protocol):
 
     _loop: asyncio.AbstractEventLoop
     #: True when a read may await while jobs finish (a durable store), so a job the read saw
-    #: running may have finished before its watcher was registered (see ``_catch_up``).
+    #: running may have finished before its watcher was registered (see ``catch_up``).
     _reads_lag: bool
 
     async def _admit(self, jobs: Sequence[Job], *, batch: bool) -> builtins.list[Job]:
@@ -259,7 +260,7 @@ class Verbs:
         engine = self._engine
         jobs = await engine._lookup(job_ids, self._tenant(tenant_id))
         check_timeout(timeout)
-        group = _WaitGroup(jobs, engine._loop.create_future())
+        group = WaitGroup(jobs, engine._loop.create_future())
         slots = group.slots
         repeats: builtins.list[tuple[int, int]] = []  # (index, index of its first mention)
         for index, job in enumerate(jobs):
@@ -276,7 +277,7 @@ class Verbs:
             try:
                 if engine._reads_lag:
                     keys = [(jobs[i].tenant_id, job_id) for job_id, i in slots.items()]
-                    await _catch_up(engine, group, keys)
+                    await catch_up(engine, group, keys)
                 await asyncio.wait_for(group.future, timeout)
             except TimeoutError:
                 one = f" (job {jobs[0].id} is {engine._current(jobs[0]).status})"
@@ -302,7 +303,7 @@ class Verbs:
         engine = self._engine
         jobs = await engine._lookup(job_ids, self._tenant(tenant_id))
         check_timeout(timeout)
-        collector = _Collector()
+        collector = Collector()
         done, watched = collector.queue, collector.tenants
         for job in jobs:
             if job.status in TERMINAL_STATUSES:
@@ -314,7 +315,7 @@ class Verbs:
         try:
             if watched and engine._reads_lag:
                 keys = [(tenant_id, job_id) for job_id, tenant_id in watched.items()]
-                await _catch_up(engine, collector, keys)
+                await catch_up(engine, collector, keys)
             async with asyncio.timeout(timeout):
                 for _ in range(expected):
                     item = await done.get()
@@ -507,84 +508,6 @@ def _run_of(run: object) -> WorkflowRun:
             f"expected a work.WorkflowRun (what submit_workflow returns), got {type(run).__name__}"
         )
     return run
-
-
-class _WaitGroup:
-    """A ``wait_many`` in progress: its results (the jobs it waits for, replaced as they
-    finish), where each of those goes (by job id), how many are left, its future. It watches
-    each of them (``Scheduler._watch``), so a finished job wakes only the calls waiting for it.
-    """
-
-    __slots__ = ("future", "left", "results", "slots")
-
-    def __init__(self, results: builtins.list[Job], future: asyncio.Future[None]) -> None:
-        self.results = results
-        self.future = future
-        self.slots: dict[str, int] = {}  # job id -> index in results, while it is not finished
-        self.left = 0
-
-    def tenant_of(self, job_id: str) -> str | None:
-        """The tenant of the watched job with this id (None: not watched, or finished)."""
-        index = self.slots.get(job_id)
-        return None if index is None else self.results[index].tenant_id
-
-    def done(self, job: Job) -> bool:
-        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
-        index = self.slots.get(job.id)
-        if index is None or self.results[index].tenant_id != job.tenant_id:
-            return False  # another tenant's job with the same id
-        del self.slots[job.id]
-        self.results[index] = job
-        self.left -= 1
-        if not self.left and not self.future.done():
-            self.future.set_result(None)
-        return True
-
-    def fail(self, error: BaseException) -> None:
-        """The engine can no longer tell when the jobs finish: the wait raises ``error``."""
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-class _Collector:
-    """An ``as_completed`` in progress: watched jobs go to its queue as they finish."""
-
-    __slots__ = ("queue", "tenants")
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Job | BaseException] = asyncio.Queue()
-        self.tenants: dict[str, str] = {}  # watched job id -> its tenant
-
-    def tenant_of(self, job_id: str) -> str | None:
-        """The tenant of the watched job with this id (None: not watched, or finished)."""
-        return self.tenants.get(job_id)
-
-    def done(self, job: Job) -> bool:
-        """A job with a watched id is terminal: take it if it is the one (the same tenant)."""
-        if self.tenants.get(job.id) != job.tenant_id:
-            return False
-        del self.tenants[job.id]
-        self.queue.put_nowait(job)
-        return True
-
-    def fail(self, error: BaseException) -> None:
-        """The engine can no longer tell when the jobs finish: the iteration raises ``error``."""
-        self.queue.put_nowait(error)
-
-
-#: What waits for jobs to finish: ``done(job)`` takes a terminal job with a watched id, and
-#: says whether it was the watched one; ``tenant_of(job_id)`` is a watched id's tenant;
-#: ``fail(error)`` ends the wait with an error.
-Watcher = _WaitGroup | _Collector
-
-
-async def _catch_up(engine: Engine, watcher: Watcher, keys: builtins.list[JobKey]) -> None:
-    """Hand ``watcher`` the watched jobs that finished while the lookup awaited its read: their
-    end was told before the watcher was registered. (One more read; a job that finished and is
-    not committed yet is told to the watcher, now registered, at its commit.)"""
-    for job in await engine._read(keys):
-        if job is not None and job.status in TERMINAL_STATUSES and watcher.done(job):
-            engine._unwatch(job.id, watcher)
 
 
 def job_list(jobs: object) -> builtins.list[Job]:

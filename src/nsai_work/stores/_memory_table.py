@@ -12,7 +12,7 @@ Listing
 Each job gets a submission sequence number, its *seq*: listings are newest (largest seq) first,
 and the cursor is the seq of the last job of the previous page. The jobs of a tenant are held in
 *cells*, one per (namespace, kind) pair it has jobs of (a *leaf*), and each cell holds one
-*index* per status: a sorted list of seqs, kept in chunks (``_Index``). A listing by
+*index* per status: a sorted list of seqs, kept in chunks (``_ordered_index``). A listing by
 namespace and kind reads one leaf; one by status reads that status's index of each cell it
 reads, one without merges the (at most 7) indexes of each. Every job is in its leaf.
 
@@ -33,7 +33,7 @@ Cost, with n the number of jobs and c the cells a job is in (1 to 4, as above):
 - ``insert``: c appends (a new job's seq is the largest); the first job of a new (namespace,
   kind) may build coarse cells (above): O(log n) amortized over the jobs they hold;
 - ``put`` that changes the status: c removals and c insertions, O(log n) each (plus moving at
-  most ``2 * _LOAD`` pointers within a chunk); a ``put`` that keeps the status touches no index;
+  most ``2 * LOAD`` pointers within a chunk); a ``put`` that keeps the status touches no index;
 - pruning a finished job: c removals, O(log n) each;
 - ``list``: a bisection for the cursor in each index it reads (at most ``7 * _FANOUT``), then a
   step per job returned: O(log n + limit) for any combination of tenant, namespace, status and
@@ -62,16 +62,15 @@ that (later releases).
 from __future__ import annotations
 
 import datetime as _dt
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 from itertools import chain
-from operator import itemgetter
 from typing import Final
 
 from .._errors import ConflictError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job, Status
 from .._validate import check_status
+from ._ordered_index import Cell, cell_add, cell_remove, index_of, index_page
 
 __all__ = ["JobKey", "JobTable"]
 
@@ -80,21 +79,11 @@ JobKey = tuple[str, str]
 #: Where a job is stored: its id, or (tenant id, id) when another tenant's job holds the id.
 _Slot = str | JobKey
 
-#: An ordered index: seqs in ascending order, kept in non-empty sorted chunks (lists), each
-#: chunk's seqs below the next chunk's. A chunk holds at most ``2 * _LOAD`` seqs and, unless it
-#: is its index's only chunk, at least ``_LOAD // 2``.
-_Index = list[list[int]]
-#: Chunk size (sortedcontainers' design with smaller chunks: an insertion or removal within a
-#: chunk moves at most ``2 * _LOAD`` pointers, a few hundred nanoseconds).
-_LOAD = 256
-_last = itemgetter(-1)  # a chunk's largest seq: the key bisect finds a chunk by
-
 #: A coarse cell's key: (namespace, None), (None, kind) or (None, None).
 _CellKey = tuple[str | None, str | None]
 #: The coarse cell of all a tenant's jobs.
 _ALL: Final[_CellKey] = (None, None)
-#: A cell: at ``_AT[s]``, the index of its jobs in status ``s``, or None while it has none.
-_Cell = list[_Index | None]
+#: Where a cell (``Cell``) keeps the index of each status.
 _AT: Final = {status: at for at, status in enumerate(Status)}
 #: A listing merges at most this many leaves; past it, a coarse cell holds them (docstring).
 _FANOUT = 4
@@ -112,8 +101,8 @@ class _Tenant:
     def __init__(self) -> None:
         #: (namespace, kind) -> the cells a job of this pair is in: its leaf, then the coarse
         #: cells it is in (kept with the leaf, so a transition needs one lookup)
-        self.leaves: dict[tuple[str, str], list[_Cell]] = {}
-        self.coarse: dict[_CellKey, _Cell] = {}
+        self.leaves: dict[tuple[str, str], list[Cell]] = {}
+        self.coarse: dict[_CellKey, Cell] = {}
         self.kinds: dict[str, list[str]] | None = None  # namespace -> kinds it has leaves of
         self.namespaces: dict[str, list[str]] | None = None  # kind -> namespaces it has leaves in
 
@@ -129,7 +118,7 @@ class _Tenant:
             return [namespace for namespace, of in self.leaves if of == kind]
         return self.namespaces.get(kind, [])
 
-    def add_leaf(self, namespace: str, kind: str) -> list[_Cell]:
+    def add_leaf(self, namespace: str, kind: str) -> list[Cell]:
         """Before the first job of this (namespace, kind): build the coarse cells that go past
         ``_FANOUT`` leaves with it, or that stop reading another's; returns the new leaf's
         cells."""
@@ -154,7 +143,7 @@ class _Tenant:
             self._build((None, kind))
         coarse = self.coarse
         spanning = [coarse[key] for key in (_ALL, (namespace, None), (None, kind)) if key in coarse]
-        cells: list[_Cell] = [[None] * len(_AT), *spanning]
+        cells: list[Cell] = [[None] * len(_AT), *spanning]
         self.leaves[(namespace, kind)] = cells
         if self.kinds is not None and self.namespaces is not None:
             self.kinds.setdefault(namespace, []).append(kind)
@@ -195,15 +184,15 @@ class _Tenant:
             for (of_namespace, of_kind), cells in self.leaves.items()
             if namespace in (None, of_namespace) and kind in (None, of_kind)
         ]
-        cell: _Cell = [None] * len(_AT)
+        cell: Cell = [None] * len(_AT)
         for at in range(len(_AT)):
             seqs = sorted(chain.from_iterable(chain.from_iterable(c[0][at] or () for c in spanned)))
-            cell[at] = _index_of(seqs) if seqs else None
+            cell[at] = index_of(seqs) if seqs else None
         self.coarse[key] = cell
         for cells in spanned:
             cells.append(cell)
 
-    def cells_for(self, namespace: str | None, kind: str | None) -> list[_Cell]:
+    def cells_for(self, namespace: str | None, kind: str | None) -> list[Cell]:
         """The cells a listing with these filters reads: one, or the leaves it spans (at most
         ``_FANOUT``); none when no job of the tenant can match."""
         if namespace is not None and kind is not None:
@@ -243,7 +232,7 @@ class JobTable:
         self._shared_ids: dict[str, set[str]] = {}  # id -> tenants whose job with it is in _shared
         self._next_seq = 0
         #: where each job is: its seq and the cells of its leaf (its leaf lives while it does)
-        self._place: dict[_Slot, tuple[int, list[_Cell]]] = {}
+        self._place: dict[_Slot, tuple[int, list[Cell]]] = {}
         self._slot_at: dict[int, _Slot] = {}
         self._tenants: dict[str, _Tenant] = {}
         self._counts = [0] * len(_AT)  # jobs by status, at _AT[status]
@@ -283,7 +272,7 @@ class JobTable:
         self._place[slot] = (seq, cells)
         self._slot_at[seq] = slot
         for cell in cells:
-            _cell_add(cell, at, seq)
+            cell_add(cell, at, seq)
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention.
@@ -306,8 +295,8 @@ class JobTable:
             counts[at] += 1
             seq, cells = self._place[slot]
             for cell in cells:
-                _cell_remove(cell, was, seq)
-                _cell_add(cell, at, seq)
+                cell_remove(cell, was, seq)
+                cell_add(cell, at, seq)
             if status in TERMINAL_STATUSES:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
@@ -373,7 +362,7 @@ class JobTable:
         at = _AT[job.status]
         self._counts[at] -= 1
         for cell in cells:
-            _cell_remove(cell, at, seq)
+            cell_remove(cell, at, seq)
         if cells[0][at] is None and not any(cells[0]):  # the last job of its leaf
             tenant = self._tenants[tenant_id]
             tenant.drop_leaf(job.namespace, job.kind)
@@ -465,7 +454,7 @@ class JobTable:
             at = _AT[status]
             indexes = [index for cell in cells if (index := cell[at])]
         wanted = limit + 1  # one more tells whether there is a next page
-        parts = [_index_page(index, before, wanted) for index in indexes]
+        parts = [index_page(index, before, wanted) for index in indexes]
         if len(parts) == 1:
             seqs = parts[0]
         else:  # the newest of each index's newest
@@ -492,118 +481,6 @@ def _parse_cursor(cursor: object) -> int:
         f"page (a string of digits), or None for the first page",
         path="$.cursor",
     )
-
-
-# ---- ordered indexes ---------------------------------------------------------------------------
-
-
-def _cell_add(cell: _Cell, at: int, seq: int) -> None:
-    """Add ``seq`` to the cell's index at ``at`` (made when it has none); the usual case, a
-    recent job, is an append to the last chunk."""
-    index = cell[at]
-    if index is None:
-        cell[at] = [[seq]]
-        return
-    chunk = index[-1]
-    if chunk[-1] < seq and len(chunk) < 2 * _LOAD:
-        chunk.append(seq)
-    else:
-        _index_add(index, seq)
-
-
-def _cell_remove(cell: _Cell, at: int, seq: int) -> None:
-    """Remove ``seq`` from the cell's index at ``at`` (None once empty); the usual case, one of
-    the oldest jobs of the index, is a deletion in its first chunk."""
-    index = cell[at]
-    assert index is not None
-    chunk = index[0]
-    if seq <= chunk[-1] and len(chunk) > (1 if len(index) == 1 else _LOAD // 2):
-        del chunk[bisect_left(chunk, seq)]  # the first chunk, left big enough
-    else:
-        _index_remove(index, seq)
-        if not index:
-            cell[at] = None
-
-
-def _index_add(index: _Index, seq: int) -> None:
-    """Add ``seq``, not in ``index`` yet: an append when it is the largest (a new job, or one
-    moved soon after it came), else a bisection for its chunk and an insertion there. A chunk
-    past ``2 * _LOAD`` seqs is split in two."""
-    if not index:
-        index.append([seq])
-        return
-    i = len(index) - 1
-    chunk = index[i]
-    if chunk[-1] < seq:
-        chunk.append(seq)
-    else:
-        i = bisect_left(index, seq, key=_last)
-        chunk = index[i]
-        insort(chunk, seq)
-    if len(chunk) > 2 * _LOAD:
-        index[i : i + 1] = [chunk[:_LOAD], chunk[_LOAD:]]
-
-
-def _index_remove(index: _Index, seq: int) -> None:
-    """Remove ``seq``, which is in ``index``: the first or last chunk is checked first (jobs
-    tend to move in the order they came), else a bisection finds it. A chunk left with fewer
-    than ``_LOAD // 2`` seqs is merged with a neighbour (and the two split again if past
-    ``2 * _LOAD``), so an index of n seqs has at most ``2n / _LOAD + 1`` chunks; an index left
-    empty has no chunk."""
-    if len(index) == 1:
-        chunk = index[0]
-        del chunk[bisect_left(chunk, seq)]
-        if not chunk:
-            index.clear()
-        return
-    if seq <= index[0][-1]:
-        i = 0
-    elif seq > index[-2][-1]:
-        i = len(index) - 1
-    else:
-        i = bisect_left(index, seq, key=_last)
-    chunk = index[i]
-    del chunk[bisect_left(chunk, seq)]
-    if len(chunk) < _LOAD // 2:
-        left = i - 1 if i else 0
-        merged = index[left] + index[left + 1]
-        if len(merged) > 2 * _LOAD:
-            half = len(merged) // 2
-            index[left : left + 2] = [merged[:half], merged[half:]]
-        else:
-            index[left : left + 2] = [merged]
-
-
-def _index_page(index: _Index, before: int | None, count: int) -> list[int]:
-    """Up to ``count`` seqs of ``index`` below ``before`` (all when None), largest first: one
-    bisection, then a slice of each chunk walked."""
-    if not index:
-        return []
-    i = len(index) - 1
-    end = len(index[i])
-    if before is not None:
-        i = bisect_left(index, before, key=_last)
-        if i == len(index):
-            i -= 1
-            end = len(index[i])
-        else:
-            end = bisect_left(index[i], before)
-    page: list[int] = []
-    while True:
-        page += index[i][max(0, end - (count - len(page))) : end][::-1]
-        i -= 1
-        if len(page) >= count or i < 0:
-            return page
-        end = len(index[i])
-
-
-def _index_of(seqs: list[int]) -> _Index:
-    """An index of these seqs, sorted and distinct: chunks of ``_LOAD``, the last one merged
-    into the one before when it would be below ``_LOAD // 2``."""
-    index = [seqs[i : i + _LOAD] for i in range(0, len(seqs), _LOAD)]
-    if len(index) > 1 and len(index[-1]) < _LOAD // 2:
-        index[-2:] = [index[-2] + index[-1]]
-    return index
 
 
 def _tenant_of(job: Job) -> str:
