@@ -8,6 +8,11 @@ asking ``cpu=1``, ``submit_many``, ``wait_many``) with ``RayBackend(prefetch=0)`
 job waits in nsai-work's queues) and with ``prefetch=PREFETCH`` (that many more tasks per node
 than it has CPUs are handed to Ray at once, so Ray keeps its worker leases: see docs/ray.md). The
 overhead ratio is nsai-work's time over direct Ray's.
+
+A third timing, the floor, is a bare asyncio loop with no scheduler at all that sends the same
+Ray task nsai-work sends (the job's JSON as its one argument), keeps as many in flight as
+``prefetch`` allows, and awaits their ends with the backend's own waiting thread: the cost of
+that task shape on its own, which no scheduler on top can go below.
 """
 
 from __future__ import annotations
@@ -95,6 +100,35 @@ async def through_nsai(address: str, n: int, prefetch: int) -> float:
     return elapsed
 
 
+async def floor(n: int, in_flight: int) -> float:
+    """Seconds for ``n`` tasks of nsai-work's shape sent by a bare loop, ``in_flight`` at once."""
+    import ray
+
+    from nsai_work._ir import json_encoder
+    from nsai_work.backends._ray_remote import make_runner
+    from nsai_work.backends._ray_waits import TaskEnds
+
+    _registry()
+    runner = make_runner(noop, False, 1 << 20)
+    task = ray.remote(max_retries=0, retry_exceptions=False)(runner).options(num_cpus=1.0)
+    job_json = json_encoder.encode(work.Job(kind=KIND, tenant_id="bench"))
+    ends = TaskEnds(asyncio.get_running_loop(), ray)
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one() -> None:
+        async with slots:
+            await ends.watch(task.remote(job_json))
+
+    try:
+        await asyncio.gather(*(one() for _ in range(min(n, 200))))  # warm
+        settle()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - t0
+    finally:
+        ends.close()
+
+
 def run(params: Params, runs: int) -> ScenarioResult:
     from tests._ray import RayCluster, ray_available
 
@@ -104,6 +138,7 @@ def run(params: Params, runs: int) -> ScenarioResult:
     direct_rates: list[float] = []
     strict: list[float] = []
     prefetched: list[float] = []
+    floors: list[float] = []
     strict_rates: list[float] = []
     prefetched_rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="nsai-bench-ray-") as root:
@@ -117,11 +152,14 @@ def run(params: Params, runs: int) -> ScenarioResult:
                 t_strict = asyncio.run(through_nsai(cluster.address, n, 0))
                 settle()
                 t_prefetch = asyncio.run(through_nsai(cluster.address, n, PREFETCH))
+                settle()
+                t_floor = asyncio.run(floor(n, PREFETCH + 2))  # (the 2 CPUs, plus prefetch)
                 direct_rates.append(n / t_direct)
                 strict_rates.append(n / t_strict)
                 prefetched_rates.append(n / t_prefetch)
                 strict.append(t_strict / t_direct)
                 prefetched.append(t_prefetch / t_direct)
+                floors.append(t_floor / t_direct)
         finally:
             cluster.stop()
 
@@ -162,6 +200,15 @@ def run(params: Params, runs: int) -> ScenarioResult:
                 target=f"<= {TARGET_RATIO} (aim {AIM_RATIO})",
                 check=lambda m: m <= TARGET_RATIO,
                 aim=lambda m: m <= AIM_RATIO,
+            ),
+            ratio(
+                "ray.floor_ratio",
+                f"bare loop, nsai-work's task shape, {PREFETCH + 2} in flight: vs direct",
+                floors,
+                "no scheduler: the job's JSON as the task's one argument, ends awaited by the "
+                "backend's waiting thread; what the task shape costs by itself",
+                target="-",
+                check=lambda m: None,
             ),
             ratio(
                 "ray.overhead_ratio_strict",
