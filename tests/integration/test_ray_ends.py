@@ -105,6 +105,24 @@ def test_a_canceled_run_is_forgotten_and_others_still_arrive(ray_cluster: RayClu
     asyncio.run(main())
 
 
+def test_a_task_ray_cannot_wait_for_fails_alone(ray_cluster: RayCluster) -> None:
+    ray, square, _, sleep = _remotes()
+
+    async def main() -> None:
+        ends = TaskEnds(asyncio.get_running_loop(), ray)
+        try:
+            running = ends.watch(sleep.remote(2))
+            bad = ends.watch("not an ObjectRef")  # (as a ref of a connection since closed)
+            with pytest.raises(TypeError):
+                await asyncio.wait_for(bad, 20)
+            assert await asyncio.wait_for(running, 20) == "slept"
+            assert await asyncio.wait_for(ends.watch(square.remote(3)), 20) == 9
+        finally:
+            ends.close()
+
+    asyncio.run(main())
+
+
 def test_close_stops_the_thread_even_while_tasks_run(ray_cluster: RayCluster) -> None:
     ray, _, _, sleep = _remotes()
 

@@ -98,15 +98,18 @@ class TaskEnds:
                     pending.setdefault(ref, []).append(future)
             if adopted:
                 timeout = self._floor_s
+            if not self._ray.is_initialized():  # (shut down: a wait would start a new
+                self._pause()  # local Ray of its own, as Ray's calls do when not connected)
+                continue
             refs = list(pending)
             try:
                 ready, _ = self._ray.wait(
                     refs, num_returns=len(refs), timeout=timeout, fetch_local=False
                 )
-            except Exception:  # (Ray could not answer: the cluster went away, or is stopping)
-                _log.debug("ray.wait failed; waiting again", exc_info=True)
-                with self._changed:
-                    self._changed.wait(_ERROR_PAUSE_S)
+            except Exception:  # (Ray could not answer: the cluster went away, or a ref is
+                _log.debug("ray.wait failed", exc_info=True)  # from a closed connection)
+                self._pause()
+                self._sort_out(pending)
                 continue
             if ready:
                 timeout = self._floor_s
@@ -116,6 +119,27 @@ class TaskEnds:
                 timeout = max(self._floor_s, min(limit, timeout * 2))
                 for ref in [r for r, futures in pending.items() if all(f.done() for f in futures)]:
                     del pending[ref]
+
+    def _pause(self) -> None:
+        with self._changed:
+            if not self._closed:
+                self._changed.wait(_ERROR_PAUSE_S)
+
+    def _sort_out(self, pending: dict[Any, list[asyncio.Future[Any]]]) -> None:
+        """After a failed wait: forget the tasks nobody waits for, and end with Ray's error
+        each one Ray cannot wait for on its own (a task of a connection since closed), so that
+        one bad task does not hold up the others."""
+        failed: list[tuple[list[asyncio.Future[Any]], Any]] = []
+        for ref, futures in list(pending.items()):
+            if all(future.done() for future in futures):
+                del pending[ref]
+                continue
+            try:
+                self._ray.wait([ref], timeout=0, fetch_local=False)
+            except Exception as exc:
+                failed.append((pending.pop(ref), exc))
+        if failed:
+            self._deliver(failed)
 
     def _values(self, ready: list[Any]) -> list[tuple[Any, Any]]:
         """Each ended task's value, or the exception Ray raised for it (in one ``ray.get``

@@ -293,11 +293,16 @@ class RayBackend:
         if not self._owned or self.address is None:
             return
         ray = self._ray
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(ray.shutdown)
-            await asyncio.to_thread(
-                ray.init, address=self.address, namespace=self.namespace, log_to_driver=False
-            )
+        if self._ends is not None:  # (its tasks are the old connection's: their runs are lost)
+            await asyncio.to_thread(self._ends.close)
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(ray.shutdown)
+                await asyncio.to_thread(
+                    ray.init, address=self.address, namespace=self.namespace, log_to_driver=False
+                )
+        finally:
+            self._ends = TaskEnds(asyncio.get_running_loop(), ray)
 
     # ---- the Backend protocol: what runs here ------------------------------------------------
 
@@ -364,7 +369,8 @@ class RayBackend:
         except asyncio.CancelledError:
             self._cancel_ref(ref)  # (again: a stop may come without a cancel)
             with contextlib.suppress(BaseException):  # its capacity is given back once Ray
-                await asyncio.wait_for(ends.watch(ref), _CANCEL_WAIT_S)  # has let it go
+                ends = self._ends or ends  # has let it go (the current waiter: a reconnect
+                await asyncio.wait_for(ends.watch(ref), _CANCEL_WAIT_S)  # may have made one)
             raise
         except self._ray.exceptions.RayError as exc:  # Ray's own failure (the task never raises)
             await self._check_node(node, _NODE_FATE_S if _node_trouble(exc) else _NODE_CHECK_S)
