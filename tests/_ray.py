@@ -86,7 +86,11 @@ class RayCluster:
                 preexec_fn=_die_with_parent,
             )
 
-    def start_head(self) -> None:
+    def start_head(self, *, connect: bool = True, log: str = "head.log") -> None:
+        """Start the head node (on ``self.port``, the same on each start) and wait for it: by
+        connecting this process to it (``connect``), or else by reading ``ray start``'s log
+        until the node says it started (a test whose scheduler runs in another process: one
+        process can be connected to one cluster only)."""
         self.head = self._start(
             [
                 "--head",
@@ -100,9 +104,42 @@ class RayCluster:
                 f"--dashboard-port={self.dashboard_port}",
                 f"--temp-dir={self.temp_dir}",
             ],
-            "head.log",
+            log,
         )
-        self.wait_nodes(1)
+        if connect:
+            self.wait_nodes(1)
+        else:
+            self._wait_started(self.head, log)
+
+    def _wait_started(
+        self, process: subprocess.Popen[bytes], log: str, timeout: float = 90.0
+    ) -> None:
+        """Wait until ``ray start --block`` says its node runs (without connecting to it)."""
+        deadline = time.monotonic() + timeout
+        path = self.root / log
+        while "Ray runtime started" not in path.read_text(errors="replace"):
+            if process.poll() is not None:
+                tail = path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"ray head exited ({process.returncode}):\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Ray head did not start in {timeout} s")
+            time.sleep(0.2)
+
+    def kill_head(self) -> None:
+        """Kill the head node and every process of it at once (SIGKILL to its session): the
+        whole cluster crashes (a SIGTERM drains the node first, for up to 30 s)."""
+        if self.head is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.head.pid, signal.SIGKILL)
+            self.head.wait()
+            self.head = None
+
+    def stop_head(self) -> None:
+        """Stop the head node alone (SIGTERM to its ``ray start --block``), leaving this
+        process's own Ray connection, if any, as it is."""
+        if self.head is not None:
+            _terminate(self.head)
+            self.head = None
 
     def start_gpu_node(self) -> None:
         self.gpu_node = self._start(

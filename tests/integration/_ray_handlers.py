@@ -42,6 +42,12 @@ def sleeps(job: work.Job) -> dict[str, Any]:
     return {"pid": os.getpid(), "node": _node_id()}
 
 
+def sleeps_first(job: work.Job, ctx: work.JobContext) -> dict[str, Any]:
+    """Sleeps ``s`` seconds on its first attempt, ``then_s`` on later ones."""
+    time.sleep(float(job.payload["s"] if ctx.attempt == 1 else job.payload.get("then_s", 0)))
+    return {"attempt": ctx.attempt, "node": _node_id()}
+
+
 async def async_add(job: work.Job) -> int:
     return int(job.payload["a"]) + int(job.payload["b"])
 
@@ -87,6 +93,7 @@ def ray_registry() -> HandlerRegistry:
         "ray.fails": fails,
         "ray.never": never,
         "ray.sleeps": sleeps,
+        "ray.sleeps_first": sleeps_first,
         "ray.async_add": async_add,
         "ray.where": where,
         "ray.big": big,

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -52,6 +53,8 @@ _CANCEL_WAIT_S: Final = 10.0
 #: after an error that says the node or its worker died, and after any other error of Ray's.
 _NODE_FATE_S: Final = 15.0
 _NODE_CHECK_S: Final = 2.0
+#: How long a TCP connection to Ray's control store may take before it counts as gone.
+_GCS_PROBE_S: Final = 2.0
 #: Ray's errors that say a task's node (or its worker process) died, or that its node is gone.
 _NODE_ERRORS: Final = frozenset(
     {"NodeDiedError", "WorkerCrashedError", "TaskUnschedulableError", "LocalRayletDiedError"}
@@ -197,8 +200,27 @@ class RayBackend:
         self._refresh()
 
     def _refresh(self) -> list[Pool]:
-        """Read the alive nodes (blocking: one call to Ray's control store); their pools."""
-        found = node_pools(self._ray.nodes(), prefetch=self.prefetch, prices=self.prices)
+        """Read the alive nodes (blocking: one call to Ray's control store); their pools.
+
+        Raises ``BackendError`` without asking Ray when this process is not connected, or when
+        the control store (GCS) does not take a TCP connection: there Ray's own call would wait
+        for it (up to 60 s, then Ray ends the process), and a control store started again on
+        its port is a new cluster, which Ray's call meets with a fatal check (the process
+        aborts: ``WrongClusterID``)."""
+        ray = self._ray
+        if not ray.is_initialized():
+            raise BackendError("not connected to Ray")
+        address = _gcs_address(ray)
+        if address is not None:
+            host, _, port = address.rpartition(":")
+            host = host.strip("[]")  # (an IPv6 address: [::1]:6379)
+            try:
+                socket.create_connection((host, int(port)), timeout=_GCS_PROBE_S).close()
+            except OSError as exc:
+                raise BackendError(
+                    f"Ray's control store at {address} does not answer: {exc}"
+                ) from exc
+        found = node_pools(ray.nodes(), prefetch=self.prefetch, prices=self.prices)
         self._nodes = {node.pool.name: node for node in found}
         return [node.pool for node in found]
 
@@ -258,10 +280,10 @@ class RayBackend:
                 delay = min(self.reconnect_max_s, delay * 2)
                 await self._reconnect()
                 continue
-            if not available and self._events is not None:
-                self._events.availability_changed(True)
+            self._report(pools)  # (first: the pools of a cluster that came back may be new
+            if not available and self._events is not None:  # nodes, and nothing may start
+                self._events.availability_changed(True)  # on the old ones meanwhile)
             available, delay = True, self.poll_s
-            self._report(pools)
 
     def _report(self, pools: list[Pool]) -> None:
         """Tell the engine the pools, if they changed since last told."""
@@ -440,6 +462,16 @@ class RayBackend:
 def _node_trouble(exc: BaseException) -> bool:
     """Whether a Ray error says the task's node or worker died (or its node is gone)."""
     return any(cls.__name__ in _NODE_ERRORS for cls in type(exc).__mro__)
+
+
+def _gcs_address(ray: Any) -> str | None:
+    """The ``host:port`` of the connection's control store (None when Ray does not say, as
+    through Ray Client)."""
+    try:
+        address = ray.get_runtime_context().gcs_address
+    except Exception:
+        return None
+    return address if isinstance(address, str) and ":" in address else None
 
 
 def _dashboard_url(ray: Any) -> str:
