@@ -159,6 +159,7 @@ def test_losing_the_whole_cluster_and_getting_it_back(cluster: RayCluster) -> No
             assert "unavailable" in first["error"]["message"]
             assert _status(job) in ("queued", "pending")  # (its retry waits)
         assert _status(lost["jobs"]["queued"]) == "queued"
+        assert lost["jobs"]["queued"].get("attempts", []) == []  # (it never started)
 
         cluster.start_head(connect=False, log="head-2.log")
         done = driver.until(
@@ -175,5 +176,7 @@ def test_losing_the_whole_cluster_and_getting_it_back(cluster: RayCluster) -> No
         driver.until(
             "a new job after the return", lambda r: _status(r["jobs"]["after"]) == "succeeded"
         )
+        driver.stop()
+        assert driver.process.returncode == 0  # (the scheduler stopped cleanly)
     finally:
         driver.stop()
