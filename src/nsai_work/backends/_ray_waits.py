@@ -11,10 +11,10 @@ the tasks in flight at once; what ended is read with one ``ray.get`` and handed 
 one call (``fetch_local=False``: a wait that also starts fetching each result costs Ray twice
 as much; the ``ray.get`` fetches what ended, and a result is small: ``max_result_bytes``).
 A wait asks Ray about every task in flight, so it is made for a batch: it returns when
-all have ended or after ``timeout``, which is ``floor_s`` (2 ms) while tasks keep ending and
-grows while none does, up to about 36 µs per task in flight (at most ``ceiling_s``), so that
+all have ended or after ``timeout``, which is ``FLOOR_S`` (2 ms) while tasks keep ending and
+grows while none does, up to about 36 µs per task in flight (at most ``CEILING_S``, 100 ms), so that
 waiting on thousands of long tasks costs a few percent of a core. The price is latency: a
-task's end reaches the loop up to ``floor_s`` after Ray has it (more when thousands of long
+task's end reaches the loop up to ``FLOOR_S`` after Ray has it (more when thousands of long
 tasks run and nothing has ended for a while), and a task started while the thread waits is
 added at the next wait.
 """
@@ -46,18 +46,9 @@ class TaskEnds:
     """Futures of the loop that end as Ray tasks do (with the task's value, or the exception
     ``ray.get`` raised for it). ``close`` stops the thread."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        ray: Any,
-        *,
-        floor_s: float = FLOOR_S,
-        ceiling_s: float = CEILING_S,
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ray: Any) -> None:
         self._loop = loop
         self._ray = ray
-        self._floor_s = floor_s
-        self._ceiling_s = max(floor_s, ceiling_s)
         self._new: deque[tuple[Any, asyncio.Future[Any]]] = deque()
         self._changed = threading.Condition()
         self._closed = False
@@ -73,7 +64,7 @@ class TaskEnds:
         return future
 
     def close(self, timeout_s: float = 1.0) -> None:
-        """Stop the thread (it leaves its current wait within ``ceiling_s``); futures not ended
+        """Stop the thread (it leaves its current wait within ``CEILING_S``); futures not ended
         yet stay so (their runs are being stopped with the backend)."""
         with self._changed:
             self._closed = True
@@ -85,7 +76,7 @@ class TaskEnds:
 
     def _run(self) -> None:
         pending: dict[Any, list[asyncio.Future[Any]]] = {}
-        timeout = self._floor_s
+        timeout = FLOOR_S
         while True:
             with self._changed:
                 while not self._new and not pending and not self._closed:
@@ -97,7 +88,7 @@ class TaskEnds:
                     ref, future = self._new.popleft()
                     pending.setdefault(ref, []).append(future)
             if adopted:
-                timeout = self._floor_s
+                timeout = FLOOR_S
             if not self._ray.is_initialized():  # (shut down: a wait would start a new
                 self._pause()  # local Ray of its own, as Ray's calls do when not connected)
                 continue
@@ -112,11 +103,11 @@ class TaskEnds:
                 self._sort_out(pending)
                 continue
             if ready:
-                timeout = self._floor_s
+                timeout = FLOOR_S
                 self._deliver([(pending.pop(ref), value) for ref, value in self._values(ready)])
             else:  # nothing ended: wait longer next time, and forget runs nobody waits for
-                limit = min(self._ceiling_s, _PER_TASK_S * len(pending))
-                timeout = max(self._floor_s, min(limit, timeout * 2))
+                limit = min(CEILING_S, _PER_TASK_S * len(pending))
+                timeout = max(FLOOR_S, min(limit, timeout * 2))
                 for ref in [r for r, futures in pending.items() if all(f.done() for f in futures)]:
                     del pending[ref]
 

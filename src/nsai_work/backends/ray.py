@@ -390,9 +390,7 @@ class RayBackend:
             value = await ends.watch(ref)
         except asyncio.CancelledError:
             self._cancel_ref(ref)  # (again: a stop may come without a cancel)
-            with contextlib.suppress(BaseException):  # its capacity is given back once Ray
-                ends = self._ends or ends  # has let it go (the current waiter: a reconnect
-                await asyncio.wait_for(ends.watch(ref), _CANCEL_WAIT_S)  # may have made one)
+            await self._let_go(ref, ends)
             raise
         except self._ray.exceptions.RayError as exc:  # Ray's own failure (the task never raises)
             await self._check_node(node, _NODE_FATE_S if _node_trouble(exc) else _NODE_CHECK_S)
@@ -402,6 +400,13 @@ class RayBackend:
         if type(value) is Err:
             raise remote_exception(value)
         return value
+
+    async def _let_go(self, ref: Any, ends: TaskEnds) -> None:
+        """Wait (up to ``_CANCEL_WAIT_S``) for a canceled task's end, so that its capacity is
+        given back only once Ray has let it go; the current waiter is asked (a reconnect may
+        have made a new one since the task started)."""
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for((self._ends or ends).watch(ref), _CANCEL_WAIT_S)
 
     def _task(self, job: Job, node: NodePool, function: RegisteredFunction) -> Any:
         """The kind's remote function with this job's options (cached per kind, node and
