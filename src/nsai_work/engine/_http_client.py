@@ -25,8 +25,7 @@ import builtins
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -40,7 +39,7 @@ from .._errors import (
     WaitTimeoutError,
     WorkError,
 )
-from .._ir import TERMINAL_STATUSES, Job, Priority, Status
+from .._ir import TERMINAL_STATUSES, Job
 from .._schedule import Schedule, ScheduleList
 from .._stats import Stats, TenantStats
 from .._validate import DEFAULT_MAX_PAYLOAD_BYTES, check_status, validate_new_job
@@ -360,69 +359,16 @@ class HttpClient(Client):
         params = {"tenant_id": self._tenant(tenant_id)}
         return await self._call("POST", self._job_path(job_id, "/retry"), Job, params=params)  # type: ignore[no-any-return]
 
-    async def cancel_where(
-        self,
-        tenant_id: str | None = None,
-        *,
-        namespace: str | None = None,
-        status: Status | str | None = None,
-        kind: str | None = None,
-        priority: Priority | str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        reason: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> BulkResult:
-        where = BulkFilter(
-            tenant_id=tenant_id,
-            namespace=namespace,
-            status=status,  # type: ignore[arg-type]
-            kind=kind,
-            priority=priority,  # type: ignore[arg-type]
-            created_after=created_after,
-            created_before=created_before,
-            reason=reason,
-            limit=limit,
-            cursor=cursor,
-        )
-        return await self._bulk("/ops/cancel", where)
-
-    async def retry_where(
-        self,
-        tenant_id: str | None = None,
-        *,
-        namespace: str | None = None,
-        status: Status | str | None = None,
-        kind: str | None = None,
-        priority: Priority | str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> BulkResult:
-        where = BulkFilter(
-            tenant_id=tenant_id,
-            namespace=namespace,
-            status=status,  # type: ignore[arg-type]
-            kind=kind,
-            priority=priority,  # type: ignore[arg-type]
-            created_after=created_after,
-            created_before=created_before,
-            limit=limit,
-            cursor=cursor,
-        )
-        return await self._bulk("/ops/retry", where)
-
-    async def _bulk(self, path: str, where: BulkFilter) -> BulkResult:
-        """A bulk route (admin keys), its filter checked here as the server checks it."""
+    async def _bulk(self, action: Literal["cancel", "retry"], where: BulkFilter) -> BulkResult:
+        """``POST /v1/ops/<action>`` (admin keys), the filter checked here as the server checks
+        it."""
         where.check()
         where.tenant_id = self._tenant(where.tenant_id)
         if where.status is not None:
             where.status = check_status(where.status)
-        return await self._call("POST", path, BulkResult, body=where)  # type: ignore[no-any-return]
+        return await self._call("POST", f"/ops/{action}", BulkResult, body=where)  # type: ignore[no-any-return]
 
-    for _verb in (wait, wait_many, as_completed, cancel, retry, cancel_where, retry_where):
+    for _verb in (wait, wait_many, as_completed, cancel, retry):
         _verb.__doc__ = getattr(Verbs, _verb.__name__).__doc__
     del _verb
 

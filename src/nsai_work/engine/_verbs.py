@@ -22,7 +22,7 @@ import asyncio
 import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from msgspec import Struct
 
@@ -383,7 +383,7 @@ class Verbs:
             limit=limit,
             cursor=cursor,
         )
-        return await run_bulk(self, "cancel", where)
+        return await self._bulk("cancel", where)
 
     async def retry_where(
         self,
@@ -413,7 +413,11 @@ class Verbs:
             limit=limit,
             cursor=cursor,
         )
-        return await run_bulk(self, "retry", where)
+        return await self._bulk("retry", where)
+
+    async def _bulk(self, action: Literal["cancel", "retry"], where: BulkFilter) -> BulkResult:
+        """Carry out a bulk verb (``_bulk.py``); a client over HTTP asks its server instead."""
+        return await run_bulk(self, action, where)
 
     async def submit_workflow(self, workflow: Workflow) -> WorkflowRun:
         """Admit every step of a ``work.Workflow``, or none: an unknown step, a cycle (named)
