@@ -36,8 +36,9 @@ the status only note the job's seq (and, on its first move, the status the index
 A reader first moves each noted job, in seq order, from the index it is in to its status's
 index. So a job that moves several times between two readers costs one index move, and one
 submitted, finished and pruned between them (a short job, when nobody lists) none: in a stream of
-no-op jobs this was 5% of the engine's whole cost per job. A reader waits for at most
-``UNINDEXED_MAX`` noted jobs, about 10 ms.
+no-op jobs this was 5% of the engine's whole cost per job. A reader indexes at most
+``UNINDEXED_MAX`` noted jobs first (100,000: 60-90 ms, once, after a burst of that many moves
+with no reader between; a dashboard that lists every second finds a second's worth).
 
 Cost, with n the number of jobs and c the cells a job is in (1 to 4, as above):
 
@@ -103,9 +104,10 @@ _FANOUT = 4
 _SCAN = 8
 #: The status position of a job in no index yet (inserted since the last ``_index_moves``).
 _NOWHERE: Final = -1
-#: At most this many jobs wait to be indexed (module docstring): what a listing may have to
-#: index first, about 10 ms.
-UNINDEXED_MAX = 20_000
+#: At most this many jobs wait to be indexed (module docstring): what a reader may have to index
+#: first, 60-90 ms after a burst of as many moves (the default ``finished_max``: in a steady
+#: stream without readers, most jobs are indexed once, finished, before they are pruned).
+UNINDEXED_MAX = 100_000
 
 
 class _Tenant:
