@@ -68,11 +68,7 @@ def check_indexes(store: JobTable, model: dict[str, work.Job]) -> None:
             assert listed == expected
 
 
-@pytest.mark.parametrize("unindexed_max", [memory.UNINDEXED_MAX, 5, 0])
-def test_insert_and_transitions_keep_every_index_right(
-    monkeypatch: pytest.MonkeyPatch, unindexed_max: int
-) -> None:
-    monkeypatch.setattr(memory, "UNINDEXED_MAX", unindexed_max)
+def test_insert_and_transitions_keep_every_index_right() -> None:
     rng = random.Random(1234)
     store = JobTable(finished_max=10_000)
     model: dict[str, work.Job] = {}
@@ -313,37 +309,6 @@ def test_owners_of_a_shared_id_are_found_without_a_scan() -> None:
     assert sorted(store.owners("other-7")) == ["t2", "t3"]
 
 
-def test_moves_are_indexed_when_a_listing_reads_them() -> None:
-    store = JobTable(finished_max=2)
-    jobs = [new_job(status=S.QUEUED) for _ in range(5)]
-    for job in jobs:
-        store.insert(job)
-    moved = [replace(job, status=S.RUNNING) for job in jobs[:3]]
-    for job in moved:
-        store.put(job, 1.0)
-    for job in moved[:2]:
-        _finish(store, job, 2.0)
-    leaf = store._tenants["t1"].leaves[("default", "k")][0]
-    assert leaf == [None] * len(S)  # nothing indexed yet: the listing below does it
-    assert everything(store, "t1", status=S.QUEUED) == [jobs[4].id, jobs[3].id]
-    assert everything(store, "t1", status=S.RUNNING) == [jobs[2].id]
-    assert everything(store, "t1", status=S.SUCCEEDED) == [jobs[1].id, jobs[0].id]
-    assert store._unindexed == {}
-    # a job that finishes and is pruned between two listings never reaches an index
-    store = JobTable(finished_max=0)
-    kept = new_job(status=S.QUEUED)
-    store.insert(kept)
-    assert everything(store, "t1") == [kept.id]  # (indexed: queued)
-    late = new_job(status=S.QUEUED)
-    store.insert(late)
-    store.put(replace(late, status=S.RUNNING), 1.0)
-    assert store._unindexed == {store._place[late.id][0]: memory._NOWHERE}
-    _finish(store, late, 2.0)  # pruned at once (finished_max=0)
-    assert store._unindexed == {}
-    assert_gone(store, late)
-    assert everything(store, "t1") == [kept.id]
-
-
 # ---- retention ---------------------------------------------------------------------------------
 
 
@@ -449,7 +414,6 @@ def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) 
     assert store._slot_at == {}
     assert store._shared_ids == {}
     assert len(store) == 0
-    assert store._unindexed == {}
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])

@@ -28,29 +28,16 @@ for a kind. So a tenant with at most ``_FANOUT`` (namespace, kind) pairs, or wit
 and any number of kinds, keeps each job in 1 or 2 indexes, and one with many namespaces and many
 kinds in up to 4.
 
-Indexing waits for a reader
----------------------------
-The indexes are brought up to date when something reads them (``list``, ``keys_with_status``)
-or when more than ``UNINDEXED_MAX`` jobs wait: until then ``insert`` and a ``put`` that changes
-the status only note the job's seq (and, on its first move, the status the indexes have it at).
-A reader first moves each noted job, in seq order, from the index it is in to its status's
-index. So a job that moves several times between two readers costs one index move, and one
-submitted, finished and pruned between them (a short job, when nobody lists) none: in a stream of
-no-op jobs this was 5% of the engine's whole cost per job. A reader indexes at most
-``UNINDEXED_MAX`` noted jobs first (100,000: 60-90 ms, once, after a burst of that many moves
-with no reader between; a dashboard that lists every second finds a second's worth).
-
 Cost, with n the number of jobs and c the cells a job is in (1 to 4, as above):
 
-- ``insert``: a note; the first job of a new (namespace, kind) may build coarse cells (above):
-  O(log n) amortized over the jobs they hold;
-- ``put`` that changes the status: a note (a ``put`` that keeps the status touches nothing);
-- indexing a noted job: c removals and c insertions, O(log n) each (plus moving at most
-  ``2 * LOAD`` pointers within a chunk), mostly appends as jobs come in seq order;
-- pruning a finished job: c removals, O(log n) each, or none when it was never indexed;
-- ``list``: the noted jobs first, then a bisection for the cursor in each index it reads (at
-  most ``7 * _FANOUT``), then a step per job returned: O(log n + limit) for any combination of
-  tenant, namespace, status and kind, never a walk over jobs that do not match;
+- ``insert``: c appends (a new job's seq is the largest); the first job of a new (namespace,
+  kind) may build coarse cells (above): O(log n) amortized over the jobs they hold;
+- ``put`` that changes the status: c removals and c insertions, O(log n) each (plus moving at
+  most ``2 * LOAD`` pointers within a chunk); a ``put`` that keeps the status touches no index;
+- pruning a finished job: c removals, O(log n) each;
+- ``list``: a bisection for the cursor in each index it reads (at most ``7 * _FANOUT``), then a
+  step per job returned: O(log n + limit) for any combination of tenant, namespace, status and
+  kind, never a walk over jobs that do not match;
 - ``get``: dict lookups, O(1); ``owners``: O(tenants that share the id).
 
 Paging while jobs change
@@ -102,12 +89,6 @@ _AT: Final = {status: at for at, status in enumerate(Status)}
 _FANOUT = 4
 #: A tenant with at most this many leaves finds a namespace's (or kind's) by a scan of them.
 _SCAN = 8
-#: The status position of a job in no index yet (inserted since the last ``_index_moves``).
-_NOWHERE: Final = -1
-#: At most this many jobs wait to be indexed (module docstring): what a reader may have to index
-#: first, 60-90 ms after a burst of as many moves (the default ``finished_max``: in a steady
-#: stream without readers, most jobs are indexed once, finished, before they are pruned).
-UNINDEXED_MAX = 100_000
 
 
 class _Tenant:
@@ -253,9 +234,6 @@ class JobTable:
         #: where each job is: its seq and the cells of its leaf (its leaf lives while it does)
         self._place: dict[_Slot, tuple[int, list[Cell]]] = {}
         self._slot_at: dict[int, _Slot] = {}
-        #: the jobs inserted or moved since the indexes were last brought up to date: seq ->
-        #: the status position the indexes have it at (``_NOWHERE``: none yet)
-        self._unindexed: dict[int, int] = {}
         self._tenants: dict[str, _Tenant] = {}
         self._finished: deque[tuple[float, str, str]] = deque()  # (when, tenant, id)
         #: ``job_with_id(job_id)``: the job stored under this id alone, or None (whose tenant
@@ -282,6 +260,7 @@ class JobTable:
             self._shared[slot] = job
             self._shared_ids.setdefault(job_id, set()).add(tenant_id)
         self._next_seq = seq = self._next_seq + 1
+        at = _AT[job.status]
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             tenant = self._tenants[tenant_id] = _Tenant()
@@ -290,10 +269,8 @@ class JobTable:
             cells = tenant.add_leaf(job.namespace, job.kind)
         self._place[slot] = (seq, cells)
         self._slot_at[seq] = slot
-        unindexed = self._unindexed
-        unindexed[seq] = _NOWHERE
-        if len(unindexed) > UNINDEXED_MAX:
-            self._index_moves()
+        for cell in cells:
+            cell_add(cell, at, seq)
 
     def put(self, job: Job, now: float) -> None:
         """Store a job's new snapshot (a transition); a terminal one starts its retention.
@@ -310,12 +287,11 @@ class JobTable:
             old = self._shared[slot]
             self._shared[slot] = job
         if old.status is not status:
-            seq = self._place[slot][0]
-            unindexed = self._unindexed
-            if seq not in unindexed:
-                unindexed[seq] = _AT[old.status]
-                if len(unindexed) > UNINDEXED_MAX:
-                    self._index_moves()
+            was, at = _AT[old.status], _AT[status]
+            seq, cells = self._place[slot]
+            for cell in cells:
+                cell_remove(cell, was, seq)
+                cell_add(cell, at, seq)
             if status in TERMINAL_STATUSES:
                 finished = self._finished
                 finished.append((now, job.tenant_id, job_id))
@@ -378,13 +354,10 @@ class JobTable:
                 del self._shared_ids[job_id]
         seq, cells = self._place.pop(slot)
         del self._slot_at[seq]
-        indexed_at = self._unindexed.pop(seq, _AT[job.status])
-        if indexed_at != _NOWHERE:
-            for cell in cells:
-                cell_remove(cell, indexed_at, seq)
-        if not any(cells[0]) and self._unindexed:  # (its leaf's other jobs may be unindexed)
-            self._index_moves()
-        if not any(cells[0]):  # the last job of its leaf
+        at = _AT[job.status]
+        for cell in cells:
+            cell_remove(cell, at, seq)
+        if cells[0][at] is None and not any(cells[0]):  # the last job of its leaf
             tenant = self._tenants[tenant_id]
             tenant.drop_leaf(job.namespace, job.kind)
             if not tenant.leaves:
@@ -431,7 +404,6 @@ class JobTable:
     def keys_with_status(self, status: Status) -> list[JobKey]:
         """(tenant id, job id) of the stored jobs in ``status``, tenant by tenant, oldest first:
         O(tenants + jobs found)."""
-        self._index_moves()
         at, slot_at = _AT[status], self._slot_at
         found: list[JobKey] = []
         for tenant_id, tenant in self._tenants.items():
@@ -462,7 +434,6 @@ class JobTable:
         if not isinstance(limit, int) or limit < 1:
             raise ValidationError(f"limit is an int >= 1, got {limit!r}", path="$.limit")
         before = None if cursor is None else _parse_cursor(cursor)
-        self._index_moves()
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             return [], None
@@ -482,24 +453,6 @@ class JobTable:
         if len(seqs) > limit:
             return [job_at(seq) for seq in seqs[:limit]], str(seqs[limit - 1])
         return [job_at(seq) for seq in seqs], None
-
-    def _index_moves(self) -> None:
-        """Bring the indexes up to date: each job inserted or moved since the last call leaves
-        the index it is in (if any) for its status's, in seq order (mostly appends)."""
-        unindexed = self._unindexed
-        if not unindexed:
-            return
-        slot_at, place, jobs, shared = self._slot_at, self._place, self._jobs, self._shared
-        for seq in sorted(unindexed):
-            was = unindexed[seq]
-            slot = slot_at[seq]
-            at = _AT[(jobs[slot] if isinstance(slot, str) else shared[slot]).status]
-            if at != was:
-                for cell in place[slot][1]:
-                    if was != _NOWHERE:
-                        cell_remove(cell, was, seq)
-                    cell_add(cell, at, seq)
-        unindexed.clear()
 
     def _job_at(self, seq: int) -> Job:
         slot = self._slot_at[seq]
