@@ -11,12 +11,14 @@ have listed no job twice, and every job that matched at each of its pages.
 
 The chunks of the ordered indexes are made tiny (``LOAD = 4``: 2 to 8 seqs) so that a few
 dozen jobs split and merge them, and listings merge at most 1 or 2 leaves (``_FANOUT``), so
-that coarse cells are built, shared and dropped. Another test checks the index functions alone
-against a sorted list.
+that coarse cells are built, shared and dropped; one machine leaves the indexing of moves to the
+readers, the other also indexes them whenever more than 2 wait (``UNINDEXED_MAX``). Another test
+checks the index functions alone against a sorted list.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ordered_index, "LOAD", 4)
     monkeypatch.setattr(memory, "_FANOUT", memory._FANOUT)  # a machine sets its own
     monkeypatch.setattr(memory, "_SCAN", memory._SCAN)
+    monkeypatch.setattr(memory, "UNINDEXED_MAX", memory.UNINDEXED_MAX)
 
 
 @dataclass
@@ -91,10 +94,12 @@ def filters_strategy() -> st.SearchStrategy[dict[str, Any]]:
 class StoreMachine(RuleBasedStateMachine):
     fanout = 1  # _FANOUT: coarse cells past 1 leaf
     scan = 0  # _SCAN: which kinds each namespace has (and the converse) always kept
+    unindexed_max = memory.UNINDEXED_MAX  # moves are indexed when a listing reads
 
     def __init__(self) -> None:
         super().__init__()
         memory._FANOUT, memory._SCAN = self.fanout, self.scan
+        memory.UNINDEXED_MAX = self.unindexed_max
         self.store = JobTable(finished_ttl_s=TTL_S, finished_max=FINISHED_MAX)
         self.jobs: dict[Key, tuple[int, work.Job]] = {}  # the oracle: key -> (position, job)
         self.position = 0
@@ -246,28 +251,53 @@ class StoreMachine(RuleBasedStateMachine):
 
     # ---- invariants ----------------------------------------------------------------------
 
-    @invariant()
-    def lookups_and_status_keys_agree(self) -> None:
-        store = self.store
-        assert len(store) == len(self.jobs)
+    @rule()
+    def read_status_keys(self) -> None:  # (which indexes the moves that wait, like a listing)
+        self.check_status_keys(self.store)
+        assert self.store._unindexed == {}
+
+    @rule(count=st.integers(0, 3))
+    def index_some_notes(self, count: int) -> None:  # (a slice of the memory store's reader)
+        before = self.store.noted
+        self.store.index_noted(count)
+        assert self.store.noted == max(0, before - count)
+
+    def check_status_keys(self, store: JobTable) -> None:
         for status in S:
             expected = {key for key, (_, job) in self.jobs.items() if job.status is status}
             assert sorted(store.keys_with_status(status)) == sorted(expected)
+
+    # ---- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def lookups_agree(self) -> None:
+        store = self.store
+        assert len(store) == len(self.jobs)
         for (tenant, job_id), (_, job) in self.jobs.items():
             assert store.get(tenant, job_id) is job
             assert sorted(store.owners(job_id)) == sorted(
                 owner for (owner, other) in self.jobs if other == job_id
             )
+        notes, unindexed = self.store._notes, self.store._unindexed
+        assert len(notes) <= memory.UNINDEXED_MAX
+        assert set(unindexed) <= set(notes) & set(self.store._slot_at)
 
     @invariant()
     def nothing_is_kept_for_what_is_gone(self) -> None:
-        store = self.store
+        # (checked on a copy with every move indexed: the store's own moves may wait)
+        store = copy.deepcopy(self.store)
+        self.check_status_keys(store)
         assert set(store._tenants) == {tenant for tenant, _ in self.jobs}
         assert len(store._place) == len(store._slot_at) == len(self.jobs)
-        for tenant in store._tenants.values():
+        for tenant_id, tenant in store._tenants.items():
             assert tenant.leaves, "a tenant without jobs is kept"
+            sizes: dict[tuple[str, str], int] = {}
+            for (owner, _), (_, job) in self.jobs.items():
+                if owner == tenant_id:
+                    sizes[(job.namespace, job.kind)] = sizes.get((job.namespace, job.kind), 0) + 1
+            assert {pair: leaf.size for pair, leaf in tenant.leaves.items()} == sizes
             for cell in chain(
-                (cells[0] for cells in tenant.leaves.values()), tenant.coarse.values()
+                (leaf.cells[0] for leaf in tenant.leaves.values()), tenant.coarse.values()
             ):
                 assert any(cell), "an empty cell is kept"
                 for index in cell:
@@ -300,6 +330,7 @@ TestStoreMachine = StoreMachine.TestCase
 class WiderStoreMachine(StoreMachine):
     fanout = 2
     scan = 3  # found by a scan of the leaves up to 3, kept past it
+    unindexed_max = 2  # moves are indexed past 2 waiting too, between listings
 
 
 WiderStoreMachine.TestCase.settings = StoreMachine.TestCase.settings

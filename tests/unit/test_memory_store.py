@@ -5,6 +5,7 @@ brute-force oracle, jobs changing between pages: tests/property/test_memory_stor
 
 from __future__ import annotations
 
+import asyncio
 import random
 from itertools import product
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from msgspec.structs import replace
 
 import nsai_work as work
+from nsai_work.stores import ListQuery, MemoryStore
 from nsai_work.stores import _memory_table as memory
 from nsai_work.stores._memory_table import JobTable
 
@@ -68,7 +70,11 @@ def check_indexes(store: JobTable, model: dict[str, work.Job]) -> None:
             assert listed == expected
 
 
-def test_insert_and_transitions_keep_every_index_right() -> None:
+@pytest.mark.parametrize("unindexed_max", [memory.UNINDEXED_MAX, 5, 0])
+def test_insert_and_transitions_keep_every_index_right(
+    monkeypatch: pytest.MonkeyPatch, unindexed_max: int
+) -> None:
+    monkeypatch.setattr(memory, "UNINDEXED_MAX", unindexed_max)
     rng = random.Random(1234)
     store = JobTable(finished_max=10_000)
     model: dict[str, work.Job] = {}
@@ -309,6 +315,71 @@ def test_owners_of_a_shared_id_are_found_without_a_scan() -> None:
     assert sorted(store.owners("other-7")) == ["t2", "t3"]
 
 
+def test_moves_are_indexed_when_a_listing_reads_them() -> None:
+    store = JobTable(finished_max=2)
+    jobs = [new_job(status=S.QUEUED) for _ in range(5)]
+    for job in jobs:
+        store.insert(job)
+    moved = [replace(job, status=S.RUNNING) for job in jobs[:3]]
+    for job in moved:
+        store.put(job, 1.0)
+    for job in moved[:2]:
+        _finish(store, job, 2.0)
+    leaf = store._tenants["t1"].leaves[("default", "k")].cells[0]
+    assert leaf == [None] * len(S)  # nothing indexed yet: the listing below does it
+    assert everything(store, "t1", status=S.QUEUED) == [jobs[4].id, jobs[3].id]
+    assert everything(store, "t1", status=S.RUNNING) == [jobs[2].id]
+    assert everything(store, "t1", status=S.SUCCEEDED) == [jobs[1].id, jobs[0].id]
+    assert store._unindexed == {}
+    # a job that finishes and is pruned between two listings never reaches an index
+    store = JobTable(finished_max=0)
+    kept = new_job(status=S.QUEUED)
+    store.insert(kept)
+    assert everything(store, "t1") == [kept.id]  # (indexed: queued)
+    late = new_job(status=S.QUEUED)
+    store.insert(late)
+    store.put(replace(late, status=S.RUNNING), 1.0)
+    assert store._unindexed == {store._place[late.id][0]: memory._NOWHERE}
+    _finish(store, late, 2.0)  # pruned at once (finished_max=0)
+    assert store._unindexed == {}
+    assert_gone(store, late)
+    assert everything(store, "t1") == [kept.id]
+
+
+def test_the_stores_reader_indexes_in_slices_with_the_loop_free_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nsai_work.stores import memory as memory_store
+
+    monkeypatch.setattr(memory_store, "INDEX_SLICE", 4)
+    asyncio.run(_read_in_slices())
+
+
+async def _read_in_slices() -> None:
+    store = MemoryStore()
+    await store.open()
+    jobs = [new_job(status=S.QUEUED) for _ in range(30)]
+    for job in jobs:
+        store.table.insert(job)
+    for job in jobs[::3]:
+        store.table.put(replace(job, status=S.RUNNING), 1.0)
+    assert store.table.noted == 30
+    seen: list[int] = []  # notes left each time another task got the loop
+
+    async def other() -> None:
+        while store.table.noted:
+            seen.append(store.table.noted)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    page, _ = await store.list(ListQuery(tenant_id="t1", status=S.RUNNING, limit=100))
+    await watcher
+    assert [job.id for job in page] == [job.id for job in jobs[::3]][::-1]
+    assert seen == [30, 26, 22, 18, 14, 10, 6, 2]  # never more than a slice (4) in one go
+    assert store.table.noted == 0
+
+
 # ---- retention ---------------------------------------------------------------------------------
 
 
@@ -414,6 +485,7 @@ def test_pruning_leaves_no_empty_index_entries(monkeypatch: pytest.MonkeyPatch) 
     assert store._slot_at == {}
     assert store._shared_ids == {}
     assert len(store) == 0
+    assert store._unindexed == {}
 
 
 @pytest.mark.parametrize("options", [{"finished_ttl_s": -1.0}, {"finished_max": -1}])

@@ -22,7 +22,7 @@ from msgspec.structs import replace
 
 from .._errors import ConflictError, StoreError, ValidationError
 from .._ir import TERMINAL_STATUSES, Job
-from ._memory_table import JobTable
+from ._memory_table import INDEX_SLICE, JobTable
 from ._protocol import Inbox, JobKey, Lease, ListQuery, Recovered, Role, WriteBatch
 from ._schedules import ScheduleState
 from ._unique import Claim, claims_of, holds
@@ -155,10 +155,16 @@ class MemoryStore:
         return {job_id: found for job_id in job_ids if (found := find(job_id))}
 
     async def list(self, query: ListQuery) -> tuple[list[Job], str | None]:
-        """A page from the table's ordered indexes; the cursor is bound to the query."""
+        """A page from the table's ordered indexes; the cursor is bound to the query. The
+        moves noted since the last reader are indexed first, ``INDEX_SLICE`` at a time with the
+        loop free between slices (``_memory_table``: the engine's loop never waits for more)."""
         self._require()
         before = None if query.cursor is None else self._seq_of_cursor(query)
-        jobs, after = self.table.list(
+        table = self.table
+        while table.noted > INDEX_SLICE:
+            table.index_noted(INDEX_SLICE)
+            await asyncio.sleep(0)
+        jobs, after = table.list(
             query.tenant_id,
             namespace=query.namespace,
             status=query.status,
