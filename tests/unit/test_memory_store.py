@@ -380,6 +380,43 @@ async def _read_in_slices() -> None:
     assert store.table.noted == 0
 
 
+def test_writers_noting_faster_than_the_slices_do_not_hold_a_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nsai_work.stores import memory as memory_store
+
+    monkeypatch.setattr(memory_store, "INDEX_SLICE", 4)
+    asyncio.run(_read_under_a_flood())
+
+
+async def _read_under_a_flood() -> None:
+    store = MemoryStore()
+    await store.open()
+    added: list[work.Job] = []
+
+    def add(count: int) -> None:
+        for _ in range(count):
+            job = new_job(status=S.QUEUED)
+            store.table.insert(job)
+            added.append(job)
+
+    add(20)
+    stop = False
+
+    async def flood() -> None:  # 10 new notes each time it gets the loop: more than a slice
+        while not stop:
+            add(10)
+            await asyncio.sleep(0)
+
+    writer = asyncio.create_task(flood())
+    await asyncio.sleep(0)
+    page, _ = await asyncio.wait_for(store.list(ListQuery(tenant_id="t1", limit=1_000)), 5.0)
+    stop = True
+    await writer
+    assert len(page) > 20  # the writer noted more between the slices, and the read ended
+    assert [job.id for job in page] == [job.id for job in added[: len(page)]][::-1]
+
+
 # ---- retention ---------------------------------------------------------------------------------
 
 

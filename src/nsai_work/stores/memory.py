@@ -161,7 +161,9 @@ class MemoryStore:
         self._require()
         before = None if query.cursor is None else self._seq_of_cursor(query)
         table = self.table
-        while table.noted > INDEX_SLICE:
+        for _ in range(table.noted // INDEX_SLICE):  # (then what is left at once: writers
+            if table.noted <= INDEX_SLICE:  # noting faster than the slices cannot hold it)
+                break
             table.index_noted(INDEX_SLICE)
             await asyncio.sleep(0)
         jobs, after = table.list(
