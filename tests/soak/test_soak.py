@@ -127,6 +127,7 @@ def test_soak_every_backend_under_churn(
             work.Tenant("globex", quota=work.Quota(max_running=6)),
         ],
         seed=7,
+        finished_max=1_000_000,  # every job is waited for at the end: none may be pruned
     ).start()
     submitted: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -174,7 +175,7 @@ def test_soak_every_backend_under_churn(
                 else:
                     scheduler.stats()
         except work.NotFoundError:
-            pass  # a finished job pruned meanwhile cannot happen here (the TTL is an hour)
+            pass  # a finished job pruned meanwhile cannot happen here (TTL 1 h, 1M kept)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
