@@ -346,18 +346,26 @@ def test_moves_are_indexed_when_a_listing_reads_them() -> None:
     assert everything(store, "t1") == [kept.id]
 
 
-def test_the_stores_reader_indexes_in_slices_with_the_loop_free_between(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def slices_of_4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory store's reader indexes 4 noted jobs between two yields to the loop."""
     from nsai_work.stores import memory as memory_store
 
     monkeypatch.setattr(memory_store, "INDEX_SLICE", 4)
+
+
+async def _open_store() -> MemoryStore:
+    store = MemoryStore()
+    await store.open()
+    return store
+
+
+def test_the_stores_reader_indexes_in_slices_with_the_loop_free_between(slices_of_4: None) -> None:
     asyncio.run(_read_in_slices())
 
 
 async def _read_in_slices() -> None:
-    store = MemoryStore()
-    await store.open()
+    store = await _open_store()
     jobs = [new_job(status=S.QUEUED) for _ in range(30)]
     for job in jobs:
         store.table.insert(job)
@@ -380,18 +388,12 @@ async def _read_in_slices() -> None:
     assert store.table.noted == 0
 
 
-def test_writers_noting_faster_than_the_slices_do_not_hold_a_reader(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from nsai_work.stores import memory as memory_store
-
-    monkeypatch.setattr(memory_store, "INDEX_SLICE", 4)
+def test_writers_noting_faster_than_the_slices_do_not_hold_a_reader(slices_of_4: None) -> None:
     asyncio.run(_read_under_a_flood())
 
 
 async def _read_under_a_flood() -> None:
-    store = MemoryStore()
-    await store.open()
+    store = await _open_store()
     added: list[work.Job] = []
 
     def add(count: int) -> None:
